@@ -1,0 +1,47 @@
+"""lowtide: fewer billed Redis commands for multi-tenant asyncio backends.
+
+Start with :class:`Lowtide`::
+
+    async with Lowtide.from_env() as lt:
+        ...
+"""
+
+from lowtide.clock import Clock, ManualClock, SystemClock
+from lowtide.context import Attribution, current_tenant, tenant_scope
+from lowtide.errors import (
+    ConfigError,
+    InvalidKeyError,
+    LowtideError,
+    RedisCommandError,
+    RedisUnavailable,
+    SerializationError,
+)
+from lowtide.hub import Lowtide
+from lowtide.keys import build_key, parse_key
+from lowtide.ledger import LedgerSnapshot
+from lowtide.modes import Mode, ModeChange
+from lowtide.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attribution",
+    "Clock",
+    "ConfigError",
+    "InvalidKeyError",
+    "LedgerSnapshot",
+    "Lowtide",
+    "LowtideError",
+    "ManualClock",
+    "Mode",
+    "ModeChange",
+    "RedisCommandError",
+    "RedisUnavailable",
+    "SerializationError",
+    "Settings",
+    "SystemClock",
+    "build_key",
+    "current_tenant",
+    "parse_key",
+    "tenant_scope",
+]

@@ -1,0 +1,31 @@
+"""Reconnection delays: capped exponential backoff with jitter, never below a floor."""
+
+from __future__ import annotations
+
+import random
+
+__all__ = ["Backoff"]
+
+
+class Backoff:
+    """Delays ``floor * 2**n`` capped at ``cap``, each scaled by a random factor in [0.8, 1.0].
+
+    The floor keeps a process at no more than one reconnection attempt per ``floor`` seconds
+    (the seeds' first suspect for a flat command line was a retry loop without backoff).
+    """
+
+    def __init__(self, floor: float = 1.0, cap: float = 4.0, rng: random.Random | None = None):
+        self.floor = max(floor, 0.0)
+        self.cap = max(cap, self.floor)
+        self._rng = rng or random.Random()
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt (and count the attempt)."""
+        base = min(self.cap, self.floor * (2**self.attempts)) / 0.8
+        self.attempts += 1
+        return max(self.floor, min(self.cap, base * self._rng.uniform(0.8, 1.0)))
+
+    def reset(self) -> None:
+        """Start again from the floor (after a success)."""
+        self.attempts = 0

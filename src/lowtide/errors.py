@@ -1,0 +1,65 @@
+"""Typed errors raised by lowtide.
+
+Every error lowtide raises on purpose derives from :class:`LowtideError`, so callers can catch
+the whole family at once, and each subclass also derives from the closest built-in exception
+(``ValueError`` for bad input, ``ConnectionError`` for an unreachable server) so existing
+``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "InvalidKeyError",
+    "LowtideError",
+    "RedisCommandError",
+    "RedisUnavailable",
+    "SerializationError",
+]
+
+
+class LowtideError(Exception):
+    """Base class of every error lowtide raises on purpose."""
+
+
+class ConfigError(LowtideError, ValueError):
+    """A setting or an environment variable has an invalid value.
+
+    The message names the setting and never contains a password.
+    """
+
+
+class InvalidKeyError(LowtideError, ValueError):
+    """A tenant id, cache name or key cannot be turned into a Redis key (empty, too long, ...)."""
+
+
+class SerializationError(LowtideError, ValueError):
+    """A value cannot be encoded, or bytes read from Redis cannot be decoded, by the codec."""
+
+
+class RedisUnavailable(LowtideError, ConnectionError):
+    """Redis cannot be used right now: unreachable, timed out, suspended, or not configured.
+
+    Components catch it and fall back to local state; it reaches callers only from components
+    configured fail-closed.
+    """
+
+    def __init__(self, message: str, *, reason: str = "unreachable") -> None:
+        super().__init__(message)
+        #: one of ``unreachable``, ``timeout``, ``suspended``, ``local``, ``degraded``
+        self.reason = reason
+
+
+class RedisCommandError(LowtideError):
+    """The server answered a command with an error reply (WRONGTYPE, OOM, READONLY, ...)."""
+
+    def __init__(self, message: str, *, command: str) -> None:
+        super().__init__(message)
+        #: the command in server naming, e.g. ``get`` or ``client|tracking``
+        self.command = command
+
+    @property
+    def code(self) -> str:
+        """The error code the server put first in its reply, e.g. ``WRONGTYPE`` or ``OOM``."""
+        first = str(self).split(" ", 1)[0]
+        return first if first.isupper() else "ERR"

@@ -1,0 +1,18 @@
+"""The command ledger: what lowtide sent to Redis, by whom, for which tenant, at what cost."""
+
+from lowtide.ledger.ledger import OTHER_TENANT, Ledger
+from lowtide.ledger.naming import command_name
+from lowtide.ledger.providers import BillingProfile, billing_profile, profile_for_provider
+from lowtide.ledger.snapshot import LedgerRow, LedgerSnapshot, MinuteBucket
+
+__all__ = [
+    "OTHER_TENANT",
+    "BillingProfile",
+    "Ledger",
+    "LedgerRow",
+    "LedgerSnapshot",
+    "MinuteBucket",
+    "billing_profile",
+    "command_name",
+    "profile_for_provider",
+]

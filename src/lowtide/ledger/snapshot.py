@@ -1,0 +1,69 @@
+"""The ledger's frozen, exportable view."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["LedgerRow", "LedgerSnapshot", "MinuteBucket"]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """Commands counted for one (component, command, key family, tenant)."""
+
+    component: str
+    command: str
+    family: str
+    tenant: str | None
+    count: int
+    billed: int
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteBucket:
+    """Commands and billed units sent during one wall-clock minute."""
+
+    start: float
+    commands: int
+    billed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSnapshot:
+    """What lowtide has sent to Redis since the ledger started (or was reset).
+
+    ``by_command`` uses the server's naming (``get``, ``client|tracking``) and includes
+    connection set-up, health checks, retries and the commands Lua scripts ran, so for a
+    process that is the server's only client it equals the delta of ``INFO commandstats``
+    (``calls + rejected_calls``).
+    """
+
+    instance: str
+    provider: str
+    profile: str
+    taken_at: float
+    elapsed_s: float
+    total: int
+    billed: int
+    script_inner: int
+    by_command: dict[str, int]
+    by_component: dict[str, int]
+    by_family: dict[str, int]
+    by_tenant: dict[str, int]
+    rows: tuple[LedgerRow, ...]
+    per_minute: tuple[MinuteBucket, ...]
+    #: projected commands per day at the recent rate (last 10 minutes at most)
+    per_day: float
+    #: projected billed units per day at the recent rate
+    billed_per_day: float
+    #: projected dollars per 30-day month under the billing profile
+    usd_per_month: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tenants without a tenant are shown as ``"-"``)."""
+        d = asdict(self)
+        d["rows"] = [
+            dict(r, tenant="-" if r["tenant"] is None else r["tenant"]) for r in d["rows"]
+        ]
+        return d

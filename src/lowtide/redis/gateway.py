@@ -1,0 +1,148 @@
+"""The gateway: the one door through which components send commands to Redis.
+
+It labels commands for the ledger, refuses instantly (no network) while the hub is not in
+distributed mode, turns redis-py's errors into lowtide's typed errors, and tells the hub when
+the server stopped answering so the hub can degrade and start reconnecting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+
+from lowtide.context import Attribution, _attribution
+from lowtide.errors import RedisCommandError, RedisUnavailable
+from lowtide.ledger import Ledger, command_name
+from lowtide.redis.scripts import Script
+
+__all__ = ["Gateway"]
+
+_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError)
+
+
+class Gateway:
+    """Sends commands for components; see the module docs."""
+
+    def __init__(
+        self,
+        client: Redis,
+        ledger: Ledger,
+        *,
+        upstash: bool = False,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.upstash = upstash
+        #: False while the hub is degraded or suspended: calls fail fast without I/O
+        self.open = True
+        self.closed_reason = "degraded"
+        self._on_failure = on_failure
+
+    def _refuse(self) -> RedisUnavailable:
+        return RedisUnavailable(f"redis is {self.closed_reason}", reason=self.closed_reason)
+
+    def _translate(self, exc: BaseException, command: str) -> Exception:
+        if isinstance(exc, _UNAVAILABLE):
+            if self._on_failure is not None:
+                self._on_failure(exc)
+            reason = "timeout" if isinstance(exc, rexc.TimeoutError | TimeoutError) else "unreachable"
+            return RedisUnavailable(f"{command}: {exc}", reason=reason)
+        if isinstance(exc, rexc.ResponseError):
+            return RedisCommandError(str(exc), command=command)
+        return RedisCommandError(f"{type(exc).__name__}: {exc}", command=command)
+
+    async def call(self, attribution: Attribution, *args: Any) -> Any:
+        """Run one command labelled with ``attribution``; returns the raw reply."""
+        if not self.open:
+            raise self._refuse()
+        return await self._execute(attribution, args)
+
+    async def probe(self, attribution: Attribution) -> None:
+        """PING even while closed: how the hub learns that Redis is back."""
+        await self._execute(attribution, ("PING",))
+
+    async def _execute(self, attribution: Attribution, args: tuple[Any, ...]) -> Any:
+        token = _attribution.set(attribution)
+        try:
+            return await self.client.execute_command(*args)
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, command_name(args)) from exc
+        finally:
+            _attribution.reset(token)
+
+    async def pipeline(
+        self,
+        attribution: Attribution,
+        commands: Sequence[Sequence[Any]],
+        *,
+        transaction: bool = False,
+    ) -> list[Any]:
+        """Send ``commands`` in one round trip (each is still one command on the server).
+
+        Error replies are returned in place (as :class:`RedisCommandError`), not raised.
+        """
+        if not self.open:
+            raise self._refuse()
+        token = _attribution.set(attribution)
+        try:
+            pipe = self.client.pipeline(transaction=transaction)
+            for cmd in commands:
+                pipe.execute_command(*cmd)
+            replies = await pipe.execute(raise_on_error=False)
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "pipeline") from exc
+        finally:
+            _attribution.reset(token)
+        return [
+            RedisCommandError(str(r), command=command_name(c))
+            if isinstance(r, rexc.ResponseError)
+            else r
+            for r, c in zip(replies, commands, strict=True)
+        ]
+
+    async def run_script(
+        self,
+        attribution: Attribution,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any] = (),
+    ) -> Any:
+        """Run ``script`` with EVALSHA (EVAL after NOSCRIPT); count its inner commands."""
+        if not self.open:
+            raise self._refuse()
+        token = _attribution.set(attribution)
+        try:
+            try:
+                reply = await self.client.execute_command(
+                    "EVALSHA", script.sha(upstash=self.upstash), len(keys), *keys, *args
+                )
+            except rexc.NoScriptError:
+                reply = await self.client.execute_command(
+                    "EVAL", script.body(upstash=self.upstash), len(keys), *keys, *args
+                )
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "evalsha") from exc
+        finally:
+            _attribution.reset(token)
+        if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], list):
+            raise RedisCommandError(
+                f"script {script.name!r} did not return {{result, inner}}", command="evalsha"
+            )
+        result, inner = reply
+        counts: dict[str, int] = {}
+        for raw in inner:
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            counts[name] = counts.get(name, 0) + 1
+        if counts:
+            self.ledger.record_inner(counts, attribution)
+        return result
+
+    async def aclose(self) -> None:
+        """Close every connection of the pool."""
+        self.open = False
+        self.closed_reason = "closed"
+        await self.client.aclose(close_connection_pool=True)

@@ -1,0 +1,268 @@
+"""Settings: parsed once, validated with clear errors, frozen, and safe to print.
+
+:class:`Settings` holds everything the hub needs. Build it from keyword arguments or from the
+environment with :meth:`Settings.from_env`; both paths run the same validation. Passwords in the
+URL never appear in ``repr()``, logs or health output (see :func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, cast
+from urllib.parse import unquote, urlsplit
+
+from lowtide.errors import ConfigError
+
+__all__ = ["PROVIDERS", "Provider", "Settings", "parse_bool", "redact_url", "validate_url"]
+
+Provider = Literal["redis", "valkey", "dragonfly", "keydb", "upstash"]
+#: servers lowtide knows; ``upstash`` selects per-command billing rules and no CLIENT TRACKING
+PROVIDERS: tuple[str, ...] = ("redis", "valkey", "dragonfly", "keydb", "upstash")
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+_SCHEMES = {"redis", "rediss", "valkey", "valkeys", "unix"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def parse_bool(value: str | bool, *, name: str = "switch") -> bool:
+    """Parse a switch: ``true/1/yes/on`` and ``false/0/no/off`` (any case) are accepted."""
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true/false, 1/0, yes/no or on/off, got {value!r}")
+
+
+def redact_url(url: str | None) -> str | None:
+    """Return ``url`` with any password replaced by ``***`` (user names are kept)."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    masked = f"{user}:***@{hostport}" if user else f":***@{hostport}"
+    if ":" not in userinfo and userinfo:
+        # redis://secret@host means "password only" to redis-py
+        masked = f"***@{hostport}"
+    return parts._replace(netloc=masked).geturl()
+
+
+def validate_url(url: str) -> str:
+    """Check that ``url`` is a Redis URL lowtide can use; return it normalised for redis-py.
+
+    ``valkey://`` and ``valkeys://`` are accepted as spellings of ``redis://`` and ``rediss://``.
+    Raises :class:`ConfigError` (with the password masked) when it is not.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("url: expected a redis:// URL, got an empty value")
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"url: cannot parse {shown!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"url: unsupported scheme {parts.scheme!r} in {shown!r}; "
+            "use redis://, rediss://, valkey://, valkeys:// or unix://"
+        )
+    if scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"url: {shown!r} has no socket path")
+    else:
+        if not parts.hostname:
+            raise ConfigError(f"url: {shown!r} has no host")
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"url: port out of range in {shown!r}")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ConfigError(f"url: database must be a number in {shown!r}, got {unquote(db)!r}")
+    if scheme in ("valkey", "valkeys"):
+        url = "redis" + url.strip()[len("valkey") :]
+    return url.strip()
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the hub is configured with. Frozen; build a changed copy with :meth:`with_`.
+
+    Durations are in seconds.
+    """
+
+    #: Redis URL, or ``None`` to run local-only (no server at all)
+    url: str | None = None
+    #: first segment of every key lowtide writes; lets several apps share a database
+    namespace: str = "lt"
+    #: this process's name in the ledger, health and the fleet view
+    instance: str = field(default_factory=_default_instance)
+    #: server kind; ``upstash`` switches billing rules and invalidation to pub/sub
+    provider: Provider = "redis"
+    #: start suspended: never open a connection (the seeds' SUSPEND_REDIS)
+    suspend: bool = False
+    #: write a ``Redis Metrics`` log line every ``metrics_interval`` (TRACK_REDIS_METRICS)
+    track_metrics: bool = False
+    metrics_interval: float = 60.0
+    #: read regions of an Upstash Global database: each write is billed 1 + read_regions times
+    read_regions: int = 0
+    #: default L2 TTL of caches
+    default_ttl: float = 300.0
+    #: upper bound on how old an L1 value may be when read
+    max_staleness: float = 60.0
+    #: timeout of one socket read or write
+    op_timeout: float = 1.0
+    #: timeout of opening a connection
+    connect_timeout: float = 1.0
+    #: first and largest delay between reconnection attempts (jittered; never below 1 s)
+    reconnect_min: float = 1.0
+    reconnect_max: float = 4.0
+    #: connections the data pool may open
+    max_connections: int = 32
+
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            object.__setattr__(self, "url", validate_url(self.url))
+        if not isinstance(self.namespace, str) or not _NAME_RE.match(self.namespace):
+            raise ConfigError(
+                f"namespace: 1-64 characters of letters, digits, '_', '-' or '.', "
+                f"got {self.namespace!r}"
+            )
+        if not isinstance(self.instance, str) or not self.instance or len(self.instance) > 200:
+            raise ConfigError(f"instance: expected a non-empty name, got {self.instance!r}")
+        if self.provider not in PROVIDERS:
+            raise ConfigError(
+                f"provider: unknown provider {self.provider!r}; expected one of "
+                + ", ".join(PROVIDERS)
+            )
+        for name in ("suspend", "track_metrics"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+        for name in (
+            "metrics_interval",
+            "default_ttl",
+            "max_staleness",
+            "op_timeout",
+            "connect_timeout",
+            "reconnect_min",
+            "reconnect_max",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name}: expected a number of seconds, got {value!r}")
+            if value != value or value < 0:  # NaN or negative
+                raise ConfigError(f"{name}: must be >= 0 seconds, got {value!r}")
+        for name in ("metrics_interval", "op_timeout", "connect_timeout"):
+            if getattr(self, name) == 0:
+                raise ConfigError(f"{name}: must be > 0 seconds")
+        if self.reconnect_max < self.reconnect_min:
+            raise ConfigError("reconnect_max: must be >= reconnect_min")
+        for name in ("read_regions", "max_connections"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
+        if self.max_connections < 1:
+            raise ConfigError("max_connections: must be >= 1")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={redact_url(self.url)!r}" if f.name == "url" else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Settings({shown})"
+
+    @property
+    def redacted_url(self) -> str | None:
+        """The URL with its password masked."""
+        return redact_url(self.url)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from environment variables (``os.environ`` unless ``env`` is given).
+
+        ========================  ==============================  ===============
+        setting                   variable (first one wins)        example
+        ========================  ==============================  ===============
+        url                       LOWTIDE_REDIS_URL, REDIS_URL     redis://h:6379/0
+        suspend                   LOWTIDE_SUSPEND, SUSPEND_REDIS   true
+        track_metrics             LOWTIDE_TRACK_METRICS,
+                                  TRACK_REDIS_METRICS              1
+        namespace                 LOWTIDE_NAMESPACE                lt
+        instance                  LOWTIDE_INSTANCE                 web-1
+        provider                  LOWTIDE_PROVIDER                 upstash
+        read_regions              LOWTIDE_READ_REGIONS             1
+        default_ttl               LOWTIDE_DEFAULT_TTL              300
+        max_staleness             LOWTIDE_MAX_STALENESS            60
+        op_timeout                LOWTIDE_OP_TIMEOUT               1.0
+        connect_timeout           LOWTIDE_CONNECT_TIMEOUT          1.0
+        metrics_interval          LOWTIDE_METRICS_INTERVAL         60
+        ========================  ==============================  ===============
+
+        Keyword ``overrides`` win over the environment.
+        """
+        source = os.environ if env is None else env
+
+        def pick(*names: str) -> tuple[str, str] | None:
+            for n in names:
+                if n in source and source[n].strip() != "":
+                    return n, source[n]
+            return None
+
+        values: dict[str, Any] = {}
+        hit = pick("LOWTIDE_REDIS_URL", "REDIS_URL")
+        if hit:
+            values["url"] = hit[1].strip()
+        for key, names in (
+            ("suspend", ("LOWTIDE_SUSPEND", "SUSPEND_REDIS")),
+            ("track_metrics", ("LOWTIDE_TRACK_METRICS", "TRACK_REDIS_METRICS")),
+        ):
+            hit = pick(*names)
+            if hit:
+                values[key] = parse_bool(hit[1], name=hit[0])
+        for key, var in (
+            ("namespace", "LOWTIDE_NAMESPACE"),
+            ("instance", "LOWTIDE_INSTANCE"),
+            ("provider", "LOWTIDE_PROVIDER"),
+        ):
+            hit = pick(var)
+            if hit:
+                values[key] = hit[1].strip().lower() if key == "provider" else hit[1].strip()
+        for key, var, kind in (
+            ("read_regions", "LOWTIDE_READ_REGIONS", int),
+            ("default_ttl", "LOWTIDE_DEFAULT_TTL", float),
+            ("max_staleness", "LOWTIDE_MAX_STALENESS", float),
+            ("op_timeout", "LOWTIDE_OP_TIMEOUT", float),
+            ("connect_timeout", "LOWTIDE_CONNECT_TIMEOUT", float),
+            ("metrics_interval", "LOWTIDE_METRICS_INTERVAL", float),
+        ):
+            hit = pick(var)
+            if hit:
+                try:
+                    values[key] = kind(hit[1].strip())
+                except ValueError:
+                    raise ConfigError(
+                        f"{var}: expected {'an integer' if kind is int else 'a number'}, "
+                        f"got {hit[1]!r}"
+                    ) from None
+        values.update(overrides)
+        return cls(**cast(dict[str, Any], values))

@@ -1,0 +1,81 @@
+"""Ledger bookkeeping that needs no server: projection, cost, bounds, naming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lowtide import ManualClock
+from lowtide.context import Attribution
+from lowtide.ledger import Ledger, billing_profile, command_name
+
+A = Attribution("cache", "lt:c:p:*", "t1")
+
+
+def test_command_naming_matches_server_naming() -> None:
+    assert command_name(("GET", "k")) == "get"
+    assert command_name((b"SET", b"k", b"v")) == "set"
+    assert command_name(("CLIENT", "TRACKING", "on")) == "client|tracking"
+    assert command_name(("CLIENT TRACKING", "on")) == "client|tracking"
+    assert command_name(("script", "load", "x")) == "script|load"
+    assert command_name(("PING",)) == "ping"
+
+
+def test_per_day_projection_and_cost_use_the_injected_clock() -> None:
+    clock = ManualClock()
+    ledger = Ledger(billing_profile("upstash"), clock=clock)
+    for _ in range(60):  # 60 GETs per minute for 10 minutes = 86,400/day * 60/60
+        for _ in range(60):
+            ledger.record([("get", A)])
+        clock.advance(60)
+    snap = ledger.snapshot()
+    assert snap.total == 3600
+    assert snap.per_day == pytest.approx(86_400, rel=0.02)
+    assert snap.billed_per_day == pytest.approx(86_400, rel=0.02)
+    assert snap.usd_per_month == pytest.approx(86_400 * 30 * 0.20 / 100_000, rel=0.02)
+    assert len(snap.per_minute) == 60
+
+
+def test_free_commands_are_not_billed_on_upstash() -> None:
+    ledger = Ledger(billing_profile("upstash"), clock=ManualClock())
+    ledger.record([("ping", A), ("info", A), ("config|get", A), ("get", A), ("client|tracking", A)])
+    snap = ledger.snapshot()
+    assert snap.total == 5
+    assert snap.billed == 2
+
+
+def test_rows_are_bounded_and_totals_stay_exact() -> None:
+    ledger = Ledger(clock=ManualClock(), max_rows=10)
+    for i in range(100):
+        ledger.record([("get", Attribution("cache", "f", f"t{i}"))])
+    snap = ledger.snapshot()
+    assert snap.total == 100
+    assert len(snap.rows) <= 11
+    assert snap.by_tenant["~other"] == 90
+
+
+def test_snapshot_is_json_ready_and_frozen() -> None:
+    ledger = Ledger(clock=ManualClock())
+    ledger.record([("get", A), ("get", Attribution("hub", "-", None))])
+    snap = ledger.snapshot()
+    d = json.loads(json.dumps(snap.to_dict()))
+    assert d["by_command"] == {"get": 2}
+    assert {r["tenant"] for r in d["rows"]} == {"t1", "-"}
+    with pytest.raises(AttributeError):
+        snap.total = 3  # type: ignore[misc]
+
+
+def test_reset_forgets_counts() -> None:
+    ledger = Ledger(clock=ManualClock())
+    ledger.record([("get", A)])
+    ledger.reset()
+    assert ledger.snapshot().total == 0
+
+
+def test_provider_data_is_consistent() -> None:
+    up = billing_profile("upstash", read_regions=2)
+    assert up.units("set") == 3
+    assert up.units("get") == 1
+    assert up.units("hello") == 0
+    assert billing_profile("redis").units("set") == 1
