@@ -16,6 +16,7 @@ names = st.text(min_size=1, max_size=20)
 components = st.sampled_from(sorted(COMPONENTS))
 inputs = st.tuples(components, names, tenant_ids, text, st.booleans())
 
+
 # Text hypothesis may produce that is not encodable (lone surrogates) is rejected: drop it here.
 def _encodable(*parts: str | None) -> bool:
     try:

@@ -8,7 +8,10 @@ __all__ = ["Backoff"]
 
 
 class Backoff:
-    """Delays ``floor * 2**n`` capped at ``cap``, each scaled by a random factor in [0.8, 1.0].
+    """Capped exponential backoff with jitter.
+
+    Attempt ``n`` waits a random delay in ``[max(floor, d/2), d]`` where
+    ``d = min(cap, floor * 2**(n+1))``.
 
     The floor keeps a process at no more than one reconnection attempt per ``floor`` seconds
     (the seeds' first suspect for a flat command line was a retry loop without backoff).
@@ -22,9 +25,9 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay before the next attempt (and count the attempt)."""
-        base = min(self.cap, self.floor * (2**self.attempts)) / 0.8
+        d = min(self.cap, self.floor * (2 ** min(self.attempts + 1, 30)))
         self.attempts += 1
-        return max(self.floor, min(self.cap, base * self._rng.uniform(0.8, 1.0)))
+        return self._rng.uniform(max(self.floor, d / 2), d)
 
     def reset(self) -> None:
         """Start again from the floor (after a success)."""

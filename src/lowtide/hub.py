@@ -151,10 +151,10 @@ class Lowtide:
 
         An unreachable server does not raise: the hub starts ``degraded`` and reconnects.
         """
-        if self._started:
-            return
         if self._closed:
             raise LowtideError("this hub was closed; create a new one")
+        if self._started:
+            return
         self._started = True
         s = self._settings
         if s.url is None:
@@ -231,7 +231,7 @@ class Lowtide:
 
         return remove
 
-    async def wait_for(self, mode: Mode, timeout: float | None = None) -> bool:
+    async def wait_for(self, mode: Mode, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the hub is in ``mode``; False if ``timeout`` (real seconds) passes first."""
 
         async def waiter() -> None:
@@ -321,16 +321,19 @@ class Lowtide:
 
     async def _recover(self, immediate: bool) -> None:
         first = True
-        while self._mode is Mode.DEGRADED and not self._closed:
+        while self._degraded() and not self._closed:
             if not (first and immediate):
                 await self._clock.sleep(self._backoff.next_delay())
             first = False
-            if self._mode is not Mode.DEGRADED:
+            if not self._degraded():
                 return
             if await self._probe():
-                if self._mode is Mode.DEGRADED:
+                if self._degraded():
                     self._set_mode(Mode.DISTRIBUTED, "recovered")
                 return
+
+    def _degraded(self) -> bool:
+        return self._mode is Mode.DEGRADED
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)

@@ -12,7 +12,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from lowtide.errors import ConfigError
@@ -182,7 +182,9 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={redact_url(self.url)!r}" if f.name == "url" else f"{f.name}={getattr(self, f.name)!r}"
+            f"{f.name}={redact_url(self.url)!r}"
+            if f.name == "url"
+            else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)
         )
         return f"Settings({shown})"
@@ -265,4 +267,4 @@ class Settings:
                         f"got {hit[1]!r}"
                     ) from None
         values.update(overrides)
-        return cls(**cast(dict[str, Any], values))
+        return cls(**values)

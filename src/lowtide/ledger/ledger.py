@@ -124,15 +124,15 @@ class Ledger:
         by_family: dict[str, int] = {}
         by_tenant: dict[str, int] = {}
         rows: list[LedgerRow] = []
-        for (name, att), n in sorted(
-            self._counts.items(), key=_row_order
-        ):
+        for (name, att), n in sorted(self._counts.items(), key=_row_order):
             by_command[name] = by_command.get(name, 0) + n
             by_component[att.component] = by_component.get(att.component, 0) + n
             by_family[att.family] = by_family.get(att.family, 0) + n
             t = "-" if att.tenant is None else att.tenant
             by_tenant[t] = by_tenant.get(t, 0) + n
-            rows.append(LedgerRow(att.component, name, att.family, att.tenant, n, prof.units(name) * n))
+            rows.append(
+                LedgerRow(att.component, name, att.family, att.tenant, n, prof.units(name) * n)
+            )
         total = sum(by_command.values())
         billed = prof.billed(by_command)
 

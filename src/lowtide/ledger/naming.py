@@ -1,4 +1,7 @@
-"""Command names in the server's own naming (``get``, ``client|tracking``), as INFO commandstats uses."""
+"""Command names in the server's own naming (``get``, ``client|tracking``).
+
+The same names INFO commandstats uses, so ledger and server can be compared key by key.
+"""
 
 from __future__ import annotations
 

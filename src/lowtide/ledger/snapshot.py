@@ -63,7 +63,5 @@ class LedgerSnapshot:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tenants without a tenant are shown as ``"-"``)."""
         d = asdict(self)
-        d["rows"] = [
-            dict(r, tenant="-" if r["tenant"] is None else r["tenant"]) for r in d["rows"]
-        ]
+        d["rows"] = [dict(r, tenant="-" if r["tenant"] is None else r["tenant"]) for r in d["rows"]]
         return d

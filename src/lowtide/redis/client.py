@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool, parse_url
@@ -50,4 +50,4 @@ def make_pool(
 def make_client(settings: Settings, ledger: Ledger | None, **pool_kwargs: Any) -> Redis:
     """A redis-py asyncio client on a counting pool (see :func:`make_pool`)."""
     pool = make_pool(settings, ledger, **pool_kwargs)
-    return cast(Redis, Redis(connection_pool=pool))
+    return Redis(connection_pool=pool)

@@ -7,7 +7,7 @@ the server stopped answering so the hub can degrade and start reconnecting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis import exceptions as rexc
@@ -42,6 +42,11 @@ class Gateway:
         self.closed_reason = "degraded"
         self._on_failure = on_failure
 
+    def _send(self, *args: Any) -> Awaitable[Any]:
+        # redis-py's execute_command is untyped; this is its one typed entry point here
+        send: Callable[..., Awaitable[Any]] = self.client.execute_command
+        return send(*args)
+
     def _refuse(self) -> RedisUnavailable:
         return RedisUnavailable(f"redis is {self.closed_reason}", reason=self.closed_reason)
 
@@ -49,7 +54,9 @@ class Gateway:
         if isinstance(exc, _UNAVAILABLE):
             if self._on_failure is not None:
                 self._on_failure(exc)
-            reason = "timeout" if isinstance(exc, rexc.TimeoutError | TimeoutError) else "unreachable"
+            reason = (
+                "timeout" if isinstance(exc, rexc.TimeoutError | TimeoutError) else "unreachable"
+            )
             return RedisUnavailable(f"{command}: {exc}", reason=reason)
         if isinstance(exc, rexc.ResponseError):
             return RedisCommandError(str(exc), command=command)
@@ -68,7 +75,7 @@ class Gateway:
     async def _execute(self, attribution: Attribution, args: tuple[Any, ...]) -> Any:
         token = _attribution.set(attribution)
         try:
-            return await self.client.execute_command(*args)
+            return await self._send(*args)
         except (rexc.RedisError, OSError, TimeoutError) as exc:
             raise self._translate(exc, command_name(args)) from exc
         finally:
@@ -117,11 +124,11 @@ class Gateway:
         token = _attribution.set(attribution)
         try:
             try:
-                reply = await self.client.execute_command(
+                reply = await self._send(
                     "EVALSHA", script.sha(upstash=self.upstash), len(keys), *keys, *args
                 )
             except rexc.NoScriptError:
-                reply = await self.client.execute_command(
+                reply = await self._send(
                     "EVAL", script.body(upstash=self.upstash), len(keys), *keys, *args
                 )
         except (rexc.RedisError, OSError, TimeoutError) as exc:

@@ -77,9 +77,7 @@ class Cluster:
     def info(self, node: ClusterNode) -> dict[str, str]:
         """``CLUSTER INFO`` of ``node``."""
         reply = node.server.command("CLUSTER", "INFO")
-        return dict(
-            line.split(":", 1) for line in reply.decode().splitlines() if ":" in line
-        )
+        return dict(line.split(":", 1) for line in reply.decode().splitlines() if ":" in line)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every node says ``cluster_state:ok`` and sees every node."""
@@ -89,7 +87,10 @@ class Cluster:
             ok = True
             for n in self.nodes:
                 info = self.info(n)
-                if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != want:
+                if (
+                    info.get("cluster_state") != "ok"
+                    or int(info.get("cluster_known_nodes", 0)) != want
+                ):
                     ok = False
                     break
                 if n.role == "replica" and not self._replica_linked(n):
@@ -131,11 +132,15 @@ def start_cluster(masters: int = 3, replicas: int = 0, *, node_timeout_ms: int =
         for i in range(masters * (1 + replicas)):
             server = ValkeyServer(
                 args=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(node_timeout_ms),
-                    "--cluster-require-full-coverage", "yes",
-                ]  # fmt: skip
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(node_timeout_ms),
+                    "--cluster-require-full-coverage",
+                    "yes",
+                ]
             ).start()
             node_id = server.command("CLUSTER", "MYID").decode()
             role = "master" if i < masters else "replica"

@@ -179,7 +179,10 @@ class ValkeyServer:
         ]  # fmt: skip
 
     def start(self) -> ValkeyServer:
-        """Start the server and wait until it answers PING. Retries on a port clash."""
+        """Start the server and wait until it answers. Retries on a port clash.
+
+        Ready means ``INFO server`` answered with this process's own pid.
+        """
         if self.process is not None:
             return self
         last: Exception | None = None
@@ -210,8 +213,14 @@ class ValkeyServer:
             if self.process is None or self.process.poll() is not None:
                 raise ServerStartError("server process exited during start-up")
             try:
-                reply = raw_command(self.host, self.port, "PING", timeout=1.0)
-                if reply == "PONG" or (isinstance(reply, Exception) and "NOAUTH" in str(reply)):
+                reply = raw_command(
+                    self.host, self.port, "INFO", "server", timeout=1.0, password=self.password
+                )
+                # the answer must come from our process, not one that already had the port
+                if (
+                    isinstance(reply, bytes)
+                    and f"process_id:{self.process.pid}\r".encode() in reply
+                ):
                     return
             except OSError:
                 pass
