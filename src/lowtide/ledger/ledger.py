@@ -52,32 +52,33 @@ class Ledger:
         self.instance = instance
         self.provider = provider
         self._clock = clock or SystemClock()
+        self._now = self._clock.monotonic
         self._max_rows = max_rows
         self._counts: dict[_Key, int] = {}
         self._inner: int = 0
-        self._minutes: dict[int, dict[str, int]] = {}
+        # cumulative per-command totals at the first record of each minute: per-minute series
+        # come from differences, so the hot path updates one dict entry per command
+        self._marks: dict[int, dict[str, int]] = {}
+        self._minute: int | None = None
         self._started = self._clock.monotonic()
         self._wall_offset = self._clock.time() - self._started
 
     # -- hot path -------------------------------------------------------------------------
     def record(self, entries: Iterable[tuple[str, Attribution]]) -> None:
         """Count commands just written to a connection: ``(command name, attribution)`` pairs."""
+        minute = int(self._now() // 60)
+        if minute != self._minute:
+            self._roll(minute)
         counts = self._counts
-        minute = int(self._clock.monotonic() // 60)
-        bucket = self._minutes.get(minute)
-        if bucket is None:
-            bucket = self._new_minute(minute)
         for entry in entries:
-            n = counts.get(entry)
-            if n is None:
+            try:
+                counts[entry] += 1
+            except KeyError:
                 if len(counts) >= self._max_rows:
                     entry = self._fold(entry)
-                    n = counts.get(entry, 0)
+                    counts[entry] = counts.get(entry, 0) + 1
                 else:
-                    n = 0
-            counts[entry] = n + 1
-            name = entry[0]
-            bucket[name] = bucket.get(name, 0) + 1
+                    counts[entry] = 1
 
     def record_inner(self, commands: Mapping[str, int], attribution: Attribution) -> None:
         """Count commands a Lua script ran with ``redis.call`` (the server counts them too)."""
@@ -91,12 +92,17 @@ class Ledger:
         name, att = entry
         return name, Attribution(att.component, att.family, OTHER_TENANT)
 
-    def _new_minute(self, minute: int) -> dict[str, int]:
-        bucket: dict[str, int] = {}
-        self._minutes[minute] = bucket
-        for old in [m for m in self._minutes if m <= minute - _MINUTES_KEPT]:
-            del self._minutes[old]
-        return bucket
+    def _roll(self, minute: int) -> None:
+        self._minute = minute
+        self._marks[minute] = self._by_command()
+        for old in [m for m in self._marks if m <= minute - _MINUTES_KEPT]:
+            del self._marks[old]
+
+    def _by_command(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (name, _), n in self._counts.items():
+            out[name] = out.get(name, 0) + n
+        return out
 
     # -- views ----------------------------------------------------------------------------
     @property
@@ -107,7 +113,8 @@ class Ledger:
     def reset(self) -> None:
         """Forget every count and restart the projection window."""
         self._counts.clear()
-        self._minutes.clear()
+        self._marks.clear()
+        self._minute = None
         self._inner = 0
         self._started = self._clock.monotonic()
 
@@ -136,23 +143,26 @@ class Ledger:
         total = sum(by_command.values())
         billed = prof.billed(by_command)
 
-        current = int(now // 60)
+        marks = sorted(self._marks.items())
+        buckets: list[tuple[int, dict[str, int]]] = []
+        for i, (m, mark) in enumerate(marks):
+            nxt = marks[i + 1][1] if i + 1 < len(marks) else by_command
+            buckets.append(
+                (m, {k: v - mark.get(k, 0) for k, v in nxt.items() if v - mark.get(k, 0)})
+            )
         per_minute = tuple(
             MinuteBucket(
-                start=m * 60 + self._wall_offset,
-                commands=sum(b.values()),
-                billed=prof.billed(b),
+                start=m * 60 + self._wall_offset, commands=sum(b.values()), billed=prof.billed(b)
             )
-            for m, b in sorted(self._minutes.items())
+            for m, b in buckets
         )
-        window_start = max(self._started, now - _PROJECTION_WINDOW_S)
-        first_minute = int(window_start // 60)
-        recent_cmds = 0
-        recent_billed = 0
-        for m, b in self._minutes.items():
-            if first_minute <= m <= current:
-                recent_cmds += sum(b.values())
-                recent_billed += prof.billed(b)
+        first_minute = int(max(self._started, now - _PROJECTION_WINDOW_S) // 60)
+        recent_cmds = sum(
+            mb.commands for (m, _), mb in zip(buckets, per_minute, strict=True) if m >= first_minute
+        )
+        recent_billed = sum(
+            mb.billed for (m, _), mb in zip(buckets, per_minute, strict=True) if m >= first_minute
+        )
         # the window is whole minutes from first_minute, but never before the ledger started
         span = max(now - max(self._started, first_minute * 60.0), 1.0)
         per_day = recent_cmds / span * 86_400

@@ -1,8 +1,9 @@
 """Connections that count every command they write, for the ledger.
 
-The counting happens where bytes go to the socket: ``pack_command`` / ``pack_commands`` tag the
-packed buffer with the command names and the current :class:`Attribution`, and
-``send_packed_command`` records them in the ledger only after the write succeeded. Handshake
+The counting happens where bytes go to the socket: ``pack_command`` (which ``pack_commands``
+calls for every command of a pipeline) notes the command name and the current
+:class:`Attribution`, and ``send_packed_command`` records the noted commands in the ledger only
+after the write succeeded. Handshake
 commands (AUTH, HELLO, SELECT, ...), health-check PINGs, MULTI/EXEC, pipelines and every retry go
 through the same two methods, so nothing the server sees is missed.
 
@@ -37,46 +38,41 @@ __all__ = [
 HANDSHAKE = Attribution("connection", "-", None)
 
 
-class _Packed(list[bytes]):
-    """Packed command bytes, carrying what the ledger needs once they are written."""
-
-    __slots__ = ("lt_entries",)
-    lt_entries: list[tuple[str, Attribution]]
-
-
 class _CountingMixin(AbstractConnection):
     _lt_ledger: Ledger | None
+    _lt_pending: list[tuple[str, Attribution]]
 
     def __init__(self, *args: Any, lowtide_ledger: Ledger | None = None, **kwargs: Any) -> None:
         self._lt_ledger = lowtide_ledger
+        self._lt_pending = []
         super().__init__(*args, **kwargs)
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        packed = _Packed(super().pack_command(*args))
-        packed.lt_entries = [(command_name(args), _attribution.get())]
-        return packed
-
-    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
-        cmds = [tuple(c) for c in commands]
-        packed = _Packed(super().pack_commands(cmds))
-        att = _attribution.get()
-        packed.lt_entries = [(command_name(c), att) for c in cmds]
-        return packed
+        # pack_commands (pipelines, MULTI/EXEC) calls this once per command too
+        self._lt_pending.append((command_name(args), _attribution.get()))
+        return super().pack_command(*args)
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
+        entries = self._lt_pending
+        if entries:
+            self._lt_pending = []
         await super().send_packed_command(command, check_health)
-        entries = getattr(command, "lt_entries", None)
+        # reached only when the write succeeded: a command that never left is not counted
         if entries and self._lt_ledger is not None:
             self._lt_ledger.record(entries)
 
     async def on_connect_check_health(self, check_health: bool = True) -> None:
+        # the handshake runs inside the first send: keep the caller's packed-but-unsent
+        # commands aside so they are recorded by their own send, after the handshake's
         token = _attribution.set(HANDSHAKE)
+        outer, self._lt_pending = self._lt_pending, []
         try:
             await super().on_connect_check_health(check_health)
         finally:
             _attribution.reset(token)
+            self._lt_pending = outer
 
 
 class CountingConnection(_CountingMixin, Connection):
