@@ -27,6 +27,7 @@ from lowtide.backoff import Backoff
 from lowtide.clock import Clock, SystemClock
 from lowtide.context import Attribution
 from lowtide.errors import LowtideError, RedisUnavailable
+from lowtide.invalidation import Invalidations
 from lowtide.ledger import Ledger, profile_for_provider
 from lowtide.modes import Mode, ModeChange
 from lowtide.redis import Gateway, make_client
@@ -85,6 +86,7 @@ class Lowtide:
         self._last_error: str | None = None
         self._started = False
         self._closed = False
+        self._invalidations: Invalidations | None = None
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -127,6 +129,15 @@ class Lowtide:
             reason = "local" if self._settings.url is None else "suspended"
             raise RedisUnavailable(f"no redis connection ({reason})", reason=reason)
         return self._gateway
+
+    @property
+    def invalidations(self) -> Invalidations:
+        """The process's invalidation listener (started on first use; needs a running loop)."""
+        if self._invalidations is None:
+            self._invalidations = Invalidations(self)
+            if not self._closed:
+                self._invalidations.start()
+        return self._invalidations
 
     @property
     def distributed(self) -> bool:
@@ -177,6 +188,8 @@ class Lowtide:
         if self._closed:
             return
         self._closed = True
+        if self._invalidations is not None:
+            await self._invalidations.stop()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -370,6 +383,7 @@ class Lowtide:
                 "last_error": self._last_error,
                 "connect_attempts": self._reconnect_attempts,
             },
+            "invalidation": self._invalidation_health(),
             "ledger": {
                 "commands": snap.total,
                 "billed": snap.billed,
@@ -377,6 +391,18 @@ class Lowtide:
                 "billed_per_day": round(snap.billed_per_day, 1),
                 "usd_per_month": round(snap.usd_per_month, 4),
             },
+        }
+
+    def _invalidation_health(self) -> dict[str, Any]:
+        inv = self._invalidations
+        if inv is None:
+            return {"mode": "off", "healthy": False, "listener": "not started"}
+        return {
+            "mode": inv.mode.value,
+            "healthy": inv.healthy,
+            "listener": "subscribed" if inv.healthy else "down",
+            "received": inv.received,
+            "last_error": inv.last_error,
         }
 
     async def _metrics_loop(self) -> None:

@@ -1,0 +1,260 @@
+"""Server-pushed invalidation for everything lowtide keeps in process memory.
+
+:class:`Invalidations` runs one listener per process (a
+:class:`~lowtide.redis.tracking.TrackingConnection`) for the tracked prefixes (cache, tenants,
+breakers, control keys; never counters that change per call), and offers:
+
+* **subscribers**: callbacks that get the invalidated Redis keys, or ``None`` for "drop
+  everything" (FLUSHALL/FLUSHDB, listener lost, hub no longer distributed);
+* **a race guard**: :meth:`begin` before sending a GET and :meth:`valid` after the reply; the
+  fill must be discarded if an invalidation for that key, or a flush, arrived in between;
+* **health**: :attr:`healthy` is True only while subscribed *and* after a start-up self-test
+  proved that a write really produces an invalidation message. While it is False, callers
+  must not trust process memory (the cache bypasses L1).
+
+On loss it flushes, reconnects with the hub's backoff, and self-tests again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from lowtide.backoff import Backoff
+from lowtide.context import Attribution
+from lowtide.errors import LowtideError, RedisCommandError
+from lowtide.keys import build_key, prefix
+from lowtide.modes import Mode, ModeChange
+from lowtide.redis.tracking import TrackingConnection
+
+if TYPE_CHECKING:
+    from lowtide.hub import Lowtide
+
+__all__ = ["InvalidationMode", "Invalidations"]
+
+log = logging.getLogger("lowtide.invalidation")
+Subscriber = Callable[[list[str] | None], None]
+SELFTEST = Attribution("invalidation", "-", None)
+#: components whose keys are tracked (values that rarely change and are read often)
+TRACKED_COMPONENTS: tuple[str, ...] = ("cache", "tenants", "breaker", "control")
+
+
+class InvalidationMode(StrEnum):
+    """How process memory learns about writes."""
+
+    TRACKING = "tracking"  # CLIENT TRACKING BCAST pushes (any writer, no extra commands)
+    OFF = "off"  # not available (yet): callers must bypass process memory
+
+
+class Invalidations:
+    """The per-process invalidation listener, race guard and subscriber list."""
+
+    def __init__(
+        self,
+        hub: Lowtide,
+        *,
+        components: Sequence[str] = TRACKED_COMPONENTS,
+        keepalive: float = 15.0,
+        selftest_timeout: float = 2.0,
+    ) -> None:
+        self._hub = hub
+        ns = hub.settings.namespace
+        self.prefixes = [prefix(ns, c) for c in components]
+        self.keepalive = keepalive
+        self.selftest_timeout = selftest_timeout
+        self.mode = InvalidationMode.OFF
+        self.healthy = False
+        self.generation = 0
+        self.received = 0
+        self.last_error: str | None = None
+        self._subscribers: list[Subscriber] = []
+        self._pending: dict[str, list[int]] = {}  # key -> [readers in flight, invalidations]
+        self._conn: TrackingConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._healthy_event = asyncio.Event()
+        self._probe_key = build_key(ns, "control", "selftest", None, hub.settings.instance)
+        self._probe_seen: asyncio.Future[None] | None = None
+        self._unsupported = False
+        self._last_heard = 0.0
+        self._remove_listener = hub.on_mode_change(self._on_mode)
+
+    # -- subscribers and race guard -----------------------------------------------------------
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(keys)`` on every invalidation; returns an unsubscribe function."""
+        self._subscribers.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return remove
+
+    def begin(self, key: str) -> tuple[int, int]:
+        """Note that a read of ``key`` is about to be sent; pass the token to :meth:`valid`."""
+        entry = self._pending.get(key)
+        if entry is None:
+            entry = self._pending[key] = [0, 0]
+        entry[0] += 1
+        return self.generation, entry[1]
+
+    def valid(self, key: str, token: tuple[int, int]) -> bool:
+        """End a read begun with :meth:`begin`: True if its reply may be kept in memory."""
+        entry = self._pending.get(key)
+        if entry is None:
+            return False
+        ok = self.healthy and token == (self.generation, entry[1])
+        entry[0] -= 1
+        if entry[0] <= 0:
+            del self._pending[key]
+        return ok
+
+    def _dispatch(self, keys: list[str] | None) -> None:
+        if keys is None:
+            self.generation += 1
+        else:
+            for k in keys:
+                entry = self._pending.get(k)
+                if entry is not None:
+                    entry[1] += 1
+        for cb in list(self._subscribers):
+            try:
+                cb(keys)
+            except Exception:
+                log.exception("invalidation subscriber failed")
+
+    def _lost(self, why: str) -> None:
+        was = self.healthy
+        self.healthy = False
+        self._healthy_event.clear()
+        self.last_error = why
+        if was:
+            log.warning("invalidation listener lost (%s): flushing process memory", why)
+        self._dispatch(None)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the listener task (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def wait_healthy(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until the listener is subscribed and self-tested (real seconds)."""
+        try:
+            await asyncio.wait_for(self._healthy_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop the listener and flush (process memory can no longer be trusted)."""
+        self._remove_listener()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        self._lost("stopped")
+
+    def _on_mode(self, change: ModeChange) -> None:
+        if change.new is not Mode.DISTRIBUTED and self._conn is not None:
+            self._lost(f"hub {change.new.value}")
+            conn, self._conn = self._conn, None
+            asyncio.get_running_loop().create_task(conn.close())
+
+    async def _run(self) -> None:
+        backoff = Backoff(self._hub.settings.reconnect_min, self._hub.settings.reconnect_max)
+        clock = self._hub.clock
+        while not self._unsupported:
+            if not self._hub.distributed:
+                await self._hub.wait_for(Mode.DISTRIBUTED)
+            try:
+                await self._session()
+                backoff.reset()
+            except RedisCommandError as exc:
+                if "tracking" in str(exc).lower() or "unknown" in str(exc).lower():
+                    self._unsupported = True
+                    self._lost(f"CLIENT TRACKING unavailable: {exc}")
+                    log.warning("no CLIENT TRACKING on this server; process memory bypassed")
+                    return
+                self._lost(str(exc))
+            except LowtideError as exc:
+                self._lost(str(exc))
+            except asyncio.CancelledError:
+                raise
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+            await clock.sleep(backoff.next_delay())
+
+    async def _session(self) -> None:
+        conn = TrackingConnection(self._hub.settings, self._hub.ledger)
+        self._conn = conn
+        await conn.open(self.prefixes)
+        self.mode = InvalidationMode.TRACKING
+        reader = asyncio.get_running_loop().create_task(self._read_loop(conn))
+        try:
+            await self._selftest(reader)
+            self.healthy = True
+            self._healthy_event.set()
+            self.last_error = None
+            await self._keepalive(conn, reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _read_loop(self, conn: TrackingConnection) -> None:
+        while True:
+            msg = await conn.read()
+            self._last_heard = self._hub.clock.monotonic()
+            if msg == "pong":
+                continue
+            keys = msg if isinstance(msg, list) or msg is None else None
+            self.received += 1
+            probe = self._probe_seen
+            if (
+                keys is not None
+                and probe is not None
+                and not probe.done()
+                and self._probe_key in keys
+            ):
+                probe.set_result(None)
+            self._dispatch(keys)
+
+    async def _selftest(self, reader: asyncio.Task[None]) -> None:
+        self._probe_seen = asyncio.get_running_loop().create_future()
+        await self._hub.gateway.call(SELFTEST, "SET", self._probe_key, "1", "PX", 10_000)
+        done, _ = await asyncio.wait(
+            {self._probe_seen, reader}, timeout=self.selftest_timeout, return_when="FIRST_COMPLETED"
+        )
+        if reader in done:
+            reader.result()  # re-raise why the connection died
+        if self._probe_seen not in done:
+            raise LowtideError(
+                "self-test failed: a write produced no invalidation message "
+                f"within {self.selftest_timeout}s"
+            )
+
+    async def _keepalive(self, conn: TrackingConnection, reader: asyncio.Task[Any]) -> None:
+        self._last_heard = self._hub.clock.monotonic()
+        while True:
+            done, _ = await asyncio.wait({reader}, timeout=0)
+            if done:
+                reader.result()
+                raise LowtideError("listener stopped")
+            sleeper = asyncio.get_running_loop().create_task(self._hub.clock.sleep(self.keepalive))
+            done, _ = await asyncio.wait({reader, sleeper}, return_when="FIRST_COMPLETED")
+            sleeper.cancel()
+            if reader in done:
+                reader.result()
+                raise LowtideError("listener stopped")
+            if self._hub.clock.monotonic() - self._last_heard > 2 * self.keepalive:
+                raise LowtideError("listener silent for two keepalive periods")
+            await conn.ping()

@@ -1,0 +1,112 @@
+"""The invalidation listener: pushes from any writer, race guard, flush on loss, self-test."""
+
+from __future__ import annotations
+
+import pytest
+
+from lowtide import Lowtide, ManualClock, Mode, build_key
+from lowtide.context import Attribution
+from lowtide.testing import ValkeyServer
+from tests.helpers import eventually
+
+A = Attribution("test", "-")
+
+
+async def test_writes_by_any_client_are_pushed(lowtide_fresh_server: ValkeyServer) -> None:
+    server = lowtide_fresh_server
+    seen: list[list[str] | None] = []
+    async with Lowtide(server.url) as lt:
+        inv = lt.invalidations
+        inv.subscribe(seen.append)
+        assert await inv.wait_healthy(5)
+        assert lt.health()["invalidation"]["mode"] == "tracking"
+        cache_key = build_key("lt", "cache", "profiles", "t1", "k")
+        counter_key = build_key("lt", "limiter", "hubspot", "t1", "w")
+        await lt.gateway.call(A, "SET", cache_key, "v1")  # our own write
+        server.command("SET", cache_key, "v2")  # another program (redis-cli, another service)
+        server.command("INCR", counter_key)  # not a tracked prefix: no message
+        await eventually(lambda: sum(1 for s in seen if s and cache_key in s) >= 2)
+        assert not any(s and counter_key in s for s in seen)
+        server.command("FLUSHALL")
+        await eventually(lambda: None in seen)
+
+
+async def test_race_guard_discards_a_fill_overtaken_by_an_invalidation(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        inv = lt.invalidations
+        assert await inv.wait_healthy(5)
+        key = build_key("lt", "cache", "n", "t1", "k")
+        token = inv.begin(key)
+        value = await lt.gateway.call(A, "GET", key)  # the read is in flight...
+        server.command("SET", key, "newer")  # ...and a write lands before we store it
+        before = inv.received
+        await eventually(lambda: inv.received > before)
+        assert value is None
+        assert inv.valid(key, token) is False
+        token2 = inv.begin(key)
+        assert await lt.gateway.call(A, "GET", key) == b"newer"
+        assert inv.valid(key, token2) is True  # nothing happened in between
+
+
+async def test_listener_loss_flushes_and_recovers(lowtide_fresh_server: ValkeyServer) -> None:
+    server = lowtide_fresh_server
+    seen: list[list[str] | None] = []
+    clock = ManualClock()
+    async with Lowtide(server.url, clock=clock) as lt:
+        inv = lt.invalidations
+        inv.subscribe(seen.append)
+        assert await inv.wait_healthy(5)
+        key = build_key("lt", "cache", "n", "t1", "k")
+        token = inv.begin(key)
+        server.command("CLIENT", "KILL", "TYPE", "pubsub")  # the listener's connection dies
+        await eventually(lambda: not inv.healthy)
+        assert None in seen  # flushed
+        assert inv.valid(key, token) is False  # a read begun before the loss is discarded
+        await eventually(lambda: clock.sleepers >= 1)
+        clock.advance(4.0)
+        assert await inv.wait_healthy(5)
+        server.command("SET", key, "x")
+        await eventually(lambda: any(s and key in s for s in seen))
+
+
+async def test_suspend_flushes_and_resume_resubscribes(lowtide_fresh_server: ValkeyServer) -> None:
+    seen: list[list[str] | None] = []
+    async with Lowtide(lowtide_fresh_server.url) as lt:
+        inv = lt.invalidations
+        inv.subscribe(seen.append)
+        assert await inv.wait_healthy(5)
+        lt.suspend()
+        assert not inv.healthy
+        assert seen[-1] is None
+        lt.resume()
+        assert await lt.wait_for(Mode.DISTRIBUTED, 5)
+        assert await inv.wait_healthy(5)
+
+
+async def test_listener_commands_are_in_the_ledger(lowtide_fresh_server: ValkeyServer) -> None:
+    server = lowtide_fresh_server
+    before = server.commandstats()
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        snap = lt.ledger.snapshot()
+    delta = {k: v for k, v in server.commandstats().items() if v - before.get(k, 0)}
+    delta = {k: v - before.get(k, 0) for k, v in delta.items()}
+    delta["info"] -= 1
+    assert {k: v for k, v in delta.items() if v} == snap.by_command
+    assert snap.by_command["client|tracking"] == 1
+    assert snap.by_command["subscribe"] == 1
+    assert snap.by_command["client|id"] == 1
+    assert snap.by_command["set"] == 1  # the self-test probe
+
+
+@pytest.mark.parametrize("components", [("cache",), ("cache", "tenants", "breaker", "control")])
+async def test_prefixes_are_narrow(lowtide_url: str, components: tuple[str, ...]) -> None:
+    from lowtide.invalidation import Invalidations
+
+    async with Lowtide(lowtide_url) as lt:
+        inv = Invalidations(lt, components=components)
+        assert inv.prefixes == [f"lt:{c}:" for c in ("c", "t", "b", "x")[: len(components)]]
+        await inv.stop()
