@@ -14,6 +14,7 @@ the server sends invalidations as push frames that a Pub/Sub reader drops (the c
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -124,8 +125,6 @@ class TrackingConnection:
         """Close the connection (tracking state on the server goes with it)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing must not fail
                 await conn.disconnect()
-            except Exception:  # closing must not fail
-                pass
         await self._pool.disconnect()
