@@ -11,18 +11,7 @@ from lowtide.context import Attribution
 from lowtide.redis import Script
 from lowtide.testing import ValkeyServer, commandstats_delta
 
-INCR_AND_EXPIRE = Script(
-    "test_incr_expire",
-    """
-local v = redis.call('INCRBY', KEYS[1], ARGV[1])
-local inner = {'incrby'}
-if v == tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], 60000)
-  inner[#inner + 1] = 'pexpire'
-end
-return {v, inner}
-""",
-)
+INCR_AND_EXPIRE = Script.from_package("selftest_counter")
 
 
 def _expected(ledger_by_command: dict[str, int], harness: dict[str, int]) -> dict[str, int]:

@@ -23,18 +23,7 @@ from lowtide.redis import Script
 
 __all__ = ["SelftestResult", "run_selftest"]
 
-_SCRIPT = Script(
-    "selftest_counter",
-    """
-local v = redis.call('INCRBY', KEYS[1], ARGV[1])
-local inner = {'incrby'}
-if v == tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], 60000)
-  inner[#inner + 1] = 'pexpire'
-end
-return {v, inner}
-""",
-)
+_SCRIPT = Script.from_package("selftest_counter")
 
 
 @dataclass
