@@ -6,6 +6,7 @@ Start with :class:`Lowtide`::
         ...
 """
 
+from lowtide.cache import Cache, CacheOptions, CacheStats
 from lowtide.clock import Clock, ManualClock, SystemClock
 from lowtide.context import Attribution, current_tenant, tenant_scope
 from lowtide.errors import (
@@ -15,17 +16,23 @@ from lowtide.errors import (
     RedisCommandError,
     RedisUnavailable,
     SerializationError,
+    TenantRequired,
+    ValueTooLarge,
 )
 from lowtide.hub import Lowtide
 from lowtide.keys import build_key, parse_key
 from lowtide.ledger import LedgerSnapshot
 from lowtide.modes import Mode, ModeChange
 from lowtide.settings import Settings
+from lowtide.tenants import TenantResolver
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attribution",
+    "Cache",
+    "CacheOptions",
+    "CacheStats",
     "Clock",
     "ConfigError",
     "InvalidKeyError",
@@ -40,6 +47,9 @@ __all__ = [
     "SerializationError",
     "Settings",
     "SystemClock",
+    "TenantRequired",
+    "TenantResolver",
+    "ValueTooLarge",
     "build_key",
     "current_tenant",
     "parse_key",

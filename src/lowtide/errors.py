@@ -15,6 +15,8 @@ __all__ = [
     "RedisCommandError",
     "RedisUnavailable",
     "SerializationError",
+    "TenantRequired",
+    "ValueTooLarge",
 ]
 
 
@@ -35,6 +37,19 @@ class InvalidKeyError(LowtideError, ValueError):
 
 class SerializationError(LowtideError, ValueError):
     """A value cannot be encoded, or bytes read from Redis cannot be decoded, by the codec."""
+
+
+class ValueTooLarge(SerializationError):
+    """An encoded value is larger than the configured limit (``max_value_bytes``)."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class TenantRequired(LowtideError, ValueError):
+    """A per-tenant component was called with no ``tenant=`` and no active ``tenant_scope()``."""
 
 
 class RedisUnavailable(LowtideError, ConnectionError):

@@ -24,7 +24,9 @@ from types import TracebackType
 from typing import Any
 
 from lowtide.backoff import Backoff
+from lowtide.cache import Cache, CacheOptions, CacheRegistry
 from lowtide.clock import Clock, SystemClock
+from lowtide.codec import Codec
 from lowtide.context import Attribution
 from lowtide.errors import LowtideError, RedisUnavailable
 from lowtide.invalidation import Invalidations
@@ -32,6 +34,7 @@ from lowtide.ledger import Ledger, profile_for_provider
 from lowtide.modes import Mode, ModeChange
 from lowtide.redis import Gateway, make_client
 from lowtide.settings import Settings
+from lowtide.tenants import TenantLoader, TenantResolver
 
 __all__ = ["Lowtide"]
 
@@ -87,6 +90,7 @@ class Lowtide:
         self._started = False
         self._closed = False
         self._invalidations: Invalidations | None = None
+        self._registry = CacheRegistry(self)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -132,12 +136,67 @@ class Lowtide:
 
     @property
     def invalidations(self) -> Invalidations:
-        """The process's invalidation listener (started on first use; needs a running loop)."""
+        """The process's invalidation listener (started on first use once the hub started)."""
         if self._invalidations is None:
             self._invalidations = Invalidations(self)
-            if not self._closed:
+            if self._started and not self._closed:
                 self._invalidations.start()
         return self._invalidations
+
+    # -- components -------------------------------------------------------------------------
+    def cache(
+        self,
+        name: str,
+        *,
+        ttl: float | None = None,
+        max_staleness: float | None = None,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_tenant_share: float = 0.1,
+        negative_ttl: float = 30.0,
+        eager_refresh: float | None = 0.9,
+        fail_safe: bool = True,
+        fail_safe_max: float = 600.0,
+        fail_safe_throttle: float = 5.0,
+        max_value_bytes: int | None = None,
+        per_tenant: bool = True,
+        codec: Codec | None = None,
+    ) -> Cache:
+        """The tiered cache ``name`` (created on first use; see :class:`CacheOptions`).
+
+        ``ttl`` defaults to ``settings.default_ttl``, ``max_staleness`` to
+        ``settings.max_staleness`` and ``max_value_bytes`` to ``settings.max_value_bytes``.
+        """
+        s = self._settings
+        options = CacheOptions(
+            ttl=s.default_ttl if ttl is None else ttl,
+            max_staleness=s.max_staleness if max_staleness is None else max_staleness,
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+            max_tenant_share=max_tenant_share,
+            negative_ttl=negative_ttl,
+            eager_refresh=eager_refresh,
+            fail_safe=fail_safe,
+            fail_safe_max=fail_safe_max,
+            fail_safe_throttle=fail_safe_throttle,
+            max_value_bytes=s.max_value_bytes if max_value_bytes is None else max_value_bytes,
+            per_tenant=per_tenant,
+        )
+        return self._registry.cache(name, options, component="cache", codec=codec)
+
+    def tenants(
+        self,
+        loader: TenantLoader | None = None,
+        *,
+        ttl: float = 3600.0,
+        negative_ttl: float = 30.0,
+        max_entries: int = 100_000,
+    ) -> TenantResolver:
+        """Tenant discovery: ``(connector, external id) -> tenant id`` (see
+        :class:`~lowtide.tenants.TenantResolver`)."""
+        return TenantResolver(
+            self, loader, ttl=ttl, negative_ttl=negative_ttl, max_entries=max_entries
+        )
 
     @property
     def distributed(self) -> bool:
@@ -179,6 +238,8 @@ class Lowtide:
             else:
                 self._set_mode(Mode.DEGRADED, "start", self._last_error or "")
                 self._start_recovery(immediate=False)
+        if self._invalidations is not None:
+            self._invalidations.start()
         if s.track_metrics:
             self._spawn(self._metrics_loop())
         log.info("lowtide started: %r", self)
@@ -188,6 +249,7 @@ class Lowtide:
         if self._closed:
             return
         self._closed = True
+        await self._registry.aclose()
         if self._invalidations is not None:
             await self._invalidations.stop()
         tasks = list(self._tasks)
@@ -384,6 +446,7 @@ class Lowtide:
                 "connect_attempts": self._reconnect_attempts,
             },
             "invalidation": self._invalidation_health(),
+            "caches": self._registry.info(),
             "ledger": {
                 "commands": snap.total,
                 "billed": snap.billed,
@@ -397,10 +460,14 @@ class Lowtide:
         inv = self._invalidations
         if inv is None:
             return {"mode": "off", "healthy": False, "listener": "not started"}
+        listener = "subscribed" if inv.healthy else "down"
+        if inv.mode.value == "ttl":
+            listener = "none (ttl mode)"
         return {
             "mode": inv.mode.value,
+            "setting": inv.setting,
             "healthy": inv.healthy,
-            "listener": "subscribed" if inv.healthy else "down",
+            "listener": listener,
             "received": inv.received,
             "last_error": inv.last_error,
         }

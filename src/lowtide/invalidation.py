@@ -7,12 +7,16 @@ breakers, control keys; never counters that change per call), and offers:
 * **subscribers**: callbacks that get the invalidated Redis keys, or ``None`` for "drop
   everything" (FLUSHALL/FLUSHDB, listener lost, hub no longer distributed);
 * **a race guard**: :meth:`begin` before sending a GET and :meth:`valid` after the reply; the
-  fill must be discarded if an invalidation for that key, or a flush, arrived in between;
+  fill must be discarded if an invalidation for that key, or a flush, arrived in between
+  (:meth:`end` returns how many arrived, which lets a writer expect the echo of its own write);
 * **health**: :attr:`healthy` is True only while subscribed *and* after a start-up self-test
   proved that a write really produces an invalidation message. While it is False, callers
   must not trust process memory (the cache bypasses L1).
 
-On loss it flushes, reconnects with the hub's backoff, and self-tests again.
+On loss it flushes, reconnects with the hub's backoff, and self-tests again. Where the server has
+no CLIENT TRACKING (Upstash, some managed services) it falls back to a pub/sub backplane: the
+listener subscribes to ``<namespace>:invalidate`` and lowtide's writers PUBLISH the keys they
+changed (:attr:`publishes`); writes by other programs are then only bounded by TTLs.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ class InvalidationMode(StrEnum):
     """How process memory learns about writes."""
 
     TRACKING = "tracking"  # CLIENT TRACKING BCAST pushes (any writer, no extra commands)
-    OFF = "off"  # not available (yet): callers must bypass process memory
+    PUBSUB = "pubsub"  # backplane: lowtide writers PUBLISH changed keys (+1 command per write)
+    TTL = "ttl"  # no push by choice: entries live at most max_staleness
+    OFF = "off"  # not established (yet): callers must bypass process memory
 
 
 class Invalidations:
@@ -66,7 +72,12 @@ class Invalidations:
         self.prefixes = [prefix(ns, c) for c in components]
         self.keepalive = keepalive
         self.selftest_timeout = selftest_timeout
-        self.mode = InvalidationMode.OFF
+        self.setting = hub.settings.invalidation
+        if self.setting == "auto" and hub.settings.provider == "upstash":
+            self.setting = "pubsub"  # Upstash documents no CLIENT TRACKING
+        #: pub/sub channel of the backplane (used only in pubsub mode)
+        self.channel = f"{ns}:invalidate"
+        self.mode = InvalidationMode.TTL if self.setting == "ttl" else InvalidationMode.OFF
         self.healthy = False
         self.generation = 0
         self.received = 0
@@ -93,24 +104,43 @@ class Invalidations:
 
         return remove
 
+    @property
+    def publishes(self) -> bool:
+        """True when writers must PUBLISH changed keys (pub/sub backplane, or not known yet)."""
+        if self.setting == "pubsub":
+            return True
+        if self.setting == "auto":
+            return self.mode is not InvalidationMode.TRACKING
+        return False
+
     def begin(self, key: str) -> tuple[int, int]:
-        """Note that a read of ``key`` is about to be sent; pass the token to :meth:`valid`."""
+        """Note that a command on ``key`` is about to be sent; pass the token to :meth:`end`."""
         entry = self._pending.get(key)
         if entry is None:
             entry = self._pending[key] = [0, 0]
         entry[0] += 1
         return self.generation, entry[1]
 
-    def valid(self, key: str, token: tuple[int, int]) -> bool:
-        """End a read begun with :meth:`begin`: True if its reply may be kept in memory."""
+    def end(self, key: str, token: tuple[int, int]) -> int | None:
+        """End a command begun with :meth:`begin`.
+
+        Returns how many invalidations of ``key`` arrived in between, or ``None`` when process
+        memory may not be filled at all (a flush happened, or the listener is not healthy).
+        """
         entry = self._pending.get(key)
         if entry is None:
-            return False
-        ok = self.healthy and token == (self.generation, entry[1])
+            return None
+        seen = entry[1] - token[1]
         entry[0] -= 1
         if entry[0] <= 0:
             del self._pending[key]
-        return ok
+        if not self.healthy or token[0] != self.generation:
+            return None
+        return seen
+
+    def valid(self, key: str, token: tuple[int, int]) -> bool:
+        """End a read begun with :meth:`begin`: True if its reply may be kept in memory."""
+        return self.end(key, token) == 0
 
     def _dispatch(self, keys: list[str] | None) -> None:
         if keys is None:
@@ -137,7 +167,9 @@ class Invalidations:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the listener task (idempotent)."""
+        """Start the listener task (idempotent; nothing to start in ``ttl`` mode)."""
+        if self.mode is InvalidationMode.TTL:
+            return
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -163,6 +195,8 @@ class Invalidations:
         self._lost("stopped")
 
     def _on_mode(self, change: ModeChange) -> None:
+        if self.mode is InvalidationMode.TTL:
+            return
         if change.new is not Mode.DISTRIBUTED and self._conn is not None:
             self._lost(f"hub {change.new.value}")
             conn, self._conn = self._conn, None
@@ -171,18 +205,21 @@ class Invalidations:
     async def _run(self) -> None:
         backoff = Backoff(self._hub.settings.reconnect_min, self._hub.settings.reconnect_max)
         clock = self._hub.clock
-        while not self._unsupported:
+        while True:
             if not self._hub.distributed:
                 await self._hub.wait_for(Mode.DISTRIBUTED)
             try:
                 await self._session()
                 backoff.reset()
             except RedisCommandError as exc:
-                if "tracking" in str(exc).lower() or "unknown" in str(exc).lower():
-                    self._unsupported = True
-                    self._lost(f"CLIENT TRACKING unavailable: {exc}")
-                    log.warning("no CLIENT TRACKING on this server; process memory bypassed")
-                    return
+                text = str(exc).lower()
+                tracking_refused = exc.command == "client|tracking" or "tracking" in text
+                if tracking_refused and self.setting == "auto" and not self._unsupported:
+                    self._unsupported = True  # fall back to the pub/sub backplane at once
+                    self._lost(f"CLIENT TRACKING unavailable ({exc}); using pub/sub")
+                    log.warning("no CLIENT TRACKING on this server; using the pub/sub backplane")
+                    self._close_conn()
+                    continue
                 self._lost(str(exc))
             except LowtideError as exc:
                 self._lost(str(exc))
@@ -193,11 +230,24 @@ class Invalidations:
                 self._conn = None
             await clock.sleep(backoff.next_delay())
 
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            asyncio.get_running_loop().create_task(conn.close())
+
+    @property
+    def _use_pubsub(self) -> bool:
+        return self.setting == "pubsub" or (self.setting == "auto" and self._unsupported)
+
     async def _session(self) -> None:
         conn = TrackingConnection(self._hub.settings, self._hub.ledger)
         self._conn = conn
-        await conn.open(self.prefixes)
-        self.mode = InvalidationMode.TRACKING
+        if self._use_pubsub:
+            await conn.open(self.prefixes, backplane=self.channel)
+            self.mode = InvalidationMode.PUBSUB
+        else:
+            await conn.open(self.prefixes)
+            self.mode = InvalidationMode.TRACKING
         reader = asyncio.get_running_loop().create_task(self._read_loop(conn))
         try:
             await self._selftest(reader)
@@ -230,7 +280,10 @@ class Invalidations:
 
     async def _selftest(self, reader: asyncio.Task[None]) -> None:
         self._probe_seen = asyncio.get_running_loop().create_future()
-        await self._hub.gateway.call(SELFTEST, "SET", self._probe_key, "1", "PX", 10_000)
+        if self.mode is InvalidationMode.PUBSUB:
+            await self._hub.gateway.call(SELFTEST, "PUBLISH", self.channel, self._probe_key)
+        else:
+            await self._hub.gateway.call(SELFTEST, "SET", self._probe_key, "1", "PX", 10_000)
         done, _ = await asyncio.wait(
             {self._probe_seen, reader}, timeout=self.selftest_timeout, return_when="FIRST_COMPLETED"
         )

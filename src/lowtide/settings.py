@@ -17,9 +17,22 @@ from urllib.parse import unquote, urlsplit
 
 from lowtide.errors import ConfigError
 
-__all__ = ["PROVIDERS", "Provider", "Settings", "parse_bool", "redact_url", "validate_url"]
+__all__ = [
+    "INVALIDATION_MODES",
+    "PROVIDERS",
+    "InvalidationSetting",
+    "Provider",
+    "Settings",
+    "parse_bool",
+    "redact_url",
+    "validate_url",
+]
 
 Provider = Literal["redis", "valkey", "dragonfly", "keydb", "upstash"]
+InvalidationSetting = Literal["auto", "tracking", "pubsub", "ttl"]
+#: ``auto``: CLIENT TRACKING, or pub/sub where tracking is absent (always pub/sub on Upstash);
+#: ``ttl``: no push at all, L1 entries live at most ``max_staleness``
+INVALIDATION_MODES: tuple[str, ...] = ("auto", "tracking", "pubsub", "ttl")
 #: servers lowtide knows; ``upstash`` selects per-command billing rules and no CLIENT TRACKING
 PROVIDERS: tuple[str, ...] = ("redis", "valkey", "dragonfly", "keydb", "upstash")
 
@@ -135,6 +148,10 @@ class Settings:
     reconnect_max: float = 4.0
     #: connections the data pool may open
     max_connections: int = 32
+    #: how process memory learns about writes (see :data:`INVALIDATION_MODES`)
+    invalidation: InvalidationSetting = "auto"
+    #: largest encoded value a cache accepts (bytes)
+    max_value_bytes: int = 1_048_576
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -173,12 +190,19 @@ class Settings:
                 raise ConfigError(f"{name}: must be > 0 seconds")
         if self.reconnect_max < self.reconnect_min:
             raise ConfigError("reconnect_max: must be >= reconnect_min")
-        for name in ("read_regions", "max_connections"):
+        if self.invalidation not in INVALIDATION_MODES:
+            raise ConfigError(
+                f"invalidation: expected one of {', '.join(INVALIDATION_MODES)}, "
+                f"got {self.invalidation!r}"
+            )
+        for name in ("read_regions", "max_connections", "max_value_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
         if self.max_connections < 1:
             raise ConfigError("max_connections: must be >= 1")
+        if self.max_value_bytes < 1:
+            raise ConfigError("max_value_bytes: must be >= 1")
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -218,6 +242,8 @@ class Settings:
         op_timeout                LOWTIDE_OP_TIMEOUT               1.0
         connect_timeout           LOWTIDE_CONNECT_TIMEOUT          1.0
         metrics_interval          LOWTIDE_METRICS_INTERVAL         60
+        invalidation              LOWTIDE_INVALIDATION             auto
+        max_value_bytes           LOWTIDE_MAX_VALUE_BYTES          1048576
         ========================  ==============================  ===============
 
         Keyword ``overrides`` win over the environment.
@@ -245,12 +271,15 @@ class Settings:
             ("namespace", "LOWTIDE_NAMESPACE"),
             ("instance", "LOWTIDE_INSTANCE"),
             ("provider", "LOWTIDE_PROVIDER"),
+            ("invalidation", "LOWTIDE_INVALIDATION"),
         ):
             hit = pick(var)
             if hit:
-                values[key] = hit[1].strip().lower() if key == "provider" else hit[1].strip()
+                lower = key in ("provider", "invalidation")
+                values[key] = hit[1].strip().lower() if lower else hit[1].strip()
         for key, var, kind in (
             ("read_regions", "LOWTIDE_READ_REGIONS", int),
+            ("max_value_bytes", "LOWTIDE_MAX_VALUE_BYTES", int),
             ("default_ttl", "LOWTIDE_DEFAULT_TTL", float),
             ("max_staleness", "LOWTIDE_MAX_STALENESS", float),
             ("op_timeout", "LOWTIDE_OP_TIMEOUT", float),

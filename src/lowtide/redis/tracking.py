@@ -1,10 +1,14 @@
-"""The invalidation connection: one dedicated RESP2 connection that receives tracking pushes.
+"""The invalidation connection: one dedicated RESP2 connection that receives invalidations.
 
-Set-up (4 commands, counted by the ledger like any other)::
+Tracking set-up (3 commands, counted by the ledger like any other)::
 
     CLIENT ID                                   -> own id
     CLIENT TRACKING ON REDIRECT <id> BCAST PREFIX <p1> PREFIX <p2> ...
     SUBSCRIBE __redis__:invalidate
+
+Backplane set-up, where the server has no CLIENT TRACKING (Upstash): ``SUBSCRIBE <channel>``
+only; writers PUBLISH the keys they changed, newline-separated (keys built by
+:func:`lowtide.keys.build_key` never contain whitespace).
 
 Tracking state lives on this connection (REDIRECT to itself, BCAST), so data connections need no
 set-up and losing a pooled data connection loses nothing. RESP2 is used on purpose: with RESP3
@@ -46,6 +50,7 @@ class TrackingConnection:
         self._pool = make_pool(settings, ledger, max_connections=1, socket_timeout=math.inf)
         self._conn: AbstractConnection | None = None
         self.client_id: int | None = None
+        self.channel = INVALIDATE_CHANNEL
 
     async def _cmd(self, *args: Any) -> Any:
         if self._conn is None:
@@ -60,17 +65,24 @@ class TrackingConnection:
             raise RedisCommandError(str(reply), command=_text(args[0]).lower())
         return reply
 
-    async def open(self, prefixes: Sequence[str]) -> None:
-        """Connect, turn BCAST tracking on for ``prefixes`` and subscribe (raises on failure)."""
+    async def open(self, prefixes: Sequence[str], *, backplane: str | None = None) -> None:
+        """Connect, turn BCAST tracking on for ``prefixes`` and subscribe (raises on failure).
+
+        With ``backplane`` set, skip tracking and subscribe to that pub/sub channel instead.
+        """
         try:
             get: Callable[[], Awaitable[AbstractConnection]] = self._pool.get_connection
             self._conn = await get()
-            self.client_id = int(await self._cmd("CLIENT", "ID"))
-            args: list[Any] = ["CLIENT", "TRACKING", "ON", "REDIRECT", self.client_id, "BCAST"]
-            for p in prefixes:
-                args += ["PREFIX", p]
-            await self._cmd(*args)
-            reply = await self._cmd("SUBSCRIBE", INVALIDATE_CHANNEL)
+            if backplane is None:
+                self.client_id = int(await self._cmd("CLIENT", "ID"))
+                args: list[Any] = ["CLIENT", "TRACKING", "ON", "REDIRECT", self.client_id]
+                args.append("BCAST")
+                for p in prefixes:
+                    args += ["PREFIX", p]
+                await self._cmd(*args)
+            else:
+                self.channel = backplane
+            reply = await self._cmd("SUBSCRIBE", self.channel)
             if not (isinstance(reply, list) and _text(reply[0]).lower() == "subscribe"):
                 raise RedisCommandError(
                     f"unexpected SUBSCRIBE reply {reply!r}", command="subscribe"
@@ -113,12 +125,14 @@ class TrackingConnection:
             kind = _text(msg[0]).lower()
             if kind == "pong":
                 return "pong"
-            if kind == "message" and len(msg) >= 3 and _text(msg[1]) == INVALIDATE_CHANNEL:
+            if kind == "message" and len(msg) >= 3 and _text(msg[1]) == self.channel:
                 keys = msg[2]
                 if keys is None:
                     return None
                 if isinstance(keys, list):
                     return [_text(k) for k in keys]
+                if self.channel != INVALIDATE_CHANNEL:
+                    return _text(keys).split("\n")
                 return [_text(keys)]
 
     async def close(self) -> None:

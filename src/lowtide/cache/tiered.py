@@ -1,0 +1,683 @@
+"""The tiered cache: in-process L1 in front of Redis L2, kept correct by server-pushed invalidation.
+
+Read path (:meth:`Cache.get`): a fresh L1 entry answers with **0 commands**; otherwise one
+``GET`` (concurrent misses of one key share it: single-flight), whose reply fills L1 only if no
+invalidation or flush for that key arrived while it was in flight (the race guard).
+
+Write path (:meth:`Cache.set`): one ``SET ... PX`` (plus one ``PUBLISH`` in pub/sub backplane
+mode), then L1. The process's own write comes back as an invalidation; the writer counts the
+echoes it has already seen and swallows the one still to come, so its fresh copy survives while
+any later write by anyone still drops it.
+
+Freshness: an L1 entry is fresh for at most ``min(ttl, max_staleness)`` and never beyond the
+L2 value's own expiry (carried in the value's envelope, so no PTTL). Any flush (listener lost,
+FLUSHALL, mode change) demotes every entry at once: demoted entries are not served as fresh but
+stay available for ``fail_safe_max`` seconds, to answer when Redis or the loader fails.
+
+Modes: while the hub is degraded or suspended (or runs with no URL) the cache works on L1 alone:
+writes fill L1 only, misses answer ``None`` or run the loader. When Redis comes back everything
+written meanwhile is demoted and read again from L2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lowtide.cache.envelope import unwrap, wrap
+from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
+from lowtide.codec import Codec, JsonCodec
+from lowtide.context import Attribution, _tenant
+from lowtide.errors import (
+    ConfigError,
+    LowtideError,
+    RedisCommandError,
+    RedisUnavailable,
+    TenantRequired,
+    ValueTooLarge,
+)
+from lowtide.invalidation import InvalidationMode, Invalidations
+from lowtide.keys import build_key, family
+
+if TYPE_CHECKING:
+    from lowtide.hub import Lowtide
+
+__all__ = ["Cache", "CacheOptions", "CacheStats"]
+
+log = logging.getLogger("lowtide.cache")
+V = TypeVar("V")
+Loader = Callable[[], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOptions:
+    """The knobs of one cache (durations in seconds, sizes in bytes)."""
+
+    #: life of a value in Redis (L2)
+    ttl: float
+    #: longest an L1 copy is served as fresh (guarantee: staleness bound without push)
+    max_staleness: float
+    #: L1 bounds for this cache
+    max_entries: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
+    #: share of max_entries/max_bytes one tenant may hold (1.0 = no per-tenant cap)
+    max_tenant_share: float = 0.1
+    #: how long "no value" is remembered after a loader returned None
+    negative_ttl: float = 30.0
+    #: refresh in the background once this fraction of an entry's life has passed
+    #: (``get_or_load`` only; None turns it off)
+    eager_refresh: float | None = 0.9
+    #: serve the last good value when Redis or the loader fails, for at most this long
+    fail_safe: bool = True
+    fail_safe_max: float = 600.0
+    #: after a loader failure, keep serving the stale value this long before trying again
+    fail_safe_throttle: float = 5.0
+    #: largest encoded value accepted
+    max_value_bytes: int = 1_048_576
+    #: False for data that belongs to no tenant (then ``tenant=`` must not be given)
+    per_tenant: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("ttl", "max_staleness", "negative_ttl", "fail_safe_max", "fail_safe_throttle"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
+        if self.ttl <= 0:
+            raise ConfigError("ttl: must be > 0 seconds")
+        for name in ("max_entries", "max_bytes", "max_value_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
+        if not 0 < self.max_tenant_share <= 1:
+            raise ConfigError(
+                f"max_tenant_share: expected a fraction in (0, 1], got {self.max_tenant_share!r}"
+            )
+        if self.eager_refresh is not None and not 0 < self.eager_refresh < 1:
+            raise ConfigError(
+                f"eager_refresh: expected a fraction in (0, 1) or None, got {self.eager_refresh!r}"
+            )
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counters of one cache since it was created."""
+
+    hits: int = 0  # answered from L1 (each saved one GET)
+    misses: int = 0  # not fresh in L1
+    l2_hits: int = 0
+    l2_misses: int = 0
+    loads: int = 0  # loader calls
+    load_errors: int = 0
+    stale_served: int = 0  # fail-safe answers
+    writes: int = 0
+    invalidations: int = 0  # L1 entries dropped by a push
+    echoes: int = 0  # own-write invalidations swallowed
+    refreshes: int = 0  # eager background refreshes started
+    coalesced: int = 0  # callers that joined a single-flight instead of sending their own
+
+    def to_dict(self) -> dict[str, int]:
+        """The counters as a dict."""
+        return asdict(self)
+
+
+class Cache:
+    """A named, tenant-namespaced tiered cache. Create it with :meth:`Lowtide.cache`."""
+
+    def __init__(
+        self,
+        hub: Lowtide,
+        name: str,
+        options: CacheOptions,
+        *,
+        component: str = "cache",
+        codec: Codec | None = None,
+    ) -> None:
+        ns = hub.settings.namespace
+        build_key(ns, component, name, None, "")  # validates the name
+        self.name = name
+        self.options = options
+        self.component = component
+        self.codec: Codec = codec or JsonCodec()
+        self.family = family(ns, component, name)
+        self.stats = CacheStats()
+        self._hub = hub
+        self._ns = ns
+        self._now = hub.clock.monotonic
+        self._wall = hub.clock.time
+        share = options.max_tenant_share if options.per_tenant else 1.0
+        self._store = L1Store(
+            max_entries=options.max_entries,
+            max_bytes=options.max_bytes,
+            tenant_entries=max(1, int(options.max_entries * share)),
+            tenant_bytes=max(1, int(options.max_bytes * share)),
+        )
+        self._map_get = self._store.map.get
+        self._touch = self._store.touch
+        self._fresh_cap = min(options.ttl, options.max_staleness)
+        self._per_tenant = options.per_tenant
+        self._reads: dict[Key, asyncio.Future[tuple[bool, Any, float]]] = {}
+        self._loads: dict[Key, asyncio.Future[Any]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._atts: dict[str | None, Attribution] = {}
+
+    def __repr__(self) -> str:
+        return f"<Cache {self.component}:{self.name!r} entries={len(self._store)}>"
+
+    # -- public API ---------------------------------------------------------------------------
+    async def get(self, key: str, *, tenant: str | None = None) -> Any:
+        """The value of ``key`` for the tenant, or ``None`` when there is none.
+
+        0 commands on an L1 hit; 1 GET on a miss. While Redis is unavailable, the last known
+        value (fail-safe) or ``None``.
+        """
+        if tenant is None and self._per_tenant:
+            tenant = _tenant.get()
+        # a per-tenant store never holds (None, key) and a shared one only holds those, so a
+        # missing or forbidden tenant cannot hit here; the miss path raises for it
+        k = (tenant, key)
+        e = self._map_get(k)
+        if e is not None and e.epoch == self._store.epoch and e.fresh_until > self._now():
+            self._touch(k)
+            self.stats.hits += 1
+            value = e.value
+            return None if value is ABSENT or value is LOADED_NONE else value
+        k = (self._check_tenant(tenant), key)
+        found, value, _ = await self._read(k)
+        return value if found else None
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Loader,
+        *,
+        ttl: float | None = None,
+        tenant: str | None = None,
+    ) -> Any:
+        """The value of ``key``, loading it with ``await loader()`` on a miss.
+
+        Concurrent callers of one key in this process share one L2 read and one loader call.
+        A loader returning ``None`` is remembered for ``negative_ttl`` (not written to L2).
+        When the loader or Redis fails, the last good value is served for up to
+        ``fail_safe_max``; with no such value the loader's exception propagates.
+        """
+        if tenant is None and self._per_tenant:
+            tenant = _tenant.get()
+        k = (tenant, key)
+        e = self._map_get(k)
+        now = self._now()
+        if (
+            e is not None
+            and e.epoch == self._store.epoch
+            and e.fresh_until > now
+            and e.value is not ABSENT
+        ):
+            self._touch(k)
+            self.stats.hits += 1
+            if e.refresh_at <= now and k not in self._loads:
+                e.refresh_at = math.inf
+                self.stats.refreshes += 1
+                self._spawn(self._load(k, loader, ttl, refresh=True))
+            value = e.value
+            return None if value is LOADED_NONE else value
+        k = (self._check_tenant(tenant), key)
+        if not callable(loader):
+            raise TypeError("loader must be an async callable taking no arguments")
+        return await self._join(self._loads, k, lambda: self._load(k, loader, ttl, refresh=False))
+
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, tenant: str | None = None
+    ) -> None:
+        """Store ``value``: 1 SET (+1 PUBLISH in backplane mode), then L1.
+
+        Unserializable or oversized values raise (:class:`SerializationError`,
+        :class:`ValueTooLarge`) and change nothing. While Redis is unavailable the value is
+        kept in L1 only.
+        """
+        k = (self._check_tenant(tenant), key)
+        rk = self._rkey(k)
+        ttl = self._ttl(ttl)
+        payload = self._encode(value)
+        await self._write(k, rk, value, payload, ttl)
+
+    async def delete(self, key: str, *, tenant: str | None = None) -> None:
+        """Remove ``key`` from L2 (1 DEL, +1 PUBLISH in backplane mode) and from L1."""
+        k = (self._check_tenant(tenant), key)
+        rk = self._rkey(k)
+        self._store.drop(k)
+        inv = self._inv()
+        if not self._gateway_open():
+            return
+        cmds: list[tuple[Any, ...]] = [("DEL", rk)]
+        if inv is not None and inv.publishes:
+            cmds.append(("PUBLISH", inv.channel, rk))
+        try:
+            await self._send(k[0], cmds)
+        except RedisUnavailable:
+            return
+        self._store.drop(k)  # a fill that raced with the delete
+
+    async def get_many(self, keys: Iterable[str], *, tenant: str | None = None) -> dict[str, Any]:
+        """``{key: value or None}`` for every key: L1 first, then one MGET for the rest."""
+        t = self._check_tenant(tenant)
+        out: dict[str, Any] = {}
+        missing: list[str] = []
+        now = self._now()
+        epoch = self._store.epoch
+        for key in keys:
+            e = self._map_get((t, key))
+            if e is not None and e.epoch == epoch and e.fresh_until > now:
+                self._touch((t, key))
+                self.stats.hits += 1
+                out[key] = None if e.value is ABSENT or e.value is LOADED_NONE else e.value
+            else:
+                out[key] = None
+                missing.append(key)
+        if not missing:
+            return out
+        self.stats.misses += len(missing)
+        rks = [self._rkey((t, key)) for key in missing]
+        if not self._gateway_open():
+            for key in missing:
+                out[key] = self._stale((t, key))
+            return out
+        inv = self._guard()
+        tokens = [inv.begin(rk) for rk in rks] if inv is not None else []
+        try:
+            replies = await self._hub.gateway.call(self._att(t), "MGET", *rks)
+        except RedisUnavailable:
+            self._end_all(inv, rks, tokens)
+            for key in missing:
+                out[key] = self._stale((t, key))
+            return out
+        except BaseException:
+            self._end_all(inv, rks, tokens)
+            raise
+        for i, (key, rk, raw) in enumerate(zip(missing, rks, replies, strict=True)):
+            seen = inv.end(rk, tokens[i]) if inv is not None else 0
+            found, value, _ = self._accept((t, key), raw, seen)
+            out[key] = value if found else None
+        return out
+
+    async def set_many(
+        self, items: Mapping[str, Any], *, ttl: float | None = None, tenant: str | None = None
+    ) -> None:
+        """Store several values in one round trip (1 SET each, +1 PUBLISH in backplane mode).
+
+        Every value is encoded first: if one cannot be, nothing is written.
+        """
+        t = self._check_tenant(tenant)
+        ttl = self._ttl(ttl)
+        prepared = [
+            ((t, key), self._rkey((t, key)), value, self._encode(value))
+            for key, value in items.items()
+        ]
+        if not prepared:
+            return
+        inv = self._guard()
+        expires_ms = self._expires_ms(ttl)
+        cmds: list[tuple[Any, ...]] = [
+            ("SET", rk, wrap(payload, expires_ms), "PX", max(1, int(ttl * 1000)))
+            for _, rk, _, payload in prepared
+        ]
+        if inv is not None and inv.publishes:
+            cmds.append(("PUBLISH", inv.channel, "\n".join(rk for _, rk, _, _ in prepared)))
+        if not self._gateway_open():
+            for k, _, value, payload in prepared:
+                self._fill(k, value, len(payload), ttl, echo=0)
+            return
+        tokens = [inv.begin(rk) for _, rk, _, _ in prepared] if inv is not None else []
+        try:
+            await self._send(t, cmds)
+        except RedisUnavailable:
+            self._end_all(inv, [rk for _, rk, _, _ in prepared], tokens)
+            for k, _, value, payload in prepared:
+                self._fill(k, value, len(payload), ttl, echo=0)
+            return
+        except BaseException:
+            self._end_all(inv, [rk for _, rk, _, _ in prepared], tokens)
+            raise
+        self.stats.writes += len(prepared)
+        for i, (k, rk, value, payload) in enumerate(prepared):
+            self._after_write(k, rk, value, len(payload), ttl, inv, tokens[i] if tokens else None)
+
+    def local_delete(self, key: str, *, tenant: str | None = None) -> bool:
+        """Drop ``key`` from this process's L1 only (0 commands); True if it was there."""
+        return self._store.drop((self._check_tenant(tenant), key))
+
+    def clear_local(self) -> None:
+        """Drop every L1 entry of this cache in this process (0 commands)."""
+        self._store.clear()
+
+    def info(self) -> dict[str, Any]:
+        """Size, bounds and counters of this cache (for health and metrics)."""
+        return {
+            "name": self.name,
+            "component": self.component,
+            "entries": len(self._store),
+            "bytes": self._store.bytes,
+            "tenants": self._store.tenants,
+            "evictions": self._store.evictions,
+            "max_entries": self.options.max_entries,
+            "max_bytes": self.options.max_bytes,
+            **self.stats.to_dict(),
+        }
+
+    def tenant_usage(self, tenant: str | None) -> tuple[int, int]:
+        """``(entries, bytes)`` this process holds in L1 for ``tenant``."""
+        return self._store.tenant_usage(tenant)
+
+    # -- called by the registry ------------------------------------------------------------
+    def _invalidate(self, k: Key) -> None:
+        e = self._map_get(k)
+        if e is None:
+            return
+        if e.echo > 0:
+            e.echo -= 1
+            self.stats.echoes += 1
+            return
+        self._store.drop(k)
+        self.stats.invalidations += 1
+
+    def _demote(self) -> None:
+        self._store.demote_all()
+
+    async def _aclose(self) -> None:
+        tasks = list(self._background)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # -- internals -------------------------------------------------------------------------
+    def _check_tenant(self, tenant: str | None) -> str | None:
+        if self.options.per_tenant:
+            if tenant is None:
+                tenant = _tenant.get()
+                if tenant is None:
+                    raise TenantRequired(
+                        f"cache {self.name!r} is per tenant: pass tenant= or use tenant_scope()"
+                    )
+            return tenant
+        if tenant is not None:
+            raise TenantRequired(
+                f"cache {self.name!r} was created with per_tenant=False; do not pass tenant="
+            )
+        return None
+
+    def _rkey(self, k: Key) -> str:
+        return build_key(self._ns, self.component, self.name, k[0], k[1])
+
+    def _att(self, tenant: str | None) -> Attribution:
+        att = self._atts.get(tenant)
+        if att is None:
+            att = Attribution(self.component, self.family, tenant)
+            if len(self._atts) < 10_000:
+                self._atts[tenant] = att
+        return att
+
+    def _ttl(self, ttl: float | None) -> float:
+        if ttl is None:
+            return self.options.ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+            raise ConfigError(f"ttl: expected a number of seconds > 0, got {ttl!r}")
+        return float(ttl)
+
+    def _encode(self, value: Any) -> bytes:
+        if value is None:
+            raise TypeError("None cannot be cached (it means 'no value'); use delete()")
+        payload = self.codec.encode(value)
+        limit = min(self.options.max_value_bytes, self._hub.settings.max_value_bytes)
+        if len(payload) > limit:
+            raise ValueTooLarge(
+                f"value for cache {self.name!r} is {len(payload)} bytes encoded; "
+                f"the limit is {limit}",
+                size=len(payload),
+                limit=limit,
+            )
+        return payload
+
+    def _expires_ms(self, ttl: float) -> int:
+        return int((self._wall() + ttl) * 1000)
+
+    def _inv(self) -> Invalidations | None:
+        if self._hub.settings.url is None:
+            return None
+        return self._hub.invalidations
+
+    def _guard(self) -> Invalidations | None:
+        """The listener whose race guard fills must pass, or None when no guard applies."""
+        inv = self._inv()
+        if inv is None or inv.mode is InvalidationMode.TTL:
+            return None
+        return inv
+
+    def _gateway_open(self) -> bool:
+        return self._hub.distributed
+
+    @staticmethod
+    def _end_all(inv: Invalidations | None, rks: list[str], tokens: list[tuple[int, int]]) -> None:
+        if inv is not None:
+            for rk, token in zip(rks, tokens, strict=False):
+                inv.end(rk, token)
+
+    async def _send(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> None:
+        gw = self._hub.gateway
+        att = self._att(tenant)
+        if len(cmds) == 1:
+            await gw.call(att, *cmds[0])
+            return
+        for reply in await gw.pipeline(att, cmds):
+            if isinstance(reply, RedisCommandError):
+                raise reply
+
+    def _fill(
+        self, k: Key, value: Any, size: int, lifetime: float, *, echo: int, stale_ok: bool = True
+    ) -> None:
+        now = self._now()
+        o = self.options
+        fresh = min(lifetime, self._fresh_cap)
+        refresh_at = math.inf
+        if o.eager_refresh is not None and fresh > 0:
+            refresh_at = now + fresh * o.eager_refresh
+        self._store.put(
+            k,
+            Entry(
+                value,
+                size=size + ENTRY_OVERHEAD,
+                epoch=self._store.epoch,
+                filled=now,
+                fresh_until=now + fresh,
+                stale_until=now + fresh + (o.fail_safe_max if o.fail_safe and stale_ok else 0),
+                refresh_at=refresh_at,
+                echo=echo,
+            ),
+        )
+
+    def _stale(self, k: Key) -> Any:
+        """Fail-safe: the last good value of ``k`` if still allowed, else None."""
+        e = self._map_get(k)
+        if (
+            e is None
+            or not self.options.fail_safe
+            or e.stale_until <= self._now()
+            or e.value is ABSENT
+            or e.value is LOADED_NONE
+        ):
+            return None
+        self.stats.stale_served += 1
+        return e.value
+
+    async def _join(
+        self, flights: dict[Key, asyncio.Future[Any]], k: Key, start: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        fut = flights.get(k)
+        if fut is None:
+            fut = asyncio.ensure_future(start())
+            flights[k] = fut
+
+            def done(f: asyncio.Future[Any], k: Key = k) -> None:
+                if flights.get(k) is f:
+                    del flights[k]
+                if not f.cancelled():
+                    f.exception()  # retrieved here so an unawaited failure is not logged
+
+            fut.add_done_callback(done)
+        else:
+            self.stats.coalesced += 1
+        return await asyncio.shield(fut)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _read(self, k: Key) -> tuple[bool, Any, float]:
+        """L2 read of ``k`` (single-flight): ``(found, value, remaining L2 life)``."""
+        self.stats.misses += 1
+        if not self._gateway_open():
+            stale = self._stale(k)
+            return stale is not None, stale, 0.0
+        try:
+            found, value, remaining = await self._join(self._reads, k, lambda: self._fetch(k))
+        except RedisUnavailable:
+            stale = self._stale(k)
+            return stale is not None, stale, 0.0
+        return bool(found), value, float(remaining)
+
+    async def _fetch(self, k: Key) -> tuple[bool, Any, float]:
+        rk = self._rkey(k)
+        inv = self._guard()
+        token = inv.begin(rk) if inv is not None else None
+        try:
+            raw = await self._hub.gateway.call(self._att(k[0]), "GET", rk)
+        except BaseException:
+            if inv is not None and token is not None:
+                inv.end(rk, token)
+            raise
+        seen = inv.end(rk, token) if inv is not None and token is not None else 0
+        return self._accept(k, raw, seen)
+
+    def _accept(self, k: Key, raw: bytes | None, seen: int | None) -> tuple[bool, Any, float]:
+        """Decode an L2 reply and fill L1 if the race guard allows (``seen == 0``)."""
+        may_fill = seen == 0 and self._hub.distributed
+        if raw is None:
+            self.stats.l2_misses += 1
+            if may_fill:
+                self._fill(k, ABSENT, 0, self._fresh_cap, echo=0, stale_ok=False)
+            return False, None, 0.0
+        expires_ms, payload = unwrap(raw)
+        remaining = expires_ms / 1000 - self._wall() if expires_ms else self.options.ttl
+        if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
+            self.stats.l2_misses += 1
+            return False, None, 0.0
+        value = self.codec.decode(payload)
+        self.stats.l2_hits += 1
+        if may_fill:
+            self._fill(k, value, len(payload), remaining, echo=0)
+        return True, value, remaining
+
+    async def _write(self, k: Key, rk: str, value: Any, payload: bytes, ttl: float) -> None:
+        if not self._gateway_open():
+            self._fill(k, value, len(payload), ttl, echo=0)
+            return
+        inv = self._guard()
+        cmds: list[tuple[Any, ...]] = [
+            ("SET", rk, wrap(payload, self._expires_ms(ttl)), "PX", max(1, int(ttl * 1000)))
+        ]
+        if inv is not None and inv.publishes:
+            cmds.append(("PUBLISH", inv.channel, rk))
+        token = inv.begin(rk) if inv is not None else None
+        try:
+            await self._send(k[0], cmds)
+        except RedisUnavailable:
+            if inv is not None and token is not None:
+                inv.end(rk, token)
+            self._fill(k, value, len(payload), ttl, echo=0)  # Redis is down: local state
+            return
+        except BaseException:
+            if inv is not None and token is not None:
+                inv.end(rk, token)
+            raise
+        self.stats.writes += 1
+        self._after_write(k, rk, value, len(payload), ttl, inv, token)
+
+    def _after_write(
+        self,
+        k: Key,
+        rk: str,
+        value: Any,
+        size: int,
+        ttl: float,
+        inv: Invalidations | None,
+        token: tuple[int, int] | None,
+    ) -> None:
+        if inv is None or token is None:
+            self._fill(k, value, size, ttl, echo=0)
+            return
+        seen = inv.end(rk, token)
+        if seen is None or not self._hub.distributed:
+            self._store.drop(k)  # cannot prove the copy current: read it again next time
+            return
+        # our own write produces one invalidation; if none arrived yet, swallow the next one
+        self._fill(k, value, size, ttl, echo=1 if seen == 0 else 0)
+
+    async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
+        lifetime = self._ttl(ttl)
+        e = self._map_get(k)
+        skip_l2 = (
+            e is not None
+            and e.value is ABSENT
+            and e.epoch == self._store.epoch
+            and e.fresh_until > self._now()
+        )
+        if not skip_l2 and self._gateway_open():
+            try:
+                found, value, remaining = await self._join(self._reads, k, lambda: self._fetch(k))
+            except RedisUnavailable:
+                found, value, remaining = False, None, 0.0
+            if found and not (
+                refresh
+                and self.options.eager_refresh is not None
+                and remaining < lifetime * (1 - self.options.eager_refresh)
+            ):
+                return value
+        self.stats.loads += 1
+        try:
+            value = await loader()
+        except Exception:
+            self.stats.load_errors += 1
+            stale = self._stale_for_failed_load(k)
+            if stale is not None:
+                return stale
+            raise
+        if value is None:
+            self._fill(k, LOADED_NONE, 0, self.options.negative_ttl, echo=0, stale_ok=False)
+            return None
+        try:
+            payload = self._encode(value)
+        except (LowtideError, TypeError):
+            log.warning("cache %r: loader returned a value that cannot be cached", self.name)
+            raise
+        try:
+            await self._write(k, self._rkey(k), value, payload, lifetime)
+        except RedisCommandError:
+            log.warning("cache %r: could not store a loaded value", self.name, exc_info=True)
+        return value
+
+    def _stale_for_failed_load(self, k: Key) -> Any:
+        e = self._map_get(k)
+        stale = self._stale(k)
+        if stale is not None and e is not None:
+            # throttle: answer with the stale value for a while instead of hammering the loader
+            now = self._now()
+            e.epoch = self._store.epoch
+            e.fresh_until = min(e.stale_until, now + self.options.fail_safe_throttle)
+            e.refresh_at = math.inf
+        return stale

@@ -1,0 +1,405 @@
+"""The tiered cache on a real server: costs, invalidation, single-flight, fail-safe, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from lowtide import (
+    ConfigError,
+    InvalidKeyError,
+    Lowtide,
+    ManualClock,
+    Mode,
+    SerializationError,
+    TenantRequired,
+    ValueTooLarge,
+    build_key,
+    tenant_scope,
+)
+from lowtide.testing import ValkeyServer, commandstats_delta
+from tests.helpers import eventually
+
+
+def commands(lt: Lowtide) -> dict[str, int]:
+    """The ledger's per-command totals for the cache component."""
+    snap = lt.ledger.snapshot()
+    out: dict[str, int] = {}
+    for row in snap.rows:
+        if row.component in ("cache", "tenants"):
+            out[row.command] = out.get(row.command, 0) + row.count
+    return out
+
+
+def diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    keys = set(before) | set(after)
+    return {
+        k: after.get(k, 0) - before.get(k, 0) for k in keys if after.get(k, 0) != before.get(k, 0)
+    }
+
+
+@pytest.fixture
+async def hub(lowtide_url: str) -> AsyncIterator[Lowtide]:
+    async with Lowtide(lowtide_url, instance="a") as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        yield lt
+
+
+async def test_costs_hit_zero_miss_one_get_write_one_set(hub: Lowtide) -> None:
+    cache = hub.cache("profiles", ttl=60)
+    c0 = commands(hub)
+    assert await cache.get("u1", tenant="t1") is None  # miss: 1 GET
+    assert await cache.get("u1", tenant="t1") is None  # remembered absence: 0
+    await cache.set("u1", {"name": "Ada"}, tenant="t1")  # 1 SET
+    c1 = commands(hub)
+    assert diff(c0, c1) == {"get": 1, "set": 1}
+    for _ in range(100):
+        assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
+    await asyncio.sleep(0.05)  # let the echo of our own write arrive: it must not drop the entry
+    assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
+    assert diff(c1, commands(hub)) == {}
+    assert cache.stats.hits >= 101
+    # the echo either arrived before the SET reply (it dropped the remembered absence) or after
+    # (swallowed); either way exactly one message and the fresh copy survived
+    assert cache.stats.echoes + cache.stats.invalidations == 1
+
+
+async def test_ledger_matches_the_server_for_cache_traffic(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    before = server.commandstats()
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        cache = lt.cache("c")
+        for i in range(20):
+            await cache.set(f"k{i}", i, tenant="t")
+            await cache.get(f"k{i}", tenant="t")
+            await cache.get(f"x{i}", tenant="t")
+        await cache.get_many([f"k{i}" for i in range(30)], tenant="t")
+        await cache.set_many({"m1": 1, "m2": 2}, tenant="t")
+        await cache.delete("m1", tenant="t")
+        by_command = lt.ledger.snapshot().by_command
+    delta = commandstats_delta(before, server.commandstats())
+    delta["info"] -= 1  # the harness's own INFO that read `before`
+    assert {k: v for k, v in delta.items() if v} == by_command
+
+
+async def test_a_write_on_one_machine_drops_the_copy_on_another(lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        ca, cb = a.cache("profiles"), b.cache("profiles")
+        await ca.set("u1", {"v": 1}, tenant="t1")
+        assert await cb.get("u1", tenant="t1") == {"v": 1}  # b fills its L1
+        before = commands(b)
+        await ca.set("u1", {"v": 2}, tenant="t1")
+        await eventually(lambda: cb.stats.invalidations >= 1)
+        assert diff(before, commands(b)) == {}  # lazy: the push made b send nothing
+        assert await cb.get("u1", tenant="t1") == {"v": 2}
+        await ca.delete("u1", tenant="t1")
+        await eventually(lambda: cb.stats.invalidations >= 2)
+        assert await cb.get("u1", tenant="t1") is None
+
+
+async def test_writes_by_other_programs_invalidate_too(
+    hub: Lowtide, lowtide_server: ValkeyServer
+) -> None:
+    cache = hub.cache("profiles")
+    await cache.set("u1", "old", tenant="t1")
+    assert await cache.get("u1", tenant="t1") == "old"
+    rk = build_key("lt", "cache", "profiles", "t1", "u1")
+    lowtide_server.command("DEL", rk)  # redis-cli, another service...
+    await eventually(lambda: cache.stats.invalidations >= 1)
+    assert await cache.get("u1", tenant="t1") is None
+
+
+async def test_single_flight_one_get_one_load_one_set(hub: Lowtide) -> None:
+    cache = hub.cache("reports")
+    calls = 0
+
+    async def loader() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return {"n": 1}
+
+    c0 = commands(hub)
+    results = await asyncio.gather(
+        *(cache.get_or_load("r", loader, tenant="t1") for _ in range(50))
+    )
+    assert results == [{"n": 1}] * 50
+    assert calls == 1
+    assert diff(c0, commands(hub)) == {"get": 1, "set": 1}
+    assert cache.stats.coalesced == 49
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_load(hub: Lowtide) -> None:
+    cache = hub.cache("reports")
+    gate = asyncio.Event()
+
+    async def loader() -> str:
+        await gate.wait()
+        return "v"
+
+    first = asyncio.ensure_future(cache.get_or_load("r", loader, tenant="t"))
+    second = asyncio.ensure_future(cache.get_or_load("r", loader, tenant="t"))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    gate.set()
+    assert await second == "v"
+
+
+async def test_negative_caching_of_loader_none(hub: Lowtide) -> None:
+    cache = hub.cache("users", negative_ttl=30)
+    calls = 0
+
+    async def loader() -> None:
+        nonlocal calls
+        calls += 1
+
+    assert await cache.get_or_load("ghost", loader, tenant="t1") is None
+    c0 = commands(hub)
+    for _ in range(10):
+        assert await cache.get_or_load("ghost", loader, tenant="t1") is None
+    assert calls == 1
+    assert diff(c0, commands(hub)) == {}
+
+
+async def test_loader_errors_propagate_when_nothing_stale_is_left(
+    hub: Lowtide, lowtide_server: ValkeyServer
+) -> None:
+    cache = hub.cache("quotes", eager_refresh=None)
+
+    async def good() -> str:
+        return "v1"
+
+    async def bad() -> str:
+        raise RuntimeError("upstream down")
+
+    with pytest.raises(RuntimeError):  # never loaded: nothing to fall back on
+        await cache.get_or_load("q", bad, tenant="t")
+    assert cache.stats.load_errors == 1
+    assert await cache.get_or_load("q2", good, tenant="t") == "v1"
+    lowtide_server.command("DEL", build_key("lt", "cache", "quotes", "t", "q2"))
+    await eventually(lambda: cache.stats.invalidations >= 1)
+    # the push dropped the entry (the value was deleted): fail-safe must not resurrect it
+    with pytest.raises(RuntimeError):
+        await cache.get_or_load("q2", bad, tenant="t")
+
+
+async def test_fail_safe_after_expiry_with_throttle(lowtide_url: str) -> None:
+    clock = ManualClock()
+    async with Lowtide(lowtide_url, clock=clock) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        cache = lt.cache(
+            "quotes", ttl=10, max_staleness=5, eager_refresh=None, fail_safe_throttle=3
+        )
+        calls = 0
+
+        async def good() -> str:
+            return "v1"
+
+        async def bad() -> str:
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("upstream down")
+
+        assert await cache.get_or_load("q", good, tenant="t") == "v1"
+        clock.advance(11)  # L1 stale, L2 envelope expired (its real TTL has not: it says so)
+        assert await cache.get_or_load("q", bad, tenant="t") == "v1"  # served stale
+        assert calls == 1
+        assert cache.stats.stale_served == 1
+        assert await cache.get_or_load("q", bad, tenant="t") == "v1"  # throttled: no retry
+        assert calls == 1
+        clock.advance(4)
+        assert await cache.get_or_load("q", bad, tenant="t") == "v1"
+        assert calls == 2
+
+
+async def test_redis_down_serves_stale_and_keeps_local_writes(hub: Lowtide) -> None:
+    cache = hub.cache("profiles")
+    await cache.set("u1", "v1", tenant="t1")
+    hub.suspend()
+    assert hub.mode is Mode.SUSPENDED
+    assert await cache.get("u1", tenant="t1") == "v1"  # fail-safe from L1, no exception
+    assert cache.stats.stale_served == 1
+    await cache.set("u2", "local", tenant="t1")  # kept locally
+    assert await cache.get("u2", tenant="t1") == "local"
+    assert await cache.get("never", tenant="t1") is None
+
+    async def loader() -> str:
+        return "loaded"
+
+    assert await cache.get_or_load("u3", loader, tenant="t1") == "loaded"
+    hub.resume()
+    assert await hub.wait_for(Mode.DISTRIBUTED, 5)
+    assert await hub.invalidations.wait_healthy(5)
+    c0 = commands(hub)
+    assert await cache.get("u2", tenant="t1") is None  # local-only write: L2 never had it
+    assert diff(c0, commands(hub)) == {"get": 1}
+
+
+async def test_listener_loss_demotes_l1_until_resubscribed(
+    hub: Lowtide, lowtide_server: ValkeyServer
+) -> None:
+    cache = hub.cache("profiles")
+    await cache.set("u1", "v1", tenant="t1")
+    assert await cache.get("u1", tenant="t1") == "v1"
+    lowtide_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+    await eventually(lambda: not hub.invalidations.healthy)
+    c0 = commands(hub)
+    assert await cache.get("u1", tenant="t1") == "v1"  # from L2, not from untrusted L1
+    assert await cache.get("u1", tenant="t1") == "v1"  # still not filled: listener is down
+    assert diff(c0, commands(hub)) == {"get": 2}
+
+
+async def test_tenants_are_isolated_whatever_their_ids(hub: Lowtide) -> None:
+    cache = hub.cache("profiles")
+    hostile = ["t1", "t1:", "t1:x", "{t1}", "t1\x00", "t 1", "%3A", "t" * 256]
+    for i, t in enumerate(hostile):
+        await cache.set("k", i, tenant=t)
+    for i, t in enumerate(hostile):
+        assert await cache.get("k", tenant=t) == i
+        cache.clear_local()
+        assert await cache.get("k", tenant=t) == i  # from L2 too
+    with pytest.raises(InvalidKeyError):
+        await cache.set("k", 1, tenant="t" * 257)
+
+
+async def test_tenant_is_required_and_scopes_work(hub: Lowtide) -> None:
+    cache = hub.cache("profiles")
+    with pytest.raises(TenantRequired):
+        await cache.get("k")
+    with pytest.raises(TenantRequired):
+        await cache.set("k", 1)
+    with tenant_scope("t9"):
+        await cache.set("k", 1)
+        assert await cache.get("k") == 1
+    assert await cache.get("k", tenant="t9") == 1
+    assert await cache.get("k", tenant="t8") is None
+    shared = hub.cache("config", per_tenant=False)
+    await shared.set("flags", {"beta": True})
+    with tenant_scope("t9"):
+        assert await shared.get("flags") == {"beta": True}
+    with pytest.raises(TenantRequired):
+        await shared.get("flags", tenant="t9")
+
+
+async def test_bad_values_raise_typed_errors_and_change_nothing(
+    hub: Lowtide, lowtide_server: ValkeyServer
+) -> None:
+    cache = hub.cache("blobs", max_value_bytes=1000)
+    await cache.set("k", "good", tenant="t")
+    c0 = commands(hub)
+    with pytest.raises(SerializationError):
+        await cache.set("k", {1, 2}, tenant="t")
+    with pytest.raises(SerializationError):
+        await cache.set_many({"a": 1, "k": object()}, tenant="t")
+    with pytest.raises(ValueTooLarge) as info:
+        await cache.set("k", "x" * 2000, tenant="t")
+    assert info.value.size > info.value.limit == 1000
+    assert diff(c0, commands(hub)) == {}
+    assert await cache.get("k", tenant="t") == "good"
+    assert await cache.get("a", tenant="t") is None
+    # a pickle (or anything else) planted in Redis is refused, never executed
+    import pickle
+
+    rk = build_key("lt", "cache", "blobs", "t", "evil")
+    lowtide_server.command("SET", rk, pickle.dumps({"x": 1}))
+    with pytest.raises(SerializationError):
+        await cache.get("evil", tenant="t")
+
+
+async def test_get_many_and_set_many(hub: Lowtide) -> None:
+    cache = hub.cache("profiles")
+    c0 = commands(hub)
+    await cache.set_many({"a": 1, "b": 2, "c": 3}, tenant="t")
+    assert diff(c0, commands(hub)) == {"set": 3}
+    cache.clear_local()
+    c1 = commands(hub)
+    got = await cache.get_many(["a", "b", "c", "d"], tenant="t")
+    assert got == {"a": 1, "b": 2, "c": 3, "d": None}
+    assert diff(c1, commands(hub)) == {"mget": 1}
+    assert await cache.get_many(["a", "b", "c", "d"], tenant="t") == got
+    assert diff(c1, commands(hub)) == {"mget": 1}
+
+
+async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None:
+    clock = ManualClock()
+    async with Lowtide(lowtide_url, clock=clock) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        cache = lt.cache("rates", ttl=10, max_staleness=10, eager_refresh=0.5)
+        version = 0
+
+        async def loader() -> int:
+            nonlocal version
+            version += 1
+            return version
+
+        assert await cache.get_or_load("fx", loader, tenant="t") == 1
+        clock.advance(6)  # past 50% of its life: answered at once, refreshed behind
+        assert await cache.get_or_load("fx", loader, tenant="t") == 1
+        await eventually(lambda: version == 2)
+        await eventually(lambda: cache.stats.echoes >= 2)
+        assert await cache.get_or_load("fx", loader, tenant="t") == 2
+        assert cache.stats.refreshes == 1
+
+
+async def test_pubsub_backplane_mode(lowtide_url: str) -> None:
+    opts = {"invalidation": "pubsub"}
+    async with (
+        Lowtide(lowtide_url, instance="a", **opts) as a,
+        Lowtide(lowtide_url, instance="b", **opts) as b,
+    ):
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        assert a.health()["invalidation"]["mode"] == "pubsub"
+        ca, cb = a.cache("p"), b.cache("p")
+        c0 = commands(a)
+        await ca.set("k", 1, tenant="t")
+        assert diff(c0, commands(a)) == {"set": 1, "publish": 1}
+        assert await cb.get("k", tenant="t") == 1
+        await ca.set("k", 2, tenant="t")
+        await eventually(lambda: cb.stats.invalidations >= 1)
+        assert await cb.get("k", tenant="t") == 2
+        await asyncio.sleep(0.05)
+        c1 = commands(a)
+        assert await ca.get("k", tenant="t") == 2  # own echo swallowed: still a hit
+        assert diff(c1, commands(a)) == {}
+
+
+async def test_ttl_mode_needs_no_listener_and_bounds_staleness(lowtide_url: str) -> None:
+    clock = ManualClock()
+    async with Lowtide(lowtide_url, clock=clock, invalidation="ttl") as lt:
+        cache = lt.cache("p", max_staleness=5)
+        await cache.set("k", 1, tenant="t")
+        c0 = commands(lt)
+        assert await cache.get("k", tenant="t") == 1
+        assert diff(c0, commands(lt)) == {}
+        clock.advance(6)
+        assert await cache.get("k", tenant="t") == 1
+        assert diff(c0, commands(lt)) == {"get": 1}
+        assert lt.health()["invalidation"]["mode"] == "ttl"
+
+
+async def test_local_only_hub_caches_in_process() -> None:
+    async with Lowtide(None) as lt:
+        cache = lt.cache("p")
+        await cache.set("k", [1, 2], tenant="t")
+        assert await cache.get("k", tenant="t") == [1, 2]
+
+        async def loader() -> str:
+            return "x"
+
+        assert await cache.get_or_load("j", loader, tenant="t") == "x"
+        await cache.delete("k", tenant="t")
+        assert await cache.get("k", tenant="t") is None
+
+
+async def test_same_name_with_other_options_is_an_error(hub: Lowtide) -> None:
+    assert hub.cache("p", ttl=10) is hub.cache("p", ttl=10)
+    with pytest.raises(ConfigError, match="already exists"):
+        hub.cache("p", ttl=20)
