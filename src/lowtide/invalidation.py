@@ -156,12 +156,12 @@ class Invalidations:
             except Exception:
                 log.exception("invalidation subscriber failed")
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, *, expected: bool = False) -> None:
         was = self.healthy
         self.healthy = False
         self._healthy_event.clear()
         self.last_error = why
-        if was:
+        if was and not expected:
             log.warning("invalidation listener lost (%s): flushing process memory", why)
         self._dispatch(None)
 
@@ -192,13 +192,13 @@ class Invalidations:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-        self._lost("stopped")
+        self._lost("stopped", expected=True)
 
     def _on_mode(self, change: ModeChange) -> None:
         if self.mode is InvalidationMode.TTL:
             return
         if change.new is not Mode.DISTRIBUTED and self._conn is not None:
-            self._lost(f"hub {change.new.value}")
+            self._lost(f"hub {change.new.value}", expected=True)
             conn, self._conn = self._conn, None
             asyncio.get_running_loop().create_task(conn.close())
 

@@ -61,6 +61,10 @@ class TenantResolver:
             connector, self._options, component="tenants", codec=None
         )
 
+    def cache(self, connector: str) -> Cache:
+        """The tiered cache holding ``connector``'s mappings (for stats and tests)."""
+        return self._cache_for(connector)
+
     async def resolve(self, connector: str, external_id: str) -> str | None:
         """The tenant id of ``external_id`` on ``connector``, or None if unknown."""
         cache = self._cache_for(connector)
