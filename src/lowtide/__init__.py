@@ -10,9 +10,11 @@ from lowtide.cache import Cache, CacheOptions, CacheStats
 from lowtide.clock import Clock, ManualClock, SystemClock
 from lowtide.context import Attribution, current_tenant, tenant_scope
 from lowtide.errors import (
+    CircuitOpen,
     ConfigError,
     InvalidKeyError,
     LowtideError,
+    RateLimited,
     RedisCommandError,
     RedisUnavailable,
     SerializationError,
@@ -22,6 +24,7 @@ from lowtide.errors import (
 from lowtide.hub import Lowtide
 from lowtide.keys import build_key, parse_key
 from lowtide.ledger import LedgerSnapshot
+from lowtide.limiter import Decision, RateLimiter
 from lowtide.modes import Mode, ModeChange
 from lowtide.settings import Settings
 from lowtide.tenants import TenantResolver
@@ -33,8 +36,10 @@ __all__ = [
     "Cache",
     "CacheOptions",
     "CacheStats",
+    "CircuitOpen",
     "Clock",
     "ConfigError",
+    "Decision",
     "InvalidKeyError",
     "LedgerSnapshot",
     "Lowtide",
@@ -42,6 +47,8 @@ __all__ = [
     "ManualClock",
     "Mode",
     "ModeChange",
+    "RateLimited",
+    "RateLimiter",
     "RedisCommandError",
     "RedisUnavailable",
     "SerializationError",

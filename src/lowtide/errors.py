@@ -9,9 +9,11 @@ the whole family at once, and each subclass also derives from the closest built-
 from __future__ import annotations
 
 __all__ = [
+    "CircuitOpen",
     "ConfigError",
     "InvalidKeyError",
     "LowtideError",
+    "RateLimited",
     "RedisCommandError",
     "RedisUnavailable",
     "SerializationError",
@@ -50,6 +52,22 @@ class ValueTooLarge(SerializationError):
 
 class TenantRequired(LowtideError, ValueError):
     """A per-tenant component was called with no ``tenant=`` and no active ``tenant_scope()``."""
+
+
+class RateLimited(LowtideError):
+    """A rate limiter refused the call; ``retry_after`` says when a token may be available."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CircuitOpen(LowtideError):
+    """A circuit breaker is open for this tenant; ``retry_after`` says when it may probe."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RedisUnavailable(LowtideError, ConnectionError):

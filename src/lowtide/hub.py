@@ -29,8 +29,10 @@ from lowtide.clock import Clock, SystemClock
 from lowtide.codec import Codec
 from lowtide.context import Attribution
 from lowtide.errors import LowtideError, RedisUnavailable
+from lowtide.fleet import Fleet
 from lowtide.invalidation import Invalidations
 from lowtide.ledger import Ledger, profile_for_provider
+from lowtide.limiter import Algorithm, OnRedisError, RateLimiter
 from lowtide.modes import Mode, ModeChange
 from lowtide.redis import Gateway, make_client
 from lowtide.settings import Settings
@@ -91,6 +93,10 @@ class Lowtide:
         self._closed = False
         self._invalidations: Invalidations | None = None
         self._registry = CacheRegistry(self)
+        self._fleet: Fleet | None = None
+        #: seconds to add to this machine's wall clock to get the server's (one TIME per hub)
+        self.server_clock_offset = 0.0
+        self._clock_synced = False
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -143,6 +149,24 @@ class Lowtide:
                 self._invalidations.start()
         return self._invalidations
 
+    @property
+    def fleet(self) -> Fleet:
+        """Heartbeats and fleet size (started by limiters that need a local share)."""
+        if self._fleet is None:
+            self._fleet = Fleet(self)
+        return self._fleet
+
+    async def sync_server_clock(self) -> None:
+        """Measure the server's clock once (1 TIME) so fleet windows align across machines."""
+        if self._clock_synced or not self.distributed:
+            return
+        t0 = self._clock.time()
+        reply = await self.gateway.call(HUB, "TIME")
+        t1 = self._clock.time()
+        server = int(reply[0]) + int(reply[1]) / 1e6
+        self.server_clock_offset = server - (t0 + t1) / 2
+        self._clock_synced = True
+
     # -- components -------------------------------------------------------------------------
     def cache(
         self,
@@ -183,6 +207,34 @@ class Lowtide:
             per_tenant=per_tenant,
         )
         return self._registry.cache(name, options, component="cache", codec=codec)
+
+    def rate_limiter(
+        self,
+        name: str,
+        limit: int,
+        per: float,
+        *,
+        algorithm: Algorithm = "fixed_window",
+        on_redis_error: OnRedisError = "local_share",
+        fleet_size: int | None = None,
+        max_lease: int = 1000,
+        lease_horizon: float = 1.0,
+        per_tenant: bool = True,
+    ) -> RateLimiter:
+        """A fleet-wide limit of ``limit`` calls per ``per`` seconds, one budget per tenant
+        (see :class:`~lowtide.limiter.RateLimiter`)."""
+        return RateLimiter(
+            self,
+            name,
+            limit,
+            per,
+            algorithm=algorithm,
+            on_redis_error=on_redis_error,
+            fleet_size=fleet_size,
+            max_lease=max_lease,
+            lease_horizon=lease_horizon,
+            per_tenant=per_tenant,
+        )
 
     def tenants(
         self,
@@ -250,6 +302,8 @@ class Lowtide:
             return
         self._closed = True
         await self._registry.aclose()
+        if self._fleet is not None:
+            await self._fleet.stop()
         if self._invalidations is not None:
             await self._invalidations.stop()
         tasks = list(self._tasks)

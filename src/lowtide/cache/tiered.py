@@ -164,6 +164,7 @@ class Cache:
         self._loads: dict[Key, asyncio.Future[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._atts: dict[str | None, Attribution] = {}
+        self._watchers: list[Callable[[Key | None], None]] = []
 
     def __repr__(self) -> str:
         return f"<Cache {self.component}:{self.name!r} entries={len(self._store)}>"
@@ -371,20 +372,39 @@ class Cache:
         """``(entries, bytes)`` this process holds in L1 for ``tenant``."""
         return self._store.tenant_usage(tenant)
 
+    def watch(self, callback: Callable[[Key | None], None]) -> None:
+        """Call ``callback((tenant, key))`` when a push says another writer changed a key, and
+        ``callback(None)`` when every entry was demoted (listener lost, flush, mode change).
+
+        Pushes for keys this process does not hold are reported too (tracking is by prefix);
+        the echo of this process's own write is not.
+        """
+        self._watchers.append(callback)
+
+    def _notify(self, k: Key | None) -> None:
+        for cb in self._watchers:
+            try:
+                cb(k)
+            except Exception:
+                log.exception("cache %r: watcher failed", self.name)
+
     # -- called by the registry ------------------------------------------------------------
     def _invalidate(self, k: Key) -> None:
         e = self._map_get(k)
-        if e is None:
-            return
-        if e.echo > 0:
+        if e is not None and e.echo > 0:
             e.echo -= 1
             self.stats.echoes += 1
             return
-        self._store.drop(k)
-        self.stats.invalidations += 1
+        if e is not None:
+            self._store.drop(k)
+            self.stats.invalidations += 1
+        if self._watchers:
+            self._notify(k)
 
     def _demote(self) -> None:
         self._store.demote_all()
+        if self._watchers:
+            self._notify(None)
 
     async def _aclose(self) -> None:
         tasks = list(self._background)

@@ -1,0 +1,6 @@
+"""The fleet-wide rate limiter (reserve-ahead leases) and its pure arithmetic."""
+
+from lowtide.limiter.core import Decision
+from lowtide.limiter.limiter import Algorithm, OnRedisError, RateLimiter
+
+__all__ = ["Algorithm", "Decision", "OnRedisError", "RateLimiter"]

@@ -1,0 +1,99 @@
+"""Pure arithmetic of the rate limiter: windows, grants, lease sizing, GCRA. No I/O, no clock.
+
+Everything here takes time as an argument, so it is property-tested with hypothesis
+(``tests/test_limiter_core.py``) and the Lua script mirrors :func:`gcra_take` exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = [
+    "Decision",
+    "fixed_window_grant",
+    "gcra_take",
+    "next_lease_size",
+    "window_end",
+    "window_index",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one ``acquire()``.
+
+    ``remaining`` is this process's view (tokens in hand plus what the fleet had left at the last
+    reservation); ``retry_after`` is in seconds (0 when allowed).
+    """
+
+    allowed: bool
+    remaining: int
+    retry_after: float
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def window_index(now: float, per: float) -> int:
+    """The fixed window containing wall time ``now`` (windows are aligned to the epoch)."""
+    return math.floor(now / per)
+
+
+def window_end(index: int, per: float) -> float:
+    """Wall time at which window ``index`` ends."""
+    return (index + 1) * per
+
+
+def fixed_window_grant(counter_after: int, charged: int, limit: int) -> int:
+    """Tokens granted by ``INCRBY key charged`` that answered ``counter_after``.
+
+    The counter held ``counter_after - charged`` before: whatever was left below ``limit``
+    (at most ``charged``) is ours. The counter itself may exceed the limit by the unused part of
+    refused reservations; that only makes later reservations refuse, never over-admit.
+    """
+    before = counter_after - charged
+    return max(0, min(charged, limit - before))
+
+
+def next_lease_size(
+    previous: int,
+    *,
+    lasted: float,
+    horizon: float,
+    remaining: int,
+    fleet: int,
+    cap: int,
+) -> int:
+    """Size of the next reservation: grows with local demand, shrinks near the limit.
+
+    ``previous`` tokens lasted ``lasted`` seconds: if they went in under ``horizon`` the next
+    lease doubles, if they took more than four horizons it halves. It never exceeds ``cap``, nor
+    a fair share of what the fleet has left (``remaining / (2 * fleet)``), so near the limit
+    leases shrink to 1 and few tokens are stranded in idle processes.
+    """
+    size = previous
+    if lasted < horizon:
+        size = previous * 2
+    elif lasted > 4 * horizon:
+        size = previous // 2
+    fair = remaining // (2 * max(1, fleet))
+    return max(1, min(size, cap, fair if fair > 0 else 1))
+
+
+def gcra_take(
+    tat: float, now: float, wanted: int, interval: float, burst: float
+) -> tuple[int, float, float]:
+    """Take up to ``wanted`` tokens from a GCRA bucket: ``(granted, new_tat, retry_after)``.
+
+    ``tat`` is the bucket's theoretical arrival time, ``interval`` the time one token takes to
+    come back (``per / limit``) and ``burst`` how many tokens it holds when full. Grants obey
+    ``granted over [a, b] <= burst + (b - a) / interval`` for every interval ``[a, b]``.
+    """
+    base = max(tat, now)
+    room = math.floor((now + burst * interval - base) / interval + 1e-9)
+    granted = max(0, min(wanted, room))
+    new_tat = base + granted * interval
+    if granted > 0:
+        return granted, new_tat, 0.0
+    return 0, base, max(0.0, base + interval - burst * interval - now)

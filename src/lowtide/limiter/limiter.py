@@ -1,0 +1,405 @@
+"""The fleet-wide rate limiter: reserve-ahead leases, spent locally, that never over-admit.
+
+One budget per (limiter, tenant), shared by every hub. A hub reserves a block of tokens with
+one atomic command and spends it locally, so a decision costs ~1/B commands:
+
+* ``fixed_window``: ``INCRBY <ns>:r:<name>:<tenant>:w<index> B`` (``PEXPIRE`` only after the
+  window's first reservation); the grant is whatever was left below the limit. Windows are
+  aligned to the server's clock (one ``TIME`` per hub).
+* ``token_bucket``: one GCRA script (GET + SET inside) takes up to B tokens. Local tokens expire
+  ``lease_horizon`` after the request was sent, and the bucket's burst is reduced by what that
+  horizon could refill, so admissions obey ``burst + rate x elapsed`` exactly.
+
+A refusal is cached until the window ends (or the bucket refills): repeated denials cost 0
+commands. ``penalize()`` shares a provider's 429/Retry-After with one ``SET PX`` on a tracked
+key; other hubs drop their leases on the push and read it once.
+
+When Redis is unavailable (or the hub is suspended) the limiter follows ``on_redis_error``:
+``local_share`` admits ``limit / fleet size`` per window locally (and charges what it admitted to
+the fleet counter when Redis returns within the same window), ``allow`` admits everything,
+``deny`` refuses everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from lowtide.cache.store import Key
+from lowtide.context import Attribution, _tenant
+from lowtide.errors import ConfigError, LowtideError, RateLimited, RedisUnavailable, TenantRequired
+from lowtide.keys import build_key, family
+from lowtide.limiter.core import (
+    Decision,
+    fixed_window_grant,
+    next_lease_size,
+    window_end,
+    window_index,
+)
+from lowtide.redis.scripts import Script
+
+if TYPE_CHECKING:
+    from lowtide.cache import Cache
+    from lowtide.hub import Lowtide
+
+__all__ = ["Algorithm", "OnRedisError", "RateLimiter"]
+
+log = logging.getLogger("lowtide.limiter")
+Algorithm = Literal["fixed_window", "token_bucket"]
+OnRedisError = Literal["local_share", "allow", "deny"]
+GCRA = Script.from_package("gcra_take")
+
+
+class _Lease:
+    """What one hub holds for one tenant of one limiter."""
+
+    __slots__ = (
+        "blocked_until",
+        "expires",
+        "fleet_remaining",
+        "granted_at",
+        "local_used",
+        "local_window",
+        "pending",
+        "size",
+        "tokens",
+        "unreported",
+        "waiting",
+        "window",
+    )
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.window = -1  # fixed window the tokens belong to
+        self.expires = 0.0  # token bucket: tokens unusable after this wall time
+        self.size = 1
+        self.granted_at = -math.inf
+        self.blocked_until = 0.0
+        self.fleet_remaining = 0
+        self.local_used = 0  # admissions while Redis was unavailable, in local_window
+        self.local_window = -1
+        self.unreported = 0  # of those, not yet charged to the fleet counter
+        self.pending: asyncio.Future[None] | None = None
+        self.waiting = 0  # callers waiting for the reservation in flight: visible demand
+
+
+class RateLimiter:
+    """A fleet-wide limit of ``limit`` calls per ``per`` seconds per tenant.
+
+    Create it with :meth:`Lowtide.rate_limiter`.
+    """
+
+    def __init__(
+        self,
+        hub: Lowtide,
+        name: str,
+        limit: int,
+        per: float,
+        *,
+        algorithm: Algorithm = "fixed_window",
+        on_redis_error: OnRedisError = "local_share",
+        fleet_size: int | None = None,
+        max_lease: int = 1000,
+        lease_horizon: float = 1.0,
+        per_tenant: bool = True,
+    ) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit: expected an integer >= 1, got {limit!r}")
+        if isinstance(per, bool) or not isinstance(per, int | float) or not per > 0:
+            raise ConfigError(f"per: expected a number of seconds > 0, got {per!r}")
+        if algorithm not in ("fixed_window", "token_bucket"):
+            raise ConfigError(f"algorithm: fixed_window or token_bucket, got {algorithm!r}")
+        if on_redis_error not in ("local_share", "allow", "deny"):
+            raise ConfigError(f"on_redis_error: local_share, allow or deny, got {on_redis_error!r}")
+        if fleet_size is not None and (not isinstance(fleet_size, int) or fleet_size < 1):
+            raise ConfigError(f"fleet_size: expected an integer >= 1, got {fleet_size!r}")
+        if not isinstance(max_lease, int) or max_lease < 1:
+            raise ConfigError(f"max_lease: expected an integer >= 1, got {max_lease!r}")
+        if not lease_horizon > 0:
+            raise ConfigError(f"lease_horizon: must be > 0, got {lease_horizon!r}")
+        ns = hub.settings.namespace
+        build_key(ns, "limiter", name, None, "")  # validates the name
+        self.name = name
+        self.limit = limit
+        self.per = float(per)
+        self.algorithm = algorithm
+        self.on_redis_error = on_redis_error
+        self.fleet_size = fleet_size
+        self.max_lease = max_lease
+        self.horizon = min(lease_horizon, self.per / 10)
+        self.per_tenant = per_tenant
+        self.family = family(ns, "limiter", name)
+        self._hub = hub
+        self._ns = ns
+        self._wall = hub.clock.time
+        self._leases: dict[str | None, _Lease] = {}
+        self._atts: dict[str | None, Attribution] = {}
+        # token bucket: one token every `interval` s; burst reduced by what a lease horizon
+        # refills, so tokens spent up to `horizon` after their grant never exceed the bound
+        self._interval = self.per / limit
+        self._burst = max(1.0, limit * (1 - self.horizon / self.per))
+        self._penalties: Cache = hub._registry.cache(
+            f"{name}.penalty",
+            _penalty_options(hub, per_tenant=per_tenant),
+            component="control",
+            codec=None,
+        )
+        self._penalties.watch(self._on_penalty_change)
+        self.stats = {"decisions": 0, "allowed": 0, "denied": 0, "reservations": 0, "local": 0}
+        self._needs_fleet = on_redis_error == "local_share" and fleet_size is None
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter {self.name!r} {self.limit}/{self.per:g}s {self.algorithm}>"
+
+    # -- public API ---------------------------------------------------------------------------
+    async def acquire(self, tenant: str | None = None, *, wait: float = 0.0) -> Decision:
+        """Take one token for ``tenant``; with ``wait`` > 0, wait up to that long for one.
+
+        Never raises for a denial (see :meth:`hold`); raises TenantRequired without a tenant.
+        """
+        if tenant is None and self.per_tenant:
+            tenant = _tenant.get()
+            if tenant is None:
+                raise TenantRequired(
+                    f"rate limiter {self.name!r} is per tenant: pass tenant= or use tenant_scope()"
+                )
+        deadline = self._hub.clock.monotonic() + wait
+        while True:
+            decision = await self._decide(tenant)
+            if decision.allowed or wait <= 0:
+                break
+            left = deadline - self._hub.clock.monotonic()
+            if decision.retry_after > left:
+                break
+            await self._hub.clock.sleep(decision.retry_after)
+        self.stats["decisions"] += 1
+        self.stats["allowed" if decision.allowed else "denied"] += 1
+        return decision
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, tenant: str | None = None, *, wait: float = 0.0
+    ) -> AsyncIterator[Decision]:
+        """``async with limiter.hold(tenant): ...`` runs the block or raises RateLimited."""
+        decision = await self.acquire(tenant, wait=wait)
+        if not decision.allowed:
+            raise RateLimited(
+                f"rate limit {self.name!r} reached for this tenant; retry in "
+                f"{decision.retry_after:.3f}s",
+                retry_after=decision.retry_after,
+            )
+        yield decision
+
+    async def penalize(self, tenant: str | None, retry_after: float) -> None:
+        """Stop calls for ``tenant`` fleet-wide for ``retry_after`` seconds (a provider's 429).
+
+        1 SET PX; this hub stops at once, the others when the push reaches them.
+        """
+        if not retry_after > 0:
+            raise ConfigError(f"retry_after: must be > 0 seconds, got {retry_after!r}")
+        lease = self._lease(tenant)
+        until = self._now() + retry_after
+        lease.blocked_until = max(lease.blocked_until, until)
+        lease.tokens = 0
+        with contextlib.suppress(RedisUnavailable):
+            await self._penalties.set(
+                "until", round(until, 3), ttl=retry_after, **self._tenant_kw(tenant)
+            )
+
+    def info(self) -> dict[str, Any]:
+        """Configuration and counters (decisions, reservations, local decisions)."""
+        return {
+            "name": self.name,
+            "limit": self.limit,
+            "per": self.per,
+            "algorithm": self.algorithm,
+            "tenants": len(self._leases),
+            **self.stats,
+        }
+
+    # -- decisions ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self._wall() + self._hub.server_clock_offset
+
+    def _lease(self, tenant: str | None) -> _Lease:
+        lease = self._leases.get(tenant)
+        if lease is None:
+            lease = self._leases[tenant] = _Lease()
+        return lease
+
+    def _tenant_kw(self, tenant: str | None) -> dict[str, Any]:
+        return {"tenant": tenant} if self.per_tenant else {}
+
+    async def _decide(self, tenant: str | None) -> Decision:
+        lease = self._lease(tenant)
+        reservations = 0
+        while True:
+            now = self._now()
+            if lease.blocked_until > now:
+                return Decision(False, 0, lease.blocked_until - now)
+            if lease.tokens > 0 and self._usable(lease, now):
+                lease.tokens -= 1
+                return Decision(True, lease.tokens + lease.fleet_remaining, 0.0)
+            if lease.pending is not None:
+                lease.waiting += 1
+                try:
+                    await asyncio.shield(lease.pending)
+                finally:
+                    lease.waiting -= 1
+                continue
+            if reservations >= 3:  # the window kept moving under slow replies
+                return Decision(False, 0, min(self._interval, 1.0))
+            if not self._hub.distributed:
+                return self._fallback(lease, now)
+            reservations += 1
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            lease.pending = fut
+            try:
+                await self._reserve(tenant, lease, now)
+            except RedisUnavailable:
+                return self._fallback(lease, self._now())
+            finally:
+                lease.pending = None
+                fut.set_result(None)
+
+    def _usable(self, lease: _Lease, now: float) -> bool:
+        if self.algorithm == "fixed_window":
+            return lease.window == window_index(now, self.per)
+        return now < lease.expires
+
+    def _fallback(self, lease: _Lease, now: float) -> Decision:
+        self.stats["local"] += 1
+        if self.on_redis_error == "allow":
+            return Decision(True, 0, 0.0)
+        if self.on_redis_error == "deny":
+            return Decision(False, 0, self._hub.settings.reconnect_min)
+        w = window_index(now, self.per)
+        if lease.local_window != w:
+            lease.local_window, lease.local_used, lease.unreported = w, 0, 0
+        fleet = self.fleet_size or self._hub.fleet.size
+        share = max(1, self.limit // max(1, fleet))
+        if lease.local_used < share:
+            lease.local_used += 1
+            lease.unreported += 1
+            return Decision(True, share - lease.local_used, 0.0)
+        return Decision(False, 0, window_end(w, self.per) - now)
+
+    def _att(self, tenant: str | None) -> Attribution:
+        att = self._atts.get(tenant)
+        if att is None:
+            att = Attribution("limiter", self.family, tenant)
+            if len(self._atts) < 10_000:
+                self._atts[tenant] = att
+        return att
+
+    async def _reserve(self, tenant: str | None, lease: _Lease, now: float) -> None:
+        if self._needs_fleet:
+            self._needs_fleet = False
+            self._hub.fleet.start()
+        await self._hub.sync_server_clock()
+        now = self._now()
+        with contextlib.suppress(RedisUnavailable):
+            until = await self._penalties.get("until", **self._tenant_kw(tenant))
+            if isinstance(until, int | float) and until > now:
+                lease.blocked_until = float(until)
+                return
+        fleet = self.fleet_size or self._hub.fleet.size
+        cap = min(self.max_lease, max(1, self.limit // max(1, fleet)))
+        remaining = lease.fleet_remaining if lease.granted_at > -math.inf else self.limit
+        size = next_lease_size(
+            lease.size,
+            lasted=now - lease.granted_at,
+            horizon=self.horizon,
+            remaining=remaining,
+            fleet=fleet,
+            cap=cap,
+        )
+        # callers already queued behind this reservation are demand we can see
+        size = max(size, min(lease.waiting + 1, cap, max(1, remaining // (2 * fleet))))
+        self.stats["reservations"] += 1
+        if self.algorithm == "fixed_window":
+            await self._reserve_window(tenant, lease, now, size)
+        else:
+            await self._reserve_bucket(tenant, lease, now, size)
+        lease.size = size
+        lease.granted_at = now
+
+    async def _reserve_window(
+        self, tenant: str | None, lease: _Lease, now: float, size: int
+    ) -> None:
+        w = window_index(now, self.per)
+        # what this hub admitted on its own share while Redis was away, in this same window,
+        # is charged now so the fleet counter stays an upper bound of admissions
+        owed = lease.unreported if lease.local_window == w else 0
+        charge = size + owed
+        key = build_key(self._ns, "limiter", self.name, tenant, f"w{w}")
+        gw = self._hub.gateway
+        att = self._att(tenant)
+        counter = int(await gw.call(att, "INCRBY", key, charge))
+        lease.unreported = 0
+        if counter == charge:  # first reservation of the window: give the key a lifetime
+            ttl_ms = math.ceil((window_end(w, self.per) - now + self.per) * 1000)
+            with contextlib.suppress(LowtideError):
+                await gw.call(att, "PEXPIRE", key, ttl_ms)
+        granted = max(0, fixed_window_grant(counter, charge, self.limit) - owed)
+        lease.fleet_remaining = max(0, self.limit - counter)
+        lease.window = w
+        lease.tokens = granted
+        if granted == 0:
+            lease.blocked_until = window_end(w, self.per)
+
+    async def _reserve_bucket(
+        self, tenant: str | None, lease: _Lease, now: float, size: int
+    ) -> None:
+        key = build_key(self._ns, "limiter", self.name, tenant, "tat")
+        reply = await self._hub.gateway.run_script(
+            self._att(tenant),
+            GCRA,
+            [key],
+            [
+                f"{now * 1000:.3f}",
+                f"{self._interval * 1000:.6f}",
+                f"{self._burst:.6f}",
+                size,
+            ],
+        )
+        granted = int(reply[0])
+        retry_ms = float(reply[1])
+        lease.tokens = granted
+        lease.expires = now + self.horizon
+        lease.fleet_remaining = 0
+        if granted == 0:
+            lease.blocked_until = now + retry_ms / 1000
+
+    def _on_penalty_change(self, k: Key | None) -> None:
+        # a penalty was written or removed somewhere: drop leases so the next call reads it
+        if k is None:
+            for lease in self._leases.values():
+                lease.tokens = 0
+            return
+        held = self._leases.get(k[0])
+        if held is not None:
+            held.tokens = 0
+
+
+def _penalty_options(hub: Lowtide, *, per_tenant: bool) -> Any:
+    from lowtide.cache import CacheOptions
+
+    # penalties change only through penalize(), whose writes are pushed: L1 may keep the
+    # answer "no penalty" long (except with no push at all)
+    stale = hub.settings.max_staleness if hub.settings.invalidation == "ttl" else 3600.0
+    return CacheOptions(
+        ttl=3600.0,
+        max_staleness=stale,
+        max_entries=100_000,
+        max_bytes=100_000 * 300,
+        max_tenant_share=1.0,
+        eager_refresh=None,
+        fail_safe=False,
+        max_value_bytes=64,
+        per_tenant=per_tenant,
+    )

@@ -1,0 +1,194 @@
+"""The fleet-wide rate limiter on a real server, with real processes for the fleet tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lowtide import Lowtide, Mode, RateLimited, TenantRequired, tenant_scope
+from lowtide.limiter.core import window_index
+from tests.helpers import eventually
+
+
+def limiter_commands(lt: Lowtide) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in lt.ledger.snapshot().rows:
+        if r.component == "limiter":
+            out[r.command] = out.get(r.command, 0) + r.count
+    return out
+
+
+def run_fleet(
+    url: str, algorithm: str, limit: int, per: float, seconds: float, tmp: Path
+) -> list[dict]:
+    start = time.time() + 1.5  # every process is connected and waiting by then
+    procs = []
+    for i in range(4):
+        out = tmp / f"worker{i}.json"
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.workers.limiter_worker",
+                        url,
+                        algorithm,
+                        str(limit),
+                        str(per),
+                        str(seconds),
+                        str(start),
+                        str(out),
+                    ],
+                    cwd=Path(__file__).parent.parent,
+                ),
+                out,
+            )
+        )
+    results = []
+    for p, out in procs:
+        assert p.wait(timeout=60) == 0
+        results.append(json.loads(out.read_text()))
+    return results
+
+
+def test_four_processes_never_exceed_a_fixed_window_limit(lowtide_url: str, tmp_path: Path) -> None:
+    limit, per = 200, 1.0
+    results = run_fleet(lowtide_url, "fixed_window", limit, per, 4.6, tmp_path)
+    times = sorted(t for r in results for t in r["admitted"])
+    per_window = Counter(window_index(t, per) for t in times)
+    assert max(per_window.values()) <= limit, per_window
+    full = sorted(per_window)[1:-1]  # the first and last windows are partial
+    assert len(full) >= 3
+    for w in full:
+        assert per_window[w] >= 0.9 * limit, per_window  # utilisation >= 90% when saturated
+    decisions = len(times) + sum(r["denied"] for r in results)
+    commands = sum(r["commands"] for r in results)
+    assert commands <= 0.05 * decisions, (commands, decisions)  # <= 50 per 1,000 decisions
+
+
+def test_four_processes_never_exceed_a_token_bucket(lowtide_url: str, tmp_path: Path) -> None:
+    limit, per = 100, 1.0
+    results = run_fleet(lowtide_url, "token_bucket", limit, per, 3.0, tmp_path)
+    times = sorted(t for r in results for t in r["admitted"])
+    rate, burst = limit / per, float(limit)
+    # max over intervals [t_i, t_j] of (j - i + 1) - rate * (t_j - t_i) must stay <= burst
+    best_start = -math.inf
+    worst = 0.0
+    for j, t in enumerate(times):
+        best_start = max(best_start, rate * t - j)
+        worst = max(worst, (j + 1) - rate * t + best_start)
+    assert worst <= burst + 1e-6, worst
+    span = times[-1] - times[0]
+    assert len(times) >= 0.9 * (rate * span), (len(times), span)
+
+
+@pytest.fixture
+async def hub(lowtide_url: str):  # type: ignore[no-untyped-def]
+    async with Lowtide(lowtide_url, instance="a") as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        yield lt
+
+
+async def test_under_the_limit_leases_cut_commands(hub: Lowtide) -> None:
+    limiter = hub.rate_limiter("hubspot", limit=10_000, per=60, fleet_size=4)
+    for _ in range(1000):
+        assert (await limiter.acquire("t1")).allowed
+    spent = sum(limiter_commands(hub).values())
+    assert spent <= 100, limiter_commands(hub)  # <= 100 per 1,000 decisions under the limit
+    assert limiter.stats["reservations"] < 20
+
+
+async def test_denials_are_cached_and_cost_nothing(hub: Lowtide) -> None:
+    limiter = hub.rate_limiter("slack", limit=5, per=60)
+    allowed = [(await limiter.acquire("t1")).allowed for _ in range(5)]
+    assert all(allowed)
+    d = await limiter.acquire("t1")
+    assert not d.allowed
+    assert 0 < d.retry_after <= 60
+    before = limiter_commands(hub)
+    for _ in range(1000):
+        assert not (await limiter.acquire("t1")).allowed
+    assert limiter_commands(hub) == before
+    assert (await limiter.acquire("t2")).allowed  # one budget per tenant
+
+
+async def test_hold_raises_rate_limited_and_scope_supplies_the_tenant(hub: Lowtide) -> None:
+    limiter = hub.rate_limiter("sf", limit=1, per=60)
+    with pytest.raises(TenantRequired):
+        await limiter.acquire()
+    with tenant_scope("t1"):
+        async with limiter.hold() as d:
+            assert d.allowed
+        with pytest.raises(RateLimited) as info:
+            async with limiter.hold():
+                pytest.fail("must not run")
+    assert info.value.retry_after > 0
+
+
+async def test_penalize_is_shared_fleet_wide(lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        la = a.rate_limiter("hubspot", limit=1000, per=10)
+        lb = b.rate_limiter("hubspot", limit=1000, per=10)
+        assert (await lb.acquire("t1")).allowed  # b holds a lease
+        before = a.ledger.snapshot().by_command.get("set", 0)
+        await la.penalize("t1", retry_after=5)  # a got a 429 with Retry-After: 5
+        assert a.ledger.snapshot().by_command.get("set", 0) == before + 1
+        assert not (await la.acquire("t1")).allowed
+        await eventually(lambda: lb._penalties.stats.invalidations >= 1)
+        d = await lb.acquire("t1")
+        assert not d.allowed
+        assert 3 < d.retry_after <= 5
+        assert (await lb.acquire("t2")).allowed  # other tenants are not penalised
+
+
+async def test_local_share_while_suspended_and_charged_after_recovery(hub: Lowtide) -> None:
+    limiter = hub.rate_limiter("api", limit=100, per=3600, fleet_size=4)
+    hub.suspend()
+    results = [(await limiter.acquire("t1")).allowed for _ in range(40)]
+    assert results.count(True) == 25  # limit / fleet size, locally
+    hub.resume()
+    assert await hub.wait_for(Mode.DISTRIBUTED, 5)
+    granted = 0
+    while (await limiter.acquire("t1")).allowed:
+        granted += 1
+    assert granted == 75  # the 25 admitted locally were charged to the fleet counter
+
+
+async def test_allow_and_deny_policies_when_redis_is_away(hub: Lowtide) -> None:
+    allow = hub.rate_limiter("a1", limit=1, per=60, on_redis_error="allow")
+    deny = hub.rate_limiter("d1", limit=1000, per=60, on_redis_error="deny")
+    hub.suspend()
+    assert all([(await allow.acquire("t")).allowed for _ in range(10)])
+    assert not (await deny.acquire("t")).allowed
+
+
+async def test_bounded_wait_for_the_next_token(hub: Lowtide) -> None:
+    limiter = hub.rate_limiter("tb", limit=20, per=1.0, algorithm="token_bucket")
+    allowed = 0
+    while (await limiter.acquire("t1")).allowed:
+        allowed += 1
+    assert 1 <= allowed <= 20
+    t0 = time.monotonic()
+    d = await limiter.acquire("t1", wait=1.0)
+    assert d.allowed
+    assert time.monotonic() - t0 < 1.0
+    d = await limiter.acquire("t2", wait=0)
+    assert d.allowed
+
+
+async def test_concurrent_callers_share_one_reservation(hub: Lowtide) -> None:
+    limiter = hub.rate_limiter("burst", limit=10_000, per=60)
+    decisions = await asyncio.gather(*(limiter.acquire("t1") for _ in range(50)))
+    assert all(d.allowed for d in decisions)
+    assert limiter.stats["reservations"] <= 8
