@@ -6,6 +6,7 @@ Start with :class:`Lowtide`::
         ...
 """
 
+from lowtide.breaker import CircuitBreaker, Transition
 from lowtide.cache import Cache, CacheOptions, CacheStats
 from lowtide.clock import Clock, ManualClock, SystemClock
 from lowtide.context import Attribution, current_tenant, tenant_scope
@@ -36,6 +37,7 @@ __all__ = [
     "Cache",
     "CacheOptions",
     "CacheStats",
+    "CircuitBreaker",
     "CircuitOpen",
     "Clock",
     "ConfigError",
@@ -56,6 +58,7 @@ __all__ = [
     "SystemClock",
     "TenantRequired",
     "TenantResolver",
+    "Transition",
     "ValueTooLarge",
     "build_key",
     "current_tenant",

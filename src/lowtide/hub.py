@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from lowtide.backoff import Backoff
+from lowtide.breaker import CircuitBreaker
 from lowtide.cache import Cache, CacheOptions, CacheRegistry
 from lowtide.clock import Clock, SystemClock
 from lowtide.codec import Codec
@@ -233,6 +234,38 @@ class Lowtide:
             fleet_size=fleet_size,
             max_lease=max_lease,
             lease_horizon=lease_horizon,
+            per_tenant=per_tenant,
+        )
+
+    def circuit_breaker(
+        self,
+        name: str,
+        *,
+        failure_rate: float = 0.5,
+        min_calls: int = 20,
+        window: float = 30.0,
+        open_for: float = 30.0,
+        slow_call: float | None = None,
+        quorum: int = 1,
+        max_open: float | None = None,
+        failure_on: tuple[type[BaseException], ...] = (Exception,),
+        ignore: tuple[type[BaseException], ...] = (),
+        per_tenant: bool = True,
+    ) -> CircuitBreaker:
+        """A fleet-wide circuit breaker, one state per tenant (see
+        :class:`~lowtide.breaker.CircuitBreaker`)."""
+        return CircuitBreaker(
+            self,
+            name,
+            failure_rate=failure_rate,
+            min_calls=min_calls,
+            window=window,
+            open_for=open_for,
+            slow_call=slow_call,
+            quorum=quorum,
+            max_open=max_open,
+            failure_on=failure_on,
+            ignore=ignore,
             per_tenant=per_tenant,
         )
 

@@ -346,6 +346,13 @@ class Cache:
         for i, (k, rk, value, payload) in enumerate(prepared):
             self._after_write(k, rk, value, len(payload), ttl, inv, tokens[i] if tokens else None)
 
+    def peek(self, key: str, *, tenant: str | None = None) -> Any:
+        """The fresh L1 value of ``key``, or None: never sends a command."""
+        e = self._map_get((self._check_tenant(tenant), key))
+        if e is None or e.epoch != self._store.epoch or e.fresh_until <= self._now():
+            return None
+        return None if e.value is ABSENT or e.value is LOADED_NONE else e.value
+
     def local_delete(self, key: str, *, tenant: str | None = None) -> bool:
         """Drop ``key`` from this process's L1 only (0 commands); True if it was there."""
         return self._store.drop((self._check_tenant(tenant), key))

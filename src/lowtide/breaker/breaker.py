@@ -1,0 +1,371 @@
+"""The fleet-wide circuit breaker: local decisions, shared state changes, one probe per fleet.
+
+Per (breaker, tenant):
+
+* **Closed**: each machine evaluates its own sliding window (failure share, minimum calls, slow
+  calls). A guarded call costs **0 commands**: the fleet state is read through the tiered cache
+  (one GET the first time a machine sees the tenant, then L1, kept correct by push).
+* **Trip**: the machine that trips writes the open state once (``SET <ns>:b:<name>:<t>:state``,
+  a tracked key), so every other machine learns it by push and reads it once. With
+  ``quorum=k`` a trip is first a vote (``INCR`` on a per-window counter) and the state is
+  written only by the k-th voter; until then only the voters are open.
+* **Half-open**: after the open period, the first machine to win ``SET ... NX PX`` on the
+  probe key of that open generation runs exactly one call; everyone else keeps failing fast.
+  Success deletes the state (every machine closes on the push); failure writes a longer open
+  period (doubling, capped at ``max_open``).
+
+While Redis is unavailable every machine runs its breaker locally (and probes locally).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from lowtide.breaker.core import BreakerCore, State
+from lowtide.cache.store import Key
+from lowtide.context import Attribution, _tenant
+from lowtide.errors import CircuitOpen, ConfigError, LowtideError, RedisUnavailable, TenantRequired
+from lowtide.keys import build_key, family
+
+if TYPE_CHECKING:
+    from lowtide.cache import Cache, CacheOptions
+    from lowtide.hub import Lowtide
+
+__all__ = ["CircuitBreaker", "Transition"]
+
+log = logging.getLogger("lowtide.breaker")
+
+
+class Transition(NamedTuple):
+    """A state change of one tenant's breaker as this machine saw it."""
+
+    breaker: str
+    tenant: str | None
+    old: str
+    new: str
+    reason: str
+    at: float
+
+
+Listener = Callable[[Transition], None]
+
+
+class CircuitBreaker:
+    """Create it with :meth:`Lowtide.circuit_breaker`; use ``async with breaker.guard(t):``."""
+
+    def __init__(
+        self,
+        hub: Lowtide,
+        name: str,
+        *,
+        failure_rate: float = 0.5,
+        min_calls: int = 20,
+        window: float = 30.0,
+        open_for: float = 30.0,
+        slow_call: float | None = None,
+        quorum: int = 1,
+        max_open: float | None = None,
+        failure_on: tuple[type[BaseException], ...] = (Exception,),
+        ignore: tuple[type[BaseException], ...] = (),
+        per_tenant: bool = True,
+    ) -> None:
+        if not 0 < failure_rate <= 1:
+            raise ConfigError(f"failure_rate: expected a fraction in (0, 1], got {failure_rate!r}")
+        if not isinstance(min_calls, int) or min_calls < 1:
+            raise ConfigError(f"min_calls: expected an integer >= 1, got {min_calls!r}")
+        for label, value in (("window", window), ("open_for", open_for)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"{label}: expected a number of seconds > 0, got {value!r}")
+        if slow_call is not None and not slow_call > 0:
+            raise ConfigError(f"slow_call: expected seconds > 0 or None, got {slow_call!r}")
+        if not isinstance(quorum, int) or quorum < 1:
+            raise ConfigError(f"quorum: expected an integer >= 1, got {quorum!r}")
+        ns = hub.settings.namespace
+        build_key(ns, "breaker", name, None, "")  # validates the name
+        self.name = name
+        self.failure_rate = float(failure_rate)
+        self.min_calls = min_calls
+        self.window = float(window)
+        self.open_for = float(open_for)
+        self.max_open = float(max_open) if max_open is not None else 10 * self.open_for
+        self.slow_call = slow_call
+        self.quorum = quorum
+        self.failure_on = failure_on
+        self.ignore = ignore
+        self.per_tenant = per_tenant
+        self.family = family(ns, "breaker", name)
+        self._hub = hub
+        self._ns = ns
+        self._cores: dict[str | None, BreakerCore] = {}
+        self._fleet_gen: dict[str | None, int] = {}  # open generation adopted from the fleet
+        self._probe_lost: dict[str | None, float] = {}
+        self._listeners: list[Listener] = []
+        self._atts: dict[str | None, Attribution] = {}
+        self._states: Cache = hub._registry.cache(
+            name, self._state_options(), component="breaker", codec=None
+        )
+        self._states.watch(self._on_fleet_change)
+        self.stats = {"calls": 0, "rejected": 0, "probes": 0, "trips": 0, "failures": 0}
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} tenants={len(self._cores)}>"
+
+    def _state_options(self) -> CacheOptions:
+        from lowtide.cache import CacheOptions
+
+        push = self._hub.settings.invalidation != "ttl"
+        return CacheOptions(
+            ttl=3600.0,
+            # the state changes only by writes that are pushed; without push, bound it
+            max_staleness=3600.0 if push else self._hub.settings.max_staleness,
+            max_entries=100_000,
+            max_bytes=100_000 * 400,
+            max_tenant_share=1.0,
+            eager_refresh=None,
+            fail_safe=True,
+            fail_safe_max=self.max_open,
+            max_value_bytes=256,
+            per_tenant=self.per_tenant,
+        )
+
+    # -- public API ---------------------------------------------------------------------------
+    def state(self, tenant: str | None = None) -> str:
+        """``closed``, ``open`` or ``half_open`` for ``tenant`` as this machine knows it.
+
+        Never sends a command.
+        """
+        t = self._tenant(tenant)
+        core = self._cores.get(t)
+        now = self._now()
+        fleet = self._states.peek("state", **self._kw(t))
+        if isinstance(fleet, dict):
+            return State.OPEN.value if now < float(fleet["until"]) else State.HALF_OPEN.value
+        if core is None:
+            return State.CLOSED.value
+        return core.current(now).value
+
+    def on_transition(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(Transition)`` on every state change seen here.
+
+        Returns a function that unsubscribes.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    @contextlib.asynccontextmanager
+    async def guard(self, tenant: str | None = None) -> AsyncIterator[None]:
+        """Run the block if the breaker allows it, and count its outcome.
+
+        Raises :class:`CircuitOpen` (with ``retry_after``) without running the block when open.
+        Exceptions from the block propagate unchanged; those in ``failure_on`` (and not in
+        ``ignore``) count as failures, as does a block slower than ``slow_call``.
+        """
+        t = self._tenant(tenant)
+        core = self._core(t)
+        probe = await self._admit(t, core)
+        self.stats["calls"] += 1
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            failed = isinstance(exc, self.failure_on) and not isinstance(exc, self.ignore)
+            await self._finish(t, core, probe, failed)
+            raise
+        slow = self.slow_call is not None and time.monotonic() - started >= self.slow_call
+        await self._finish(t, core, probe, slow)
+
+    def info(self) -> dict[str, Any]:
+        """Configuration, counters and how many tenants are open here."""
+        now = self._now()
+        return {
+            "name": self.name,
+            "tenants": len(self._cores),
+            "open": sum(1 for c in self._cores.values() if c.current(now) is not State.CLOSED),
+            **self.stats,
+        }
+
+    # -- internals ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self._hub.clock.time() + self._hub.server_clock_offset
+
+    def _tenant(self, tenant: str | None) -> str | None:
+        if not self.per_tenant:
+            return None
+        if tenant is None:
+            tenant = _tenant.get()
+            if tenant is None:
+                raise TenantRequired(
+                    f"circuit breaker {self.name!r} is per tenant: pass tenant= or use "
+                    "tenant_scope()"
+                )
+        return tenant
+
+    def _kw(self, tenant: str | None) -> dict[str, Any]:
+        return {"tenant": tenant} if self.per_tenant else {}
+
+    def _core(self, tenant: str | None) -> BreakerCore:
+        core = self._cores.get(tenant)
+        if core is None:
+            core = self._cores[tenant] = BreakerCore(
+                failure_rate=self.failure_rate,
+                min_calls=self.min_calls,
+                window=self.window,
+                open_for=self.open_for,
+                max_open=self.max_open,
+            )
+        return core
+
+    def _att(self, tenant: str | None) -> Attribution:
+        att = self._atts.get(tenant)
+        if att is None:
+            att = Attribution("breaker", self.family, tenant)
+            if len(self._atts) < 10_000:
+                self._atts[tenant] = att
+        return att
+
+    def _emit(self, tenant: str | None, old: State, new: State, reason: str) -> None:
+        if old is new:
+            return
+        change = Transition(self.name, tenant, old.value, new.value, reason, self._now())
+        level = logging.WARNING if new is State.OPEN else logging.INFO
+        log.log(level, "breaker %s tenant=%s %s -> %s (%s)", self.name, tenant, old, new, reason)
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("breaker listener failed")
+
+    def _reject(self, retry_after: float) -> CircuitOpen:
+        self.stats["rejected"] += 1
+        return CircuitOpen(
+            f"circuit {self.name!r} is open for this tenant; retry in {retry_after:.3f}s",
+            retry_after=max(0.0, retry_after),
+        )
+
+    async def _fleet_state(self, tenant: str | None) -> dict[str, Any] | None:
+        try:
+            value = await self._states.get("state", **self._kw(tenant))
+        except LowtideError:
+            return None  # unreadable state: decide locally
+        return value if isinstance(value, dict) and "until" in value else None
+
+    async def _admit(self, tenant: str | None, core: BreakerCore) -> bool:
+        """Raise CircuitOpen, or return True if this call is the probe."""
+        fleet = await self._fleet_state(tenant)
+        now = self._now()
+        if fleet is not None:
+            until, gen = float(fleet["until"]), int(fleet.get("gen", 0))
+            old = core.current(now)
+            if self._fleet_gen.get(tenant) != gen or core.state is State.CLOSED:
+                self._fleet_gen[tenant] = gen
+                core.reopens = int(fleet.get("opens", 0))
+                core.trip(now, until)
+                self._emit(tenant, old, core.current(now), "fleet")
+            if now < until:
+                raise self._reject(until - now)
+            if core.probing or self._probe_lost.get(tenant, 0.0) > now:
+                raise self._reject(min(self.open_for, 1.0))
+            if not await self._take_probe(tenant, gen):
+                self._probe_lost[tenant] = now + self.open_for
+                raise self._reject(min(self.open_for, 1.0))
+            core.probing = True
+            self.stats["probes"] += 1
+            return True
+        if tenant in self._fleet_gen:  # the fleet state is gone: someone's probe succeeded
+            del self._fleet_gen[tenant]
+            if core.state is not State.CLOSED:
+                old = core.current(now)
+                core.close()
+                self._emit(tenant, old, State.CLOSED, "fleet probe succeeded")
+        state = core.current(now)
+        if state is State.CLOSED:
+            return False
+        if state is State.OPEN:
+            raise self._reject(core.open_until - now)
+        if core.probing:
+            raise self._reject(min(self.open_for, 1.0))
+        core.probing = True  # local probe (quorum not reached, or Redis away)
+        self.stats["probes"] += 1
+        return True
+
+    async def _take_probe(self, tenant: str | None, gen: int) -> bool:
+        key = build_key(self._ns, "fleet", f"breaker.{self.name}", tenant, f"probe.{gen}")
+        px = math.ceil(max(self.open_for, (self.slow_call or 0) * 2) * 1000)
+        try:
+            reply = await self._hub.gateway.call(
+                self._att(tenant), "SET", key, self._hub.settings.instance, "NX", "PX", px
+            )
+        except RedisUnavailable:
+            return True  # nobody to agree with: probe locally
+        return reply is not None
+
+    async def _finish(
+        self, tenant: str | None, core: BreakerCore, probe: bool, failed: bool
+    ) -> None:
+        now = self._now()
+        if failed:
+            self.stats["failures"] += 1
+        if probe:
+            old = core.current(now)
+            core.probe_result(now, not failed)
+            gen = self._fleet_gen.get(tenant)
+            if gen is not None:
+                if failed:
+                    await self._write_open(tenant, core, now)
+                else:
+                    del self._fleet_gen[tenant]
+                    with contextlib.suppress(LowtideError):
+                        await self._states.delete("state", **self._kw(tenant))
+            self._emit(tenant, old, core.current(now), "probe " + ("failed" if failed else "ok"))
+            return
+        if core.state is not State.CLOSED:
+            return  # a call admitted before the trip finished late: nothing to decide
+        if core.record(now, failed):
+            self.stats["trips"] += 1
+            self._emit(tenant, State.CLOSED, State.OPEN, "failure rate reached")
+            await self._publish_trip(tenant, core, now)
+
+    async def _publish_trip(self, tenant: str | None, core: BreakerCore, now: float) -> None:
+        if not self._hub.distributed:
+            return
+        if self.quorum > 1:
+            window = math.floor(now / self.window)
+            key = build_key(self._ns, "fleet", f"breaker.{self.name}", tenant, f"votes.{window}")
+            try:
+                votes = int(await self._hub.gateway.call(self._att(tenant), "INCR", key))
+                if votes == 1:
+                    await self._hub.gateway.call(
+                        self._att(tenant), "PEXPIRE", key, math.ceil(self.window * 2000)
+                    )
+            except LowtideError:
+                return
+            if votes != self.quorum:
+                return  # not yet a quorum (or someone else wrote the state)
+        await self._write_open(tenant, core, now)
+
+    async def _write_open(self, tenant: str | None, core: BreakerCore, now: float) -> None:
+        gen = int(now * 1000)
+        value = {"until": round(core.open_until, 3), "gen": gen, "opens": core.reopens}
+        ttl = max(1.0, core.open_until - now) + self.max_open
+        try:
+            await self._states.set("state", value, ttl=ttl, **self._kw(tenant))
+        except LowtideError:
+            log.warning("breaker %s: could not share the open state", self.name, exc_info=True)
+            return
+        self._fleet_gen[tenant] = gen
+
+    def _on_fleet_change(self, k: Key | None) -> None:
+        if k is None:
+            self._probe_lost.clear()
+        else:
+            self._probe_lost.pop(k[0], None)

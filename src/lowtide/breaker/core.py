@@ -1,0 +1,147 @@
+"""Pure state machine of one circuit breaker for one tenant on one machine. No I/O, no clock.
+
+* :class:`SlidingWindow`: calls and failures over the last ``window`` seconds, in ten buckets;
+* :class:`BreakerCore`: closed -> open when, over the window, at least ``min_calls`` calls were
+  made and the failure share (slow calls count as failures) reached ``failure_rate``; open ->
+  half-open after ``open_for``; one probe; success closes, failure re-opens for twice as long
+  (capped at ``max_open``).
+
+The fleet layer (:mod:`lowtide.breaker.breaker`) shares the open state and the probe through
+Redis; this module only decides.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import StrEnum
+
+__all__ = ["BreakerCore", "SlidingWindow", "State"]
+
+
+class State(StrEnum):
+    """Breaker states."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class SlidingWindow:
+    """Calls and failures over the last ``window`` seconds (ten buckets)."""
+
+    __slots__ = ("_buckets", "_width", "calls", "failures")
+
+    def __init__(self, window: float) -> None:
+        self._width = window / 10
+        self._buckets: deque[list[float]] = deque()  # [start, calls, failures]
+        self.calls = 0
+        self.failures = 0
+
+    def _expire(self, now: float) -> None:
+        horizon = now - 10 * self._width
+        b = self._buckets
+        while b and b[0][0] + self._width <= horizon:
+            _, c, f = b.popleft()
+            self.calls -= int(c)
+            self.failures -= int(f)
+
+    def record(self, now: float, failed: bool) -> None:
+        """Count one finished call."""
+        self._expire(now)
+        b = self._buckets
+        if not b or now >= b[-1][0] + self._width:
+            b.append([now - (now % self._width), 0, 0])
+        last = b[-1]
+        last[1] += 1
+        self.calls += 1
+        if failed:
+            last[2] += 1
+            self.failures += 1
+
+    def totals(self, now: float) -> tuple[int, int]:
+        """``(calls, failures)`` in the window ending at ``now``."""
+        self._expire(now)
+        return self.calls, self.failures
+
+    def clear(self) -> None:
+        """Forget every call."""
+        self._buckets.clear()
+        self.calls = self.failures = 0
+
+
+class BreakerCore:
+    """One tenant's breaker on one machine (see module docs). Times are wall seconds."""
+
+    __slots__ = (
+        "failure_rate",
+        "max_open",
+        "min_calls",
+        "open_for",
+        "open_until",
+        "probing",
+        "reopens",
+        "state",
+        "window",
+    )
+
+    def __init__(
+        self,
+        *,
+        failure_rate: float,
+        min_calls: int,
+        window: float,
+        open_for: float,
+        max_open: float,
+    ) -> None:
+        self.failure_rate = failure_rate
+        self.min_calls = min_calls
+        self.open_for = open_for
+        self.max_open = max_open
+        self.window = SlidingWindow(window)
+        self.state = State.CLOSED
+        self.open_until = 0.0
+        self.reopens = 0
+        self.probing = False
+
+    def current(self, now: float) -> State:
+        """The state at ``now`` (an expired open period reads as half-open)."""
+        if self.state is State.OPEN and now >= self.open_until:
+            return State.HALF_OPEN
+        return self.state
+
+    def record(self, now: float, failed: bool) -> bool:
+        """Count a call made while closed; True if it tripped the breaker open."""
+        self.window.record(now, failed)
+        if not failed or self.state is not State.CLOSED:
+            return False
+        calls, failures = self.window.totals(now)
+        if calls >= self.min_calls and failures >= self.failure_rate * calls:
+            self.trip(now)
+            return True
+        return False
+
+    def trip(self, now: float, until: float | None = None) -> None:
+        """Open until ``until`` (default: now + the current open period)."""
+        self.state = State.OPEN
+        self.open_until = until if until is not None else now + self.open_period()
+        self.probing = False
+
+    def open_period(self) -> float:
+        """How long the next open period lasts: doubles per failed probe, capped."""
+        return float(min(self.max_open, self.open_for * (2 ** min(self.reopens, 20))))
+
+    def probe_result(self, now: float, ok: bool) -> None:
+        """Close after a successful probe; re-open for longer after a failed one."""
+        self.probing = False
+        if ok:
+            self.close()
+        else:
+            self.reopens += 1
+            self.trip(now)
+
+    def close(self) -> None:
+        """Back to closed with an empty window."""
+        self.state = State.CLOSED
+        self.reopens = 0
+        self.probing = False
+        self.window.clear()
