@@ -27,6 +27,7 @@ from lowtide.keys import build_key, parse_key
 from lowtide.ledger import LedgerSnapshot
 from lowtide.limiter import Decision, RateLimiter
 from lowtide.modes import Mode, ModeChange
+from lowtide.quotas import QuotaEvent, Quotas
 from lowtide.settings import Settings
 from lowtide.tenants import TenantResolver
 
@@ -49,6 +50,8 @@ __all__ = [
     "ManualClock",
     "Mode",
     "ModeChange",
+    "QuotaEvent",
+    "Quotas",
     "RateLimited",
     "RateLimiter",
     "RedisCommandError",

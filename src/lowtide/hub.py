@@ -29,12 +29,13 @@ from lowtide.cache import Cache, CacheOptions, CacheRegistry
 from lowtide.clock import Clock, SystemClock
 from lowtide.codec import Codec
 from lowtide.context import Attribution
-from lowtide.errors import LowtideError, RedisUnavailable
+from lowtide.errors import ConfigError, LowtideError, RedisUnavailable
 from lowtide.fleet import Fleet
 from lowtide.invalidation import Invalidations
 from lowtide.ledger import Ledger, profile_for_provider
 from lowtide.limiter import Algorithm, OnRedisError, RateLimiter
 from lowtide.modes import Mode, ModeChange
+from lowtide.quotas import Period, PlanOf, Quotas
 from lowtide.redis import Gateway, make_client
 from lowtide.settings import Settings
 from lowtide.tenants import TenantLoader, TenantResolver
@@ -95,6 +96,9 @@ class Lowtide:
         self._invalidations: Invalidations | None = None
         self._registry = CacheRegistry(self)
         self._fleet: Fleet | None = None
+        self._quotas: Quotas | None = None
+        #: tenants over their command quota (shared with the gateway, which refuses them)
+        self.quota_blocked: set[str] = set()
         #: seconds to add to this machine's wall clock to get the server's (one TIME per hub)
         self.server_clock_offset = 0.0
         self._clock_synced = False
@@ -269,6 +273,38 @@ class Lowtide:
             per_tenant=per_tenant,
         )
 
+    def quotas(
+        self,
+        plans: Mapping[str, int],
+        plan_of: PlanOf,
+        *,
+        period: Period = "day",
+        flush_interval: float = 10.0,
+        early_fraction: float = 0.1,
+        plan_ttl: float = 300.0,
+        spool: str | None = None,
+    ) -> Quotas:
+        """Per-tenant budgets of billed commands (one per hub; see :class:`~lowtide.quotas.Quotas`).
+
+        Starts the background flusher when called inside a running event loop, else at
+        :meth:`start`.
+        """
+        if self._quotas is not None:
+            raise ConfigError("quotas() was already configured for this hub")
+        self._quotas = Quotas(
+            self,
+            plans,
+            plan_of,
+            period=period,
+            flush_interval=flush_interval,
+            early_fraction=early_fraction,
+            plan_ttl=plan_ttl,
+            spool=spool,
+        )
+        if self._started and not self._closed:
+            self._quotas.start()
+        return self._quotas
+
     def tenants(
         self,
         loader: TenantLoader | None = None,
@@ -325,6 +361,8 @@ class Lowtide:
                 self._start_recovery(immediate=False)
         if self._invalidations is not None:
             self._invalidations.start()
+        if self._quotas is not None:
+            self._quotas.start()
         if s.track_metrics:
             self._spawn(self._metrics_loop())
         log.info("lowtide started: %r", self)
@@ -334,6 +372,8 @@ class Lowtide:
         if self._closed:
             return
         self._closed = True
+        if self._quotas is not None:
+            await self._quotas.aclose()
         await self._registry.aclose()
         if self._fleet is not None:
             await self._fleet.stop()
@@ -452,6 +492,7 @@ class Lowtide:
             upstash=self._settings.provider == "upstash",
             on_failure=self._on_failure,
         )
+        self._gateway.blocked = self.quota_blocked
         self._gateway.open = False
 
     def _on_failure(self, exc: BaseException) -> None:

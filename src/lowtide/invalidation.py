@@ -185,13 +185,13 @@ class Invalidations:
         """Stop the listener and flush (process memory can no longer be trusted)."""
         self._remove_listener()
         task, self._task = self._task, None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()  # pending reads fail at once
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+            # redis-py disconnects on cancellation; never let a stuck socket hold shutdown
+            await asyncio.wait({task}, timeout=2.0)
         self._lost("stopped", expected=True)
 
     def _on_mode(self, change: ModeChange) -> None:
@@ -257,8 +257,7 @@ class Invalidations:
             await self._keepalive(conn, reader)
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await asyncio.wait({reader}, timeout=1.0)
 
     async def _read_loop(self, conn: TrackingConnection) -> None:
         while True:
@@ -303,8 +302,10 @@ class Invalidations:
                 reader.result()
                 raise LowtideError("listener stopped")
             sleeper = asyncio.get_running_loop().create_task(self._hub.clock.sleep(self.keepalive))
-            done, _ = await asyncio.wait({reader, sleeper}, return_when="FIRST_COMPLETED")
-            sleeper.cancel()
+            try:
+                done, _ = await asyncio.wait({reader, sleeper}, return_when="FIRST_COMPLETED")
+            finally:
+                sleeper.cancel()
             if reader in done:
                 reader.result()
                 raise LowtideError("listener stopped")

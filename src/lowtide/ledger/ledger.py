@@ -105,6 +105,22 @@ class Ledger:
         return out
 
     # -- views ----------------------------------------------------------------------------
+    def billed_by_tenant(self, profile: BillingProfile | None = None) -> dict[str, int]:
+        """Billed units so far per tenant (commands with no tenant are left out)."""
+        prof = profile or self.profile
+        units: dict[str, int] = {}
+        out: dict[str, int] = {}
+        for (name, att), n in list(self._counts.items()):
+            tenant = att.tenant
+            if tenant is None:
+                continue
+            u = units.get(name)
+            if u is None:
+                u = units[name] = prof.units(name)
+            if u:
+                out[tenant] = out.get(tenant, 0) + u * n
+        return out
+
     @property
     def total(self) -> int:
         """Commands counted so far."""

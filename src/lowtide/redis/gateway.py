@@ -40,6 +40,8 @@ class Gateway:
         #: False while the hub is degraded or suspended: calls fail fast without I/O
         self.open = True
         self.closed_reason = "degraded"
+        #: tenants over their command quota: their commands are refused without I/O
+        self.blocked: set[str] = set()
         self._on_failure = on_failure
 
     def _send(self, *args: Any) -> Awaitable[Any]:
@@ -49,6 +51,15 @@ class Gateway:
 
     def _refuse(self) -> RedisUnavailable:
         return RedisUnavailable(f"redis is {self.closed_reason}", reason=self.closed_reason)
+
+    def _over_quota(self, attribution: Attribution) -> bool:
+        return attribution.tenant is not None and attribution.tenant in self.blocked
+
+    def _quota_refusal(self, attribution: Attribution) -> RedisUnavailable:
+        return RedisUnavailable(
+            f"tenant {attribution.tenant!r} is over its command quota: local-only",
+            reason="quota",
+        )
 
     def _translate(self, exc: BaseException, command: str) -> Exception:
         if isinstance(exc, _UNAVAILABLE):
@@ -66,6 +77,8 @@ class Gateway:
         """Run one command labelled with ``attribution``; returns the raw reply."""
         if not self.open:
             raise self._refuse()
+        if self.blocked and self._over_quota(attribution):
+            raise self._quota_refusal(attribution)
         return await self._execute(attribution, args)
 
     async def probe(self, attribution: Attribution) -> None:
@@ -94,6 +107,8 @@ class Gateway:
         """
         if not self.open:
             raise self._refuse()
+        if self.blocked and self._over_quota(attribution):
+            raise self._quota_refusal(attribution)
         token = _attribution.set(attribution)
         try:
             pipe = self.client.pipeline(transaction=transaction)
@@ -121,6 +136,8 @@ class Gateway:
         """Run ``script`` with EVALSHA (EVAL after NOSCRIPT); count its inner commands."""
         if not self.open:
             raise self._refuse()
+        if self.blocked and self._over_quota(attribution):
+            raise self._quota_refusal(attribution)
         token = _attribution.set(attribution)
         try:
             try:

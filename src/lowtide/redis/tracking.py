@@ -18,6 +18,7 @@ the server sends invalidations as push frames that a Pub/Sub reader drops (the c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -139,6 +140,7 @@ class TrackingConnection:
         """Close the connection (tracking state on the server goes with it)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):  # closing must not fail
-                await conn.disconnect()
-        await self._pool.disconnect()
+            with contextlib.suppress(Exception):  # closing must not fail, nor hang
+                await asyncio.wait_for(conn.disconnect(nowait=True), 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._pool.disconnect(), 1.0)

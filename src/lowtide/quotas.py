@@ -1,0 +1,322 @@
+"""Tenant quotas: per-plan budgets of billed Redis commands, counted locally, flushed in batches.
+
+The seeds' quota check cost one GET per cache operation (and recursed into the cache). Here it
+costs **0 commands per operation**: the ledger already counts every command the hub sends, per
+tenant, so :class:`Quotas` only reads those counts and, in batches, adds each tenant's new
+billed units to a fleet-wide counter per period::
+
+    INCRBY <ns>:q:usage:<tenant>:<period>.<index> <delta>     # one per active tenant per flush
+
+(``PEXPIRE`` once, when a period's counter is created.) The reply is the fleet's total for the
+tenant, which sets the verdict. A tenant flushes every ``flush_interval`` seconds, or at the next
+one-second check when its unflushed delta exceeds ``early_fraction`` of what its plan has left.
+
+A tenant at or over its plan goes **local-only**: the gateway refuses its commands without I/O
+(components fall back to local state: the cache serves L1, limiters their local share) until the
+period rolls over; an event and a warning say so. Counts are never lost: a failed flush keeps
+the delta for the next one, and at shutdown what could not be flushed is written to ``spool``
+(a JSON file, if configured) and flushed by the next hub that loads it. The quota's own commands
+carry no tenant, so they never count against one: no recursion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from lowtide.context import Attribution
+from lowtide.errors import ConfigError, LowtideError
+from lowtide.keys import build_key, family
+
+if TYPE_CHECKING:
+    from lowtide.hub import Lowtide
+
+__all__ = ["Period", "QuotaEvent", "Quotas"]
+
+log = logging.getLogger("lowtide.quotas")
+Period = Literal["hour", "day", "month"]
+PlanOf = Callable[[str], "str | Awaitable[str | None] | None"]
+_PERIOD_S = {"hour": 3600.0, "day": 86_400.0, "month": 30 * 86_400.0}
+
+
+class QuotaEvent(NamedTuple):
+    """A tenant crossed its plan (``over=True``) or got its budget back (period rolled over)."""
+
+    tenant: str
+    plan: str
+    used: int
+    limit: int
+    over: bool
+    period: str
+
+
+class Quotas:
+    """Per-tenant budgets of billed commands. Create it with :meth:`Lowtide.quotas`."""
+
+    def __init__(
+        self,
+        hub: Lowtide,
+        plans: Mapping[str, int],
+        plan_of: PlanOf,
+        *,
+        period: Period = "day",
+        flush_interval: float = 10.0,
+        early_fraction: float = 0.1,
+        plan_ttl: float = 300.0,
+        spool: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if not plans or any(
+            not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in plans.values()
+        ):
+            raise ConfigError("plans: expected {plan name: billed commands per period >= 0}")
+        if period not in _PERIOD_S:
+            raise ConfigError(f"period: hour, day or month, got {period!r}")
+        if not flush_interval > 0:
+            raise ConfigError(f"flush_interval: must be > 0 seconds, got {flush_interval!r}")
+        if not 0 < early_fraction <= 1:
+            raise ConfigError(
+                f"early_fraction: expected a fraction in (0, 1], got {early_fraction!r}"
+            )
+        self.plans = dict(plans)
+        self.period = period
+        self.flush_interval = flush_interval
+        self.early_fraction = early_fraction
+        self.plan_ttl = plan_ttl
+        self.spool = Path(spool) if spool is not None else None
+        self._hub = hub
+        self._plan_of = plan_of
+        self._ns = hub.settings.namespace
+        self._att = Attribution("quota", family(self._ns, "quota", "usage"), None)
+        #: billed units per tenant already added to the fleet counters (ledger totals)
+        self._flushed: dict[str, int] = {}
+        #: units owed from before this process (spool) or from a period that ended unflushed
+        self._carry: dict[str, int] = {}
+        self._used: dict[str, int] = {}  # fleet total per tenant in the current period
+        self._last_flush: dict[str, float] = {}
+        self._plans_seen: dict[str, tuple[str | None, float]] = {}
+        self._period_index = self._index()
+        self._listeners: list[Callable[[QuotaEvent], None]] = []
+        self._over: dict[str, QuotaEvent] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.flushes = 0
+        self.flush_errors = 0
+        self._load_spool()
+
+    # -- public API ---------------------------------------------------------------------------
+    def on_event(self, listener: Callable[[QuotaEvent], None]) -> Callable[[], None]:
+        """Call ``listener(QuotaEvent)`` when a tenant goes over its plan or comes back."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def over_quota(self, tenant: str) -> bool:
+        """True while ``tenant`` is local-only because it used up its plan."""
+        return tenant in self._hub_blocked()
+
+    def usage(self, tenant: str) -> int:
+        """Billed units of ``tenant`` this period as far as this process knows (fleet total at
+        the last flush plus what this process has not flushed yet)."""
+        local = self._hub.ledger.billed_by_tenant().get(tenant, 0)
+        pending = local - self._flushed.get(tenant, 0) + self._carry.get(tenant, 0)
+        return self._used.get(tenant, 0) + max(0, pending)
+
+    def start(self) -> None:
+        """Start the background flusher (idempotent; :meth:`Lowtide.quotas` calls it)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def flush(self, *, everything: bool = True) -> int:
+        """Flush now (every tenant with a delta, or only those due); returns tenants flushed."""
+        self._roll_period()
+        if not self._hub.distributed:
+            return 0
+        now = self._hub.clock.monotonic()
+        totals = self._hub.ledger.billed_by_tenant()
+        due: list[tuple[str, int, int]] = []  # tenant, delta, ledger total
+        for tenant in set(totals) | set(self._carry):
+            total = totals.get(tenant, 0)
+            delta = total - self._flushed.get(tenant, 0) + self._carry.get(tenant, 0)
+            if delta <= 0:
+                continue
+            if not everything and not await self._is_due(tenant, delta, now):
+                continue
+            due.append((tenant, delta, total))
+        if not due:
+            return 0
+        idx = self._period_index
+        cmds = [("INCRBY", self._key(t, idx), d) for t, d, _ in due]
+        try:
+            replies = await self._hub.gateway.pipeline(self._att, cmds)
+        except LowtideError as exc:
+            self.flush_errors += 1
+            log.debug("quota flush failed (kept for the next one): %s", exc)
+            return 0
+        expire: list[tuple[Any, ...]] = []
+        for (tenant, delta, total), reply in zip(due, replies, strict=True):
+            if isinstance(reply, Exception):
+                self.flush_errors += 1
+                continue
+            self._flushed[tenant] = total
+            self._carry.pop(tenant, None)
+            self._last_flush[tenant] = now
+            used = int(reply)
+            self._used[tenant] = used
+            if used == delta:  # this flush created the period's counter
+                expire.append(("PEXPIRE", self._key(tenant, idx), self._ttl_ms()))
+            await self._verdict(tenant, used)
+        if expire:
+            with contextlib.suppress(LowtideError):
+                await self._hub.gateway.pipeline(self._att, expire)
+        self.flushes += 1
+        return len(due)
+
+    async def aclose(self) -> None:
+        """Stop, flush what is left, and spool what could not be flushed."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.flush()
+        self._write_spool()
+
+    def info(self) -> dict[str, Any]:
+        """Period, counters and the tenants currently over quota."""
+        return {
+            "period": self.period,
+            "flushes": self.flushes,
+            "flush_errors": self.flush_errors,
+            "tenants": len(self._used),
+            "over_quota": sorted(self._hub_blocked()),
+        }
+
+    # -- internals ----------------------------------------------------------------------------
+    def _hub_blocked(self) -> set[str]:
+        return self._hub.quota_blocked
+
+    def _index(self) -> int:
+        return math.floor(self._hub.clock.time() / _PERIOD_S[self.period])
+
+    def _key(self, tenant: str, index: int) -> str:
+        return build_key(self._ns, "quota", "usage", tenant, f"{self.period}.{index}")
+
+    def _ttl_ms(self) -> int:
+        return math.ceil((_PERIOD_S[self.period] + 86_400) * 1000)
+
+    async def _plan(self, tenant: str) -> tuple[str | None, int | None]:
+        now = self._hub.clock.monotonic()
+        cached = self._plans_seen.get(tenant)
+        if cached is None or cached[1] <= now:
+            try:
+                answer = self._plan_of(tenant)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            except Exception:
+                log.exception("plan_of(%r) failed; treating the tenant as unlimited", tenant)
+                answer = None
+            plan = answer if isinstance(answer, str) else None
+            self._plans_seen[tenant] = (plan, now + self.plan_ttl)
+            if len(self._plans_seen) > 100_000:
+                self._plans_seen.pop(next(iter(self._plans_seen)))
+        else:
+            plan = cached[0]
+        return plan, (self.plans.get(plan) if plan is not None else None)
+
+    async def _is_due(self, tenant: str, delta: int, now: float) -> bool:
+        if now - self._last_flush.get(tenant, -math.inf) >= self.flush_interval:
+            return True
+        _, limit = await self._plan(tenant)
+        if limit is None:
+            return False
+        left = limit - self._used.get(tenant, 0)
+        return delta >= self.early_fraction * max(left, 0)
+
+    async def _verdict(self, tenant: str, used: int) -> None:
+        plan, limit = await self._plan(tenant)
+        if limit is None or plan is None:
+            return
+        blocked = self._hub_blocked()
+        if used >= limit and tenant not in blocked:
+            blocked.add(tenant)
+            self._over[tenant] = QuotaEvent(tenant, plan, used, limit, False, self.period)
+            log.warning(
+                "tenant %r is over its %s quota (%d of %d billed commands this %s): local-only "
+                "until the period ends",
+                tenant,
+                plan,
+                used,
+                limit,
+                self.period,
+            )
+            self._emit(QuotaEvent(tenant, plan, used, limit, True, self.period))
+
+    def _roll_period(self) -> None:
+        idx = self._index()
+        if idx == self._period_index:
+            return
+        # units counted but not flushed yet are added to the new period's counter: never lost
+        self._period_index = idx
+        self._used.clear()
+        self._last_flush.clear()
+        self._hub_blocked().clear()
+        over, self._over = self._over, {}
+        for event in over.values():
+            log.info("tenant %r: new %s, quota restored", event.tenant, self.period)
+            self._emit(event._replace(used=0))
+
+    def _emit(self, event: QuotaEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("quota listener failed")
+
+    async def _run(self) -> None:
+        while True:
+            await self._hub.clock.sleep(min(1.0, self.flush_interval))
+            try:
+                await self.flush(everything=False)
+            except Exception:
+                log.exception("quota flush loop failed")
+
+    def _load_spool(self) -> None:
+        if self.spool is None or not self.spool.exists():
+            return
+        try:
+            data = json.loads(self.spool.read_text())
+            for tenant, units in data.get("unflushed", {}).items():
+                if isinstance(tenant, str) and isinstance(units, int) and units > 0:
+                    self._carry[tenant] = self._carry.get(tenant, 0) + units
+            self.spool.unlink()
+        except (OSError, ValueError) as exc:
+            log.warning("could not read the quota spool %s: %s", self.spool, exc)
+
+    def _write_spool(self) -> None:
+        totals = self._hub.ledger.billed_by_tenant()
+        unflushed = {
+            t: totals.get(t, 0) - self._flushed.get(t, 0) + self._carry.get(t, 0)
+            for t in set(totals) | set(self._carry)
+        }
+        unflushed = {t: n for t, n in unflushed.items() if n > 0}
+        if not unflushed:
+            return
+        if self.spool is None:
+            log.warning("quota counts not flushed at shutdown (no spool configured): %s", unflushed)
+            return
+        try:
+            self.spool.write_text(json.dumps({"period": self.period, "unflushed": unflushed}))
+        except OSError as exc:
+            log.warning("could not write the quota spool %s: %s", self.spool, exc)

@@ -1,0 +1,125 @@
+"""Tenant quotas on a real server: 0 extra commands per operation, exact totals, local-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lowtide import Lowtide, ManualClock, Mode, QuotaEvent, build_key
+from lowtide.testing import ValkeyServer
+from tests.helpers import eventually
+
+PLANS = {"free": 30, "pro": 1_000_000}
+
+
+def plan_of(tenant: str) -> str:
+    return "free" if tenant.startswith("free") else "pro"
+
+
+def fleet_usage(server: ValkeyServer, lt: Lowtide, tenant: str) -> int:
+    q = lt._quotas
+    assert q is not None
+    raw = server.command("GET", build_key("lt", "quota", "usage", tenant, f"day.{q._index()}"))
+    return int(raw or 0)
+
+
+def tenant_commands(lt: Lowtide, tenant: str) -> int:
+    return sum(r.count for r in lt.ledger.snapshot().rows if r.tenant == tenant)
+
+
+async def test_totals_equal_the_ledger_and_operations_cost_nothing_extra(
+    lowtide_url: str, lowtide_server: ValkeyServer
+) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        quotas = lt.quotas(PLANS, plan_of, flush_interval=3600)
+        cache = lt.cache("profiles")
+        for i in range(25):
+            for t in ("pro-a", "pro-b", "pro-c"):
+                await cache.set(f"k{i}", i, tenant=t)
+                await cache.get(f"x{i}", tenant=t)
+        snap = lt.ledger.snapshot()
+        assert "quota" not in snap.by_component  # counting cost nothing per operation
+        assert snap.by_tenant["pro-a"] == 50  # exactly 1 SET + 1 GET per iteration
+        assert await quotas.flush() == 3
+        assert lt.ledger.snapshot().by_component["quota"] == 3 + 3  # 1 INCRBY per tenant + PEXPIRE
+        billed = lt.ledger.billed_by_tenant()
+        for t in ("pro-a", "pro-b", "pro-c"):
+            assert fleet_usage(lowtide_server, lt, t) == billed[t] == 50
+        await cache.set("more", 1, tenant="pro-a")
+        await quotas.flush()
+        assert fleet_usage(lowtide_server, lt, "pro-a") == lt.ledger.billed_by_tenant()["pro-a"]
+        assert quotas.usage("pro-a") == 51
+
+
+async def test_a_tenant_over_its_plan_goes_local_only(lowtide_url: str) -> None:
+    events: list[QuotaEvent] = []
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        quotas = lt.quotas(PLANS, plan_of, flush_interval=3600)
+        quotas.on_event(events.append)
+        cache = lt.cache("profiles")
+        for i in range(30):
+            await cache.set(f"k{i}", i, tenant="free-1")
+            await cache.set(f"k{i}", i, tenant="pro-1")
+        await quotas.flush()
+        assert quotas.over_quota("free-1")
+        assert not quotas.over_quota("pro-1")
+        assert [(e.tenant, e.over, e.used, e.limit) for e in events] == [("free-1", True, 30, 30)]
+        spent = tenant_commands(lt, "free-1")
+        for i in range(100):  # the app keeps working on local state...
+            await cache.set(f"n{i}", i, tenant="free-1")
+            assert await cache.get(f"n{i}", tenant="free-1") == i
+        assert tenant_commands(lt, "free-1") == spent  # ...with no Redis traffic for that tenant
+        before = tenant_commands(lt, "pro-1")
+        await cache.set("n", 1, tenant="pro-1")
+        assert tenant_commands(lt, "pro-1") == before + 1  # others are unaffected
+        assert lt.health()["status"] == "ok"
+
+
+async def test_large_deltas_flush_early_and_the_period_rolls_over(lowtide_url: str) -> None:
+    clock = ManualClock(wall_start=1_700_000_000.0 - 1_700_000_000.0 % 86_400 + 86_000)
+    events: list[QuotaEvent] = []
+    async with Lowtide(lowtide_url, clock=clock, invalidation="ttl") as lt:
+        quotas = lt.quotas(PLANS, plan_of, flush_interval=3600, early_fraction=0.5)
+        quotas.on_event(events.append)
+        cache = lt.cache("c")
+        for i in range(16):  # more than half of the free plan's 30
+            await cache.set(f"k{i}", i, tenant="free-2")
+        await eventually(lambda: clock.sleepers >= 1)
+        clock.advance(1.0)  # the one-second check flushes it although flush_interval is 1 h
+        await eventually(lambda: quotas.flushes >= 1)
+        for i in range(16):
+            await cache.set(f"j{i}", i, tenant="free-2")
+        await eventually(lambda: clock.sleepers >= 1)
+        clock.advance(1.0)
+        await eventually(lambda: quotas.over_quota("free-2"))
+        clock.advance(500)  # past midnight: a new day, a new budget
+        await eventually(lambda: not quotas.over_quota("free-2"))
+        assert [e.over for e in events] == [True, False]
+
+
+async def test_counts_survive_an_outage_and_a_shutdown(
+    lowtide_url: str, lowtide_server: ValkeyServer, tmp_path: Path
+) -> None:
+    spool = tmp_path / "quota.json"
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        quotas = lt.quotas(PLANS, plan_of, flush_interval=3600, spool=str(spool))
+        cache = lt.cache("c")
+        for i in range(7):
+            await cache.set(f"k{i}", i, tenant="pro-9")
+        lt.suspend()  # Redis goes away before the flush
+        assert await quotas.flush() == 0
+        lt.resume()
+        assert await lt.wait_for(Mode.DISTRIBUTED, 5)
+        assert await quotas.flush() == 1
+        assert fleet_usage(lowtide_server, lt, "pro-9") == 7
+        for i in range(5):
+            await cache.set(f"j{i}", i, tenant="pro-9")
+        lt.suspend()  # and is still away at shutdown: the 5 go to the spool
+    assert spool.exists()
+    async with Lowtide(lowtide_url) as lt2:
+        quotas2 = lt2.quotas(PLANS, plan_of, flush_interval=3600, spool=str(spool))
+        assert not spool.exists()
+        await quotas2.flush()
+        assert fleet_usage(lowtide_server, lt2, "pro-9") == 12
