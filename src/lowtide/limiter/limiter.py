@@ -371,7 +371,7 @@ class RateLimiter:
         retry_ms = float(reply[1])
         lease.tokens = granted
         lease.expires = now + self.horizon
-        lease.fleet_remaining = 0
+        lease.fleet_remaining = int(reply[2])
         if granted == 0:
             lease.blocked_until = now + retry_ms / 1000
 
