@@ -343,8 +343,10 @@ async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None
         clock.advance(6)  # past 50% of its life: answered at once, refreshed behind
         assert await cache.get_or_load("fx", loader, tenant="t") == 1
         await eventually(lambda: version == 2)
-        await eventually(lambda: cache.stats.echoes >= 2)
+        await eventually(lambda: cache.peek("fx", tenant="t") == 2)  # refreshed in place
+        c0 = commands(lt)
         assert await cache.get_or_load("fx", loader, tenant="t") == 2
+        assert diff(c0, commands(lt)) == {}
         assert cache.stats.refreshes == 1
 
 

@@ -90,6 +90,7 @@ class Invalidations:
         self._probe_key = build_key(ns, "control", "selftest", None, hub.settings.instance)
         self._probe_seen: asyncio.Future[None] | None = None
         self._unsupported = False
+        self._stopping = False
         self._last_heard = 0.0
         self._remove_listener = hub.on_mode_change(self._on_mode)
 
@@ -161,7 +162,7 @@ class Invalidations:
         self.healthy = False
         self._healthy_event.clear()
         self.last_error = why
-        if was and not expected:
+        if was and not expected and not self._stopping:
             log.warning("invalidation listener lost (%s): flushing process memory", why)
         self._dispatch(None)
 
@@ -184,6 +185,7 @@ class Invalidations:
     async def stop(self) -> None:
         """Stop the listener and flush (process memory can no longer be trusted)."""
         self._remove_listener()
+        self._stopping = True
         task, self._task = self._task, None
         conn, self._conn = self._conn, None
         if conn is not None:
