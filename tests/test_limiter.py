@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
-from lowtide import Lowtide, Mode, RateLimited, TenantRequired, tenant_scope
+from lowtide import Lowtide, ManualClock, Mode, RateLimited, TenantRequired, tenant_scope
 from lowtide.limiter.core import window_index
 from tests.helpers import eventually
 
@@ -192,3 +193,21 @@ async def test_concurrent_callers_share_one_reservation(hub: Lowtide) -> None:
     decisions = await asyncio.gather(*(limiter.acquire("t1") for _ in range(50)))
     assert all(d.allowed for d in decisions)
     assert limiter.stats["reservations"] <= 8
+
+
+async def test_fleet_size_comes_from_heartbeats(lowtide_url: str) -> None:
+    clock = ManualClock(wall_start=1_800_000_000.0)
+    async with AsyncExitStack() as stack:
+        hubs = [
+            await stack.enter_async_context(Lowtide(lowtide_url, clock=clock, instance=f"h{i}"))
+            for i in range(3)
+        ]
+        for lt in hubs:
+            await lt.fleet.beat()  # interval n: three hubs beat
+        clock.advance(60)
+        sizes = [await lt.fleet.beat() for lt in hubs]  # interval n+1 sees n's count
+        assert sizes == [3, 3, 3]
+        limiter = hubs[0].rate_limiter("shared", limit=90, per=3600)
+        hubs[0].suspend()
+        allowed = [(await limiter.acquire("t1")).allowed for _ in range(40)]
+        assert allowed.count(True) == 30  # local share: 90 / 3 machines
