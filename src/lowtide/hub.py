@@ -279,7 +279,7 @@ class Lowtide:
         plan_of: PlanOf,
         *,
         period: Period = "day",
-        flush_interval: float = 10.0,
+        flush_interval: float = 300.0,
         early_fraction: float = 0.1,
         plan_ttl: float = 300.0,
         spool: str | None = None,

@@ -8,8 +8,10 @@ billed units to a fleet-wide counter per period::
     INCRBY <ns>:q:usage:<tenant>:<period>.<index> <delta>     # one per active tenant per flush
 
 (``PEXPIRE`` once, when a period's counter is created.) The reply is the fleet's total for the
-tenant, which sets the verdict. A tenant flushes every ``flush_interval`` seconds, or at the next
-one-second check when its unflushed delta exceeds ``early_fraction`` of what its plan has left.
+tenant, which sets the verdict. A tenant flushes every ``flush_interval`` seconds (default 300,
+each tenant at its own offset so flushes spread out), or at the next one-second check when its
+unflushed delta exceeds ``early_fraction`` of what its plan has left: tenants far from their
+limit cost little, tenants near it are counted almost exactly.
 
 A tenant at or over its plan goes **local-only**: the gateway refuses its commands without I/O
 (components fall back to local state: the cache serves L1, limiters their local share) until the
@@ -28,6 +30,7 @@ import json
 import logging
 import math
 import os
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -68,7 +71,7 @@ class Quotas:
         plan_of: PlanOf,
         *,
         period: Period = "day",
-        flush_interval: float = 10.0,
+        flush_interval: float = 300.0,
         early_fraction: float = 0.1,
         plan_ttl: float = 300.0,
         spool: str | os.PathLike[str] | None = None,
@@ -103,6 +106,7 @@ class Quotas:
         self._last_flush: dict[str, float] = {}
         self._plans_seen: dict[str, tuple[str | None, float]] = {}
         self._period_index = self._index()
+        self._started = hub.clock.monotonic()
         self._listeners: list[Callable[[QuotaEvent], None]] = []
         self._over: dict[str, QuotaEvent] = {}
         self._task: asyncio.Task[None] | None = None
@@ -236,7 +240,12 @@ class Quotas:
         return plan, (self.plans.get(plan) if plan is not None else None)
 
     async def _is_due(self, tenant: str, delta: int, now: float) -> bool:
-        if now - self._last_flush.get(tenant, -math.inf) >= self.flush_interval:
+        last = self._last_flush.get(tenant)
+        if last is None:
+            # first flush of a tenant at a stable offset within the interval, so a fleet's
+            # flushes spread evenly instead of arriving together
+            last = self._started - (zlib.crc32(tenant.encode()) % 1000) / 1000 * self.flush_interval
+        if now - last >= self.flush_interval:
             return True
         _, limit = await self._plan(tenant)
         if limit is None:

@@ -184,6 +184,11 @@ class CircuitBreaker:
         slow = self.slow_call is not None and time.monotonic() - started >= self.slow_call
         await self._finish(t, core, probe, slow)
 
+    async def prefetch(self, tenant: str | None = None) -> None:
+        """Read ``tenant``'s fleet state now (at most 1 GET), so the first guarded call costs
+        nothing: e.g. right after a tenant connects an integration."""
+        await self._fleet_state(self._tenant(tenant))
+
     def info(self) -> dict[str, Any]:
         """Configuration, counters and how many tenants are open here."""
         now = self._now()

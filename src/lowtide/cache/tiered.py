@@ -508,7 +508,7 @@ class Cache:
     ) -> None:
         now = self._now()
         o = self.options
-        fresh = min(lifetime, self._fresh_cap)
+        fresh = min(lifetime, self._cap())
         refresh_at = math.inf
         if o.eager_refresh is not None and fresh > 0:
             refresh_at = now + fresh * o.eager_refresh
@@ -525,6 +525,26 @@ class Cache:
                 echo=echo,
             ),
         )
+
+    def _cap(self) -> float:
+        """How long a copy filled now may be served as fresh.
+
+        ``min(ttl, max_staleness)``, except while CLIENT TRACKING is active and verified: then
+        any write by anyone is pushed, and a lost push means a lost connection, which the
+        keepalive detects within two periods and answers by demoting everything. So when two
+        keepalive periods fit inside ``max_staleness`` the bound holds without the cap, and
+        copies live as long as the L2 value does (no TTL guessing).
+        """
+        if self._hub.distributed:
+            inv = self._inv()
+            if (
+                inv is not None
+                and inv.healthy
+                and inv.mode is InvalidationMode.TRACKING
+                and 2 * inv.keepalive <= self.options.max_staleness
+            ):
+                return self.options.ttl
+        return self._fresh_cap
 
     def _stale(self, k: Key) -> Any:
         """Fail-safe: the last good value of ``k`` if still allowed, else None."""
@@ -597,7 +617,7 @@ class Cache:
         if raw is None:
             self.stats.l2_misses += 1
             if may_fill:
-                self._fill(k, ABSENT, 0, self._fresh_cap, echo=0, stale_ok=False)
+                self._fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
             return False, None, 0.0
         expires_ms, payload = unwrap(raw)
         remaining = expires_ms / 1000 - self._wall() if expires_ms else self.options.ttl

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 try:
     import typer
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 except ImportError:  # pragma: no cover - only without the cli extra
     sys.stderr.write("the lowtide CLI needs its extra: pip install 'lowtide[cli]'\n")
@@ -20,6 +21,7 @@ except ImportError:  # pragma: no cover - only without the cli extra
 
 from lowtide import ConfigError, __version__
 from lowtide.cli.selftest import SelftestResult, run_selftest
+from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 
 app = typer.Typer(
     help="lowtide: fewer billed Redis commands, and a ledger of every one sent.",
@@ -99,6 +101,103 @@ def selftest(
         console.print(f"[dim]wrote {json_path}[/dim]")
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _render_demo(result: DemoResult) -> None:
+    names = list(result.strategies)
+    table = Table(title="Measured results (the seeds' 'Expected Results Summary', measured)")
+    table.add_column("")
+    for n in names:
+        table.add_column(n, justify="right")
+    rows: list[tuple[str, Callable[[StrategyResult], str]]] = [
+        ("GETs/day (projected)", lambda r: f"{r.gets_per_day:,.0f}"),
+        ("billed commands/day", lambda r: f"{r.billed_per_day:,.0f}"),
+        ("$/month (Upstash PAYG)", lambda r: f"${r.usd_per_month:,.2f}"),
+        (
+            "reduction vs naive",
+            lambda r: "-" if r.reduction_vs_naive is None else f"{r.reduction_vs_naive:.1%}",
+        ),
+        ("cache hit ratio", lambda r: f"{r.hit_ratio:.1%}"),
+        ("reads served in process", lambda r: f"{r.local_hit_ratio:.1%}"),
+        ("stale reads", lambda r: f"{r.stale_reads} of {r.reads}"),
+        ("stale beyond bound", lambda r: str(r.stale_beyond_bound)),
+        ("p99 / worst staleness", lambda r: f"{r.p99_staleness_s:.3f}s / {r.max_staleness_s:.3f}s"),
+        ("rate-limit overshoot", lambda r: f"{r.overshoot} (of {r.admitted} admitted)"),
+    ]
+    for label, fmt in rows:
+        table.add_row(label, *(fmt(result.strategies[n]) for n in names))
+    console.print(table)
+    console.print(
+        f"lower bound for this trace (any correct protocol): "
+        f"{result.lower_bound_per_day:,.0f} commands/day; the seeds' model: "
+        f"{result.naive_gets_per_day_model:,.0f} GETs/day"
+    )
+    lt = result.strategies.get("lowtide")
+    if lt is not None and lt.attribution:
+        console.print(
+            "lowtide's own ledger for the window: "
+            + ", ".join(f"{k}={v}" for k, v in list(lt.attribution.items())[:8])
+        )
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+
+
+@app.command()
+def demo(
+    url: Annotated[
+        str | None,
+        typer.Option(help="a quiet Redis/Valkey server; default: start an embedded Valkey"),
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="measured seconds per strategy")] = 15.0,
+    machines: Annotated[int, typer.Option(help="machines (real processes) per strategy")] = 4,
+    scale: Annotated[float, typer.Option(help="multiply the seeds' traffic rates")] = 1.0,
+    warmup: Annotated[
+        float, typer.Option(help="seconds of trace history replayed fast before measuring")
+    ] = 600.0,
+    seed: Annotated[int, typer.Option(help="seed of the trace")] = 7,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the results as JSON here")
+    ] = None,
+    chart: Annotated[
+        Path | None, typer.Option(help="write a PNG of commands per minute here")
+    ] = None,
+) -> None:
+    """Replay the seeds' incident (naive, their fix, lowtide) on a real server and measure it."""
+    if seconds <= 0 or machines < 1 or scale <= 0 or warmup < 0:
+        raise typer.BadParameter("seconds and scale must be > 0, machines >= 1, warmup >= 0")
+    config = DemoConfig(seconds=seconds, machines=machines, scale=scale, warmup=warmup, seed=seed)
+    console.print(
+        f"[bold]lowtide demo[/bold]: {machines} machines x 3 strategies, {seconds:g} s measured "
+        f"each after {warmup:g} s of history replayed fast; the seeds' workload at x{scale:g} "
+        f"(~{config.naive_gets_per_min:,.0f} naive GETs/min)"
+    )
+    with (
+        _server(url) as target,
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+        ) as bar,
+    ):
+        tasks = {n: bar.add_task(f"{n:>9}", total=1.0) for n in ("naive", "seed-fix", "lowtide")}
+
+        def report(name: str, fraction: float) -> None:
+            bar.update(tasks[name], completed=fraction)
+
+        try:
+            result = asyncio.run(run_demo(config, target, progress=report))
+        except (ConnectionError, ConfigError, RuntimeError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    _render_demo(result)
+    if json_path:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+        console.print(f"[dim]wrote {json_path}[/dim]")
+    if chart:
+        try:
+            from lowtide.demo.chart import write_chart
+
+            console.print(f"[dim]wrote {write_chart(result, chart)}[/dim]")
+        except ImportError:
+            console.print("[yellow]--chart needs matplotlib: pip install 'lowtide[cli]'[/yellow]")
 
 
 @app.command()

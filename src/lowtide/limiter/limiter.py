@@ -210,6 +210,13 @@ class RateLimiter:
                 "until", round(until, 3), ttl=retry_after, **self._tenant_kw(tenant)
             )
 
+    async def prefetch(self, tenant: str | None = None) -> None:
+        """Read ``tenant``'s shared penalty state now (at most 1 GET), so the first decision
+        does not wait for it: e.g. right after a tenant connects an integration."""
+        t = tenant if tenant is not None or not self.per_tenant else _tenant.get()
+        with contextlib.suppress(RedisUnavailable):
+            await self._penalties.get("until", **self._tenant_kw(t))
+
     def info(self) -> dict[str, Any]:
         """Configuration and counters (decisions, reservations, local decisions)."""
         return {

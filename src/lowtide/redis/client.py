@@ -13,7 +13,7 @@ from lowtide.ledger import Ledger
 from lowtide.redis.connection import CountingConnection, counting_class_for
 from lowtide.settings import Settings
 
-__all__ = ["make_client", "make_pool"]
+__all__ = ["make_client", "make_pool", "plain_client"]
 
 
 def make_pool(
@@ -51,3 +51,11 @@ def make_client(settings: Settings, ledger: Ledger | None, **pool_kwargs: Any) -
     """A redis-py asyncio client on a counting pool (see :func:`make_pool`)."""
     pool = make_pool(settings, ledger, **pool_kwargs)
     return Redis(connection_pool=pool)
+
+
+def plain_client(url: str) -> Redis:
+    """A plain redis-py asyncio client (no counting, RESP2, no CLIENT SETINFO).
+
+    For code that must behave like an ordinary application, such as the demo's baselines.
+    """
+    return Redis.from_url(url, protocol=2, driver_info=None, health_check_interval=0)

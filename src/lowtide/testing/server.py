@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lowtide.redis.info import parse_commandstats, parse_info
+
 __all__ = ["ServerStartError", "ValkeyServer", "find_server_binary", "free_port", "raw_command"]
 
 
@@ -277,27 +279,17 @@ class ValkeyServer:
         reply = self.command("INFO", section) if section else self.command("INFO")
         if isinstance(reply, Exception):
             raise reply
-        out: dict[str, str] = {}
-        for line in reply.decode().splitlines():
-            if line and not line.startswith("#") and ":" in line:
-                k, v = line.split(":", 1)
-                out[k] = v
-        return out
+        return parse_info(reply)
 
     def commandstats(self) -> dict[str, int]:
         """``{command: calls + rejected_calls}`` from INFO commandstats (server naming).
 
         The INFO call that reads them is not included (the server counts it afterwards).
         """
-        out: dict[str, int] = {}
-        for k, v in self.info("commandstats").items():
-            if not k.startswith("cmdstat_"):
-                continue
-            fields = dict(item.split("=", 1) for item in v.split(","))
-            out[k[len("cmdstat_") :]] = int(fields.get("calls", 0)) + int(
-                fields.get("rejected_calls", 0)
-            )
-        return out
+        reply = self.command("INFO", "commandstats")
+        if isinstance(reply, Exception):
+            raise reply
+        return parse_commandstats(reply)
 
     def flushall(self) -> None:
         """Delete every key."""
