@@ -18,6 +18,15 @@ __all__ = ["write_chart"]
 COLOURS = {"naive": "#d62728", "seed-fix": "#ff7f0e", "lowtide": "#1f77b4"}
 
 
+def _smooth(values: list[float], width: int = 5) -> list[float]:
+    """Trailing moving average (the server is read once a second; single seconds are noisy)."""
+    out = []
+    for i in range(len(values)):
+        window = values[max(0, i - width + 1) : i + 1]
+        out.append(sum(window) / len(window))
+    return out
+
+
 def write_chart(result: DemoResult, path: Path) -> Path:
     """Draw the PNG to ``path`` and return it."""
     import matplotlib
@@ -30,8 +39,8 @@ def write_chart(result: DemoResult, path: Path) -> Path:
         if not r.series:
             continue
         xs = [p[0] for p in r.series]
-        total = [p[1] for p in r.series]
-        gets = [p[2] for p in r.series]
+        total = _smooth([p[1] for p in r.series])
+        gets = _smooth([p[2] for p in r.series])
         colour = COLOURS.get(name, "#555555")
         ax.step(xs, total, where="pre", color=colour, linewidth=2, label=f"{name}: all commands")
         ax.step(
@@ -58,7 +67,7 @@ def write_chart(result: DemoResult, path: Path) -> Path:
         fontsize=8,
     )
     ax.set_xlabel("seconds (strategies run one after another on the same trace)")
-    ax.set_ylabel("Redis commands per minute (server INFO commandstats)")
+    ax.set_ylabel("Redis commands per minute (server count, 5 s average)")
     ax.set_title(
         f"lowtide demo: {result.config.machines} machines, scale {result.config.scale:g}, "
         f"{result.config.seconds:g} s per strategy"

@@ -72,7 +72,14 @@ async def replay(
     # fast-forward to steady state: caches and discovery warm up; calls are skipped because
     # limiter windows and breaker periods are wall-clock time and cannot be fast-forwarded
     warm_call = getattr(strategy, "warm_call", None)
-    for ev in (e for e in events if e.t < cfg.warmup):
+    # machines fast-forward at different speeds, so warm-up writes are all made by machine 0,
+    # in trace order (else an older version could land after a newer one)
+    warm = [
+        e
+        for e in trace.events
+        if e.t < cfg.warmup and (e.machine == machine if e.kind != "write" else machine == 0)
+    ]
+    for ev in warm:
         db.virtual = ev.t
         if ev.kind != "call":
             await handle(ev)
