@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -114,10 +115,10 @@ async def _run_strategy(
     # every machine sets up; then all replay the warm-up history at full speed; then measure
     progress(name, 0.0)
     await _wait_for(procs, [o.with_suffix(".setup") for o in outs], name)
-    go.with_suffix(".warm").write_text("warm")
+    _publish(go.with_suffix(".warm"), "warm")
     await _wait_for(procs, [o.with_suffix(".ready") for o in outs], name)
     start = time.time() + 0.5
-    go.write_text(f"{start:.6f}")
+    _publish(go, f"{start:.6f}")
     series: list[tuple[float, float, float]] = []
     end = start + cfg.seconds
     await asyncio.sleep(max(0.0, start - time.time()))
@@ -149,6 +150,13 @@ async def _run_strategy(
         notes.append(f"{name}: {errors} operations raised (counted in errors)")
     await _cleanup(admin, namespace)
     return analyse(name, trace, machines, commands, series), notes
+
+
+def _publish(path: Path, text: str) -> None:
+    """Write ``path`` atomically: a worker polling for it never reads it half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 async def _wait_for(procs: list[subprocess.Popen[bytes]], files: list[Path], name: str) -> None:
