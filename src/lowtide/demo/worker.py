@@ -74,12 +74,12 @@ async def replay(
     warm_call = getattr(strategy, "warm_call", None)
     # machines fast-forward at different speeds, so warm-up writes are all made by machine 0,
     # in trace order (else an older version could land after a newer one)
-    warm = [
+    history = [
         e
         for e in trace.events
         if e.t < cfg.warmup and (e.machine == machine if e.kind != "write" else machine == 0)
     ]
-    for ev in warm:
+    for ev in history:
         db.virtual = ev.t
         if ev.kind != "call":
             await handle(ev)
