@@ -96,6 +96,8 @@ class Lowtide:
         self._invalidations: Invalidations | None = None
         self._registry = CacheRegistry(self)
         self._fleet: Fleet | None = None
+        self._limiters: list[RateLimiter] = []
+        self._breakers: list[CircuitBreaker] = []
         self._quotas: Quotas | None = None
         #: tenants over their command quota (shared with the gateway, which refuses them)
         self.quota_blocked: set[str] = set()
@@ -228,7 +230,7 @@ class Lowtide:
     ) -> RateLimiter:
         """A fleet-wide limit of ``limit`` calls per ``per`` seconds, one budget per tenant
         (see :class:`~lowtide.limiter.RateLimiter`)."""
-        return RateLimiter(
+        limiter = RateLimiter(
             self,
             name,
             limit,
@@ -240,6 +242,8 @@ class Lowtide:
             lease_horizon=lease_horizon,
             per_tenant=per_tenant,
         )
+        self._limiters.append(limiter)
+        return limiter
 
     def circuit_breaker(
         self,
@@ -258,7 +262,7 @@ class Lowtide:
     ) -> CircuitBreaker:
         """A fleet-wide circuit breaker, one state per tenant (see
         :class:`~lowtide.breaker.CircuitBreaker`)."""
-        return CircuitBreaker(
+        breaker = CircuitBreaker(
             self,
             name,
             failure_rate=failure_rate,
@@ -272,6 +276,26 @@ class Lowtide:
             ignore=ignore,
             per_tenant=per_tenant,
         )
+        self._breakers.append(breaker)
+        return breaker
+
+    def saved(self) -> dict[str, int]:
+        """Commands a per-operation design would have sent and lowtide did not, by component.
+
+        Every cache, tenant-discovery, breaker-state and penalty read answered from process
+        memory saved one GET; every limiter decision made from a lease in hand or a cached
+        denial saved at least one command.
+        """
+        out: dict[str, int] = {}
+        for cache in self._registry:
+            if cache.stats.hits:
+                out[cache.component] = out.get(cache.component, 0) + cache.stats.hits
+        decided = sum(
+            max(0, lim.stats["decisions"] - lim.stats["reservations"]) for lim in self._limiters
+        )
+        if decided:
+            out["limiter"] = decided
+        return out
 
     def quotas(
         self,
@@ -575,6 +599,7 @@ class Lowtide:
             },
             "invalidation": self._invalidation_health(),
             "caches": self._registry.info(),
+            "saved": self.saved(),
             "ledger": {
                 "commands": snap.total,
                 "billed": snap.billed,

@@ -1,0 +1,2 @@
+"""Optional integrations: Prometheus (``lowtide[prometheus]``) and Starlette/FastAPI
+(``lowtide[fastapi]``). Importing a module here without its extra raises ImportError."""
