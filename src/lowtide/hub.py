@@ -31,6 +31,7 @@ from lowtide.codec import Codec
 from lowtide.context import Attribution
 from lowtide.errors import ConfigError, LowtideError, RedisUnavailable
 from lowtide.fleet import Fleet
+from lowtide.fleetview import FleetPublisher
 from lowtide.invalidation import Invalidations
 from lowtide.ledger import Ledger, profile_for_provider
 from lowtide.limiter import Algorithm, OnRedisError, RateLimiter
@@ -99,6 +100,7 @@ class Lowtide:
         self._limiters: list[RateLimiter] = []
         self._breakers: list[CircuitBreaker] = []
         self._quotas: Quotas | None = None
+        self._publisher: FleetPublisher | None = None
         #: tenants over their command quota (shared with the gateway, which refuses them)
         self.quota_blocked: set[str] = set()
         #: seconds to add to this machine's wall clock to get the server's (one TIME per hub)
@@ -387,6 +389,9 @@ class Lowtide:
             self._invalidations.start()
         if self._quotas is not None:
             self._quotas.start()
+        if s.fleet_view and s.url is not None:
+            self._publisher = FleetPublisher(self)
+            self._publisher.start()
         if s.track_metrics:
             self._spawn(self._metrics_loop())
         log.info("lowtide started: %r", self)
@@ -401,6 +406,8 @@ class Lowtide:
         await self._registry.aclose()
         if self._fleet is not None:
             await self._fleet.stop()
+        if self._publisher is not None:
+            await self._publisher.stop()
         if self._invalidations is not None:
             await self._invalidations.stop()
         tasks = list(self._tasks)

@@ -152,6 +152,8 @@ class Settings:
     invalidation: InvalidationSetting = "auto"
     #: largest encoded value a cache accepts (bytes)
     max_value_bytes: int = 1_048_576
+    #: publish a ledger snapshot once a minute for ``lowtide top`` (1 SET per minute)
+    fleet_view: bool = False
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -168,7 +170,7 @@ class Settings:
                 f"provider: unknown provider {self.provider!r}; expected one of "
                 + ", ".join(PROVIDERS)
             )
-        for name in ("suspend", "track_metrics"):
+        for name in ("suspend", "track_metrics", "fleet_view"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         for name in (
@@ -244,6 +246,7 @@ class Settings:
         metrics_interval          LOWTIDE_METRICS_INTERVAL         60
         invalidation              LOWTIDE_INVALIDATION             auto
         max_value_bytes           LOWTIDE_MAX_VALUE_BYTES          1048576
+        fleet_view                LOWTIDE_FLEET_VIEW               true
         ========================  ==============================  ===============
 
         Keyword ``overrides`` win over the environment.
@@ -263,6 +266,7 @@ class Settings:
         for key, names in (
             ("suspend", ("LOWTIDE_SUSPEND", "SUSPEND_REDIS")),
             ("track_metrics", ("LOWTIDE_TRACK_METRICS", "TRACK_REDIS_METRICS")),
+            ("fleet_view", ("LOWTIDE_FLEET_VIEW",)),
         ):
             hit = pick(*names)
             if hit:

@@ -8,20 +8,22 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 try:
     import typer
-    from rich.console import Console
+    from rich.console import Console, Group
+    from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 except ImportError:  # pragma: no cover - only without the cli extra
     sys.stderr.write("the lowtide CLI needs its extra: pip install 'lowtide[cli]'\n")
     raise SystemExit(2) from None
 
-from lowtide import ConfigError, __version__
+from lowtide import ConfigError, Lowtide, Settings, __version__
 from lowtide.cli.selftest import SelftestResult, run_selftest
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
+from lowtide.fleetview import read_fleet
 
 app = typer.Typer(
     help="lowtide: fewer billed Redis commands, and a ledger of every one sent.",
@@ -198,6 +200,90 @@ def demo(
             console.print(f"[dim]wrote {write_chart(result, chart)}[/dim]")
         except ImportError:
             console.print("[yellow]--chart needs matplotlib: pip install 'lowtide[cli]'[/yellow]")
+
+
+def _fleet_tables(snaps: list[dict[str, Any]]) -> Group:
+    inst = Table(title=f"lowtide fleet: {len(snaps)} hub(s) publishing")
+    for col in ("instance", "mode", "commands/day", "billed/day", "$/month", "saved"):
+        inst.add_column(col, justify="left" if col in ("instance", "mode") else "right")
+    totals: dict[str, dict[str, float]] = {"component": {}, "family": {}, "tenant": {}}
+    for s in snaps:
+        inst.add_row(
+            str(s.get("instance")),
+            str(s.get("mode")),
+            f"{s.get('per_day', 0):,.0f}",
+            f"{s.get('billed_per_day', 0):,.0f}",
+            f"${s.get('usd_per_month', 0):,.2f}",
+            f"{sum(s.get('saved', {}).values()):,}",
+        )
+        elapsed = max(float(s.get("elapsed_s", 1.0)), 1.0)
+        scale = float(s.get("per_day", 0)) / max(float(s.get("commands", 0)), 1.0)
+        for dim, field in (
+            ("component", "by_component"),
+            ("family", "by_family"),
+            ("tenant", "by_tenant"),
+        ):
+            for k, n in s.get(field, {}).items():
+                # per-day rate of each part, in proportion to the hub's projection
+                rate = n * scale if scale else n / elapsed * 86_400
+                totals[dim][k] = totals[dim].get(k, 0.0) + rate
+    parts: list[Any] = [inst]
+    for dim, data in totals.items():
+        t = Table(title=f"by {dim} (projected commands/day, fleet)")
+        t.add_column(dim)
+        t.add_column("per day", justify="right")
+        for k, v in sorted(data.items(), key=lambda kv: -kv[1])[:10]:
+            t.add_row(k, f"{v:,.0f}")
+        parts.append(t)
+    fleet_total = sum(float(s.get("usd_per_month", 0)) for s in snaps)
+    parts.append(f"fleet: ${fleet_total:,.2f}/month projected")
+    return Group(*parts)
+
+
+@app.command()
+def top(
+    url: Annotated[
+        str | None, typer.Option(help="Redis URL (default: LOWTIDE_REDIS_URL / REDIS_URL)")
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="the fleet's lowtide namespace")] = "lt",
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 5.0,
+    once: Annotated[bool, typer.Option(help="print once and exit")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the snapshots as JSON here (with --once)")
+    ] = None,
+) -> None:
+    """Show the fleet's ledgers live (hubs publish with LOWTIDE_FLEET_VIEW=true)."""
+    try:
+        settings = Settings.from_env(url=url) if url else Settings.from_env()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if settings.url is None:
+        console.print("[red]no --url and no LOWTIDE_REDIS_URL / REDIS_URL[/red]")
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        async with Lowtide(settings.url, namespace=namespace, instance="lowtide-top") as hub:
+            if not hub.distributed:
+                raise ConnectionError(f"cannot reach {hub.settings.redacted_url}")
+            if once:
+                snaps = await read_fleet(hub)
+                console.print(_fleet_tables(snaps))
+                if json_path:
+                    json_path.write_text(json.dumps(snaps, indent=2, sort_keys=True))
+                return
+            with Live(console=console, refresh_per_second=1) as live:
+                while True:
+                    live.update(_fleet_tables(await read_fleet(hub)))
+                    await asyncio.sleep(interval)
+
+    try:
+        asyncio.run(run())
+    except ConnectionError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -69,9 +69,7 @@ def health_body(hub: Lowtide) -> dict[str, Any]:
     return {"status": status, "services": {"redis": redis}, "lowtide": detail}
 
 
-def health_route(
-    hub: Lowtide, path: str = "/health", *, fail_when_degraded: bool = False
-) -> Route:
+def health_route(hub: Lowtide, path: str = "/health", *, fail_when_degraded: bool = False) -> Route:
     """``GET /health`` in the seeds' shape (see module docs)."""
 
     async def health(request: Request) -> Response:
