@@ -651,6 +651,7 @@ class Lowtide:
                         "usd_per_month": round(snap.usd_per_month, 4),
                         "interval_by_command": {k: v for k, v in delta.items() if v},
                         "by_component": snap.by_component,
+                        "saved": self.saved(),
                     },
                     sort_keys=True,
                 ),

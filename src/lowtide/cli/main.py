@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - only without the cli extra
 from lowtide import ConfigError, Lowtide, Settings, __version__
 from lowtide.cli.selftest import SelftestResult, run_selftest
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
+from lowtide.doctor import Report, diagnose_live, diagnose_log
 from lowtide.fleetview import read_fleet
 
 app = typer.Typer(
@@ -284,6 +285,63 @@ def top(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
+
+
+def _render_doctor(report: Report) -> None:
+    console.print(
+        f"[bold]{report.commands:,}[/bold] commands in {report.seconds:.1f}s ({report.source}): "
+        f"{report.per_day:,.0f}/day, {report.billed_per_day:,.0f} billed/day, "
+        f"${report.usd_per_month:,.2f}/month at {report.provider} rates"
+    )
+    table = Table(title="Where the commands come from (key families, ids masked)")
+    for col in ("family", "command", "count", "per day"):
+        table.add_column(col, justify="right" if col in ("count", "per day") else "left")
+    for f in report.families[:20]:
+        table.add_row(f["family"], f["command"], f"{f['count']:,}", f"{f['per_day']:,.0f}")
+    console.print(table)
+    if report.findings:
+        findings = Table(title="Findings")
+        findings.add_column("kind")
+        findings.add_column("family")
+        findings.add_column("detail")
+        for finding in report.findings:
+            findings.add_row(finding.kind, finding.family, finding.detail)
+        console.print(findings)
+    else:
+        console.print("no findings")
+
+
+@app.command()
+def doctor(
+    url: Annotated[
+        str | None, typer.Option(help="server to sample (default: LOWTIDE_REDIS_URL / REDIS_URL)")
+    ] = None,
+    monitor_log: Annotated[
+        Path | None, typer.Option(help="analyse a saved MONITOR log instead of a live server")
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="how long to sample a live server")] = 10.0,
+    provider: Annotated[str, typer.Option(help="billing rules: upstash or redis")] = "upstash",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the report as JSON here")
+    ] = None,
+) -> None:
+    """Attribute a server's traffic to key families, project its cost, and say what to fix."""
+    try:
+        if monitor_log is not None:
+            report = diagnose_log(monitor_log, provider=provider)
+        else:
+            settings = Settings.from_env(url=url) if url else Settings.from_env()
+            if settings.url is None:
+                console.print("[red]no --url, --monitor-log or LOWTIDE_REDIS_URL[/red]")
+                raise typer.Exit(2)
+            report = asyncio.run(diagnose_live(settings.url, seconds, provider=provider))
+    except (ConnectionError, ConfigError, OSError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    _render_doctor(report)
+    if json_path:
+        json_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        console.print(f"[dim]wrote {json_path}[/dim]")
 
 
 @app.command()

@@ -1,0 +1,281 @@
+"""Where a server's commands come from: families, projection, cost, and findings.
+
+Findings (each with the key family and a plain-words detail):
+
+* ``amplification``: a family read in lock-step with another (the same connection reads family A
+  right before most reads of family B): the seeds' quota GET before every cache GET.
+* ``static_reads``: the same few keys read again and again with no writes during the sample:
+  an in-process cache would answer them with 0 commands.
+* ``background_loop``: a family (or command) arriving at a flat, regular rate: a poller or a
+  loop, whatever the traffic.
+* ``health_check``: PINGs, or health/ping/status keys, at a regular rate.
+* ``no_ttl``: keys written without an expiry (and not given one during the sample).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from typing import Any
+
+from lowtide.doctor.families import family_of
+from lowtide.doctor.monitor import Command
+from lowtide.ledger import billing_profile
+
+__all__ = ["Finding", "Report", "analyse", "report_from_commandstats"]
+
+_DAY = 86_400.0
+READS = frozenset(
+    {
+        "get",
+        "mget",
+        "hget",
+        "hgetall",
+        "hmget",
+        "exists",
+        "ttl",
+        "pttl",
+        "smembers",
+        "sismember",
+        "zrange",
+        "zscore",
+        "lrange",
+        "lindex",
+        "getex",
+        "strlen",
+        "type",
+        "scard",
+        "zcard",
+    }
+)
+WRITES = frozenset(
+    {
+        "set",
+        "setex",
+        "psetex",
+        "setnx",
+        "mset",
+        "hset",
+        "hmset",
+        "hsetnx",
+        "incr",
+        "incrby",
+        "incrbyfloat",
+        "decr",
+        "decrby",
+        "lpush",
+        "rpush",
+        "sadd",
+        "zadd",
+        "append",
+        "getset",
+        "hincrby",
+        "lset",
+        "linsert",
+    }
+)
+EXPIRES = frozenset({"expire", "pexpire", "expireat", "pexpireat", "setex", "psetex", "getex"})
+_HEALTH = re.compile(r"health|ping|status|heartbeat|alive", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something worth fixing."""
+
+    kind: str
+    family: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Report:
+    """What ``lowtide doctor`` prints and writes (``--json``)."""
+
+    source: str
+    commands: int
+    seconds: float
+    per_day: float
+    billed_per_day: float
+    usd_per_month: float
+    provider: str
+    families: list[dict[str, Any]] = field(default_factory=list)
+    by_command: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        d = asdict(self)
+        d["findings"] = [asdict(f) for f in self.findings]
+        return d
+
+
+def _writes_without_ttl(cmd: Command) -> bool:
+    if cmd.name in ("set", "getset"):
+        opts = {a.lower() for a in cmd.args[2:]}
+        return not opts & {"ex", "px", "exat", "pxat", "keepttl"}
+    return cmd.name in ("hset", "hmset", "sadd", "zadd", "lpush", "rpush", "mset", "setnx")
+
+
+def _regular(times: list[float]) -> tuple[bool, float]:
+    """True if the arrivals are evenly spaced (a loop), and their rate per second."""
+    if len(times) < 8:
+        return False, 0.0
+    gaps = [b - a for a, b in pairwise(times) if b > a]
+    if len(gaps) < 6:
+        return False, 0.0
+    mean = statistics.fmean(gaps)
+    if mean <= 0:
+        return False, 0.0
+    cv = statistics.pstdev(gaps) / mean
+    return cv < 0.35, 1 / mean
+
+
+def analyse(
+    commands: Iterable[Command], seconds: float, *, provider: str = "upstash", source: str = ""
+) -> Report:
+    """Attribute a command stream (MONITOR) to families and find what is worth fixing."""
+    cmds = [c for c in commands if c.name not in ("monitor",)]
+    seconds = max(seconds, 1e-6)
+    profile = billing_profile(provider)
+    by_command = Counter(c.name for c in cmds)
+    fam_cmd: Counter[tuple[str, str]] = Counter()
+    reads_by_family: Counter[str] = Counter()
+    writes_by_family: Counter[str] = Counter()
+    keys_by_family: dict[str, set[str]] = defaultdict(set)
+    times_by_family: dict[str, list[float]] = defaultdict(list)
+    no_ttl: dict[str, set[str]] = defaultdict(set)
+    expired: set[str] = set()
+    follows: Counter[tuple[str, str]] = Counter()
+    last_read: dict[str, tuple[str, float]] = {}  # client -> (family, ts) of its last read
+    ping_times: list[float] = []
+    for c in cmds:
+        if c.name == "ping":
+            ping_times.append(c.ts)
+        key = c.key if c.name not in ("ping", "info", "auth", "select", "hello", "client") else None
+        fam = family_of(key) if key is not None else "-"
+        fam_cmd[(fam, c.name)] += 1
+        if key is None:
+            continue
+        times_by_family[fam].append(c.ts)
+        if c.name in EXPIRES:
+            expired.add(key)
+        if c.name in READS:
+            reads_by_family[fam] += 1
+            keys_by_family[fam].add(key)
+            prev = last_read.get(c.client)
+            if prev is not None and prev[0] != fam and c.ts - prev[1] < 0.05:
+                follows[(prev[0], fam)] += 1
+            last_read[c.client] = (fam, c.ts)
+        elif c.name in WRITES:
+            writes_by_family[fam] += 1
+            if _writes_without_ttl(c):
+                no_ttl[fam].add(key)
+    findings: list[Finding] = []
+    for (a, b), n in follows.most_common():
+        if n >= 10 and n >= 0.8 * reads_by_family[b] and reads_by_family[a] <= 1.5 * n:
+            findings.append(
+                Finding(
+                    "amplification",
+                    a,
+                    f"{n} of {reads_by_family[b]} reads of {b} come right after a read of {a} "
+                    f"on the same connection: every {b} read costs an extra command "
+                    f"({n / seconds * _DAY:,.0f}/day). Count it locally or cache its verdict.",
+                )
+            )
+    for fam, reads in reads_by_family.most_common():
+        distinct = len(keys_by_family[fam])
+        if reads >= 20 and writes_by_family[fam] == 0 and distinct * 5 <= reads:
+            findings.append(
+                Finding(
+                    "static_reads",
+                    fam,
+                    f"{reads} reads of only {distinct} keys and no writes in {seconds:.0f}s: an "
+                    f"in-process cache with push invalidation would answer them with 0 commands "
+                    f"({reads / seconds * _DAY:,.0f}/day).",
+                )
+            )
+    for fam, times in times_by_family.items():
+        regular, rate = _regular(sorted(times))
+        if not regular:
+            continue
+        kind = "health_check" if _HEALTH.search(fam) else "background_loop"
+        findings.append(
+            Finding(
+                kind,
+                fam,
+                f"a flat {rate:.2f}/s ({rate * _DAY:,.0f}/day) whatever the traffic: a loop or "
+                "poller; slow it down, push instead of polling, or drop it.",
+            )
+        )
+    regular, rate = _regular(sorted(ping_times))
+    if regular:
+        findings.append(
+            Finding(
+                "health_check",
+                "PING",
+                f"PING at a flat {rate:.2f}/s ({rate * _DAY:,.0f}/day): health checks or "
+                "keepalives; free on Upstash, but each is a round trip.",
+            )
+        )
+    for fam, keys in no_ttl.items():
+        left = keys - expired
+        if left:
+            findings.append(
+                Finding(
+                    "no_ttl",
+                    fam,
+                    f"{len(left)} keys written without an expiry: they stay (and cost storage) "
+                    "forever; give them a TTL.",
+                )
+            )
+    total = len(cmds)
+    billed = profile.billed(dict(by_command))
+    families = [
+        {
+            "family": fam,
+            "command": name,
+            "count": n,
+            "per_day": round(n / seconds * _DAY, 1),
+        }
+        for (fam, name), n in fam_cmd.most_common()
+    ]
+    return Report(
+        source=source,
+        commands=total,
+        seconds=round(seconds, 3),
+        per_day=round(total / seconds * _DAY, 1),
+        billed_per_day=round(billed / seconds * _DAY, 1),
+        usd_per_month=round(profile.usd(billed / seconds * _DAY * 30), 2),
+        provider=provider,
+        families=families,
+        by_command=dict(by_command.most_common()),
+        findings=findings,
+    )
+
+
+def report_from_commandstats(
+    delta: dict[str, int], seconds: float, *, provider: str = "upstash"
+) -> Report:
+    """A report from INFO commandstats deltas alone (no families: where MONITOR is refused)."""
+    seconds = max(seconds, 1e-6)
+    profile = billing_profile(provider)
+    total = sum(delta.values())
+    billed = profile.billed(delta)
+    return Report(
+        source="commandstats",
+        commands=total,
+        seconds=round(seconds, 3),
+        per_day=round(total / seconds * _DAY, 1),
+        billed_per_day=round(billed / seconds * _DAY, 1),
+        usd_per_month=round(profile.usd(billed / seconds * _DAY * 30), 2),
+        provider=provider,
+        families=[
+            {"family": "?", "command": k, "count": v, "per_day": round(v / seconds * _DAY, 1)}
+            for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
+        ],
+        by_command=dict(sorted(delta.items(), key=lambda kv: -kv[1])),
+    )
