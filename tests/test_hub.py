@@ -45,7 +45,7 @@ async def test_suspend_from_env_opens_no_connection(lowtide_fresh_server: Valkey
 
 async def test_runtime_suspend_and_resume(lowtide_fresh_server: ValkeyServer) -> None:
     server = lowtide_fresh_server
-    async with Lowtide(server.url) as lt:
+    async with Lowtide(server.url, fleet_switch=False) as lt:
         await lt.gateway.call(A, "SET", "k", "v")
         assert int(server.info("clients")["connected_clients"]) == 2  # hub + this INFO
         lt.suspend()

@@ -91,6 +91,8 @@ async def test_listener_commands_are_in_the_ledger(lowtide_fresh_server: ValkeyS
     before = server.commandstats()
     async with Lowtide(server.url) as lt:
         assert await lt.invalidations.wait_healthy(5)
+        assert lt._switch is not None
+        await eventually(lambda: lt._switch is not None and lt._switch.checks >= 1)
         snap = lt.ledger.snapshot()
     delta = {k: v for k, v in server.commandstats().items() if v - before.get(k, 0)}
     delta = {k: v - before.get(k, 0) for k, v in delta.items()}

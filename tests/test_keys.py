@@ -136,7 +136,7 @@ async def test_hostile_tenants_are_isolated_on_a_real_server(lowtide_url: str) -
     from lowtide import Lowtide
     from lowtide.context import Attribution
 
-    async with Lowtide(lowtide_url) as lt:
+    async with Lowtide(lowtide_url, fleet_switch=False) as lt:
         att = Attribution("test", "lt:z:iso:*")
         for i, tenant in enumerate(HOSTILE):
             await lt.gateway.call(att, "SET", build_key("lt", "test", "iso", tenant, "k"), str(i))

@@ -80,7 +80,8 @@ async def test_mixed_workload_reconciles_exactly(lowtide_fresh_server: ValkeySer
 async def test_handshake_with_password_and_db_is_counted() -> None:
     with ValkeyServer(password="hunter2") as server:
         before = server.commandstats()  # AUTH + INFO
-        async with Lowtide(f"redis://:hunter2@{server.host}:{server.port}/3") as lt:
+        url = f"redis://:hunter2@{server.host}:{server.port}/3"
+        async with Lowtide(url, fleet_switch=False) as lt:
             await lt.gateway.call(Attribution("test", "-"), "SET", "a", "1")
             snap = lt.ledger.snapshot()
         after = server.commandstats()
@@ -98,7 +99,7 @@ async def test_handshake_with_password_and_db_is_counted() -> None:
 async def test_upstash_profile_bills_by_its_rules(lowtide_fresh_server: ValkeyServer) -> None:
     # Valkey rejects the Upstash-only script shebang, so run as "redis" and bill the same
     # counts under the upstash profile (a Global database with one read region).
-    async with Lowtide(lowtide_fresh_server.url, read_regions=1) as lt:
+    async with Lowtide(lowtide_fresh_server.url, read_regions=1, fleet_switch=False) as lt:
         a = Attribution("test", "-")
         await lt.gateway.call(a, "SET", "k", "v")  # write: 1 + 1 read region
         await lt.gateway.call(a, "GET", "k")  # read: 1

@@ -29,6 +29,7 @@ from lowtide.cache import Cache, CacheOptions, CacheRegistry
 from lowtide.clock import Clock, SystemClock
 from lowtide.codec import Codec
 from lowtide.context import Attribution
+from lowtide.control import FleetSwitch
 from lowtide.errors import ConfigError, LowtideError, RedisUnavailable
 from lowtide.fleet import Fleet
 from lowtide.fleetview import FleetPublisher
@@ -101,6 +102,7 @@ class Lowtide:
         self._breakers: list[CircuitBreaker] = []
         self._quotas: Quotas | None = None
         self._publisher: FleetPublisher | None = None
+        self._switch: FleetSwitch | None = None
         #: tenants over their command quota (shared with the gateway, which refuses them)
         self.quota_blocked: set[str] = set()
         #: seconds to add to this machine's wall clock to get the server's (one TIME per hub)
@@ -385,6 +387,9 @@ class Lowtide:
             else:
                 self._set_mode(Mode.DEGRADED, "start", self._last_error or "")
                 self._start_recovery(immediate=False)
+        if s.url is not None and s.fleet_switch and not s.suspend:
+            self._switch = FleetSwitch(self)
+            self._switch.start()
         if self._invalidations is not None:
             self._invalidations.start()
         if self._quotas is not None:
@@ -408,6 +413,8 @@ class Lowtide:
             await self._fleet.stop()
         if self._publisher is not None:
             await self._publisher.stop()
+        if self._switch is not None:
+            await self._switch.stop()
         if self._invalidations is not None:
             await self._invalidations.stop()
         tasks = list(self._tasks)
@@ -441,6 +448,23 @@ class Lowtide:
             pool = self._gateway.client.connection_pool
             self._spawn(pool.disconnect())
         self._set_mode(Mode.SUSPENDED, reason)
+
+    @property
+    def fleet_suspended(self) -> bool:
+        """True while the fleet-wide switch (``lowtide suspend``) holds this hub suspended."""
+        return self._mode is Mode.SUSPENDED and self._mode_reason == "fleet"
+
+    def _fleet_suspend(self, detail: str) -> None:
+        if self._mode in (Mode.LOCAL, Mode.SUSPENDED):
+            return
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
+        if self._gateway is not None:
+            self._gateway.open = False
+            self._gateway.closed_reason = "suspended"
+            self._spawn(self._gateway.client.connection_pool.disconnect())
+        self._set_mode(Mode.SUSPENDED, "fleet", detail)
 
     def resume(self) -> None:
         """Undo :meth:`suspend`: reconnect now and go back to distributed once Redis answers.

@@ -83,6 +83,7 @@ class Invalidations:
         self.received = 0
         self.last_error: str | None = None
         self._subscribers: list[Subscriber] = []
+        self._on_healthy: list[Callable[[], None]] = []
         self._pending: dict[str, list[int]] = {}  # key -> [readers in flight, invalidations]
         self._conn: TrackingConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -104,6 +105,10 @@ class Invalidations:
                 self._subscribers.remove(callback)
 
         return remove
+
+    def when_healthy(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` each time the listener is (re)subscribed and self-tested."""
+        self._on_healthy.append(callback)
 
     @property
     def publishes(self) -> bool:
@@ -199,6 +204,8 @@ class Invalidations:
     def _on_mode(self, change: ModeChange) -> None:
         if self.mode is InvalidationMode.TTL:
             return
+        if change.new is Mode.SUSPENDED and change.reason == "fleet":
+            return  # keep listening: the fleet-wide resume arrives on this connection
         if change.new is not Mode.DISTRIBUTED and self._conn is not None:
             self._lost(f"hub {change.new.value}", expected=True)
             conn, self._conn = self._conn, None
@@ -208,8 +215,8 @@ class Invalidations:
         backoff = Backoff(self._hub.settings.reconnect_min, self._hub.settings.reconnect_max)
         clock = self._hub.clock
         while True:
-            if not self._hub.distributed:
-                await self._hub.wait_for(Mode.DISTRIBUTED)
+            while not (self._hub.distributed or self._hub.fleet_suspended):
+                await self._hub.wait_for(Mode.DISTRIBUTED, 1.0)
             try:
                 await self._session()
                 backoff.reset()
@@ -256,6 +263,11 @@ class Invalidations:
             self.healthy = True
             self._healthy_event.set()
             self.last_error = None
+            for cb in list(self._on_healthy):
+                try:
+                    cb()
+                except Exception:
+                    log.exception("invalidation healthy-callback failed")
             await self._keepalive(conn, reader)
         finally:
             reader.cancel()
@@ -282,9 +294,9 @@ class Invalidations:
     async def _selftest(self, reader: asyncio.Task[None]) -> None:
         self._probe_seen = asyncio.get_running_loop().create_future()
         if self.mode is InvalidationMode.PUBSUB:
-            await self._hub.gateway.call(SELFTEST, "PUBLISH", self.channel, self._probe_key)
+            await self._hub.gateway.control(SELFTEST, "PUBLISH", self.channel, self._probe_key)
         else:
-            await self._hub.gateway.call(SELFTEST, "SET", self._probe_key, "1", "PX", 10_000)
+            await self._hub.gateway.control(SELFTEST, "SET", self._probe_key, "1", "PX", 10_000)
         done, _ = await asyncio.wait(
             {self._probe_seen, reader}, timeout=self.selftest_timeout, return_when="FIRST_COMPLETED"
         )

@@ -154,6 +154,8 @@ class Settings:
     max_value_bytes: int = 1_048_576
     #: publish a ledger snapshot once a minute for ``lowtide top`` (1 SET per minute)
     fleet_view: bool = False
+    #: obey the fleet-wide kill switch (``lowtide suspend``/``resume``); needs the listener
+    fleet_switch: bool = True
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -170,7 +172,7 @@ class Settings:
                 f"provider: unknown provider {self.provider!r}; expected one of "
                 + ", ".join(PROVIDERS)
             )
-        for name in ("suspend", "track_metrics", "fleet_view"):
+        for name in ("suspend", "track_metrics", "fleet_view", "fleet_switch"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         for name in (
@@ -247,6 +249,7 @@ class Settings:
         invalidation              LOWTIDE_INVALIDATION             auto
         max_value_bytes           LOWTIDE_MAX_VALUE_BYTES          1048576
         fleet_view                LOWTIDE_FLEET_VIEW               true
+        fleet_switch              LOWTIDE_FLEET_SWITCH             false
         ========================  ==============================  ===============
 
         Keyword ``overrides`` win over the environment.
@@ -267,6 +270,7 @@ class Settings:
             ("suspend", ("LOWTIDE_SUSPEND", "SUSPEND_REDIS")),
             ("track_metrics", ("LOWTIDE_TRACK_METRICS", "TRACK_REDIS_METRICS")),
             ("fleet_view", ("LOWTIDE_FLEET_VIEW",)),
+            ("fleet_switch", ("LOWTIDE_FLEET_SWITCH",)),
         ):
             hit = pick(*names)
             if hit:

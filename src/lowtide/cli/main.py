@@ -20,8 +20,9 @@ except ImportError:  # pragma: no cover - only without the cli extra
     sys.stderr.write("the lowtide CLI needs its extra: pip install 'lowtide[cli]'\n")
     raise SystemExit(2) from None
 
-from lowtide import ConfigError, Lowtide, Settings, __version__
+from lowtide import ConfigError, Lowtide, LowtideError, Settings, __version__
 from lowtide.cli.selftest import SelftestResult, run_selftest
+from lowtide.control import write_switch
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 from lowtide.doctor import Report, diagnose_live, diagnose_log
 from lowtide.fleetview import read_fleet
@@ -342,6 +343,52 @@ def doctor(
     if json_path:
         json_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
         console.print(f"[dim]wrote {json_path}[/dim]")
+
+
+def _switch(url: str | None, namespace: str, *, suspend: bool, reason: str) -> None:
+    try:
+        settings = Settings.from_env(url=url) if url else Settings.from_env()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if settings.url is None:
+        console.print("[red]no --url and no LOWTIDE_REDIS_URL / REDIS_URL[/red]")
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        async with Lowtide(
+            settings.url, namespace=namespace, instance="lowtide-switch", fleet_switch=False
+        ) as hub:
+            if not hub.distributed:
+                raise ConnectionError(f"cannot reach {hub.settings.redacted_url}")
+            await write_switch(hub, suspend=suspend, reason=reason)
+
+    try:
+        asyncio.run(run())
+    except (ConnectionError, LowtideError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    word = "suspended" if suspend else "resumed"
+    console.print(f"fleet {word} (namespace {namespace!r}); every hub switches on the push")
+
+
+@app.command()
+def suspend(
+    url: Annotated[str | None, typer.Option(help="Redis URL (default: LOWTIDE_REDIS_URL)")] = None,
+    namespace: Annotated[str, typer.Option(help="the fleet's lowtide namespace")] = "lt",
+    reason: Annotated[str, typer.Option(help="shown in every hub's health")] = "",
+) -> None:
+    """Fleet-wide kill switch: every hub stops using Redis (and keeps working locally)."""
+    _switch(url, namespace, suspend=True, reason=reason)
+
+
+@app.command()
+def resume(
+    url: Annotated[str | None, typer.Option(help="Redis URL (default: LOWTIDE_REDIS_URL)")] = None,
+    namespace: Annotated[str, typer.Option(help="the fleet's lowtide namespace")] = "lt",
+) -> None:
+    """Undo ``lowtide suspend``: every hub goes back to Redis."""
+    _switch(url, namespace, suspend=False, reason="")
 
 
 @app.command()

@@ -81,6 +81,13 @@ class Gateway:
             raise self._quota_refusal(attribution)
         return await self._execute(attribution, args)
 
+    async def control(self, attribution: Attribution, *args: Any) -> Any:
+        """Run a control-plane command even while closed (kill switch, listener self-test).
+
+        Data traffic never takes this path: suspension stops it, not lowtide's own switch.
+        """
+        return await self._execute(attribution, args)
+
     async def probe(self, attribution: Attribution) -> None:
         """PING even while closed: how the hub learns that Redis is back."""
         await self._execute(attribution, ("PING",))

@@ -1,0 +1,109 @@
+"""The fleet-wide kill switch: one tracked control key that every hub listens to.
+
+``lowtide suspend --url ...`` writes ``<ns>:x:switch::fleet`` (and PUBLISHes its name on the
+backplane channel for hubs in pub/sub mode); ``lowtide resume`` deletes it. Every hub hears the
+change on its invalidation listener within milliseconds, with no polling, reads the key once
+(1 GET) and switches: suspended hubs stop all data traffic but keep the listener connection,
+so the resume reaches them the same way. Rollback is the same switch. A hub also reads the key
+once at start and after each listener reconnection, so it never misses a switch made while it
+was away.
+
+The process-level switches are separate: ``LOWTIDE_SUSPEND``/``SUSPEND_REDIS`` (no connection
+at all) and ``lt.suspend()``/``lt.resume()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from lowtide.context import Attribution
+from lowtide.errors import LowtideError
+from lowtide.keys import build_key, family
+from lowtide.modes import Mode
+
+if TYPE_CHECKING:
+    from lowtide.hub import Lowtide
+
+__all__ = ["FleetSwitch", "switch_key", "write_switch"]
+
+log = logging.getLogger("lowtide.control")
+CONTROL = Attribution("control", "-", None)
+
+
+def switch_key(namespace: str) -> str:
+    """The control key of the fleet-wide switch."""
+    return build_key(namespace, "control", "switch", None, "fleet")
+
+
+class FleetSwitch:
+    """Applies the fleet-wide switch to one hub (see module docs)."""
+
+    def __init__(self, hub: Lowtide) -> None:
+        self._hub = hub
+        ns = hub.settings.namespace
+        self.key = switch_key(ns)
+        self._att = Attribution("control", family(ns, "control", "switch"), None)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.state: dict[str, Any] | None = None
+        self.checks = 0
+
+    def start(self) -> None:
+        """Listen for switches (starts the invalidation listener)."""
+        inv = self._hub.invalidations
+        inv.subscribe(self._on_keys)
+        inv.when_healthy(self._schedule)
+
+    def _on_keys(self, keys: list[str] | None) -> None:
+        if keys is not None and self.key in keys:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.check())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def check(self) -> None:
+        """Read the switch (1 GET) and apply it."""
+        try:
+            raw = await self._hub.gateway.control(self._att, "GET", self.key)
+        except LowtideError as exc:
+            log.debug("fleet switch not read: %s", exc)
+            return
+        self.checks += 1
+        state: dict[str, Any] | None = None
+        if raw is not None:
+            try:
+                state = json.loads(raw)
+            except ValueError:
+                state = {"state": "suspended", "reason": "unparseable switch value"}
+        self.state = state
+        hub = self._hub
+        if state is not None and state.get("state") == "suspended":
+            if hub.mode in (Mode.DISTRIBUTED, Mode.DEGRADED):
+                hub._fleet_suspend(str(state.get("reason") or "fleet switch"))
+        elif hub.fleet_suspended:
+            hub.resume()
+
+    async def stop(self) -> None:
+        """Cancel pending checks."""
+        for t in list(self._tasks):
+            t.cancel()
+
+
+async def write_switch(hub: Lowtide, *, suspend: bool, reason: str = "") -> None:
+    """Flip the fleet-wide switch through ``hub`` (SET or DEL, then PUBLISH for pub/sub hubs)."""
+    ns = hub.settings.namespace
+    key = switch_key(ns)
+    gw = hub.gateway
+    if suspend:
+        value = json.dumps(
+            {"state": "suspended", "reason": reason or "lowtide suspend", "at": time.time()}
+        )
+        await gw.control(CONTROL, "SET", key, value)
+    else:
+        await gw.control(CONTROL, "DEL", key)
+    await gw.control(CONTROL, "PUBLISH", f"{ns}:invalidate", key)
