@@ -86,13 +86,16 @@ class RedisUnavailable(LowtideError, ConnectionError):
 class RedisCommandError(LowtideError):
     """The server answered a command with an error reply (WRONGTYPE, OOM, READONLY, ...)."""
 
-    def __init__(self, message: str, *, command: str) -> None:
+    def __init__(self, message: str, *, command: str, code: str | None = None) -> None:
         super().__init__(message)
         #: the command in server naming, e.g. ``get`` or ``client|tracking``
         self.command = command
+        self._code = code
 
     @property
     def code(self) -> str:
         """The error code the server put first in its reply, e.g. ``WRONGTYPE`` or ``OOM``."""
+        if self._code:
+            return self._code
         first = str(self).split(" ", 1)[0]
         return first if first.isupper() else "ERR"

@@ -193,6 +193,7 @@ class Lowtide:
         fail_safe: bool = True,
         fail_safe_max: float = 600.0,
         fail_safe_throttle: float = 5.0,
+        soft_timeout: float | None = 0.1,
         max_value_bytes: int | None = None,
         per_tenant: bool = True,
         codec: Codec | None = None,
@@ -214,6 +215,7 @@ class Lowtide:
             fail_safe=fail_safe,
             fail_safe_max=fail_safe_max,
             fail_safe_throttle=fail_safe_throttle,
+            soft_timeout=soft_timeout,
             max_value_bytes=s.max_value_bytes if max_value_bytes is None else max_value_bytes,
             per_tenant=per_tenant,
         )

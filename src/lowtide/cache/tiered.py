@@ -54,6 +54,10 @@ V = TypeVar("V")
 Loader = Callable[[], Awaitable[Any]]
 
 
+class _SoftTimeout(Exception):
+    """A read or load outlived the soft timeout while a last good value was available."""
+
+
 @dataclass(frozen=True, slots=True)
 class CacheOptions:
     """The knobs of one cache (durations in seconds, sizes in bytes)."""
@@ -77,6 +81,9 @@ class CacheOptions:
     fail_safe_max: float = 600.0
     #: after a loader failure, keep serving the stale value this long before trying again
     fail_safe_throttle: float = 5.0
+    #: when a last good value exists, answer with it if Redis or the loader takes longer than
+    #: this (the read goes on in the background); None waits (up to the op timeout)
+    soft_timeout: float | None = 0.1
     #: largest encoded value accepted
     max_value_bytes: int = 1_048_576
     #: False for data that belongs to no tenant (then ``tenant=`` must not be given)
@@ -96,6 +103,12 @@ class CacheOptions:
         if not 0 < self.max_tenant_share <= 1:
             raise ConfigError(
                 f"max_tenant_share: expected a fraction in (0, 1], got {self.max_tenant_share!r}"
+            )
+        if self.soft_timeout is not None and (
+            isinstance(self.soft_timeout, bool) or not self.soft_timeout > 0
+        ):
+            raise ConfigError(
+                f"soft_timeout: expected seconds > 0 or None, got {self.soft_timeout!r}"
             )
         if self.eager_refresh is not None and not 0 < self.eager_refresh < 1:
             raise ConfigError(
@@ -119,6 +132,7 @@ class CacheStats:
     echoes: int = 0  # own-write invalidations swallowed
     refreshes: int = 0  # eager background refreshes started
     coalesced: int = 0  # callers that joined a single-flight instead of sending their own
+    soft_timeouts: int = 0  # slow reads/loads answered with the last good value
 
     def to_dict(self) -> dict[str, int]:
         """The counters as a dict."""
@@ -228,7 +242,12 @@ class Cache:
         k = (self._check_tenant(tenant), key)
         if not callable(loader):
             raise TypeError("loader must be an async callable taking no arguments")
-        return await self._join(self._loads, k, lambda: self._load(k, loader, ttl, refresh=False))
+        try:
+            return await self._join(
+                self._loads, k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
+            )
+        except _SoftTimeout:
+            return self._stale(k)
 
     async def set(
         self, key: str, value: Any, *, ttl: float | None = None, tenant: str | None = None
@@ -560,8 +579,23 @@ class Cache:
         self.stats.stale_served += 1
         return e.value
 
+    def _has_stale(self, k: Key) -> bool:
+        e = self._map_get(k)
+        return (
+            e is not None
+            and self.options.fail_safe
+            and e.stale_until > self._now()
+            and e.value is not ABSENT
+            and e.value is not LOADED_NONE
+        )
+
     async def _join(
-        self, flights: dict[Key, asyncio.Future[Any]], k: Key, start: Callable[[], Awaitable[Any]]
+        self,
+        flights: dict[Key, asyncio.Future[Any]],
+        k: Key,
+        start: Callable[[], Awaitable[Any]],
+        *,
+        soft: bool = False,
     ) -> Any:
         fut = flights.get(k)
         if fut is None:
@@ -577,6 +611,15 @@ class Cache:
             fut.add_done_callback(done)
         else:
             self.stats.coalesced += 1
+        soft_timeout = self.options.soft_timeout
+        if soft and soft_timeout is not None and self._has_stale(k):
+            # a last good value exists: do not hold the caller past the soft timeout; the
+            # flight goes on in the background and fills L1 when it lands
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), soft_timeout)
+            except TimeoutError:
+                self.stats.soft_timeouts += 1
+                raise _SoftTimeout from None
         return await asyncio.shield(fut)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -592,8 +635,10 @@ class Cache:
             stale = self._stale(k)
             return stale is not None, stale, 0.0
         try:
-            found, value, remaining = await self._join(self._reads, k, lambda: self._fetch(k))
-        except RedisUnavailable:
+            found, value, remaining = await self._join(
+                self._reads, k, lambda: self._fetch(k), soft=True
+            )
+        except (RedisUnavailable, _SoftTimeout):
             stale = self._stale(k)
             return stale is not None, stale, 0.0
         return bool(found), value, float(remaining)

@@ -21,6 +21,22 @@ from lowtide.redis.scripts import Script
 __all__ = ["Gateway"]
 
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError)
+# redis-py strips the error code from replies it maps to its own classes; put it back
+_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (rexc.OutOfMemoryError, "OOM"),
+    (rexc.ReadOnlyError, "READONLY"),
+    (rexc.NoScriptError, "NOSCRIPT"),
+    (rexc.BusyLoadingError, "LOADING"),
+    (rexc.NoPermissionError, "NOPERM"),
+    (rexc.ExecAbortError, "EXECABORT"),
+)
+
+
+def _code_of(exc: BaseException) -> str | None:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return None
 
 
 class Gateway:
@@ -70,7 +86,7 @@ class Gateway:
             )
             return RedisUnavailable(f"{command}: {exc}", reason=reason)
         if isinstance(exc, rexc.ResponseError):
-            return RedisCommandError(str(exc), command=command)
+            return RedisCommandError(str(exc), command=command, code=_code_of(exc))
         return RedisCommandError(f"{type(exc).__name__}: {exc}", command=command)
 
     async def call(self, attribution: Attribution, *args: Any) -> Any:
@@ -127,7 +143,7 @@ class Gateway:
         finally:
             _attribution.reset(token)
         return [
-            RedisCommandError(str(r), command=command_name(c))
+            RedisCommandError(str(r), command=command_name(c), code=_code_of(r))
             if isinstance(r, rexc.ResponseError)
             else r
             for r, c in zip(replies, commands, strict=True)

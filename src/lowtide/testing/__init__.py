@@ -7,6 +7,7 @@ Installing lowtide registers a pytest plugin with the fixtures ``lowtide_server`
 """
 
 from lowtide.testing.cluster import Cluster, ClusterNode, running_cluster, start_cluster
+from lowtide.testing.proxy import FaultProxy
 from lowtide.testing.server import (
     ServerStartError,
     ValkeyServer,
@@ -19,6 +20,7 @@ from lowtide.testing.server import (
 __all__ = [
     "Cluster",
     "ClusterNode",
+    "FaultProxy",
     "ServerStartError",
     "ValkeyServer",
     "commandstats_delta",
