@@ -107,8 +107,6 @@ async def test_an_untrusted_certificate_is_refused_without_crashing(
     proxy, _ = tls_server
     (tmp_path / "other").mkdir()
     other_ca, _, _ = make_pki(tmp_path / "other")
-        tmp_path / "other" if (tmp_path / "other").mkdir() is None else tmp_path
-    )
     url = f"rediss://app:t0p-s3cret@127.0.0.1:{proxy.port}/0?ssl_ca_certs={other_ca}"
     async with Lowtide(url) as lt:
         assert lt.mode is Mode.DEGRADED  # refused, reported, retried with backoff; no exception
