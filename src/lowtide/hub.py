@@ -39,6 +39,7 @@ from lowtide.limiter import Algorithm, OnRedisError, RateLimiter
 from lowtide.modes import Mode, ModeChange
 from lowtide.quotas import Period, PlanOf, Quotas
 from lowtide.redis import Gateway, make_client
+from lowtide.redis.cluster import make_cluster_client
 from lowtide.settings import Settings
 from lowtide.tenants import TenantLoader, TenantResolver
 
@@ -385,6 +386,7 @@ class Lowtide:
         else:
             self._open_gateway()
             if await self._probe():
+                await self._detect_cluster()
                 self._set_mode(Mode.DISTRIBUTED, "start")
             else:
                 self._set_mode(Mode.DEGRADED, "start", self._last_error or "")
@@ -447,8 +449,7 @@ class Lowtide:
         if self._gateway is not None:
             self._gateway.open = False
             self._gateway.closed_reason = "suspended"
-            pool = self._gateway.client.connection_pool
-            self._spawn(pool.disconnect())
+            self._spawn(self._gateway.disconnect())
         self._set_mode(Mode.SUSPENDED, reason)
 
     @property
@@ -465,7 +466,7 @@ class Lowtide:
         if self._gateway is not None:
             self._gateway.open = False
             self._gateway.closed_reason = "suspended"
-            self._spawn(self._gateway.client.connection_pool.disconnect())
+            self._spawn(self._gateway.disconnect())
         self._set_mode(Mode.SUSPENDED, "fleet", detail)
 
     def resume(self) -> None:
@@ -551,6 +552,38 @@ class Lowtide:
         )
         self._gateway.blocked = self.quota_blocked
         self._gateway.open = False
+
+    async def _detect_cluster(self) -> None:
+        """Switch to a cluster client when the node says cluster mode is on (1 INFO, free)."""
+        gw = self._gateway
+        if gw is None or gw.cluster or self._settings.provider == "upstash":
+            return
+        try:
+            info = await gw.control(HUB, "INFO", "cluster")
+        except LowtideError:
+            return
+        enabled = info.get("cluster_enabled") if isinstance(info, dict) else None
+        if str(enabled) != "1":
+            return
+        client = make_cluster_client(self._settings, self.ledger)
+        cluster_gw = Gateway(
+            client,
+            self.ledger,
+            upstash=False,
+            on_failure=self._on_failure,
+        )
+        cluster_gw.blocked = self.quota_blocked
+        try:
+            await client.initialize()
+        except Exception as exc:
+            log.warning("cluster detected but not usable (%s); staying on one node", exc)
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            return
+        self._gateway = cluster_gw
+        with contextlib.suppress(Exception):
+            await gw.aclose()
+        log.info("Redis Cluster detected: %d primaries", len(cluster_gw.primaries() or []))
 
     def _on_failure(self, exc: BaseException) -> None:
         self._last_error = _describe(exc)

@@ -33,7 +33,9 @@ from lowtide.context import Attribution
 from lowtide.errors import LowtideError, RedisCommandError
 from lowtide.keys import build_key, prefix
 from lowtide.modes import Mode, ModeChange
+from lowtide.redis.cluster import node_url
 from lowtide.redis.tracking import TrackingConnection
+from lowtide.settings import Settings
 
 if TYPE_CHECKING:
     from lowtide.hub import Lowtide
@@ -85,14 +87,16 @@ class Invalidations:
         self._subscribers: list[Subscriber] = []
         self._on_healthy: list[Callable[[], None]] = []
         self._pending: dict[str, list[int]] = {}  # key -> [readers in flight, invalidations]
-        self._conn: TrackingConnection | None = None
+        self._conns: list[TrackingConnection] = []  # one per primary on a cluster
         self._task: asyncio.Task[None] | None = None
         self._healthy_event = asyncio.Event()
         self._probe_key = build_key(ns, "control", "selftest", None, hub.settings.instance)
         self._probe_seen: asyncio.Future[None] | None = None
+        self._probes_pending: set[str] = set()
         self._unsupported = False
         self._stopping = False
         self._last_heard = 0.0
+        self._heard: dict[int, float] = {}
         self._remove_listener = hub.on_mode_change(self._on_mode)
 
     # -- subscribers and race guard -----------------------------------------------------------
@@ -192,8 +196,8 @@ class Invalidations:
         self._remove_listener()
         self._stopping = True
         task, self._task = self._task, None
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        conns, self._conns = self._conns, []
+        for conn in conns:
             await conn.close()  # pending reads fail at once
         if task is not None:
             task.cancel()
@@ -206,10 +210,9 @@ class Invalidations:
             return
         if change.new is Mode.SUSPENDED and change.reason == "fleet":
             return  # keep listening: the fleet-wide resume arrives on this connection
-        if change.new is not Mode.DISTRIBUTED and self._conn is not None:
+        if change.new is not Mode.DISTRIBUTED and self._conns:
             self._lost(f"hub {change.new.value}", expected=True)
-            conn, self._conn = self._conn, None
-            asyncio.get_running_loop().create_task(conn.close())
+            self._close_conn()
 
     async def _run(self) -> None:
         backoff = Backoff(self._hub.settings.reconnect_min, self._hub.settings.reconnect_max)
@@ -234,32 +237,60 @@ class Invalidations:
                 self._lost(str(exc))
             except asyncio.CancelledError:
                 raise
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+            conns, self._conns = self._conns, []
+            for conn in conns:
+                await conn.close()
             await clock.sleep(backoff.next_delay())
 
     def _close_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        conns, self._conns = self._conns, []
+        for conn in conns:
             asyncio.get_running_loop().create_task(conn.close())
 
     @property
     def _use_pubsub(self) -> bool:
         return self.setting == "pubsub" or (self.setting == "auto" and self._unsupported)
 
+    def _targets(self) -> list[tuple[Settings, str]]:
+        """One ``(settings, self-test probe key)`` per listener connection.
+
+        On a cluster, tracking is per node: one connection per primary, each proven by a probe
+        key that lives on that node. Pub/sub messages reach every node of a cluster, so the
+        backplane needs one connection.
+        """
+        hub = self._hub
+        settings = hub.settings
+        nodes = hub.gateway.primaries()
+        if nodes is None or self._use_pubsub or settings.url is None:
+            return [(settings, self._probe_key)]
+        ns, inst = settings.namespace, settings.instance
+
+        def probe(i: int) -> str:
+            return build_key(ns, "control", f"selftest.{i}", None, inst, hashtag=True)
+
+        return [
+            (
+                settings.with_(url=node_url(settings.url, host, port)),
+                hub.gateway.key_on_node(probe, host, port),
+            )
+            for host, port in nodes
+        ]
+
     async def _session(self) -> None:
-        conn = TrackingConnection(self._hub.settings, self._hub.ledger)
-        self._conn = conn
-        if self._use_pubsub:
-            await conn.open(self.prefixes, backplane=self.channel)
-            self.mode = InvalidationMode.PUBSUB
-        else:
-            await conn.open(self.prefixes)
-            self.mode = InvalidationMode.TRACKING
-        reader = asyncio.get_running_loop().create_task(self._read_loop(conn))
+        targets = self._targets()
+        topology = self._hub.gateway.primaries()
+        conns = [TrackingConnection(s, self._hub.ledger) for s, _ in targets]
+        self._conns = conns
+        for conn in conns:
+            if self._use_pubsub:
+                await conn.open(self.prefixes, backplane=self.channel)
+            else:
+                await conn.open(self.prefixes)
+        self.mode = InvalidationMode.PUBSUB if self._use_pubsub else InvalidationMode.TRACKING
+        loop = asyncio.get_running_loop()
+        readers = [loop.create_task(self._read_loop(c)) for c in conns]
         try:
-            await self._selftest(reader)
+            await self._selftest(readers, [probe for _, probe in targets])
             self.healthy = True
             self._healthy_event.set()
             self.last_error = None
@@ -268,61 +299,72 @@ class Invalidations:
                     cb()
                 except Exception:
                     log.exception("invalidation healthy-callback failed")
-            await self._keepalive(conn, reader)
+            await self._keepalive(conns, readers, topology)
         finally:
-            reader.cancel()
-            await asyncio.wait({reader}, timeout=1.0)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.wait(readers, timeout=1.0)
 
     async def _read_loop(self, conn: TrackingConnection) -> None:
         while True:
             msg = await conn.read()
-            self._last_heard = self._hub.clock.monotonic()
+            self._last_heard = self._heard[id(conn)] = self._hub.clock.monotonic()
             if msg == "pong":
                 continue
             keys = msg if isinstance(msg, list) or msg is None else None
             self.received += 1
             probe = self._probe_seen
-            if (
-                keys is not None
-                and probe is not None
-                and not probe.done()
-                and self._probe_key in keys
-            ):
-                probe.set_result(None)
+            if keys is not None and probe is not None and not probe.done():
+                self._probes_pending.difference_update(keys)
+                if not self._probes_pending:
+                    probe.set_result(None)
             self._dispatch(keys)
 
-    async def _selftest(self, reader: asyncio.Task[None]) -> None:
+    async def _selftest(self, readers: list[asyncio.Task[None]], probes: list[str]) -> None:
         self._probe_seen = asyncio.get_running_loop().create_future()
-        if self.mode is InvalidationMode.PUBSUB:
-            await self._hub.gateway.control(SELFTEST, "PUBLISH", self.channel, self._probe_key)
-        else:
-            await self._hub.gateway.control(SELFTEST, "SET", self._probe_key, "1", "PX", 10_000)
+        self._probes_pending = set(probes)
+        for key in probes:
+            if self.mode is InvalidationMode.PUBSUB:
+                await self._hub.gateway.control(SELFTEST, "PUBLISH", self.channel, key)
+            else:
+                await self._hub.gateway.control(SELFTEST, "SET", key, "1", "PX", 10_000)
         done, _ = await asyncio.wait(
-            {self._probe_seen, reader}, timeout=self.selftest_timeout, return_when="FIRST_COMPLETED"
+            {self._probe_seen, *readers},
+            timeout=self.selftest_timeout,
+            return_when="FIRST_COMPLETED",
         )
-        if reader in done:
-            reader.result()  # re-raise why the connection died
+        for reader in readers:
+            if reader in done:
+                reader.result()  # re-raise why the connection died
         if self._probe_seen not in done:
             raise LowtideError(
                 "self-test failed: a write produced no invalidation message "
                 f"within {self.selftest_timeout}s"
             )
 
-    async def _keepalive(self, conn: TrackingConnection, reader: asyncio.Task[Any]) -> None:
+    async def _keepalive(
+        self,
+        conns: list[TrackingConnection],
+        readers: list[asyncio.Task[Any]],
+        topology: list[tuple[str, int]] | None,
+    ) -> None:
         self._last_heard = self._hub.clock.monotonic()
+        self._heard = {id(c): self._last_heard for c in conns}
+        loop = asyncio.get_running_loop()
         while True:
-            done, _ = await asyncio.wait({reader}, timeout=0)
-            if done:
-                reader.result()
-                raise LowtideError("listener stopped")
-            sleeper = asyncio.get_running_loop().create_task(self._hub.clock.sleep(self.keepalive))
+            sleeper = loop.create_task(self._hub.clock.sleep(self.keepalive))
             try:
-                done, _ = await asyncio.wait({reader, sleeper}, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait({*readers, sleeper}, return_when="FIRST_COMPLETED")
             finally:
                 sleeper.cancel()
-            if reader in done:
-                reader.result()
-                raise LowtideError("listener stopped")
-            if self._hub.clock.monotonic() - self._last_heard > 2 * self.keepalive:
-                raise LowtideError("listener silent for two keepalive periods")
-            await conn.ping()
+            for reader in readers:
+                if reader in done:
+                    reader.result()
+                    raise LowtideError("listener stopped")
+            if self._hub.clock.monotonic() - min(self._heard.values()) > 2 * self.keepalive:
+                raise LowtideError("a listener connection was silent for two keepalive periods")
+            if self._hub.gateway.primaries() != topology:
+                # failover or resharding: keys may live elsewhere now; start over (and flush)
+                raise LowtideError("cluster topology changed")
+            for conn in conns:
+                await conn.ping()

@@ -12,10 +12,12 @@ from typing import Any
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from lowtide.context import Attribution, _attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.ledger import Ledger, command_name
+from lowtide.redis.cluster import key_on_node, primaries
 from lowtide.redis.scripts import Script
 
 __all__ = ["Gateway"]
@@ -44,7 +46,7 @@ class Gateway:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         ledger: Ledger,
         *,
         upstash: bool = False,
@@ -59,6 +61,29 @@ class Gateway:
         #: tenants over their command quota: their commands are refused without I/O
         self.blocked: set[str] = set()
         self._on_failure = on_failure
+
+    @property
+    def cluster(self) -> bool:
+        """True when the server is a Redis Cluster (commands are routed by key slot)."""
+        return isinstance(self.client, RedisCluster)
+
+    def primaries(self) -> list[tuple[str, int]] | None:
+        """The cluster's primaries (``None`` for a single server)."""
+        return primaries(self.client) if isinstance(self.client, RedisCluster) else None
+
+    def key_on_node(self, make: Callable[[int], str], host: str, port: int) -> str:
+        """A key made by ``make(i)`` that lives on the primary ``host:port``."""
+        if not isinstance(self.client, RedisCluster):
+            return make(0)
+        return key_on_node(self.client, make, host, port)
+
+    async def disconnect(self) -> None:
+        """Close every pooled connection (they reopen on demand)."""
+        if isinstance(self.client, RedisCluster):
+            for node in self.client.get_nodes():
+                await node.disconnect()
+        else:
+            await self.client.connection_pool.disconnect()
 
     def _send(self, *args: Any) -> Awaitable[Any]:
         # redis-py's execute_command is untyped; this is its one typed entry point here
@@ -192,4 +217,7 @@ class Gateway:
         """Close every connection of the pool."""
         self.open = False
         self.closed_reason = "closed"
-        await self.client.aclose(close_connection_pool=True)
+        if isinstance(self.client, RedisCluster):
+            await self.client.aclose()
+        else:
+            await self.client.aclose(close_connection_pool=True)
