@@ -88,7 +88,8 @@ async def test_outage_degrades_then_recovers_with_bounded_attempts() -> None:
     clock = ManualClock()
     changes: list[str] = []
     try:
-        async with Lowtide(server.url, clock=clock) as lt:
+        # the hub's own reconnection only (no listener sleeping on the same clock)
+        async with Lowtide(server.url, clock=clock, fleet_switch=False) as lt:
             lt.on_mode_change(lambda c: changes.append(f"{c.old}->{c.new}"))
             await lt.gateway.call(A, "SET", "k", "v")
             server.stop()

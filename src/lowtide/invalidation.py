@@ -291,6 +291,9 @@ class Invalidations:
         readers = [loop.create_task(self._read_loop(c)) for c in conns]
         try:
             await self._selftest(readers, [probe for _, probe in targets])
+            # anything begun before tracking was on could have missed a push: a new generation
+            # makes such reads and writes unable to fill
+            self.generation += 1
             self.healthy = True
             self._healthy_event.set()
             self.last_error = None

@@ -24,7 +24,10 @@ from lowtide.keys import MAX_TENANT_LENGTH
 if TYPE_CHECKING:
     from lowtide.hub import Lowtide
 
-__all__ = ["TenantLoader", "TenantResolver"]
+__all__ = ["MAX_CONNECTORS", "TenantLoader", "TenantResolver"]
+
+#: distinct connectors one resolver accepts (each gets its own L1 and key family)
+MAX_CONNECTORS = 256
 
 #: ``async (connector, external_id) -> tenant id or None`` (your database lookup)
 TenantLoader = Callable[[str, str], Awaitable[str | None]]
@@ -57,9 +60,19 @@ class TenantResolver:
             max_value_bytes=MAX_TENANT_LENGTH * 4 + 16,
         )
         build = hub._registry.cache
-        self._cache_for: Callable[[str], Cache] = lambda connector: build(
-            connector, self._options, component="tenants", codec=None
-        )
+        self._connectors: set[str] = set()
+
+        def cache_for(connector: str) -> Cache:
+            if connector not in self._connectors:
+                if len(self._connectors) >= MAX_CONNECTORS:
+                    raise InvalidKeyError(
+                        f"more than {MAX_CONNECTORS} connectors: connector names must come from "
+                        "code, not from requests"
+                    )
+                self._connectors.add(connector)
+            return build(connector, self._options, component="tenants", codec=None)
+
+        self._cache_for: Callable[[str], Cache] = cache_for
 
     def cache(self, connector: str) -> Cache:
         """The tiered cache holding ``connector``'s mappings (for stats and tests)."""
@@ -74,7 +87,15 @@ class TenantResolver:
         else:
 
             async def load() -> str | None:
-                return await loader(connector, external_id)
+                tenant = await loader(connector, external_id)
+                if tenant is not None and (
+                    not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_LENGTH
+                ):
+                    raise SerializationError(
+                        f"tenant loader returned {type(tenant).__name__} {str(tenant)[:50]!r}: "
+                        "expected a non-empty str tenant id (nothing was cached)"
+                    )
+                return tenant
 
             value = await cache.get_or_load(external_id, load)
         if value is not None and not isinstance(value, str):

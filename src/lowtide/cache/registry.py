@@ -66,7 +66,7 @@ class CacheRegistry:
         for rk in keys:
             try:
                 parsed = parse_key(rk)
-            except InvalidKeyError:
+            except (InvalidKeyError, ValueError):  # not ours, or not decodable: skip only it
                 continue
             cache = caches.get((parsed.component, parsed.name))
             if cache is not None and not parsed.hashtag:

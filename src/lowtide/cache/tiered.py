@@ -38,6 +38,7 @@ from lowtide.errors import (
     LowtideError,
     RedisCommandError,
     RedisUnavailable,
+    SerializationError,
     TenantRequired,
     ValueTooLarge,
 )
@@ -56,6 +57,10 @@ Loader = Callable[[], Awaitable[Any]]
 
 class _SoftTimeout(Exception):
     """A read or load outlived the soft timeout while a last good value was available."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("soft timeout")
+        self.value = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +241,9 @@ class Cache:
             if e.refresh_at <= now and k not in self._loads:
                 e.refresh_at = math.inf
                 self.stats.refreshes += 1
-                self._spawn(self._load(k, loader, ttl, refresh=True))
+                self._spawn(
+                    self._join(self._loads, k, lambda: self._load(k, loader, ttl, refresh=True))
+                )
             value = e.value
             return None if value is LOADED_NONE else value
         k = (self._check_tenant(tenant), key)
@@ -246,8 +253,8 @@ class Cache:
             return await self._join(
                 self._loads, k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
             )
-        except _SoftTimeout:
-            return self._stale(k)
+        except _SoftTimeout as slow:
+            return slow.value
 
     async def set(
         self, key: str, value: Any, *, ttl: float | None = None, tenant: str | None = None
@@ -317,8 +324,13 @@ class Cache:
         except BaseException:
             self._end_all(inv, rks, tokens)
             raise
-        for i, (key, rk, raw) in enumerate(zip(missing, rks, replies, strict=True)):
-            seen = inv.end(rk, tokens[i]) if inv is not None else 0
+        # end every token before decoding: a bad value below must not leave guards behind
+        seens: list[int | None] = (
+            [inv.end(rk, tok) for rk, tok in zip(rks, tokens, strict=True)]
+            if inv is not None
+            else [0] * len(rks)
+        )
+        for key, raw, seen in zip(missing, replies, seens, strict=True):
             found, value, _ = self._accept((t, key), raw, seen)
             out[key] = value if found else None
         return out
@@ -422,7 +434,10 @@ class Cache:
             self.stats.echoes += 1
             return
         if e is not None:
-            self._store.drop(k)
+            # another writer changed it: never fresh again, but kept as the last known value
+            # for fail-safe reads (a read while Redis answers replaces or drops it)
+            e.fresh_until = 0.0
+            e.refresh_at = math.inf
             self.stats.invalidations += 1
         if self._watchers:
             self._notify(k)
@@ -512,19 +527,31 @@ class Cache:
             for rk, token in zip(rks, tokens, strict=False):
                 inv.end(rk, token)
 
-    async def _send(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> None:
+    async def _send(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> list[Any]:
         gw = self._hub.gateway
         att = self._att(tenant)
         if len(cmds) == 1:
-            await gw.call(att, *cmds[0])
-            return
-        for reply in await gw.pipeline(att, cmds):
+            return [await gw.call(att, *cmds[0])]
+        replies = await gw.pipeline(att, cmds)
+        for reply in replies:
             if isinstance(reply, RedisCommandError):
                 raise reply
+        return replies
 
     def _fill(
-        self, k: Key, value: Any, size: int, lifetime: float, *, echo: int, stale_ok: bool = True
+        self,
+        k: Key,
+        value: Any,
+        size: int,
+        lifetime: float,
+        *,
+        echo: int,
+        stale_ok: bool = True,
+        demoted: bool = False,
     ) -> None:
+        if size + ENTRY_OVERHEAD > self._store.tenant_bytes:
+            self._store.drop(k)  # would evict a whole tenant's share: serve it from L2 instead
+            return
         now = self._now()
         o = self.options
         fresh = min(lifetime, self._cap())
@@ -538,7 +565,8 @@ class Cache:
                 size=size + ENTRY_OVERHEAD,
                 epoch=self._store.epoch,
                 filled=now,
-                fresh_until=now + fresh,
+                # demoted: known, but not provably current (kept for fail-safe reads only)
+                fresh_until=now if demoted else now + fresh,
                 stale_until=now + fresh + (o.fail_safe_max if o.fail_safe and stale_ok else 0),
                 refresh_at=refresh_at,
                 echo=echo,
@@ -550,7 +578,7 @@ class Cache:
 
         ``min(ttl, max_staleness)``, except while CLIENT TRACKING is active and verified: then
         any write by anyone is pushed, and a lost push means a lost connection, which the
-        keepalive detects within two periods and answers by demoting everything. So when two
+        keepalive detects within three periods and answers by demoting everything. So when three
         keepalive periods fit inside ``max_staleness`` the bound holds without the cap, and
         copies live as long as the L2 value does (no TTL guessing).
         """
@@ -560,7 +588,7 @@ class Cache:
                 inv is not None
                 and inv.healthy
                 and inv.mode is InvalidationMode.TRACKING
-                and 2 * inv.keepalive <= self.options.max_staleness
+                and 3 * inv.keepalive <= self.options.max_staleness
             ):
                 return self.options.ttl
         return self._fresh_cap
@@ -614,12 +642,18 @@ class Cache:
         soft_timeout = self.options.soft_timeout
         if soft and soft_timeout is not None and self._has_stale(k):
             # a last good value exists: do not hold the caller past the soft timeout; the
-            # flight goes on in the background and fills L1 when it lands
+            # flight goes on in the background and fills L1 when it lands. The value is taken
+            # now: a push or an eviction during the wait must not turn it into None.
+            entry = self._map_get(k)
+            last_good = entry.value if entry is not None else None
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), soft_timeout)
             except TimeoutError:
+                if self._map_get(k) is not entry:  # invalidated meanwhile: wait for the answer
+                    return await asyncio.shield(fut)
                 self.stats.soft_timeouts += 1
-                raise _SoftTimeout from None
+                self.stats.stale_served += 1
+                raise _SoftTimeout(last_good) from None
         return await asyncio.shield(fut)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -638,7 +672,9 @@ class Cache:
             found, value, remaining = await self._join(
                 self._reads, k, lambda: self._fetch(k), soft=True
             )
-        except (RedisUnavailable, _SoftTimeout):
+        except _SoftTimeout as slow:
+            return True, slow.value, 0.0
+        except RedisUnavailable:
             stale = self._stale(k)
             return stale is not None, stale, 0.0
         return bool(found), value, float(remaining)
@@ -661,6 +697,7 @@ class Cache:
         may_fill = seen == 0 and self._hub.distributed
         if raw is None:
             self.stats.l2_misses += 1
+            self._store.drop(k)  # L2 says there is no value: nothing stale may come back
             if may_fill:
                 self._fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
             return False, None, 0.0
@@ -675,19 +712,36 @@ class Cache:
             self._fill(k, value, len(payload), remaining, echo=0)
         return True, value, remaining
 
-    async def _write(self, k: Key, rk: str, value: Any, payload: bytes, ttl: float) -> None:
+    async def _write(
+        self,
+        k: Key,
+        rk: str,
+        value: Any,
+        payload: bytes,
+        ttl: float,
+        *,
+        only_if_absent: bool = False,
+    ) -> None:
         if not self._gateway_open():
             self._fill(k, value, len(payload), ttl, echo=0)
             return
         inv = self._guard()
-        cmds: list[tuple[Any, ...]] = [
-            ("SET", rk, wrap(payload, self._expires_ms(ttl)), "PX", max(1, int(ttl * 1000)))
-        ]
+        set_cmd: tuple[Any, ...] = (
+            "SET",
+            rk,
+            wrap(payload, self._expires_ms(ttl)),
+            "PX",
+            max(1, int(ttl * 1000)),
+        )
+        if only_if_absent:
+            # a loaded value must not overwrite a write that landed since L2 was found empty
+            set_cmd = (*set_cmd, "NX")
+        cmds: list[tuple[Any, ...]] = [set_cmd]
         if inv is not None and inv.publishes:
             cmds.append(("PUBLISH", inv.channel, rk))
         token = inv.begin(rk) if inv is not None else None
         try:
-            await self._send(k[0], cmds)
+            replies = await self._send(k[0], cmds)
         except RedisUnavailable:
             if inv is not None and token is not None:
                 inv.end(rk, token)
@@ -697,6 +751,11 @@ class Cache:
             if inv is not None and token is not None:
                 inv.end(rk, token)
             raise
+        if only_if_absent and replies[0] is None:  # NX lost: someone else's value is there
+            if inv is not None and token is not None:
+                inv.end(rk, token)
+            self._store.drop(k)
+            return
         self.stats.writes += 1
         self._after_write(k, rk, value, len(payload), ttl, inv, token)
 
@@ -717,7 +776,15 @@ class Cache:
         if seen is None or not self._hub.distributed:
             self._store.drop(k)  # cannot prove the copy current: read it again next time
             return
-        # our own write produces one invalidation; if none arrived yet, swallow the next one
+        if inv.mode is not InvalidationMode.PUBSUB:
+            # CLIENT TRACKING merges the invalidations of one server cycle into one message, so
+            # the echo of this write may also stand for another writer's: counting echoes could
+            # keep a stale copy. The copy is kept only until the echo arrives (which demotes it:
+            # the next read fetches it, 1 GET, and it still serves fail-safe reads meanwhile).
+            # If a message already arrived, it may have covered a later write too: keep nothing.
+            self._fill(k, value, size, ttl, echo=0, demoted=seen > 0)
+            return
+        # pub/sub: exactly one message per write; swallow ours, any later one demotes the copy
         self._fill(k, value, size, ttl, echo=1 if seen == 0 else 0)
 
     async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
@@ -729,36 +796,55 @@ class Cache:
             and e.epoch == self._store.epoch
             and e.fresh_until > self._now()
         )
+        l2_empty = True
         if not skip_l2 and self._gateway_open():
             try:
                 found, value, remaining = await self._join(self._reads, k, lambda: self._fetch(k))
             except RedisUnavailable:
                 found, value, remaining = False, None, 0.0
+            except (SerializationError, RedisCommandError) as exc:
+                # unreadable (another codec, a foreign writer, WRONGTYPE): load and overwrite
+                log.warning("cache %r: unreadable value in Redis, reloading: %s", self.name, exc)
+                found, value, remaining = False, None, 0.0
+                l2_empty = False
             if found and not (
                 refresh
                 and self.options.eager_refresh is not None
                 and remaining < lifetime * (1 - self.options.eager_refresh)
             ):
                 return value
+            if found:
+                l2_empty = False
+        rk = self._rkey(k)
+        inv = self._guard() if self._gateway_open() else None
+        token = inv.begin(rk) if inv is not None else None
         self.stats.loads += 1
         try:
             value = await loader()
         except Exception:
+            if inv is not None and token is not None:
+                inv.end(rk, token)
             self.stats.load_errors += 1
             stale = self._stale_for_failed_load(k)
             if stale is not None:
                 return stale
             raise
+        # did anyone write the key while the loader ran? then its value wins over ours
+        seen = inv.end(rk, token) if inv is not None and token is not None else 0
         if value is None:
-            self._fill(k, LOADED_NONE, 0, self.options.negative_ttl, echo=0, stale_ok=False)
+            if seen == 0:
+                negative = min(self.options.negative_ttl, self._fresh_cap)
+                self._fill(k, LOADED_NONE, 0, negative, echo=0, stale_ok=False)
             return None
         try:
             payload = self._encode(value)
         except (LowtideError, TypeError):
             log.warning("cache %r: loader returned a value that cannot be cached", self.name)
             raise
+        if seen != 0:
+            return value  # a concurrent write (or a flush) happened: neither store nor keep
         try:
-            await self._write(k, self._rkey(k), value, payload, lifetime)
+            await self._write(k, rk, value, payload, lifetime, only_if_absent=l2_empty)
         except RedisCommandError:
             log.warning("cache %r: could not store a loaded value", self.name, exc_info=True)
         return value
