@@ -25,7 +25,7 @@ async def test_outage_under_load_no_exceptions_bounded_reconnects_fast_recovery(
     proxied: tuple[ValkeyServer, FaultProxy],
 ) -> None:
     server, proxy = proxied
-    outage = 6.0
+    outage = 30.0  # the 30 s outage, in real time
     async with Lowtide(proxy.url, instance="web-1") as lt:
         cache = lt.cache("profiles")
         limiter = lt.rate_limiter("hubspot", limit=10_000, per=60, fleet_size=4)
