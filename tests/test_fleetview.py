@@ -27,7 +27,9 @@ async def test_hubs_publish_and_top_reads_them(
         cache = a.cache("profiles")
         assert await a.invalidations.wait_healthy(5)
         await cache.set("k", 1, tenant="t1")
-        await cache.get("k", tenant="t1")
+        await asyncio.sleep(0.05)  # the write's own invalidation
+        await cache.get("k", tenant="t1")  # read back once
+        await cache.get("k", tenant="t1")  # answered from L1: one command saved
         assert a._publisher is not None
         assert b._publisher is not None
         await eventually(lambda: a._publisher.published >= 1 and b._publisher.published >= 1)
@@ -36,7 +38,7 @@ async def test_hubs_publish_and_top_reads_them(
         assert {s["instance"] for s in snaps} == {"web-1", "web-2"}
         web1 = next(s for s in snaps if s["instance"] == "web-1")
         assert web1["by_component"]["cache"] >= 1
-        assert web1["saved"]["cache"] == 1
+        assert web1["saved"]["cache"] >= 1
         assert web1["mode"] == "distributed"
         sets = a.ledger.snapshot().by_family.get("lt:m:snap:*", 0)
         assert sets == a._publisher.published  # one command per snapshot

@@ -441,6 +441,9 @@ class Lowtide:
 
         Open connections are closed in the background. No-op when local-only.
         """
+        self._suspend(reason)
+
+    def _suspend(self, reason: str, detail: str = "") -> None:
         if self._mode in (Mode.LOCAL, Mode.SUSPENDED):
             return
         if self._recovery is not None:
@@ -450,7 +453,7 @@ class Lowtide:
             self._gateway.open = False
             self._gateway.closed_reason = "suspended"
             self._spawn(self._gateway.disconnect())
-        self._set_mode(Mode.SUSPENDED, reason)
+        self._set_mode(Mode.SUSPENDED, reason, detail)
 
     @property
     def fleet_suspended(self) -> bool:
@@ -458,16 +461,7 @@ class Lowtide:
         return self._mode is Mode.SUSPENDED and self._mode_reason == "fleet"
 
     def _fleet_suspend(self, detail: str) -> None:
-        if self._mode in (Mode.LOCAL, Mode.SUSPENDED):
-            return
-        if self._recovery is not None:
-            self._recovery.cancel()
-            self._recovery = None
-        if self._gateway is not None:
-            self._gateway.open = False
-            self._gateway.closed_reason = "suspended"
-            self._spawn(self._gateway.disconnect())
-        self._set_mode(Mode.SUSPENDED, "fleet", detail)
+        self._suspend("fleet", detail)
 
     def resume(self) -> None:
         """Undo :meth:`suspend`: reconnect now and go back to distributed once Redis answers.

@@ -204,6 +204,19 @@ def demo(
             console.print("[yellow]--chart needs matplotlib: pip install 'lowtide[cli]'[/yellow]")
 
 
+def _settings_with_url(url: str | None) -> Settings:
+    """Settings from the environment with ``--url`` winning; exits 2 when there is no URL."""
+    try:
+        settings = Settings.from_env(url=url) if url else Settings.from_env()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if settings.url is None:
+        console.print("[red]no --url and no LOWTIDE_REDIS_URL / REDIS_URL[/red]")
+        raise typer.Exit(2)
+    return settings
+
+
 def _fleet_tables(snaps: list[dict[str, Any]]) -> Group:
     inst = Table(title=f"lowtide fleet: {len(snaps)} hub(s) publishing")
     for col in ("instance", "mode", "commands/day", "billed/day", "$/month", "saved"):
@@ -255,14 +268,7 @@ def top(
     ] = None,
 ) -> None:
     """Show the fleet's ledgers live (hubs publish with LOWTIDE_FLEET_VIEW=true)."""
-    try:
-        settings = Settings.from_env(url=url) if url else Settings.from_env()
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    if settings.url is None:
-        console.print("[red]no --url and no LOWTIDE_REDIS_URL / REDIS_URL[/red]")
-        raise typer.Exit(2)
+    settings = _settings_with_url(url)
 
     async def run() -> None:
         async with Lowtide(settings.url, namespace=namespace, instance="lowtide-top") as hub:
@@ -346,14 +352,7 @@ def doctor(
 
 
 def _switch(url: str | None, namespace: str, *, suspend: bool, reason: str) -> None:
-    try:
-        settings = Settings.from_env(url=url) if url else Settings.from_env()
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    if settings.url is None:
-        console.print("[red]no --url and no LOWTIDE_REDIS_URL / REDIS_URL[/red]")
-        raise typer.Exit(2)
+    settings = _settings_with_url(url)
 
     async def run() -> None:
         async with Lowtide(

@@ -140,7 +140,6 @@ def analyse(
     """Attribute a command stream (MONITOR) to families and find what is worth fixing."""
     cmds = [c for c in commands if c.name not in ("monitor",)]
     seconds = max(seconds, 1e-6)
-    profile = billing_profile(provider)
     by_command = Counter(c.name for c in cmds)
     fam_cmd: Counter[tuple[str, str]] = Counter()
     reads_by_family: Counter[str] = Counter()
@@ -232,8 +231,6 @@ def analyse(
                     "forever; give them a TTL.",
                 )
             )
-    total = len(cmds)
-    billed = profile.billed(dict(by_command))
     families = [
         {
             "family": fam,
@@ -243,6 +240,20 @@ def analyse(
         }
         for (fam, name), n in fam_cmd.most_common()
     ]
+    return _report(source, dict(by_command), seconds, provider, families, findings)
+
+
+def _report(
+    source: str,
+    by_command: dict[str, int],
+    seconds: float,
+    provider: str,
+    families: list[dict[str, Any]],
+    findings: list[Finding],
+) -> Report:
+    profile = billing_profile(provider)
+    total = sum(by_command.values())
+    billed = profile.billed(by_command)
     return Report(
         source=source,
         commands=total,
@@ -252,7 +263,7 @@ def analyse(
         usd_per_month=round(profile.usd(billed / seconds * _DAY * 30), 2),
         provider=provider,
         families=families,
-        by_command=dict(by_command.most_common()),
+        by_command=dict(sorted(by_command.items(), key=lambda kv: -kv[1])),
         findings=findings,
     )
 
@@ -262,20 +273,8 @@ def report_from_commandstats(
 ) -> Report:
     """A report from INFO commandstats deltas alone (no families: where MONITOR is refused)."""
     seconds = max(seconds, 1e-6)
-    profile = billing_profile(provider)
-    total = sum(delta.values())
-    billed = profile.billed(delta)
-    return Report(
-        source="commandstats",
-        commands=total,
-        seconds=round(seconds, 3),
-        per_day=round(total / seconds * _DAY, 1),
-        billed_per_day=round(billed / seconds * _DAY, 1),
-        usd_per_month=round(profile.usd(billed / seconds * _DAY * 30), 2),
-        provider=provider,
-        families=[
-            {"family": "?", "command": k, "count": v, "per_day": round(v / seconds * _DAY, 1)}
-            for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
-        ],
-        by_command=dict(sorted(delta.items(), key=lambda kv: -kv[1])),
-    )
+    families = [
+        {"family": "?", "command": k, "count": v, "per_day": round(v / seconds * _DAY, 1)}
+        for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
+    ]
+    return _report("commandstats", delta, seconds, provider, families, [])
