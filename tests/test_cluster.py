@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from lowtide import Lowtide, build_key
@@ -76,3 +78,51 @@ async def test_limiter_and_breaker_on_a_cluster(lowtide_cluster: Cluster) -> Non
         assert breaker.state("t1") == "open"
         key = build_key("lt", "breaker", "erp", "t1", "state")
         assert any(node.server.command("EXISTS", key) == 1 for node in lowtide_cluster.masters)
+
+
+async def test_invalidation_keeps_working_through_a_failover() -> None:
+    from lowtide.testing import start_cluster
+
+    cluster = start_cluster(3, replicas=1)
+    try:
+        a, b = Lowtide(cluster.url, instance="a"), Lowtide(cluster.url, instance="b")
+        for hub in (a, b):
+            hub.invalidations.keepalive = 1.0  # compare the topology every second
+            await hub.start()
+        try:
+            ca, cb = a.cache("p"), b.cache("p")
+            assert await a.invalidations.wait_healthy(10)
+            assert await b.invalidations.wait_healthy(10)
+            keys = [f"k{i}" for i in range(30)]
+            for k in keys:
+                await ca.set(k, 1, tenant="t")
+            await asyncio.sleep(0.1)
+            for k in keys:
+                assert await cb.get(k, tenant="t") == 1
+            before = a.gateway.primaries()
+            cluster.failover(cluster.replicas[0])
+            for k in keys:  # MOVED teaches a's client the new topology; no error reaches us
+                await ca.set(k, 2, tenant="t")
+            assert a.gateway.primaries() != before
+            # a's listener notices the new primaries, flushes and re-subscribes to them
+            await eventually(
+                lambda: (
+                    a.invalidations.healthy
+                    and sorted(
+                        (c._pool.connection_kwargs["host"], c._pool.connection_kwargs["port"])
+                        for c in a.invalidations._conns
+                    )
+                    == a.gateway.primaries()
+                ),
+                within=10,
+            )
+            for k in keys:
+                await ca.set(k, 3, tenant="t")
+            await asyncio.sleep(0.3)
+            assert {await cb.get(k, tenant="t") for k in keys} == {3}
+            assert a.mode.value == b.mode.value == "distributed"
+        finally:
+            await a.close()
+            await b.close()
+    finally:
+        cluster.stop()
