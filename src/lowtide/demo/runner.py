@@ -28,7 +28,6 @@ from lowtide.demo.analysis import StrategyResult, analyse, lower_bound_per_day
 from lowtide.demo.strategies import STRATEGIES
 from lowtide.demo.trace import DemoConfig, Trace, generate
 from lowtide.hub import Lowtide
-from lowtide.redis.info import parse_commandstats
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -66,8 +65,7 @@ class DemoResult:
 
 
 async def _commandstats(admin: Lowtide) -> dict[str, int]:
-    reply = await admin.gateway.call(_ADMIN, "INFO", "commandstats")
-    return parse_commandstats(reply)
+    return await admin.gateway.commandstats(_ADMIN)
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -175,15 +173,8 @@ async def _wait_for(procs: list[subprocess.Popen[bytes]], files: list[Path], nam
 
 
 async def _cleanup(admin: Lowtide, namespace: str) -> None:
-    cursor: Any = 0
-    while True:
-        cursor, keys = await admin.gateway.call(
-            _ADMIN, "SCAN", cursor, "MATCH", f"{namespace}*", "COUNT", 1000
-        )
-        if keys:
-            await admin.gateway.call(_ADMIN, "UNLINK", *keys)
-        if int(cursor) == 0:
-            return
+    for key in await admin.gateway.scan(_ADMIN, f"{namespace}*"):
+        await admin.gateway.call(_ADMIN, "UNLINK", key)  # one key: fine on a cluster too
 
 
 async def run_demo(

@@ -103,6 +103,7 @@ class _Baseline:
     name = "baseline"
 
     def __init__(self, url: str, namespace: str, db: Database) -> None:
+        self.url = url
         self.r: Any = plain_client(url)
         self.ns = namespace
         self.db = db
@@ -111,6 +112,10 @@ class _Baseline:
         self._flusher: asyncio.Task[None] | None = None
 
     async def setup(self, machine: int) -> None:
+        info = await self.r.info("cluster")
+        if str(info.get("cluster_enabled")) == "1":  # what the seeds' app would use there
+            await self.r.aclose()
+            self.r = plain_client(self.url, cluster=True)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_usage())
         if machine == 0:  # a warm shared cache, as in production
             for tenant, key in self.db.items():

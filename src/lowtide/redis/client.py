@@ -53,9 +53,14 @@ def make_client(settings: Settings, ledger: Ledger | None, **pool_kwargs: Any) -
     return Redis(connection_pool=pool)
 
 
-def plain_client(url: str) -> Redis:
+def plain_client(url: str, *, cluster: bool = False) -> Any:
     """A plain redis-py asyncio client (no counting, RESP2, no CLIENT SETINFO).
 
-    For code that must behave like an ordinary application, such as the demo's baselines.
+    For code that must behave like an ordinary application, such as the demo's baselines;
+    ``cluster=True`` gives a plain ``RedisCluster``.
     """
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, protocol=2, driver_info=None)
     return Redis.from_url(url, protocol=2, driver_info=None, health_check_interval=0)

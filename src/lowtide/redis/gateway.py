@@ -18,6 +18,7 @@ from lowtide.context import Attribution, _attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.ledger import Ledger, command_name
 from lowtide.redis.cluster import key_on_node, primaries
+from lowtide.redis.info import parse_commandstats
 from lowtide.redis.scripts import Script
 
 __all__ = ["Gateway"]
@@ -76,6 +77,36 @@ class Gateway:
         if not isinstance(self.client, RedisCluster):
             return make(0)
         return key_on_node(self.client, make, host, port)
+
+    async def commandstats(self, attribution: Attribution) -> dict[str, int]:
+        """The server's ``INFO commandstats`` (summed over every primary of a cluster)."""
+        if not isinstance(self.client, RedisCluster):
+            return parse_commandstats(await self.call(attribution, "INFO", "commandstats"))
+        token = _attribution.set(attribution)
+        try:
+            per_node = await self.client.execute_command(
+                "INFO", "commandstats", target_nodes=RedisCluster.PRIMARIES
+            )
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "info") from exc
+        finally:
+            _attribution.reset(token)
+        total: dict[str, int] = {}
+        replies = per_node.values() if isinstance(per_node, dict) else [per_node]
+        for reply in replies:
+            for k, v in parse_commandstats(reply).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    async def scan(self, attribution: Attribution, pattern: str) -> list[Any]:
+        """Every key matching ``pattern`` (on every primary of a cluster)."""
+        token = _attribution.set(attribution)
+        try:
+            return [k async for k in self.client.scan_iter(match=pattern, count=1000)]
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "scan") from exc
+        finally:
+            _attribution.reset(token)
 
     async def disconnect(self) -> None:
         """Close every pooled connection (they reopen on demand)."""
