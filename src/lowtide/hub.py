@@ -234,6 +234,7 @@ class Lowtide:
         max_lease: int = 1000,
         lease_horizon: float = 1.0,
         per_tenant: bool = True,
+        max_tenants: int = 10_000,
     ) -> RateLimiter:
         """A fleet-wide limit of ``limit`` calls per ``per`` seconds, one budget per tenant
         (see :class:`~lowtide.limiter.RateLimiter`)."""
@@ -248,6 +249,7 @@ class Lowtide:
             max_lease=max_lease,
             lease_horizon=lease_horizon,
             per_tenant=per_tenant,
+            max_tenants=max_tenants,
         )
         self._limiters.append(limiter)
         return limiter
@@ -266,6 +268,7 @@ class Lowtide:
         failure_on: tuple[type[BaseException], ...] = (Exception,),
         ignore: tuple[type[BaseException], ...] = (),
         per_tenant: bool = True,
+        max_tenants: int = 10_000,
     ) -> CircuitBreaker:
         """A fleet-wide circuit breaker, one state per tenant (see
         :class:`~lowtide.breaker.CircuitBreaker`)."""
@@ -282,6 +285,7 @@ class Lowtide:
             failure_on=failure_on,
             ignore=ignore,
             per_tenant=per_tenant,
+            max_tenants=max_tenants,
         )
         self._breakers.append(breaker)
         return breaker

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -73,6 +74,7 @@ class CircuitBreaker:
         failure_on: tuple[type[BaseException], ...] = (Exception,),
         ignore: tuple[type[BaseException], ...] = (),
         per_tenant: bool = True,
+        max_tenants: int = 10_000,
     ) -> None:
         if not 0 < failure_rate <= 1:
             raise ConfigError(f"failure_rate: expected a fraction in (0, 1], got {failure_rate!r}")
@@ -101,7 +103,10 @@ class CircuitBreaker:
         self.family = family(ns, "breaker", name)
         self._hub = hub
         self._ns = ns
-        self._cores: dict[str | None, BreakerCore] = {}
+        #: per-tenant state, least recently used first; bounded by ``max_tenants`` (only closed
+        #: breakers are dropped: an open one is kept until it closes)
+        self._cores: OrderedDict[str | None, BreakerCore] = OrderedDict()
+        self.max_tenants = max_tenants
         self._fleet_gen: dict[str | None, int] = {}  # open generation adopted from the fleet
         self._probe_lost: dict[str | None, float] = {}
         self._listeners: list[Listener] = []
@@ -228,7 +233,19 @@ class CircuitBreaker:
                 open_for=self.open_for,
                 max_open=self.max_open,
             )
+            if len(self._cores) > self.max_tenants:
+                self._evict()
+        else:
+            self._cores.move_to_end(tenant)
         return core
+
+    def _evict(self) -> None:
+        for t in list(self._cores)[: max(1, len(self._cores) - self.max_tenants)]:
+            old = self._cores[t]
+            if old.state is State.CLOSED and not old.probing:
+                del self._cores[t]
+                self._fleet_gen.pop(t, None)
+                self._probe_lost.pop(t, None)
 
     def _att(self, tenant: str | None) -> Attribution:
         att = self._atts.get(tenant)

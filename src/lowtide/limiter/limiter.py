@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -106,6 +107,7 @@ class RateLimiter:
         max_lease: int = 1000,
         lease_horizon: float = 1.0,
         per_tenant: bool = True,
+        max_tenants: int = 10_000,
     ) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit: expected an integer >= 1, got {limit!r}")
@@ -136,7 +138,10 @@ class RateLimiter:
         self._hub = hub
         self._ns = ns
         self._wall = hub.clock.time
-        self._leases: dict[str | None, _Lease] = {}
+        #: per-tenant state, least recently used first; bounded by ``max_tenants`` (dropping an
+        #: idle tenant's lease only strands its unspent tokens: under-use, never overshoot)
+        self._leases: OrderedDict[str | None, _Lease] = OrderedDict()
+        self.max_tenants = max_tenants
         self._atts: dict[str | None, Attribution] = {}
         # token bucket: one token every `interval` s; burst reduced by what a lease horizon
         # refills, so tokens spent up to `horizon` after their grant never exceed the bound
@@ -236,6 +241,13 @@ class RateLimiter:
         lease = self._leases.get(tenant)
         if lease is None:
             lease = self._leases[tenant] = _Lease()
+            while len(self._leases) > self.max_tenants:
+                _, old = self._leases.popitem(last=False)
+                if old.pending is not None:  # in use right now: keep it
+                    self._leases[_] = old
+                    break
+        else:
+            self._leases.move_to_end(tenant)
         return lease
 
     def _tenant_kw(self, tenant: str | None) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""Every benchmark in one run, on this machine: ``python -m benchmarks [--quick]``.
+
+Runs, one after another (each starts its own embedded server): the L1 map comparison, the codec
+comparison, the ledger overhead, the cache (latency vs cashews/aiocache/redis-py and commands per
+operation), the limiter and breaker (vs limits, pybreaker, purgatory), memory with 100,000
+tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic. Each writes its JSON to
+``benchmarks/results/``; this collects them into ``benchmarks/results.json`` and prints where
+everything is. The soak (``python -m benchmarks.soak``) is separate: it takes 10 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+MODULES = ["l1_maps", "codec", "ledger", "cache", "coordination", "memory", "growth"]
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    modules = [m for m in MODULES if not (quick and m == "growth")]
+    timings: dict[str, float] = {}
+    for name in modules:
+        print(f"\n===== benchmarks.{name} =====", flush=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True, cwd=HERE.parent)
+        timings[name] = round(time.perf_counter() - t0, 1)
+    combined: dict[str, object] = {"seconds": timings}
+    for name in modules:
+        path = HERE / "results" / f"{name}.json"
+        if path.exists():
+            combined[name] = json.loads(path.read_text())
+    out = HERE / "results.json"
+    out.write_text(json.dumps(combined, indent=2, sort_keys=True))
+    print(f"\nwrote {out} ({', '.join(f'{k} {v}s' for k, v in timings.items())})")
+
+
+if __name__ == "__main__":
+    main()

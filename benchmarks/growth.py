@@ -1,0 +1,85 @@
+"""Cost growth: billed commands/day of each strategy at 1x, 10x and 100x the seeds' traffic.
+
+Each scale runs ``lowtide demo``'s three strategies (4 machines as real processes, one embedded
+Valkey, commands counted by the server); the warm-up history is scaled so that every run replays
+the same number of warm-up events. Writes a table, JSON and a PNG (log-log) chart.
+
+Run: ``python -m benchmarks.growth [--seconds 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import RESULTS, table, write
+from lowtide.demo import DemoConfig, run_demo
+from lowtide.testing import ValkeyServer
+
+SCALES = (1.0, 10.0, 100.0)
+
+
+async def run(seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"scales": list(SCALES), "billed_per_day": {}, "gets_per_day": {}}
+    with ValkeyServer() as server:
+        for scale in SCALES:
+            cfg = DemoConfig(seconds=seconds, scale=scale, warmup=600.0 / scale)
+            result = await run_demo(cfg, server.url)
+            for name, r in result.strategies.items():
+                out["billed_per_day"].setdefault(name, []).append(round(r.billed_per_day))
+                out["gets_per_day"].setdefault(name, []).append(round(r.gets_per_day))
+            print(
+                f"x{scale:g}: "
+                + ", ".join(
+                    f"{n} {r.billed_per_day:,.0f}/day" for n, r in result.strategies.items()
+                ),
+                flush=True,
+            )
+    return out
+
+
+def chart(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colours = {"naive": "#d62728", "seed-fix": "#ff7f0e", "lowtide": "#1f77b4"}
+    for name, values in data["billed_per_day"].items():
+        ax.plot(data["scales"], values, marker="o", label=name, color=colours.get(name))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("traffic (x the seeds' workload)")
+    ax.set_ylabel("billed commands per day (server-counted)")
+    ax.set_title("Cost growth with traffic")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    data = asyncio.run(run(args.seconds))
+    rows = []
+    for name, values in data["billed_per_day"].items():
+        growth10 = values[1] / values[0] if values[0] else float("nan")
+        growth100 = values[2] / values[1] if values[1] else float("nan")
+        rows.append([name, *(f"{v:,}" for v in values), f"{growth10:.2f}x", f"{growth100:.2f}x"])
+        data.setdefault("growth_10x", {})[name] = round(growth10, 2)
+        data.setdefault("growth_100x_vs_10x", {})[name] = round(growth100, 2)
+    print(table(["strategy", "1x", "10x", "100x", "10x / 1x", "100x / 10x"], rows))
+    RESULTS.mkdir(exist_ok=True)
+    png = RESULTS / "growth.png"
+    chart(data, png)
+    print(f"wrote {write('growth', data)} and {png}")
+
+
+if __name__ == "__main__":
+    main()
