@@ -178,3 +178,19 @@ async def test_local_breaker_while_suspended() -> None:
         async with b.guard("t1"):
             pass  # local probe
         assert b.state("t1") == "closed"
+
+
+async def test_state_per_tenant_is_bounded_but_open_breakers_are_kept() -> None:
+    async with Lowtide(None) as lt:
+        b = lt.circuit_breaker("x", min_calls=2, max_tenants=3)
+        await fail(b, "t-open", 2)
+        assert b.state("t-open") == "open"
+        for i in range(10):
+            async with b.guard(f"t{i}"):
+                pass
+        assert len(b._cores) <= 4  # the cap, plus the open breaker that must not be forgotten
+        assert b.state("t-open") == "open"
+        limiter = lt.rate_limiter("y", limit=10, per=60, max_tenants=3)
+        for i in range(10):
+            assert (await limiter.acquire(f"t{i}")).allowed
+        assert len(limiter._leases) == 3
