@@ -7,7 +7,7 @@ Everything here takes time as an argument, so it is property-tested with hypothe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "Decision",
@@ -19,8 +19,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to one ``acquire()``.
 
     ``remaining`` is this process's view (tokens in hand plus what the fleet had left at the last

@@ -172,15 +172,14 @@ class RateLimiter:
                 raise TenantRequired(
                     f"rate limiter {self.name!r} is per tenant: pass tenant= or use tenant_scope()"
                 )
-        deadline = self._hub.clock.monotonic() + wait
-        while True:
-            decision = await self._decide(tenant)
-            if decision.allowed or wait <= 0:
-                break
+        decision = await self._decide(tenant)
+        deadline = self._hub.clock.monotonic() + wait if wait > 0 and not decision.allowed else 0.0
+        while not decision.allowed and wait > 0:
             left = deadline - self._hub.clock.monotonic()
             if decision.retry_after > left:
                 break
             await self._hub.clock.sleep(decision.retry_after)
+            decision = await self._decide(tenant)
         self.stats["decisions"] += 1
         self.stats["allowed" if decision.allowed else "denied"] += 1
         return decision
