@@ -12,15 +12,13 @@ hub of an interval), independent of traffic. The last size seen is kept while Re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 from typing import TYPE_CHECKING
 
 from lowtide.context import Attribution
-from lowtide.errors import LowtideError
 from lowtide.keys import build_key, family
+from lowtide.periodic import Periodic
 
 if TYPE_CHECKING:
     from lowtide.hub import Lowtide
@@ -30,33 +28,18 @@ __all__ = ["Fleet"]
 log = logging.getLogger("lowtide.fleet")
 
 
-class Fleet:
+class Fleet(Periodic):
     """Heartbeats and the fleet size they reveal (see module docs)."""
 
     def __init__(self, hub: Lowtide, *, interval: float = 60.0) -> None:
-        self._hub = hub
-        self.interval = interval
+        super().__init__(hub, interval)
         #: hubs seen in the last complete interval (1 until a heartbeat says otherwise)
         self.size = 1
         self.beats = 0
         self._att = Attribution("fleet", family(hub.settings.namespace, "fleet", "hb"), None)
-        self._task: asyncio.Task[None] | None = None
 
     def _key(self, index: int) -> str:
         return build_key(self._hub.settings.namespace, "fleet", "hb", None, str(index))
-
-    def start(self) -> None:
-        """Start heartbeating (idempotent)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop heartbeating."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     async def beat(self) -> int:
         """Send one heartbeat now; returns the fleet size it revealed."""
@@ -73,11 +56,6 @@ class Fleet:
         self.beats += 1
         return self.size
 
-    async def _run(self) -> None:
-        while True:
-            if self._hub.distributed:
-                try:
-                    await self.beat()
-                except LowtideError as exc:
-                    log.debug("heartbeat failed: %s", exc)
-            await self._hub.clock.sleep(self.interval)
+    async def tick(self) -> None:
+        """One heartbeat."""
+        await self.beat()

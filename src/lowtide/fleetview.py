@@ -13,15 +13,13 @@ MGET) for ``lowtide top``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from lowtide.context import Attribution
-from lowtide.errors import LowtideError
 from lowtide.keys import build_key, family, prefix
+from lowtide.periodic import Periodic
 
 if TYPE_CHECKING:
     from lowtide.hub import Lowtide
@@ -59,30 +57,15 @@ def snapshot_payload(hub: Lowtide) -> dict[str, Any]:
     }
 
 
-class FleetPublisher:
+class FleetPublisher(Periodic):
     """Publishes :func:`snapshot_payload` every ``interval`` seconds (see module docs)."""
 
     def __init__(self, hub: Lowtide, *, interval: float = 60.0) -> None:
-        self._hub = hub
-        self.interval = interval
+        super().__init__(hub, interval)
         ns = hub.settings.namespace
         self.key = build_key(ns, "fleet", "snap", None, hub.settings.instance)
         self._att = Attribution("fleet", family(ns, "fleet", "snap"), None)
-        self._task: asyncio.Task[None] | None = None
         self.published = 0
-
-    def start(self) -> None:
-        """Start publishing (idempotent)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop publishing."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     async def publish(self) -> None:
         """Publish one snapshot now (1 SET)."""
@@ -90,14 +73,9 @@ class FleetPublisher:
         await self._hub.gateway.call(self._att, "SET", self.key, payload, "PX", TTL_MS)
         self.published += 1
 
-    async def _run(self) -> None:
-        while True:
-            if self._hub.distributed:
-                try:
-                    await self.publish()
-                except LowtideError as exc:
-                    log.debug("fleet snapshot not published: %s", exc)
-            await self._hub.clock.sleep(self.interval)
+    async def tick(self) -> None:
+        """One snapshot."""
+        await self.publish()
 
 
 async def read_fleet(hub: Lowtide, namespace: str | None = None) -> list[dict[str, Any]]:
