@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from lowtide import Lowtide, ManualClock, Mode, build_key
@@ -112,3 +114,29 @@ async def test_prefixes_are_narrow(lowtide_url: str, components: tuple[str, ...]
         inv = Invalidations(lt, components=components)
         assert inv.prefixes == [f"lt:{c}:" for c in ("c", "t", "b", "x")[: len(components)]]
         await inv.stop()
+
+
+async def test_resp3_listener_path(lowtide_fresh_server: ValkeyServer) -> None:
+    server = lowtide_fresh_server
+    seen: list[list[str] | None] = []
+    async with Lowtide(server.url, listener_resp3=True) as lt:
+        inv = lt.invalidations
+        inv.subscribe(seen.append)
+        assert await inv.wait_healthy(5)  # the self-test passed over push frames
+        assert lt.health()["invalidation"]["mode"] == "tracking"
+        snap = lt.ledger.snapshot()
+        assert snap.by_command.get("hello", 0) >= 1  # the RESP3 handshake is counted
+        assert "subscribe" not in snap.by_command  # no pub/sub in RESP3 mode
+        key = build_key("lt", "cache", "profiles", "t1", "k")
+        server.command("SET", key, "v")
+        await eventually(lambda: any(s and key in s for s in seen))
+        server.command("FLUSHALL")
+        await eventually(lambda: None in seen)
+        before = inv.received
+        await eventually(lambda: inv.received >= before)  # keepalive PONGs are not messages
+        cache = lt.cache("profiles")
+        await cache.set("k2", 1, tenant="t1")
+        await asyncio.sleep(0.05)
+        assert await cache.get("k2", tenant="t1") == 1
+        server.command("SET", build_key("lt", "cache", "profiles", "t1", "k2"), "x")
+        await eventually(lambda: cache.peek("k2", tenant="t1") is None)

@@ -279,7 +279,8 @@ class Invalidations:
     async def _session(self) -> None:
         targets = self._targets()
         topology = self._hub.gateway.primaries()
-        conns = [TrackingConnection(s, self._hub.ledger) for s, _ in targets]
+        resp3 = self._hub.settings.listener_resp3 and not self._use_pubsub
+        conns = [TrackingConnection(s, self._hub.ledger, resp3=resp3) for s, _ in targets]
         self._conns = conns
         for conn in conns:
             if self._use_pubsub:

@@ -156,6 +156,8 @@ class Settings:
     fleet_view: bool = False
     #: obey the fleet-wide kill switch (``lowtide suspend``/``resume``); needs the listener
     fleet_switch: bool = True
+    #: the listener speaks RESP3 (push frames on its own connection) instead of RESP2 pub/sub
+    listener_resp3: bool = False
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -172,7 +174,7 @@ class Settings:
                 f"provider: unknown provider {self.provider!r}; expected one of "
                 + ", ".join(PROVIDERS)
             )
-        for name in ("suspend", "track_metrics", "fleet_view", "fleet_switch"):
+        for name in ("suspend", "track_metrics", "fleet_view", "fleet_switch", "listener_resp3"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         for name in (
@@ -271,6 +273,7 @@ class Settings:
             ("track_metrics", ("LOWTIDE_TRACK_METRICS", "TRACK_REDIS_METRICS")),
             ("fleet_view", ("LOWTIDE_FLEET_VIEW",)),
             ("fleet_switch", ("LOWTIDE_FLEET_SWITCH",)),
+            ("listener_resp3", ("LOWTIDE_LISTENER_RESP3",)),
         ):
             hit = pick(*names)
             if hit:

@@ -22,6 +22,7 @@ def make_pool(
     *,
     max_connections: int | None = None,
     socket_timeout: float | None = None,
+    protocol: int = 2,
 ) -> ConnectionPool:
     """A connection pool for ``settings.url`` that counts into ``ledger``.
 
@@ -35,7 +36,7 @@ def make_pool(
     kwargs.update(
         connection_class=connection_class,
         lowtide_ledger=ledger,
-        protocol=2,
+        protocol=protocol,
         driver_info=None,
         client_name=None,
         health_check_interval=0,

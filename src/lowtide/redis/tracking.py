@@ -39,6 +39,11 @@ INVALIDATE_CHANNEL = "__redis__:invalidate"
 LISTENER = Attribution("invalidation", "-", None)
 
 
+async def _keep(response: Any) -> Any:
+    """RESP3 invalidation push handler that hands the frame back to the reader."""
+    return response
+
+
 def _text(v: Any) -> str:
     return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
 
@@ -46,9 +51,17 @@ def _text(v: Any) -> str:
 class TrackingConnection:
     """A connection in BCAST tracking mode; :meth:`read` yields invalidated keys."""
 
-    def __init__(self, settings: Settings, ledger: Ledger | None) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger | None, *, resp3: bool = False) -> None:
         # no socket timeout: reads block until a message or a keepalive PONG arrives
-        self._pool = make_pool(settings, ledger, max_connections=1, socket_timeout=math.inf)
+        #: RESP3: invalidations arrive as push frames on this connection (HELLO 3, no REDIRECT)
+        self.resp3 = resp3
+        self._pool = make_pool(
+            settings,
+            ledger,
+            max_connections=1,
+            socket_timeout=math.inf,
+            protocol=3 if resp3 else 2,
+        )
         self._conn: AbstractConnection | None = None
         self.client_id: int | None = None
         self.channel = INVALIDATE_CHANNEL
@@ -74,6 +87,17 @@ class TrackingConnection:
         try:
             get: Callable[[], Awaitable[AbstractConnection]] = self._pool.get_connection
             self._conn = await get()
+            if self.resp3 and backplane is None:
+                # pushes are returned by read_response(push_request=True), not handled away
+                parser: Any = getattr(self._conn, "_parser", None)
+                if parser is None or not hasattr(parser, "invalidation_push_handler_func"):
+                    raise RedisCommandError("no RESP3 push support", command="hello")
+                parser.invalidation_push_handler_func = _keep
+                args3: list[Any] = ["CLIENT", "TRACKING", "ON", "BCAST"]
+                for p in prefixes:
+                    args3 += ["PREFIX", p]
+                await self._cmd(*args3)
+                return
             if backplane is None:
                 self.client_id = int(await self._cmd("CLIENT", "ID"))
                 args: list[Any] = ["CLIENT", "TRACKING", "ON", "REDIRECT", self.client_id]
@@ -118,12 +142,20 @@ class TrackingConnection:
             raise RedisUnavailable("tracking connection is closed")
         while True:
             try:
-                msg = await self._conn.read_response(timeout=math.inf)
+                msg = await self._conn.read_response(timeout=math.inf, push_request=self.resp3)
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
                 raise RedisUnavailable(f"tracking connection lost: {exc}") from exc
+            if self.resp3 and not isinstance(msg, list):
+                if _text(msg).lower() == "pong":
+                    return "pong"
+                continue
             if not isinstance(msg, list) or not msg:
                 continue
             kind = _text(msg[0]).lower()
+            if self.resp3 and kind == "invalidate" and len(msg) >= 2:
+                if msg[1] is None:
+                    return None
+                return [_text(k) for k in msg[1]] if isinstance(msg[1], list) else [_text(msg[1])]
             if kind == "pong":
                 return "pong"
             if kind == "message" and len(msg) >= 3 and _text(msg[1]) == self.channel:
