@@ -21,16 +21,18 @@ from lowtide.testing import ValkeyServer
 SCALES = (1.0, 10.0, 100.0)
 
 
-async def run(seconds: float, read_mostly: bool) -> dict[str, Any]:
+async def run(seconds: float, read_mostly: bool, dense: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "scales": list(SCALES),
-        "profile": "read-mostly" if read_mostly else "seeds",
+        "profile": "dense" if dense else "read-mostly" if read_mostly else "seeds",
         "billed_per_day": {},
         "gets_per_day": {},
         "lower_bound_per_day": [],
     }
     # read-mostly: 0.2 % writes and limits of 100 calls per 10 s per (tenant, connector)
     extra: dict[str, Any] = {"write_fraction": 0.002, "limit": 100} if read_mostly else {}
+    if dense:  # few tenants, generous limits: every (tenant, connector) cell sees many calls
+        extra = {"write_fraction": 0.002, "limit": 10_000, "tenants": 3}
     with ValkeyServer() as server:
         for scale in SCALES:
             cfg = DemoConfig(seconds=seconds, scale=scale, warmup=600.0 / scale, **extra)
@@ -75,8 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--read-mostly", action="store_true", help="0.2 %% writes, larger limits")
+    parser.add_argument("--dense", action="store_true", help="3 tenants, 0.2 %% writes, big limits")
     args = parser.parse_args()
-    data = asyncio.run(run(args.seconds, args.read_mostly))
+    data = asyncio.run(run(args.seconds, args.read_mostly, args.dense))
     rows = []
     for name, values in data["billed_per_day"].items():
         growth10 = values[1] / values[0] if values[0] else float("nan")
@@ -88,7 +91,7 @@ def main() -> None:
     lb = data["lower_bound_per_day"]
     print(f"lower bound: {', '.join(f'{v:,}' for v in lb)}")
     RESULTS.mkdir(exist_ok=True)
-    name = "growth-read-mostly" if args.read_mostly else "growth"
+    name = "growth-dense" if args.dense else "growth-read-mostly" if args.read_mostly else "growth"
     png = RESULTS / f"{name}.png"
     chart(data, png)
     print(f"wrote {write(name, data)} and {png}")
