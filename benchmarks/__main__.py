@@ -24,11 +24,26 @@ def main() -> None:
     quick = "--quick" in sys.argv
     modules = [m for m in MODULES if not (quick and m == "growth")]
     timings: dict[str, float] = {}
+    report = ["# Benchmark results", "", f"`python -m benchmarks{' --quick' if quick else ''}`", ""]
     for name in modules:
         print(f"\n===== benchmarks.{name} =====", flush=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True, cwd=HERE.parent)
+        done = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{name}"],
+            check=True,
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+        )
+        print(done.stdout, end="", flush=True)
         timings[name] = round(time.perf_counter() - t0, 1)
+        tables = [
+            line
+            for line in done.stdout.splitlines()
+            if line.startswith("|") or (line and not line.startswith("wrote"))
+        ]
+        report += [f"## {name}", "", *tables, ""]
+    (HERE / "results.md").write_text("\n".join(report) + "\n")
     combined: dict[str, object] = {"seconds": timings}
     for name in modules:
         path = HERE / "results" / f"{name}.json"
@@ -36,7 +51,8 @@ def main() -> None:
             combined[name] = json.loads(path.read_text())
     out = HERE / "results.json"
     out.write_text(json.dumps(combined, indent=2, sort_keys=True))
-    print(f"\nwrote {out} ({', '.join(f'{k} {v}s' for k, v in timings.items())})")
+    print(f"\nwrote {out} and {HERE / 'results.md'}")
+    print(", ".join(f"{k} {v}s" for k, v in timings.items()))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Latency (median of repeated runs, same process, same embedded Valkey):
 
 * lowtide ``cache.get`` and ``cache.get_or_load`` answered from L1;
-* cashews ``mem://`` ``cache.get`` and aiocache ``SimpleMemoryCache.get`` (their in-process hit
-  paths; optional, skipped if not installed);
+* cashews ``mem://`` and ``client_side`` (its Redis-backed near cache) ``cache.get``, and
+  aiocache ``SimpleMemoryCache.get`` (their in-process hit paths; optional, skipped if absent);
 * a plain redis-py asyncio ``GET`` over loopback (what every hit costs without L1).
 
 Commands per operation come from the server (INFO commandstats deltas) for: 1,000 L1 hits, a
@@ -64,6 +64,17 @@ async def latencies(url: str) -> dict[str, float]:
         cc.setup("mem://")
         await cc.set("user:42", VALUE, expire=300)
         out["cashews mem:// get"] = await per_op_us(lambda: cc.get("user:42"))
+    except ImportError:
+        pass
+    try:
+        from cashews import Cache as CashewsCache
+
+        cs = CashewsCache()
+        cs.setup(url, client_side=True)  # its Redis-backed near cache
+        await cs.set("user:42", VALUE, expire=300)
+        await cs.get("user:42")
+        out["cashews client_side get (L1 hit)"] = await per_op_us(lambda: cs.get("user:42"))
+        await cs.close()
     except ImportError:
         pass
     try:
