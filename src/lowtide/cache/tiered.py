@@ -167,7 +167,9 @@ class Cache:
         self._hub = hub
         self._ns = ns
         self._now = hub.clock.monotonic
-        self._wall = hub.clock.time
+        # envelope expiries are compared on the server-aligned clock (set once a hub has read
+        # the server's TIME, as limiters do), so machines with skewed clocks agree
+        self._wall: Callable[[], float] = lambda: hub.clock.time() + hub.server_clock_offset
         share = options.max_tenant_share if options.per_tenant else 1.0
         self._store = L1Store(
             max_entries=options.max_entries,
