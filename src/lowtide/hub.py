@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from lowtide.control import FleetSwitch
 from lowtide.errors import ConfigError, LowtideError, RedisUnavailable
 from lowtide.fleet import Fleet
 from lowtide.fleetview import FleetPublisher
+from lowtide.health import hub_health, metrics_log_loop
 from lowtide.invalidation import Invalidations
 from lowtide.ledger import Ledger, profile_for_provider
 from lowtide.limiter import Algorithm, OnRedisError, RateLimiter
@@ -634,85 +634,11 @@ class Lowtide:
 
     # -- observability ----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """Status for health endpoints. Never contains a password.
-
-        ``status`` is ``ok`` (distributed or local-only), ``degraded`` or ``suspended``.
-        """
-        status = {
-            Mode.DISTRIBUTED: "ok",
-            Mode.LOCAL: "ok",
-            Mode.DEGRADED: "degraded",
-            Mode.SUSPENDED: "suspended",
-        }[self._mode]
-        snap = self.ledger.snapshot()
-        return {
-            "status": status,
-            "mode": self._mode.value,
-            "since": self._mode_since,
-            "reason": self._mode_reason,
-            "instance": self._settings.instance,
-            "namespace": self._settings.namespace,
-            "provider": self._settings.provider,
-            "redis": {
-                "configured": self._settings.url is not None,
-                "url": self._settings.redacted_url,
-                "reachable": None if self._gateway is None else self._mode is Mode.DISTRIBUTED,
-                "latency_ms": self._latency_ms,
-                "last_error": self._last_error,
-                "connect_attempts": self._reconnect_attempts,
-            },
-            "invalidation": self._invalidation_health(),
-            "caches": self._registry.info(),
-            "saved": self.saved(),
-            "ledger": {
-                "commands": snap.total,
-                "billed": snap.billed,
-                "per_day": round(snap.per_day, 1),
-                "billed_per_day": round(snap.billed_per_day, 1),
-                "usd_per_month": round(snap.usd_per_month, 4),
-            },
-        }
-
-    def _invalidation_health(self) -> dict[str, Any]:
-        inv = self._invalidations
-        if inv is None:
-            return {"mode": "off", "healthy": False, "listener": "not started"}
-        listener = "subscribed" if inv.healthy else "down"
-        if inv.mode.value == "ttl":
-            listener = "none (ttl mode)"
-        return {
-            "mode": inv.mode.value,
-            "setting": inv.setting,
-            "healthy": inv.healthy,
-            "listener": listener,
-            "received": inv.received,
-            "last_error": inv.last_error,
-        }
+        """Status for health endpoints (see :func:`lowtide.health.hub_health`). No secrets."""
+        return hub_health(self)
 
     async def _metrics_loop(self) -> None:
-        last: dict[str, int] = {}
-        while True:
-            await self._clock.sleep(self._settings.metrics_interval)
-            snap = self.ledger.snapshot()
-            delta = {k: v - last.get(k, 0) for k, v in snap.by_command.items()}
-            last = dict(snap.by_command)
-            log.info(
-                "Redis Metrics %s",
-                json.dumps(
-                    {
-                        "instance": snap.instance,
-                        "mode": self._mode.value,
-                        "commands": snap.total,
-                        "billed": snap.billed,
-                        "per_day": round(snap.per_day),
-                        "usd_per_month": round(snap.usd_per_month, 4),
-                        "interval_by_command": {k: v for k, v in delta.items() if v},
-                        "by_component": snap.by_component,
-                        "saved": self.saved(),
-                    },
-                    sort_keys=True,
-                ),
-            )
+        await metrics_log_loop(self)
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,10 +26,10 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lowtide.cache.envelope import unwrap, wrap
+from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
 from lowtide.codec import Codec, JsonCodec
 from lowtide.context import Attribution, _tenant
@@ -61,87 +61,6 @@ class _SoftTimeout(Exception):
     def __init__(self, value: Any) -> None:
         super().__init__("soft timeout")
         self.value = value
-
-
-@dataclass(frozen=True, slots=True)
-class CacheOptions:
-    """The knobs of one cache (durations in seconds, sizes in bytes)."""
-
-    #: life of a value in Redis (L2)
-    ttl: float
-    #: longest an L1 copy is served as fresh (guarantee: staleness bound without push)
-    max_staleness: float
-    #: L1 bounds for this cache
-    max_entries: int = 10_000
-    max_bytes: int = 64 * 1024 * 1024
-    #: share of max_entries/max_bytes one tenant may hold (1.0 = no per-tenant cap)
-    max_tenant_share: float = 0.1
-    #: how long "no value" is remembered after a loader returned None
-    negative_ttl: float = 30.0
-    #: refresh in the background once this fraction of an entry's life has passed
-    #: (``get_or_load`` only; None turns it off)
-    eager_refresh: float | None = 0.9
-    #: serve the last good value when Redis or the loader fails, for at most this long
-    fail_safe: bool = True
-    fail_safe_max: float = 600.0
-    #: after a loader failure, keep serving the stale value this long before trying again
-    fail_safe_throttle: float = 5.0
-    #: when a last good value exists, answer with it if Redis or the loader takes longer than
-    #: this (the read goes on in the background); None waits (up to the op timeout)
-    soft_timeout: float | None = 0.1
-    #: largest encoded value accepted
-    max_value_bytes: int = 1_048_576
-    #: False for data that belongs to no tenant (then ``tenant=`` must not be given)
-    per_tenant: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("ttl", "max_staleness", "negative_ttl", "fail_safe_max", "fail_safe_throttle"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
-        if self.ttl <= 0:
-            raise ConfigError("ttl: must be > 0 seconds")
-        for name in ("max_entries", "max_bytes", "max_value_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
-        if not 0 < self.max_tenant_share <= 1:
-            raise ConfigError(
-                f"max_tenant_share: expected a fraction in (0, 1], got {self.max_tenant_share!r}"
-            )
-        if self.soft_timeout is not None and (
-            isinstance(self.soft_timeout, bool) or not self.soft_timeout > 0
-        ):
-            raise ConfigError(
-                f"soft_timeout: expected seconds > 0 or None, got {self.soft_timeout!r}"
-            )
-        if self.eager_refresh is not None and not 0 < self.eager_refresh < 1:
-            raise ConfigError(
-                f"eager_refresh: expected a fraction in (0, 1) or None, got {self.eager_refresh!r}"
-            )
-
-
-@dataclass(slots=True)
-class CacheStats:
-    """Counters of one cache since it was created."""
-
-    hits: int = 0  # answered from L1 (each saved one GET)
-    misses: int = 0  # not fresh in L1
-    l2_hits: int = 0
-    l2_misses: int = 0
-    loads: int = 0  # loader calls
-    load_errors: int = 0
-    stale_served: int = 0  # fail-safe answers
-    writes: int = 0
-    invalidations: int = 0  # L1 entries dropped by a push
-    echoes: int = 0  # own-write invalidations swallowed
-    refreshes: int = 0  # eager background refreshes started
-    coalesced: int = 0  # callers that joined a single-flight instead of sending their own
-    soft_timeouts: int = 0  # slow reads/loads answered with the last good value
-
-    def to_dict(self) -> dict[str, int]:
-        """The counters as a dict."""
-        return asdict(self)
 
 
 class Cache:
