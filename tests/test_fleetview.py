@@ -30,10 +30,10 @@ async def test_hubs_publish_and_top_reads_them(
         await asyncio.sleep(0.05)  # the write's own invalidation
         await cache.get("k", tenant="t1")  # read back once
         await cache.get("k", tenant="t1")  # answered from L1: one command saved
-        assert a._publisher is not None
-        assert b._publisher is not None
-        await eventually(lambda: a._publisher.published >= 1 and b._publisher.published >= 1)
-        await a._publisher.publish()  # now with the cache traffic in it
+        assert a.publisher is not None
+        assert b.publisher is not None
+        await eventually(lambda: a.publisher.published >= 1 and b.publisher.published >= 1)
+        await a.publisher.publish()  # now with the cache traffic in it
         snaps = await read_fleet(c)
         assert {s["instance"] for s in snaps} == {"web-1", "web-2"}
         web1 = next(s for s in snaps if s["instance"] == "web-1")
@@ -41,7 +41,7 @@ async def test_hubs_publish_and_top_reads_them(
         assert web1["saved"]["cache"] >= 1
         assert web1["mode"] == "distributed"
         sets = a.ledger.snapshot().by_family.get("lt:m:snap:*", 0)
-        assert sets == a._publisher.published  # one command per snapshot
+        assert sets == a.publisher.published  # one command per snapshot
         pttl = server.command("PTTL", "lt:m:snap::web-1")
         assert 0 < pttl <= 180_000
         out = tmp_path / "fleet.json"

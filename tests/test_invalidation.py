@@ -93,8 +93,8 @@ async def test_listener_commands_are_in_the_ledger(lowtide_fresh_server: ValkeyS
     before = server.commandstats()
     async with Lowtide(server.url) as lt:
         assert await lt.invalidations.wait_healthy(5)
-        assert lt._switch is not None
-        await eventually(lambda: lt._switch is not None and lt._switch.checks >= 1)
+        assert lt.switch is not None
+        await eventually(lambda: lt.switch is not None and lt.switch.checks >= 1)
         snap = lt.ledger.snapshot()
     delta = {k: v for k, v in server.commandstats().items() if v - before.get(k, 0)}
     delta = {k: v - before.get(k, 0) for k, v in delta.items()}
@@ -113,7 +113,7 @@ async def test_prefixes_are_narrow(lowtide_url: str, components: tuple[str, ...]
     async with Lowtide(lowtide_url) as lt:
         inv = Invalidations(lt, components=components)
         assert inv.prefixes == [f"lt:{c}:" for c in ("c", "t", "b", "x")[: len(components)]]
-        await inv.stop()
+        await inv.aclose()
 
 
 async def test_resp3_listener_path(lowtide_fresh_server: ValkeyServer) -> None:

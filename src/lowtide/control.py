@@ -14,19 +14,19 @@ at all) and ``lt.suspend()``/``lt.resume()``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from lowtide._tasks import BackgroundTasks
 from lowtide.context import Attribution
 from lowtide.errors import LowtideError
 from lowtide.keys import build_key, family
 from lowtide.modes import Mode
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.runtime import HubView
 
 __all__ = ["FleetSwitch", "switch_key", "write_switch"]
 
@@ -42,29 +42,27 @@ def switch_key(namespace: str) -> str:
 class FleetSwitch:
     """Applies the fleet-wide switch to one hub (see module docs)."""
 
-    def __init__(self, hub: Lowtide) -> None:
+    def __init__(self, hub: HubView) -> None:
         self._hub = hub
         ns = hub.settings.namespace
         self.key = switch_key(ns)
         self._att = Attribution("control", family(ns, "control", "switch"), None)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks(log, "fleet switch")
+        self._unsubscribe: list[Callable[[], None]] = []
         self.state: dict[str, Any] | None = None
         self.checks = 0
 
     def start(self) -> None:
         """Listen for switches (starts the invalidation listener)."""
         inv = self._hub.invalidations
-        inv.subscribe(self._on_keys)
-        inv.when_healthy(self._schedule)
+        self._unsubscribe = [inv.subscribe(self._on_keys), inv.when_healthy(self._schedule)]
 
     def _on_keys(self, keys: list[str] | None) -> None:
         if keys is not None and self.key in keys:
             self._schedule()
 
     def _schedule(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.check())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.check())
 
     async def check(self) -> None:
         """Read the switch (1 GET) and apply it."""
@@ -84,24 +82,26 @@ class FleetSwitch:
         hub = self._hub
         if state is not None and state.get("state") == "suspended":
             if hub.mode in (Mode.DISTRIBUTED, Mode.DEGRADED):
-                hub._fleet_suspend(str(state.get("reason") or "fleet switch"))
+                hub.suspend_for_fleet(str(state.get("reason") or "fleet switch"))
         elif hub.fleet_suspended:
             hub.resume()
 
-    async def stop(self) -> None:
-        """Cancel pending checks."""
-        for t in list(self._tasks):
-            t.cancel()
+    async def aclose(self) -> None:
+        """Stop listening and cancel (and await) pending checks."""
+        for remove in self._unsubscribe:
+            remove()
+        self._unsubscribe = []
+        await self._tasks.aclose()
 
 
-async def write_switch(hub: Lowtide, *, suspend: bool, reason: str = "") -> None:
+async def write_switch(hub: HubView, *, suspend: bool, reason: str = "") -> None:
     """Flip the fleet-wide switch through ``hub`` (SET or DEL, then PUBLISH for pub/sub hubs)."""
     ns = hub.settings.namespace
     key = switch_key(ns)
     gw = hub.gateway
     if suspend:
         value = json.dumps(
-            {"state": "suspended", "reason": reason or "lowtide suspend", "at": time.time()}
+            {"state": "suspended", "reason": reason or "lowtide suspend", "at": hub.clock.time()}
         )
         await gw.control(CONTROL, "SET", key, value)
     else:

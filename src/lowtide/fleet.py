@@ -21,7 +21,7 @@ from lowtide.keys import build_key, family
 from lowtide.periodic import Periodic
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.runtime import HubView
 
 __all__ = ["Fleet"]
 
@@ -31,7 +31,7 @@ log = logging.getLogger("lowtide.fleet")
 class Fleet(Periodic):
     """Heartbeats and the fleet size they reveal (see module docs)."""
 
-    def __init__(self, hub: Lowtide, *, interval: float = 60.0) -> None:
+    def __init__(self, hub: HubView, *, interval: float = 60.0) -> None:
         super().__init__(hub, interval)
         #: hubs seen in the last complete interval (1 until a heartbeat says otherwise)
         self.size = 1

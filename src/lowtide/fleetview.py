@@ -22,7 +22,7 @@ from lowtide.keys import build_key, family, prefix
 from lowtide.periodic import Periodic
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.runtime import HubView
 
 __all__ = ["FleetPublisher", "read_fleet", "snapshot_payload"]
 
@@ -35,7 +35,7 @@ def _top(counts: dict[str, int], n: int = 20) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:n])
 
 
-def snapshot_payload(hub: Lowtide) -> dict[str, Any]:
+def snapshot_payload(hub: HubView) -> dict[str, Any]:
     """What a hub publishes about itself."""
     snap = hub.ledger.snapshot()
     return {
@@ -60,7 +60,7 @@ def snapshot_payload(hub: Lowtide) -> dict[str, Any]:
 class FleetPublisher(Periodic):
     """Publishes :func:`snapshot_payload` every ``interval`` seconds (see module docs)."""
 
-    def __init__(self, hub: Lowtide, *, interval: float = 60.0) -> None:
+    def __init__(self, hub: HubView, *, interval: float = 60.0) -> None:
         super().__init__(hub, interval)
         ns = hub.settings.namespace
         self.key = build_key(ns, "fleet", "snap", None, hub.settings.instance)
@@ -78,7 +78,7 @@ class FleetPublisher(Periodic):
         await self.publish()
 
 
-async def read_fleet(hub: Lowtide, namespace: str | None = None) -> list[dict[str, Any]]:
+async def read_fleet(hub: HubView, namespace: str | None = None) -> list[dict[str, Any]]:
     """Every published snapshot of ``namespace`` (SCAN + MGET), busiest first."""
     ns = namespace or hub.settings.namespace
     pattern = prefix(ns, "fleet") + "snap::*"

@@ -1,17 +1,25 @@
-"""What a hub reports about itself: ``lt.health()`` and the ``Redis Metrics`` log line."""
+"""What a hub reports about itself: ``lt.health()`` and the ``Redis Metrics`` log line.
+
+:func:`hub_health` formats a :class:`HubStatus`, a read-only record the hub builds from public
+reads (``Lowtide.status()``); nothing here reaches into the hub's private state.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lowtide.modes import Mode
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.connectivity import LinkStatus
+    from lowtide.ledger import LedgerSnapshot
+    from lowtide.runtime import HubView
+    from lowtide.settings import Settings
 
-__all__ = ["hub_health", "metrics_log_loop"]
+__all__ = ["HubStatus", "hub_health", "metrics_log_loop"]
 
 log = logging.getLogger("lowtide")
 
@@ -23,32 +31,47 @@ _STATUS = {
 }
 
 
-def hub_health(hub: Lowtide) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class HubStatus:
+    """Everything a health report is made of, read at one moment."""
+
+    settings: Settings
+    link: LinkStatus
+    #: the listener's :meth:`~lowtide.invalidation.Invalidations.info`, None if never created
+    invalidation: dict[str, Any] | None
+    caches: list[dict[str, Any]]
+    saved: dict[str, int]
+    snapshot: LedgerSnapshot
+
+
+def hub_health(status: HubStatus) -> dict[str, Any]:
     """Status for health endpoints. Never contains a password.
 
     ``status`` is ``ok`` (distributed or local-only), ``degraded`` or ``suspended``.
     """
-    s = hub.settings
-    snap = hub.ledger.snapshot()
+    s = status.settings
+    link = status.link
+    snap = status.snapshot
     return {
-        "status": _STATUS[hub.mode],
-        "mode": hub.mode.value,
-        "since": hub._mode_since,
-        "reason": hub._mode_reason,
+        "status": _STATUS[link.mode],
+        "mode": link.mode.value,
+        "since": link.since,
+        "reason": link.reason,
         "instance": s.instance,
         "namespace": s.namespace,
         "provider": s.provider,
         "redis": {
             "configured": s.url is not None,
             "url": s.redacted_url,
-            "reachable": None if hub._gateway is None else hub.mode is Mode.DISTRIBUTED,
-            "latency_ms": hub._latency_ms,
-            "last_error": hub._last_error,
-            "connect_attempts": hub._reconnect_attempts,
+            "reachable": None if not link.has_gateway else link.mode is Mode.DISTRIBUTED,
+            "latency_ms": link.latency_ms,
+            "last_error": link.last_error,
+            "connect_attempts": link.connect_attempts,
         },
-        "invalidation": _invalidation_health(hub),
-        "caches": hub._registry.info(),
-        "saved": hub.saved(),
+        "invalidation": status.invalidation
+        or {"mode": "off", "healthy": False, "listener": "not started"},
+        "caches": status.caches,
+        "saved": status.saved,
         "ledger": {
             "commands": snap.total,
             "billed": snap.billed,
@@ -59,25 +82,8 @@ def hub_health(hub: Lowtide) -> dict[str, Any]:
     }
 
 
-def _invalidation_health(hub: Lowtide) -> dict[str, Any]:
-    inv = hub._invalidations
-    if inv is None:
-        return {"mode": "off", "healthy": False, "listener": "not started"}
-    listener = "subscribed" if inv.healthy else "down"
-    if inv.mode.value == "ttl":
-        listener = "none (ttl mode)"
-    return {
-        "mode": inv.mode.value,
-        "setting": inv.setting,
-        "healthy": inv.healthy,
-        "listener": listener,
-        "received": inv.received,
-        "last_error": inv.last_error,
-    }
-
-
-async def metrics_log_loop(hub: Lowtide) -> None:
-    """Log one ``Redis Metrics`` JSON line every ``metrics_interval`` (the seeds' grep target)."""
+async def metrics_log_loop(hub: HubView) -> None:
+    """Log one ``Redis Metrics`` JSON line every ``metrics_interval`` (what operators grep)."""
     last: dict[str, int] = {}
     while True:
         await hub.clock.sleep(hub.settings.metrics_interval)

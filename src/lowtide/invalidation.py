@@ -22,40 +22,30 @@ changed (:attr:`publishes`); writes by other programs are then only bounded by T
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from lowtide._listeners import Listeners
+from lowtide._tasks import BackgroundTasks
 from lowtide.backoff import Backoff
 from lowtide.context import Attribution
 from lowtide.errors import LowtideError, RedisCommandError
 from lowtide.keys import build_key, prefix
-from lowtide.modes import Mode, ModeChange
+from lowtide.modes import InvalidationMode, Mode, ModeChange
 from lowtide.redis.cluster import node_url
 from lowtide.redis.tracking import TrackingConnection
 from lowtide.settings import Settings
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.runtime import HubView, Subscriber
 
 __all__ = ["InvalidationMode", "Invalidations"]
 
 log = logging.getLogger("lowtide.invalidation")
-Subscriber = Callable[[list[str] | None], None]
 SELFTEST = Attribution("invalidation", "-", None)
 #: components whose keys are tracked (values that rarely change and are read often)
 TRACKED_COMPONENTS: tuple[str, ...] = ("cache", "tenants", "breaker", "control")
-
-
-class InvalidationMode(StrEnum):
-    """How process memory learns about writes."""
-
-    TRACKING = "tracking"  # CLIENT TRACKING BCAST pushes (any writer, no extra commands)
-    PUBSUB = "pubsub"  # backplane: lowtide writers PUBLISH changed keys (+1 command per write)
-    TTL = "ttl"  # no push by choice: entries live at most max_staleness
-    OFF = "off"  # not established (yet): callers must bypass process memory
 
 
 class Invalidations:
@@ -63,7 +53,7 @@ class Invalidations:
 
     def __init__(
         self,
-        hub: Lowtide,
+        hub: HubView,
         *,
         components: Sequence[str] = TRACKED_COMPONENTS,
         keepalive: float = 15.0,
@@ -84,8 +74,9 @@ class Invalidations:
         self.generation = 0
         self.received = 0
         self.last_error: str | None = None
-        self._subscribers: list[Subscriber] = []
-        self._on_healthy: list[Callable[[], None]] = []
+        self._subscribers: Listeners[list[str] | None] = Listeners(log, "invalidation subscriber")
+        self._on_healthy: Listeners[None] = Listeners(log, "invalidation healthy-callback")
+        self._closing = BackgroundTasks(log, "invalidation listener")
         self._pending: dict[str, list[int]] = {}  # key -> [readers in flight, invalidations]
         self._conns: list[TrackingConnection] = []  # one per primary on a cluster
         self._task: asyncio.Task[None] | None = None
@@ -102,17 +93,26 @@ class Invalidations:
     # -- subscribers and race guard -----------------------------------------------------------
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(keys)`` on every invalidation; returns an unsubscribe function."""
-        self._subscribers.append(callback)
+        return self._subscribers.add(callback)
 
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(callback)
+    def when_healthy(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time the listener is (re)subscribed and self-tested;
+        returns an unsubscribe function."""
+        return self._on_healthy.add(lambda _: callback())
 
-        return remove
-
-    def when_healthy(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` each time the listener is (re)subscribed and self-tested."""
-        self._on_healthy.append(callback)
+    def info(self) -> dict[str, Any]:
+        """Mode, health and counters (for health reports)."""
+        listener = "subscribed" if self.healthy else "down"
+        if self.mode is InvalidationMode.TTL:
+            listener = "none (ttl mode)"
+        return {
+            "mode": self.mode.value,
+            "setting": self.setting,
+            "healthy": self.healthy,
+            "listener": listener,
+            "received": self.received,
+            "last_error": self.last_error,
+        }
 
     @property
     def publishes(self) -> bool:
@@ -160,11 +160,7 @@ class Invalidations:
                 entry = self._pending.get(k)
                 if entry is not None:
                     entry[1] += 1
-        for cb in list(self._subscribers):
-            try:
-                cb(keys)
-            except Exception:
-                log.exception("invalidation subscriber failed")
+        self._subscribers.emit(keys)
 
     def _lost(self, why: str, *, expected: bool = False) -> None:
         was = self.healthy
@@ -191,7 +187,7 @@ class Invalidations:
             return False
         return True
 
-    async def stop(self) -> None:
+    async def aclose(self) -> None:
         """Stop the listener and flush (process memory can no longer be trusted)."""
         self._remove_listener()
         self._stopping = True
@@ -203,6 +199,7 @@ class Invalidations:
             task.cancel()
             # redis-py disconnects on cancellation; never let a stuck socket hold shutdown
             await asyncio.wait({task}, timeout=2.0)
+        await self._closing.drain(timeout=2.0)
         self._lost("stopped", expected=True)
 
     def _on_mode(self, change: ModeChange) -> None:
@@ -245,7 +242,7 @@ class Invalidations:
     def _close_conn(self) -> None:
         conns, self._conns = self._conns, []
         for conn in conns:
-            asyncio.get_running_loop().create_task(conn.close())
+            self._closing.spawn(conn.close())
 
     @property
     def _use_pubsub(self) -> bool:
@@ -298,11 +295,7 @@ class Invalidations:
             self.healthy = True
             self._healthy_event.set()
             self.last_error = None
-            for cb in list(self._on_healthy):
-                try:
-                    cb()
-                except Exception:
-                    log.exception("invalidation healthy-callback failed")
+            self._on_healthy.emit(None)
             await self._keepalive(conns, readers, topology)
         finally:
             for reader in readers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Mode", "ModeChange"]
+__all__ = ["InvalidationMode", "Mode", "ModeChange"]
 
 
 class Mode(StrEnum):
@@ -32,3 +32,12 @@ class ModeChange:
     #: wall-clock time of the change
     at: float
     detail: str = ""
+
+
+class InvalidationMode(StrEnum):
+    """How process memory learns about writes."""
+
+    TRACKING = "tracking"  # CLIENT TRACKING BCAST pushes (any writer, no extra commands)
+    PUBSUB = "pubsub"  # backplane: lowtide writers PUBLISH changed keys (+1 command per write)
+    TTL = "ttl"  # no push by choice: entries live at most max_staleness
+    OFF = "off"  # not established (yet): callers must bypass process memory

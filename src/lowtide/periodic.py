@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from lowtide.errors import LowtideError
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.runtime import HubView
 
 __all__ = ["Periodic"]
 
@@ -20,7 +20,7 @@ log = logging.getLogger("lowtide")
 class Periodic:
     """Subclasses implement :meth:`tick`; failures to reach Redis are logged and retried."""
 
-    def __init__(self, hub: Lowtide, interval: float) -> None:
+    def __init__(self, hub: HubView, interval: float) -> None:
         self._hub = hub
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -34,8 +34,8 @@ class Periodic:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
-        """Stop the job."""
+    async def aclose(self) -> None:
+        """Stop the job and wait for it to end."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

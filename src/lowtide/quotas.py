@@ -33,16 +33,18 @@ import os
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
+from lowtide._listeners import Listeners
 from lowtide.context import Attribution
 from lowtide.errors import ConfigError, LowtideError
 from lowtide.keys import build_key, family
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.blocklist import TenantBlockList
+    from lowtide.runtime import HubView
 
-__all__ = ["Period", "QuotaEvent", "Quotas"]
+__all__ = ["Period", "QuotaEvent", "Quotas", "QuotasKwargs"]
 
 log = logging.getLogger("lowtide.quotas")
 Period = Literal["hour", "day", "month"]
@@ -61,12 +63,23 @@ class QuotaEvent(NamedTuple):
     period: str
 
 
+class QuotasKwargs(TypedDict, total=False):
+    """The optional :class:`Quotas` arguments, as :meth:`Lowtide.quotas` takes them (each
+    default lives in :class:`Quotas`)."""
+
+    period: Period
+    flush_interval: float
+    early_fraction: float
+    plan_ttl: float
+    spool: str | os.PathLike[str] | None
+
+
 class Quotas:
     """Per-tenant budgets of billed commands. Create it with :meth:`Lowtide.quotas`."""
 
     def __init__(
         self,
-        hub: Lowtide,
+        hub: HubView,
         plans: Mapping[str, int],
         plan_of: PlanOf,
         *,
@@ -107,7 +120,7 @@ class Quotas:
         self._plans_seen: dict[str, tuple[str | None, float]] = {}
         self._period_index = self._index()
         self._started = hub.clock.monotonic()
-        self._listeners: list[Callable[[QuotaEvent], None]] = []
+        self._listeners: Listeners[QuotaEvent] = Listeners(log, "quota listener")
         self._over: dict[str, QuotaEvent] = {}
         self._task: asyncio.Task[None] | None = None
         self.flushes = 0
@@ -117,13 +130,7 @@ class Quotas:
     # -- public API ---------------------------------------------------------------------------
     def on_event(self, listener: Callable[[QuotaEvent], None]) -> Callable[[], None]:
         """Call ``listener(QuotaEvent)`` when a tenant goes over its plan or comes back."""
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return remove
+        return self._listeners.add(listener)
 
     def over_quota(self, tenant: str) -> bool:
         """True while ``tenant`` is local-only because it used up its plan."""
@@ -208,7 +215,7 @@ class Quotas:
         }
 
     # -- internals ----------------------------------------------------------------------------
-    def _hub_blocked(self) -> set[str]:
+    def _hub_blocked(self) -> TenantBlockList:
         return self._hub.quota_blocked
 
     def _index(self) -> int:
@@ -258,8 +265,7 @@ class Quotas:
         if limit is None or plan is None:
             return
         blocked = self._hub_blocked()
-        if used >= limit and tenant not in blocked:
-            blocked.add(tenant)
+        if used >= limit and blocked.block(tenant):
             self._over[tenant] = QuotaEvent(tenant, plan, used, limit, False, self.period)
             log.warning(
                 "tenant %r is over its %s quota (%d of %d billed commands this %s): local-only "
@@ -287,11 +293,7 @@ class Quotas:
             self._emit(event._replace(used=0))
 
     def _emit(self, event: QuotaEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("quota listener failed")
+        self._listeners.emit(event)
 
     async def _run(self) -> None:
         while True:

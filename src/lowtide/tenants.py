@@ -15,16 +15,17 @@ GET). :class:`TenantResolver` keeps the mapping in a tiered cache per connector 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
-from lowtide.cache.tiered import Cache, CacheOptions
+from lowtide.cache.options import pushed_state
+from lowtide.cache.tiered import Cache
 from lowtide.errors import InvalidKeyError, SerializationError
 from lowtide.keys import MAX_TENANT_LENGTH
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.cache.registry import CacheHub
 
-__all__ = ["MAX_CONNECTORS", "TenantLoader", "TenantResolver"]
+__all__ = ["MAX_CONNECTORS", "TenantLoader", "TenantResolver", "TenantsKwargs"]
 
 #: distinct connectors one resolver accepts (each gets its own L1 and key family)
 MAX_CONNECTORS = 256
@@ -33,12 +34,21 @@ MAX_CONNECTORS = 256
 TenantLoader = Callable[[str, str], Awaitable[str | None]]
 
 
+class TenantsKwargs(TypedDict, total=False):
+    """The optional :class:`TenantResolver` arguments, as :meth:`Lowtide.tenants` takes them
+    (each default lives in :class:`TenantResolver`)."""
+
+    ttl: float
+    negative_ttl: float
+    max_entries: int
+
+
 class TenantResolver:
     """Resolves external ids to tenant ids. Create it with :meth:`Lowtide.tenants`."""
 
     def __init__(
         self,
-        hub: Lowtide,
+        hub: CacheHub,
         loader: TenantLoader | None,
         *,
         ttl: float = 3600.0,
@@ -47,19 +57,19 @@ class TenantResolver:
     ) -> None:
         self._hub = hub
         self._loader = loader
-        self._options = CacheOptions(
+        self._options = pushed_state(
             ttl=ttl,
             # a mapping changes only through remember()/forget(), whose pushes reach every
             # machine, so L1 may keep it as long as L2 does
             max_staleness=ttl,
             max_entries=max_entries,
-            max_bytes=max_entries * 512,
-            max_tenant_share=1.0,
+            entry_bytes=512,
             negative_ttl=negative_ttl,
+            eager_refresh=0.9,
             per_tenant=False,
             max_value_bytes=MAX_TENANT_LENGTH * 4 + 16,
         )
-        build = hub._registry.cache
+        build = hub.caches.cache
         self._connectors: set[str] = set()
 
         def cache_for(connector: str) -> Cache:

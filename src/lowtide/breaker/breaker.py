@@ -25,19 +25,21 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
+from lowtide._listeners import Listeners
 from lowtide.breaker.core import BreakerCore, State
+from lowtide.cache.options import CacheOptions, pushed_state
 from lowtide.cache.store import Key
 from lowtide.context import Attribution, _tenant
 from lowtide.errors import CircuitOpen, ConfigError, LowtideError, RedisUnavailable, TenantRequired
 from lowtide.keys import build_key, family
 
 if TYPE_CHECKING:
-    from lowtide.cache import Cache, CacheOptions
-    from lowtide.hub import Lowtide
+    from lowtide.cache import Cache
+    from lowtide.cache.registry import CacheHub
 
-__all__ = ["CircuitBreaker", "Transition"]
+__all__ = ["BreakerKwargs", "CircuitBreaker", "Transition"]
 
 log = logging.getLogger("lowtide.breaker")
 
@@ -56,12 +58,29 @@ class Transition(NamedTuple):
 Listener = Callable[[Transition], None]
 
 
+class BreakerKwargs(TypedDict, total=False):
+    """The optional :class:`CircuitBreaker` arguments, as :meth:`Lowtide.circuit_breaker`
+    takes them (each default lives in :class:`CircuitBreaker`)."""
+
+    failure_rate: float
+    min_calls: int
+    window: float
+    open_for: float
+    slow_call: float | None
+    quorum: int
+    max_open: float | None
+    failure_on: tuple[type[BaseException], ...]
+    ignore: tuple[type[BaseException], ...]
+    per_tenant: bool
+    max_tenants: int
+
+
 class CircuitBreaker:
     """Create it with :meth:`Lowtide.circuit_breaker`; use ``async with breaker.guard(t):``."""
 
     def __init__(
         self,
-        hub: Lowtide,
+        hub: CacheHub,
         name: str,
         *,
         failure_rate: float = 0.5,
@@ -109,9 +128,9 @@ class CircuitBreaker:
         self.max_tenants = max_tenants
         self._fleet_gen: dict[str | None, int] = {}  # open generation adopted from the fleet
         self._probe_lost: dict[str | None, float] = {}
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[Transition] = Listeners(log, "breaker listener")
         self._atts: dict[str | None, Attribution] = {}
-        self._states: Cache = hub._registry.cache(
+        self._states: Cache = hub.caches.cache(
             name, self._state_options(), component="breaker", codec=None
         )
         self._states.watch(self._on_fleet_change)
@@ -121,18 +140,11 @@ class CircuitBreaker:
         return f"<CircuitBreaker {self.name!r} tenants={len(self._cores)}>"
 
     def _state_options(self) -> CacheOptions:
-        from lowtide.cache import CacheOptions
-
         push = self._hub.settings.invalidation != "ttl"
-        return CacheOptions(
-            ttl=3600.0,
+        return pushed_state(
             # the state changes only by writes that are pushed; without push, bound it
             max_staleness=3600.0 if push else self._hub.settings.max_staleness,
-            max_entries=100_000,
-            max_bytes=100_000 * 400,
-            max_tenant_share=1.0,
-            eager_refresh=None,
-            fail_safe=True,
+            entry_bytes=400,
             fail_safe_max=self.max_open,
             max_value_bytes=256,
             per_tenant=self.per_tenant,
@@ -159,13 +171,7 @@ class CircuitBreaker:
 
         Returns a function that unsubscribes.
         """
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return remove
+        return self._listeners.add(listener)
 
     @contextlib.asynccontextmanager
     async def guard(self, tenant: str | None = None) -> AsyncIterator[None]:
@@ -206,7 +212,7 @@ class CircuitBreaker:
 
     # -- internals ----------------------------------------------------------------------------
     def _now(self) -> float:
-        return self._hub.clock.time() + self._hub.server_clock_offset
+        return self._hub.server_time()
 
     def _tenant(self, tenant: str | None) -> str | None:
         if not self.per_tenant:
@@ -261,11 +267,7 @@ class CircuitBreaker:
         change = Transition(self.name, tenant, old.value, new.value, reason, self._now())
         level = logging.WARNING if new is State.OPEN else logging.INFO
         log.log(level, "breaker %s tenant=%s %s -> %s (%s)", self.name, tenant, old, new, reason)
-        for listener in list(self._listeners):
-            try:
-                listener(change)
-            except Exception:
-                log.exception("breaker listener failed")
+        self._listeners.emit(change)
 
     def _reject(self, retry_after: float) -> CircuitOpen:
         self.stats["rejected"] += 1

@@ -1,7 +1,17 @@
 """The tiered cache: L1 store, L2 envelope, the cache itself and its registry."""
 
-from lowtide.cache.registry import CacheRegistry
+from lowtide.cache.options import CacheKwargs, CacheOptions, CacheStats, pushed_state
+from lowtide.cache.registry import CacheHub, CacheRegistry
 from lowtide.cache.store import L1Store
-from lowtide.cache.tiered import Cache, CacheOptions, CacheStats
+from lowtide.cache.tiered import Cache
 
-__all__ = ["Cache", "CacheOptions", "CacheRegistry", "CacheStats", "L1Store"]
+__all__ = [
+    "Cache",
+    "CacheHub",
+    "CacheKwargs",
+    "CacheOptions",
+    "CacheRegistry",
+    "CacheStats",
+    "L1Store",
+    "pushed_state",
+]

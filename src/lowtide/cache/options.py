@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 from lowtide.errors import ConfigError
 
-__all__ = ["CacheOptions", "CacheStats"]
+__all__ = ["CacheKwargs", "CacheOptions", "CacheStats", "pushed_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,26 @@ class CacheOptions:
             )
 
 
+class CacheKwargs(TypedDict, total=False):
+    """The :class:`CacheOptions` fields as keyword arguments of :meth:`Lowtide.cache` (each
+    default lives in :class:`CacheOptions`, or in :class:`~lowtide.settings.Settings` for
+    ``ttl``, ``max_staleness`` and ``max_value_bytes``)."""
+
+    ttl: float
+    max_staleness: float
+    max_entries: int
+    max_bytes: int
+    max_tenant_share: float
+    negative_ttl: float
+    eager_refresh: float | None
+    fail_safe: bool
+    fail_safe_max: float
+    fail_safe_throttle: float
+    soft_timeout: float | None
+    max_value_bytes: int
+    per_tenant: bool
+
+
 @dataclass(slots=True)
 class CacheStats:
     """Counters of one cache since it was created."""
@@ -88,3 +109,38 @@ class CacheStats:
     def to_dict(self) -> dict[str, int]:
         """The counters as a dict."""
         return asdict(self)
+
+
+def pushed_state(
+    *,
+    max_staleness: float,
+    max_value_bytes: int,
+    per_tenant: bool,
+    ttl: float = 3600.0,
+    max_entries: int = 100_000,
+    entry_bytes: int = 400,
+    eager_refresh: float | None = None,
+    fail_safe: bool = True,
+    fail_safe_max: float = 600.0,
+    negative_ttl: float = 30.0,
+) -> CacheOptions:
+    """Options for control-plane state kept in a tiered cache (limiter penalties, breaker
+    states, tenant mappings).
+
+    Such state changes only through lowtide's own writes, which are pushed to every hub, so
+    L1 may keep it as long as L2 does (``max_staleness`` is the caller's bound for when there is
+    no push); small values, many tenants, no per-tenant share.
+    """
+    return CacheOptions(
+        ttl=ttl,
+        max_staleness=max_staleness,
+        max_entries=max_entries,
+        max_bytes=max_entries * entry_bytes,
+        max_tenant_share=1.0,
+        negative_ttl=negative_ttl,
+        eager_refresh=eager_refresh,
+        fail_safe=fail_safe,
+        fail_safe_max=fail_safe_max,
+        max_value_bytes=max_value_bytes,
+        per_tenant=per_tenant,
+    )

@@ -8,26 +8,34 @@ cache that owns it; a flush (``None``) or any hub mode change demotes every cach
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from lowtide.cache.tiered import Cache, CacheOptions
 from lowtide.codec import Codec
 from lowtide.errors import ConfigError, InvalidKeyError
 from lowtide.keys import parse_key
 from lowtide.modes import ModeChange
+from lowtide.runtime import HubView
 
-if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
-
-__all__ = ["CacheRegistry"]
+__all__ = ["CacheHub", "CacheRegistry"]
 
 log = logging.getLogger("lowtide.cache")
+
+
+class CacheHub(HubView, Protocol):
+    """A :class:`~lowtide.runtime.HubView` that also owns tiered caches: what components that
+    keep their shared state in caches (limiters, breakers, tenant discovery) need."""
+
+    @property
+    def caches(self) -> CacheRegistry:
+        """The hub's cache registry."""
 
 
 class CacheRegistry:
     """Owns the caches of one hub (see module docs)."""
 
-    def __init__(self, hub: Lowtide) -> None:
+    def __init__(self, hub: HubView) -> None:
         self._hub = hub
         self._caches: dict[tuple[str, str], Cache] = {}
         self._unsubscribe: list[Any] = []
@@ -55,7 +63,7 @@ class CacheRegistry:
         self._caches[(component, name)] = cache
         return cache
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Cache]:
         return iter(list(self._caches.values()))
 
     def _on_keys(self, keys: list[str] | None) -> None:
@@ -91,4 +99,4 @@ class CacheRegistry:
             remove()
         self._unsubscribe.clear()
         for cache in self._caches.values():
-            await cache._aclose()
+            await cache.aclose()

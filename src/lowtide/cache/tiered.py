@@ -22,12 +22,13 @@ written meanwhile is demoted and read again from L2.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from lowtide._listeners import Listeners
+from lowtide._tasks import BackgroundTasks
 from lowtide.cache.envelope import unwrap, wrap
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
@@ -42,11 +43,11 @@ from lowtide.errors import (
     TenantRequired,
     ValueTooLarge,
 )
-from lowtide.invalidation import InvalidationMode, Invalidations
 from lowtide.keys import build_key, family
+from lowtide.modes import InvalidationMode
 
 if TYPE_CHECKING:
-    from lowtide.hub import Lowtide
+    from lowtide.runtime import HubView, InvalidationFeed
 
 __all__ = ["Cache", "CacheOptions", "CacheStats"]
 
@@ -68,7 +69,7 @@ class Cache:
 
     def __init__(
         self,
-        hub: Lowtide,
+        hub: HubView,
         name: str,
         options: CacheOptions,
         *,
@@ -88,7 +89,7 @@ class Cache:
         self._now = hub.clock.monotonic
         # envelope expiries are compared on the server-aligned clock (set once a hub has read
         # the server's TIME, as limiters do), so machines with skewed clocks agree
-        self._wall: Callable[[], float] = lambda: hub.clock.time() + hub.server_clock_offset
+        self._wall = hub.server_time
         share = options.max_tenant_share if options.per_tenant else 1.0
         self._store = L1Store(
             max_entries=options.max_entries,
@@ -102,9 +103,9 @@ class Cache:
         self._per_tenant = options.per_tenant
         self._reads: dict[Key, asyncio.Future[tuple[bool, Any, float]]] = {}
         self._loads: dict[Key, asyncio.Future[Any]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks(log, f"cache {name!r}", level=logging.DEBUG)
         self._atts: dict[str | None, Attribution] = {}
-        self._watchers: list[Callable[[Key | None], None]] = []
+        self._watchers: Listeners[Key | None] = Listeners(log, f"cache {name!r}: watcher")
 
     def __repr__(self) -> str:
         return f"<Cache {self.component}:{self.name!r} entries={len(self._store)}>"
@@ -331,21 +332,14 @@ class Cache:
         """``(entries, bytes)`` this process holds in L1 for ``tenant``."""
         return self._store.tenant_usage(tenant)
 
-    def watch(self, callback: Callable[[Key | None], None]) -> None:
+    def watch(self, callback: Callable[[Key | None], None]) -> Callable[[], None]:
         """Call ``callback((tenant, key))`` when a push says another writer changed a key, and
         ``callback(None)`` when every entry was demoted (listener lost, flush, mode change).
 
         Pushes for keys this process does not hold are reported too (tracking is by prefix);
-        the echo of this process's own write is not.
+        the echo of this process's own write is not. Returns an unsubscribe function.
         """
-        self._watchers.append(callback)
-
-    def _notify(self, k: Key | None) -> None:
-        for cb in self._watchers:
-            try:
-                cb(k)
-            except Exception:
-                log.exception("cache %r: watcher failed", self.name)
+        return self._watchers.add(callback)
 
     # -- called by the registry ------------------------------------------------------------
     def _invalidate(self, k: Key) -> None:
@@ -361,20 +355,16 @@ class Cache:
             e.refresh_at = math.inf
             self.stats.invalidations += 1
         if self._watchers:
-            self._notify(k)
+            self._watchers.emit(k)
 
     def _demote(self) -> None:
         self._store.demote_all()
         if self._watchers:
-            self._notify(None)
+            self._watchers.emit(None)
 
-    async def _aclose(self) -> None:
-        tasks = list(self._background)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+    async def aclose(self) -> None:
+        """Stop this cache's background refreshes (the hub calls it on close)."""
+        await self._background.aclose()
 
     # -- internals -------------------------------------------------------------------------
     def _check_tenant(self, tenant: str | None) -> str | None:
@@ -427,12 +417,12 @@ class Cache:
     def _expires_ms(self, ttl: float) -> int:
         return int((self._wall() + ttl) * 1000)
 
-    def _inv(self) -> Invalidations | None:
+    def _inv(self) -> InvalidationFeed | None:
         if self._hub.settings.url is None:
             return None
         return self._hub.invalidations
 
-    def _guard(self) -> Invalidations | None:
+    def _guard(self) -> InvalidationFeed | None:
         """The listener whose race guard fills must pass, or None when no guard applies."""
         inv = self._inv()
         if inv is None or inv.mode is InvalidationMode.TTL:
@@ -443,7 +433,9 @@ class Cache:
         return self._hub.distributed
 
     @staticmethod
-    def _end_all(inv: Invalidations | None, rks: list[str], tokens: list[tuple[int, int]]) -> None:
+    def _end_all(
+        inv: InvalidationFeed | None, rks: list[str], tokens: list[tuple[int, int]]
+    ) -> None:
         if inv is not None:
             for rk, token in zip(rks, tokens, strict=False):
                 inv.end(rk, token)
@@ -577,11 +569,8 @@ class Cache:
                 raise _SoftTimeout(last_good) from None
         return await asyncio.shield(fut)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._background.spawn(coro)
 
     async def _read(self, k: Key) -> tuple[bool, Any, float]:
         """L2 read of ``k`` (single-flight): ``(found, value, remaining L2 life)``."""
@@ -687,7 +676,7 @@ class Cache:
         value: Any,
         size: int,
         ttl: float,
-        inv: Invalidations | None,
+        inv: InvalidationFeed | None,
         token: tuple[int, int] | None,
     ) -> None:
         if inv is None or token is None:

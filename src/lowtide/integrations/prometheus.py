@@ -130,7 +130,7 @@ class LowtideCollector(Collector):
         misses = CounterMetricFamily(
             "lowtide_cache_misses", "L1 misses per cache", labels=["instance", "cache"]
         )
-        for info in hub._registry.info():
+        for info in hub.caches.info():
             label = f"{info['component']}:{info['name']}"
             entries.add_metric([inst, label], info["entries"])
             hits.add_metric([inst, label], info["hits"])

@@ -28,8 +28,9 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from lowtide.cache.options import pushed_state
 from lowtide.cache.store import Key
 from lowtide.context import Attribution, _tenant
 from lowtide.errors import ConfigError, LowtideError, RateLimited, RedisUnavailable, TenantRequired
@@ -45,14 +46,27 @@ from lowtide.redis.scripts import Script
 
 if TYPE_CHECKING:
     from lowtide.cache import Cache
-    from lowtide.hub import Lowtide
+    from lowtide.cache.registry import CacheHub
 
-__all__ = ["Algorithm", "OnRedisError", "RateLimiter"]
+__all__ = ["Algorithm", "LimiterKwargs", "OnRedisError", "RateLimiter"]
 
 log = logging.getLogger("lowtide.limiter")
 Algorithm = Literal["fixed_window", "token_bucket"]
 OnRedisError = Literal["local_share", "allow", "deny"]
 GCRA = Script.from_package("gcra_take")
+
+
+class LimiterKwargs(TypedDict, total=False):
+    """The optional :class:`RateLimiter` arguments, as :meth:`Lowtide.rate_limiter` takes them
+    (each default lives in :class:`RateLimiter`)."""
+
+    algorithm: Algorithm
+    on_redis_error: OnRedisError
+    fleet_size: int | None
+    max_lease: int
+    lease_horizon: float
+    per_tenant: bool
+    max_tenants: int
 
 
 class _Lease:
@@ -96,7 +110,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        hub: Lowtide,
+        hub: CacheHub,
         name: str,
         limit: int,
         per: float,
@@ -137,7 +151,6 @@ class RateLimiter:
         self.family = family(ns, "limiter", name)
         self._hub = hub
         self._ns = ns
-        self._wall = hub.clock.time
         #: per-tenant state, least recently used first; bounded by ``max_tenants`` (dropping an
         #: idle tenant's lease only strands its unspent tokens: under-use, never overshoot)
         self._leases: OrderedDict[str | None, _Lease] = OrderedDict()
@@ -147,9 +160,17 @@ class RateLimiter:
         # refills, so tokens spent up to `horizon` after their grant never exceed the bound
         self._interval = self.per / limit
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
-        self._penalties: Cache = hub._registry.cache(
+        self._penalties: Cache = hub.caches.cache(
             f"{name}.penalty",
-            _penalty_options(hub, per_tenant=per_tenant),
+            pushed_state(
+                # penalties change only through penalize(), whose writes are pushed: L1 may
+                # keep the answer "no penalty" long (except with no push at all)
+                max_staleness=_unpushed_bound(hub),
+                entry_bytes=300,
+                fail_safe=False,
+                max_value_bytes=64,
+                per_tenant=per_tenant,
+            ),
             component="control",
             codec=None,
         )
@@ -234,7 +255,7 @@ class RateLimiter:
 
     # -- decisions ----------------------------------------------------------------------------
     def _now(self) -> float:
-        return self._wall() + self._hub.server_clock_offset
+        return self._hub.server_time()
 
     def _lease(self, tenant: str | None) -> _Lease:
         lease = self._leases.get(tenant)
@@ -404,20 +425,6 @@ class RateLimiter:
             held.tokens = 0
 
 
-def _penalty_options(hub: Lowtide, *, per_tenant: bool) -> Any:
-    from lowtide.cache import CacheOptions
-
-    # penalties change only through penalize(), whose writes are pushed: L1 may keep the
-    # answer "no penalty" long (except with no push at all)
-    stale = hub.settings.max_staleness if hub.settings.invalidation == "ttl" else 3600.0
-    return CacheOptions(
-        ttl=3600.0,
-        max_staleness=stale,
-        max_entries=100_000,
-        max_bytes=100_000 * 300,
-        max_tenant_share=1.0,
-        eager_refresh=None,
-        fail_safe=False,
-        max_value_bytes=64,
-        per_tenant=per_tenant,
-    )
+def _unpushed_bound(hub: CacheHub) -> float:
+    """How long pushed control state may stay in L1: long with push, the bound without."""
+    return hub.settings.max_staleness if hub.settings.invalidation == "ttl" else 3600.0

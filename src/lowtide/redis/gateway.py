@@ -14,12 +14,15 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from lowtide.blocklist import TenantBlockList
 from lowtide.context import Attribution, _attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.ledger import Ledger, command_name
-from lowtide.redis.cluster import key_on_node, primaries
+from lowtide.redis.client import make_client
+from lowtide.redis.cluster import key_on_node, make_cluster_client, primaries
 from lowtide.redis.info import parse_commandstats
 from lowtide.redis.scripts import Script
+from lowtide.settings import Settings
 
 __all__ = ["Gateway"]
 
@@ -60,8 +63,31 @@ class Gateway:
         self.open = True
         self.closed_reason = "degraded"
         #: tenants over their command quota: their commands are refused without I/O
-        self.blocked: set[str] = set()
+        self.blocked = TenantBlockList()
         self._on_failure = on_failure
+
+    @classmethod
+    def connect(
+        cls,
+        settings: Settings,
+        ledger: Ledger,
+        *,
+        cluster: bool = False,
+        on_failure: Callable[[BaseException], None] | None = None,
+        blocked: TenantBlockList | None = None,
+    ) -> Gateway:
+        r"""A gateway over a new counting client (a cluster client with ``cluster=True``,
+        which must then be :meth:`initialize`\ d); connections open on first use."""
+        client = make_cluster_client(settings, ledger) if cluster else make_client(settings, ledger)
+        gw = cls(client, ledger, upstash=settings.provider == "upstash", on_failure=on_failure)
+        if blocked is not None:
+            gw.blocked = blocked
+        return gw
+
+    async def initialize(self) -> None:
+        """Discover a cluster's topology (no-op for a single server)."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
 
     @property
     def cluster(self) -> bool:
