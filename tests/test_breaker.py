@@ -67,7 +67,7 @@ async def test_a_trip_on_one_machine_opens_the_fleet(lowtide_url: str) -> None:
         await fail(ba, "t1", 5)
         assert ba.state("t1") == "open"
         assert breaker_commands(a) - before_a == 2  # its first read + 1 SET of the open state
-        await eventually(lambda: bb._states.stats.invalidations >= 1)
+        await eventually(lambda: bb.state_cache.stats.invalidations >= 1)
         with pytest.raises(CircuitOpen) as info:
             async with bb.guard("t1"):
                 pytest.fail("must not run")
@@ -90,7 +90,7 @@ async def test_twenty_hubs_see_exactly_one_probe(hubs: list[Lowtide]) -> None:
             pass
     await fail(breakers[0], "t1", 3)
     for b in breakers[1:]:
-        await eventually(lambda b=b: b._states.stats.invalidations >= 1)
+        await eventually(lambda b=b: b.state_cache.stats.invalidations >= 1)
     for b in breakers[1:]:
         with pytest.raises(CircuitOpen):
             async with b.guard("t1"):
@@ -111,7 +111,9 @@ async def test_twenty_hubs_see_exactly_one_probe(hubs: list[Lowtide]) -> None:
     assert probes == 1
     assert sum(b.stats["probes"] for b in breakers) == 1
     # the probe succeeded: every machine closes on the push
-    await eventually(lambda: all(b._states.peek("state", tenant="t1") is None for b in breakers))
+    await eventually(
+        lambda: all(b.state_cache.peek("state", tenant="t1") is None for b in breakers)
+    )
     for b in breakers:
         async with b.guard("t1"):
             pass
@@ -149,8 +151,8 @@ async def test_quorum_needs_k_machines(lowtide_url: str) -> None:
             pass  # ...but one vote does not open the fleet
         await fail(bb, "t1", 2)  # the second machine agrees: the fleet opens
         assert bb.state("t1") == "open"
-        await eventually(lambda: ba._states.stats.invalidations >= 1)
-        assert await ba._fleet_state("t1") is not None  # the state was written once, by b
+        await eventually(lambda: ba.state_cache.stats.invalidations >= 1)
+        assert await ba.fleet_state("t1") is not None  # the state was written once, by b
 
 
 async def test_slow_calls_and_ignored_errors(lowtide_url: str) -> None:
@@ -188,9 +190,9 @@ async def test_state_per_tenant_is_bounded_but_open_breakers_are_kept() -> None:
         for i in range(10):
             async with b.guard(f"t{i}"):
                 pass
-        assert len(b._cores) <= 4  # the cap, plus the open breaker that must not be forgotten
+        assert b.info()["tenants"] <= 4  # the cap, plus the open breaker that must not be forgotten
         assert b.state("t-open") == "open"
         limiter = lt.rate_limiter("y", limit=10, per=60, max_tenants=3)
         for i in range(10):
             assert (await limiter.acquire(f"t{i}")).allowed
-        assert len(limiter._leases) == 3
+        assert limiter.info()["tenants"] == 3

@@ -29,7 +29,7 @@ async def test_cache_and_invalidation_across_nodes(lowtide_cluster: Cluster) -> 
         ca, cb = a.cache("profiles"), b.cache("profiles")
         assert await a.invalidations.wait_healthy(10)
         assert await b.invalidations.wait_healthy(10)
-        assert len(a.invalidations._conns) == 3  # one listener per primary
+        assert len(a.invalidations.connections) == 3  # one listener per primary
         keys = [f"user:{i}" for i in range(30)]  # spread over every node's slots
         for k in keys:
             await ca.set(k, 1, tenant="t1")
@@ -108,10 +108,7 @@ async def test_invalidation_keeps_working_through_a_failover() -> None:
             await eventually(
                 lambda: (
                     a.invalidations.healthy
-                    and sorted(
-                        (c._pool.connection_kwargs["host"], c._pool.connection_kwargs["port"])
-                        for c in a.invalidations._conns
-                    )
+                    and sorted(c.address for c in a.invalidations.connections)
                     == a.gateway.primaries()
                 ),
                 within=10,

@@ -146,7 +146,7 @@ async def test_penalize_is_shared_fleet_wide(lowtide_url: str) -> None:
         await la.penalize("t1", retry_after=5)  # a got a 429 with Retry-After: 5
         assert a.ledger.snapshot().by_command.get("set", 0) == before + 1
         assert not (await la.acquire("t1")).allowed
-        await eventually(lambda: lb._penalties.stats.invalidations >= 1)
+        await eventually(lambda: lb.penalty_cache.stats.invalidations >= 1)
         d = await lb.acquire("t1")
         assert not d.allowed
         assert 3 < d.retry_after <= 5

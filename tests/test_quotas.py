@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lowtide import Lowtide, ManualClock, Mode, QuotaEvent, build_key
+from lowtide import Lowtide, ManualClock, Mode, QuotaEvent
 from lowtide.testing import ValkeyServer
 from tests.helpers import eventually
 
@@ -16,9 +16,9 @@ def plan_of(tenant: str) -> str:
 
 
 def fleet_usage(server: ValkeyServer, lt: Lowtide, tenant: str) -> int:
-    q = lt._quotas
+    q = lt.quota_manager
     assert q is not None
-    raw = server.command("GET", build_key("lt", "quota", "usage", tenant, f"day.{q._index()}"))
+    raw = server.command("GET", q.counter_key(tenant))
     return int(raw or 0)
 
 

@@ -80,7 +80,7 @@ async def test_outage_under_load_no_exceptions_bounded_reconnects_fast_recovery(
         await quotas.flush()
         billed = lt.ledger.billed_by_tenant()
         for t in ("t0", "t1", "t2"):
-            key = build_key("lt", "quota", "usage", t, f"day.{quotas._index()}")
+            key = quotas.counter_key(t)
             assert int(server.command("GET", key)) == billed[t]
 
 
@@ -92,7 +92,7 @@ async def test_slow_redis_soft_timeout_then_degrade_and_recover(
         cache = lt.cache("profiles", soft_timeout=0.1)
         assert await lt.invalidations.wait_healthy(5)
         await cache.set("k", "v1", tenant="t")
-        cache._demote()  # the copy is no longer fresh: a read must ask Redis
+        lt.caches.demote_all()  # the copy is no longer fresh: a read must ask Redis
         proxy.set_latency(0.4)
         t0 = time.monotonic()
         assert await cache.get("k", tenant="t") == "v1"  # last good value, not held 0.8 s
@@ -141,7 +141,7 @@ async def test_error_replies_are_typed_and_lose_nothing(lowtide_fresh_server: Va
         limiter = lt.rate_limiter("tb", limit=100, per=10, algorithm="token_bucket")
         assert (await limiter.acquire("t")).allowed
         server.command("SCRIPT", "FLUSH")
-        limiter._leases["t"].tokens = 0
+        limiter.drop_lease("t")
         assert (await limiter.acquire("t")).allowed
         # OOM: the write fails with a typed error and L1 keeps the last good value
         await cache.set("m", "before", tenant="t")

@@ -173,6 +173,11 @@ class Lowtide:
         return self._link.fleet_suspended
 
     @property
+    def quota_manager(self) -> Quotas | None:
+        """The quotas configured with :meth:`quotas` (None until then)."""
+        return self._quotas
+
+    @property
     def switch(self) -> FleetSwitch | None:
         """The fleet-wide kill switch watcher (None when ``fleet_switch`` is off or not started)."""
         return self._switch

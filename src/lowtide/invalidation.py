@@ -115,6 +115,11 @@ class Invalidations:
         }
 
     @property
+    def connections(self) -> tuple[TrackingConnection, ...]:
+        """The live listener connections (one per primary on a cluster; empty while down)."""
+        return tuple(self._conns)
+
+    @property
     def publishes(self) -> bool:
         """True when writers must PUBLISH changed keys (pub/sub backplane, or not known yet)."""
         if self.setting == "pubsub":

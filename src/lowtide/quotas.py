@@ -143,6 +143,10 @@ class Quotas:
         pending = local - self._flushed.get(tenant, 0) + self._carry.get(tenant, 0)
         return self._used.get(tenant, 0) + max(0, pending)
 
+    def counter_key(self, tenant: str) -> str:
+        """The Redis key of ``tenant``'s fleet counter for the current period."""
+        return self._key(tenant, self._index())
+
     def start(self) -> None:
         """Start the background flusher (idempotent; :meth:`Lowtide.quotas` calls it)."""
         if self._task is None or self._task.done():

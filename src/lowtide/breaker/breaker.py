@@ -200,6 +200,16 @@ class CircuitBreaker:
         nothing: e.g. right after a tenant connects an integration."""
         await self._fleet_state(self._tenant(tenant))
 
+    @property
+    def state_cache(self) -> Cache:
+        """The tiered cache holding the fleet's open states (component ``breaker``)."""
+        return self._states
+
+    async def fleet_state(self, tenant: str | None = None) -> dict[str, Any] | None:
+        """The fleet's shared state for ``tenant`` (0 commands from L1, else 1 GET), or None
+        when no hub has it open (or Redis cannot tell)."""
+        return await self._fleet_state(tenant)
+
     def info(self) -> dict[str, Any]:
         """Configuration, counters and how many tenants are open here."""
         now = self._now()

@@ -242,6 +242,18 @@ class RateLimiter:
         with contextlib.suppress(RedisUnavailable):
             await self._penalties.get("until", **self._tenant_kw(t))
 
+    @property
+    def penalty_cache(self) -> Cache:
+        """The tiered cache holding shared penalties (component ``control``)."""
+        return self._penalties
+
+    def drop_lease(self, tenant: str | None = None) -> None:
+        """Give up the tokens this hub holds for ``tenant`` (0 commands): the next decision
+        reserves again. Unspent tokens are under-use, never overshoot."""
+        lease = self._leases.get(tenant)
+        if lease is not None:
+            lease.tokens = 0
+
     def info(self) -> dict[str, Any]:
         """Configuration and counters (decisions, reservations, local decisions)."""
         return {

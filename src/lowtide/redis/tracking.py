@@ -66,6 +66,12 @@ class TrackingConnection:
         self.client_id: int | None = None
         self.channel = INVALIDATE_CHANNEL
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` of the server this listener connects to."""
+        kw = self._pool.connection_kwargs
+        return str(kw.get("host", "")), int(kw.get("port", 0))
+
     async def _cmd(self, *args: Any) -> Any:
         if self._conn is None:
             raise RedisUnavailable("tracking connection is closed")
