@@ -17,9 +17,7 @@ __all__ = ["fraction", "integer", "is_number", "optional_seconds", "seconds"]
 
 def is_number(value: Any) -> bool:
     """True for an int or float that is not a bool and not NaN."""
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -49,7 +47,7 @@ def integer(name: str, value: Any, *, minimum: int = 1) -> int:
 def fraction(name: str, value: Any, *, allow_one: bool = True) -> float:
     """A number in ``(0, 1]`` (or ``(0, 1)`` without ``allow_one``)."""
     interval = "(0, 1]" if allow_one else "(0, 1)"
-    ok = is_number(value) and 0 < value and (value <= 1 if allow_one else value < 1)
+    ok = is_number(value) and value > 0 and (value <= 1 if allow_one else value < 1)
     if not ok:
         raise ConfigError(f"{name}: expected a fraction in {interval}, got {value!r}")
     return float(value)

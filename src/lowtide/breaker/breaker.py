@@ -22,18 +22,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from lowtide._listeners import Listeners
+from lowtide._validate import fraction, integer, optional_seconds, seconds
 from lowtide.breaker.core import BreakerCore, State
 from lowtide.cache.options import CacheOptions, pushed_state
 from lowtide.cache.store import Key
-from lowtide.context import Attribution, _tenant
-from lowtide.errors import CircuitOpen, ConfigError, LowtideError, RedisUnavailable, TenantRequired
+from lowtide.errors import CircuitOpen, LowtideError, RedisUnavailable
 from lowtide.keys import build_key, family
+from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant, tenant_kwargs
 
 if TYPE_CHECKING:
     from lowtide.cache import Cache
@@ -95,17 +94,14 @@ class CircuitBreaker:
         per_tenant: bool = True,
         max_tenants: int = 10_000,
     ) -> None:
-        if not 0 < failure_rate <= 1:
-            raise ConfigError(f"failure_rate: expected a fraction in (0, 1], got {failure_rate!r}")
-        if not isinstance(min_calls, int) or min_calls < 1:
-            raise ConfigError(f"min_calls: expected an integer >= 1, got {min_calls!r}")
-        for label, value in (("window", window), ("open_for", open_for)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"{label}: expected a number of seconds > 0, got {value!r}")
-        if slow_call is not None and not slow_call > 0:
-            raise ConfigError(f"slow_call: expected seconds > 0 or None, got {slow_call!r}")
-        if not isinstance(quorum, int) or quorum < 1:
-            raise ConfigError(f"quorum: expected an integer >= 1, got {quorum!r}")
+        fraction("failure_rate", failure_rate)
+        integer("min_calls", min_calls)
+        seconds("window", window)
+        seconds("open_for", open_for)
+        optional_seconds("slow_call", slow_call)
+        optional_seconds("max_open", max_open)
+        integer("quorum", quorum)
+        integer("max_tenants", max_tenants)
         ns = hub.settings.namespace
         build_key(ns, "breaker", name, None, "")  # validates the name
         self.name = name
@@ -122,14 +118,19 @@ class CircuitBreaker:
         self.family = family(ns, "breaker", name)
         self._hub = hub
         self._ns = ns
-        #: per-tenant state, least recently used first; bounded by ``max_tenants`` (only closed
-        #: breakers are dropped: an open one is kept until it closes)
-        self._cores: OrderedDict[str | None, BreakerCore] = OrderedDict()
+        #: per-tenant state, bounded by ``max_tenants`` (only closed breakers are dropped: an
+        #: open one is kept until it closes)
+        self._cores: TenantLRU[BreakerCore] = TenantLRU(
+            max_tenants,
+            self._new_core,
+            keep_if=lambda core: core.state is not State.CLOSED or core.probing,
+            on_evict=self._forget,
+        )
         self.max_tenants = max_tenants
         self._fleet_gen: dict[str | None, int] = {}  # open generation adopted from the fleet
         self._probe_lost: dict[str | None, float] = {}
         self._listeners: Listeners[Transition] = Listeners(log, "breaker listener")
-        self._atts: dict[str | None, Attribution] = {}
+        self._att = Attributions("breaker", self.family)
         self._states: Cache = hub.caches.cache(
             name, self._state_options(), component="breaker", codec=None
         )
@@ -157,7 +158,7 @@ class CircuitBreaker:
         Never sends a command.
         """
         t = self._tenant(tenant)
-        core = self._cores.get(t)
+        core = self._cores.peek(t)
         now = self._now()
         fleet = self._states.peek("state", **self._kw(t))
         if isinstance(fleet, dict):
@@ -185,14 +186,16 @@ class CircuitBreaker:
         core = self._core(t)
         probe = await self._admit(t, core)
         self.stats["calls"] += 1
-        started = time.monotonic()
+        started = self._hub.clock.monotonic()
         try:
             yield
         except BaseException as exc:
             failed = isinstance(exc, self.failure_on) and not isinstance(exc, self.ignore)
             await self._finish(t, core, probe, failed)
             raise
-        slow = self.slow_call is not None and time.monotonic() - started >= self.slow_call
+        slow = (
+            self.slow_call is not None and self._hub.clock.monotonic() - started >= self.slow_call
+        )
         await self._finish(t, core, probe, slow)
 
     async def prefetch(self, tenant: str | None = None) -> None:
@@ -225,51 +228,28 @@ class CircuitBreaker:
         return self._hub.server_time()
 
     def _tenant(self, tenant: str | None) -> str | None:
-        if not self.per_tenant:
-            return None
-        if tenant is None:
-            tenant = _tenant.get()
-            if tenant is None:
-                raise TenantRequired(
-                    f"circuit breaker {self.name!r} is per tenant: pass tenant= or use "
-                    "tenant_scope()"
-                )
-        return tenant
+        return resolve_tenant(
+            tenant, per_tenant=self.per_tenant, what=f"circuit breaker {self.name!r}"
+        )
 
     def _kw(self, tenant: str | None) -> dict[str, Any]:
-        return {"tenant": tenant} if self.per_tenant else {}
+        return tenant_kwargs(tenant, per_tenant=self.per_tenant)
+
+    def _new_core(self) -> BreakerCore:
+        return BreakerCore(
+            failure_rate=self.failure_rate,
+            min_calls=self.min_calls,
+            window=self.window,
+            open_for=self.open_for,
+            max_open=self.max_open,
+        )
 
     def _core(self, tenant: str | None) -> BreakerCore:
-        core = self._cores.get(tenant)
-        if core is None:
-            core = self._cores[tenant] = BreakerCore(
-                failure_rate=self.failure_rate,
-                min_calls=self.min_calls,
-                window=self.window,
-                open_for=self.open_for,
-                max_open=self.max_open,
-            )
-            if len(self._cores) > self.max_tenants:
-                self._evict()
-        else:
-            self._cores.move_to_end(tenant)
-        return core
+        return self._cores.get(tenant)
 
-    def _evict(self) -> None:
-        for t in list(self._cores)[: max(1, len(self._cores) - self.max_tenants)]:
-            old = self._cores[t]
-            if old.state is State.CLOSED and not old.probing:
-                del self._cores[t]
-                self._fleet_gen.pop(t, None)
-                self._probe_lost.pop(t, None)
-
-    def _att(self, tenant: str | None) -> Attribution:
-        att = self._atts.get(tenant)
-        if att is None:
-            att = Attribution("breaker", self.family, tenant)
-            if len(self._atts) < 10_000:
-                self._atts[tenant] = att
-        return att
+    def _forget(self, tenant: str | None) -> None:
+        self._fleet_gen.pop(tenant, None)
+        self._probe_lost.pop(tenant, None)
 
     def _emit(self, tenant: str | None, old: State, new: State, reason: str) -> None:
         if old is new:

@@ -26,14 +26,13 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from lowtide._validate import integer, seconds
 from lowtide.cache.options import pushed_state
 from lowtide.cache.store import Key
-from lowtide.context import Attribution, _tenant
-from lowtide.errors import ConfigError, LowtideError, RateLimited, RedisUnavailable, TenantRequired
+from lowtide.errors import ConfigError, LowtideError, RateLimited, RedisUnavailable
 from lowtide.keys import build_key, family
 from lowtide.limiter.core import (
     Decision,
@@ -43,6 +42,7 @@ from lowtide.limiter.core import (
     window_index,
 )
 from lowtide.redis.scripts import Script
+from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant, tenant_kwargs
 
 if TYPE_CHECKING:
     from lowtide.cache import Cache
@@ -123,20 +123,17 @@ class RateLimiter:
         per_tenant: bool = True,
         max_tenants: int = 10_000,
     ) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError(f"limit: expected an integer >= 1, got {limit!r}")
-        if isinstance(per, bool) or not isinstance(per, int | float) or not per > 0:
-            raise ConfigError(f"per: expected a number of seconds > 0, got {per!r}")
+        integer("limit", limit)
+        seconds("per", per)
         if algorithm not in ("fixed_window", "token_bucket"):
             raise ConfigError(f"algorithm: fixed_window or token_bucket, got {algorithm!r}")
         if on_redis_error not in ("local_share", "allow", "deny"):
             raise ConfigError(f"on_redis_error: local_share, allow or deny, got {on_redis_error!r}")
-        if fleet_size is not None and (not isinstance(fleet_size, int) or fleet_size < 1):
-            raise ConfigError(f"fleet_size: expected an integer >= 1, got {fleet_size!r}")
-        if not isinstance(max_lease, int) or max_lease < 1:
-            raise ConfigError(f"max_lease: expected an integer >= 1, got {max_lease!r}")
-        if not lease_horizon > 0:
-            raise ConfigError(f"lease_horizon: must be > 0, got {lease_horizon!r}")
+        if fleet_size is not None:
+            integer("fleet_size", fleet_size)
+        integer("max_lease", max_lease)
+        seconds("lease_horizon", lease_horizon)
+        integer("max_tenants", max_tenants)
         ns = hub.settings.namespace
         build_key(ns, "limiter", name, None, "")  # validates the name
         self.name = name
@@ -151,11 +148,14 @@ class RateLimiter:
         self.family = family(ns, "limiter", name)
         self._hub = hub
         self._ns = ns
-        #: per-tenant state, least recently used first; bounded by ``max_tenants`` (dropping an
-        #: idle tenant's lease only strands its unspent tokens: under-use, never overshoot)
-        self._leases: OrderedDict[str | None, _Lease] = OrderedDict()
+        #: per-tenant state, bounded by ``max_tenants`` (dropping an idle tenant's lease only
+        #: strands its unspent tokens: under-use, never overshoot); a lease with a reservation
+        #: in flight is kept
+        self._leases: TenantLRU[_Lease] = TenantLRU(
+            max_tenants, _Lease, keep_if=lambda lease: lease.pending is not None
+        )
         self.max_tenants = max_tenants
-        self._atts: dict[str | None, Attribution] = {}
+        self._att = Attributions("limiter", self.family)
         # token bucket: one token every `interval` s; burst reduced by what a lease horizon
         # refills, so tokens spent up to `horizon` after their grant never exceed the bound
         self._interval = self.per / limit
@@ -178,6 +178,10 @@ class RateLimiter:
         self.stats = {"decisions": 0, "allowed": 0, "denied": 0, "reservations": 0, "local": 0}
         self._needs_fleet = on_redis_error == "local_share" and fleet_size is None
 
+    @property
+    def _what(self) -> str:
+        return f"rate limiter {self.name!r}"
+
     def __repr__(self) -> str:
         return f"<RateLimiter {self.name!r} {self.limit}/{self.per:g}s {self.algorithm}>"
 
@@ -187,12 +191,7 @@ class RateLimiter:
 
         Never raises for a denial (see :meth:`hold`); raises TenantRequired without a tenant.
         """
-        if tenant is None and self.per_tenant:
-            tenant = _tenant.get()
-            if tenant is None:
-                raise TenantRequired(
-                    f"rate limiter {self.name!r} is per tenant: pass tenant= or use tenant_scope()"
-                )
+        tenant = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
         decision = await self._decide(tenant)
         deadline = self._hub.clock.monotonic() + wait if wait > 0 and not decision.allowed else 0.0
         while not decision.allowed and wait > 0:
@@ -238,7 +237,7 @@ class RateLimiter:
     async def prefetch(self, tenant: str | None = None) -> None:
         """Read ``tenant``'s shared penalty state now (at most 1 GET), so the first decision
         does not wait for it: e.g. right after a tenant connects an integration."""
-        t = tenant if tenant is not None or not self.per_tenant else _tenant.get()
+        t = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
         with contextlib.suppress(RedisUnavailable):
             await self._penalties.get("until", **self._tenant_kw(t))
 
@@ -250,7 +249,7 @@ class RateLimiter:
     def drop_lease(self, tenant: str | None = None) -> None:
         """Give up the tokens this hub holds for ``tenant`` (0 commands): the next decision
         reserves again. Unspent tokens are under-use, never overshoot."""
-        lease = self._leases.get(tenant)
+        lease = self._leases.peek(tenant)
         if lease is not None:
             lease.tokens = 0
 
@@ -270,20 +269,10 @@ class RateLimiter:
         return self._hub.server_time()
 
     def _lease(self, tenant: str | None) -> _Lease:
-        lease = self._leases.get(tenant)
-        if lease is None:
-            lease = self._leases[tenant] = _Lease()
-            while len(self._leases) > self.max_tenants:
-                _, old = self._leases.popitem(last=False)
-                if old.pending is not None:  # in use right now: keep it
-                    self._leases[_] = old
-                    break
-        else:
-            self._leases.move_to_end(tenant)
-        return lease
+        return self._leases.get(tenant)
 
     def _tenant_kw(self, tenant: str | None) -> dict[str, Any]:
-        return {"tenant": tenant} if self.per_tenant else {}
+        return tenant_kwargs(tenant, per_tenant=self.per_tenant)
 
     async def _decide(self, tenant: str | None) -> Decision:
         lease = self._lease(tenant)
@@ -338,14 +327,6 @@ class RateLimiter:
             lease.unreported += 1
             return Decision(True, share - lease.local_used, 0.0)
         return Decision(False, 0, window_end(w, self.per) - now)
-
-    def _att(self, tenant: str | None) -> Attribution:
-        att = self._atts.get(tenant)
-        if att is None:
-            att = Attribution("limiter", self.family, tenant)
-            if len(self._atts) < 10_000:
-                self._atts[tenant] = att
-        return att
 
     async def _reserve(self, tenant: str | None, lease: _Lease, now: float) -> None:
         if self._needs_fleet:
@@ -432,7 +413,7 @@ class RateLimiter:
             for lease in self._leases.values():
                 lease.tokens = 0
             return
-        held = self._leases.get(k[0])
+        held = self._leases.peek(k[0])
         if held is not None:
             held.tokens = 0
 
