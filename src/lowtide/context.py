@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import NamedTuple
 
-__all__ = ["Attribution", "attributed", "current_tenant", "tenant_scope"]
+__all__ = ["Attribution", "current_tenant", "tenant_scope"]
 
 _tenant: ContextVar[str | None] = ContextVar("lowtide_tenant", default=None)
 
@@ -49,18 +49,3 @@ def tenant_scope(tenant: str) -> Iterator[str]:
         yield tenant
     finally:
         _tenant.reset(token)
-
-
-@contextmanager
-def attributed(attribution: Attribution) -> Iterator[Attribution]:
-    """Label every Redis command sent inside the block with ``attribution``."""
-    token = _attribution.set(attribution)
-    try:
-        yield attribution
-    finally:
-        _attribution.reset(token)
-
-
-def current_attribution() -> Attribution:
-    """The attribution that commands sent now would be labelled with."""
-    return _attribution.get()

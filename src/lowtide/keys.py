@@ -29,6 +29,7 @@ __all__ = [
     "COMPONENTS",
     "MAX_KEY_LENGTH",
     "MAX_TENANT_LENGTH",
+    "TRACKED",
     "ParsedKey",
     "build_key",
     "escape",
@@ -50,6 +51,17 @@ COMPONENTS: Final[dict[str, str]] = {
     "test": "z",
 }
 _CODES: Final[dict[str, str]] = {v: k for k, v in COMPONENTS.items()}
+
+#: components whose keys the invalidation listener tracks (``CLIENT TRACKING ... PREFIX``).
+#:
+#: The placement rule: a value goes under a tracked component when process memory may keep a
+#: copy of it, i.e. it is read far more often than it changes and every change must reach every
+#: hub (cache values, tenant mappings, breaker open states, limiter penalties and the kill
+#: switch, which live under ``control``). A value that changes on (almost) every call goes under
+#: an untracked component, because tracking it would push one invalidation per write to every
+#: hub for nothing: limiter counters (``limiter``), quota counters (``quota``), and fleet
+#: heartbeats, breaker probe leases and trip votes, fleet-view snapshots (``fleet``).
+TRACKED: Final[tuple[str, ...]] = ("cache", "tenants", "breaker", "control")
 
 #: longest tenant id accepted (characters, before escaping)
 MAX_TENANT_LENGTH: Final = 256

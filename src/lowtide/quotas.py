@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 from lowtide._listeners import Listeners
+from lowtide._validate import fraction, seconds
 from lowtide.context import Attribution
 from lowtide.errors import ConfigError, LowtideError
 from lowtide.keys import build_key, family
@@ -95,12 +96,9 @@ class Quotas:
             raise ConfigError("plans: expected {plan name: billed commands per period >= 0}")
         if period not in _PERIOD_S:
             raise ConfigError(f"period: hour, day or month, got {period!r}")
-        if not flush_interval > 0:
-            raise ConfigError(f"flush_interval: must be > 0 seconds, got {flush_interval!r}")
-        if not 0 < early_fraction <= 1:
-            raise ConfigError(
-                f"early_fraction: expected a fraction in (0, 1], got {early_fraction!r}"
-            )
+        seconds("flush_interval", flush_interval)
+        fraction("early_fraction", early_fraction)
+        seconds("plan_ttl", plan_ttl, allow_zero=True)
         self.plans = dict(plans)
         self.period = period
         self.flush_interval = flush_interval

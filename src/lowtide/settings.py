@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from lowtide._validate import integer, seconds
 from lowtide.errors import ConfigError
 
 __all__ = [
@@ -177,23 +178,10 @@ class Settings:
         for name in ("suspend", "track_metrics", "fleet_view", "fleet_switch", "listener_resp3"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected a bool, got {getattr(self, name)!r}")
-        for name in (
-            "metrics_interval",
-            "default_ttl",
-            "max_staleness",
-            "op_timeout",
-            "connect_timeout",
-            "reconnect_min",
-            "reconnect_max",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{name}: expected a number of seconds, got {value!r}")
-            if value != value or value < 0:  # NaN or negative
-                raise ConfigError(f"{name}: must be >= 0 seconds, got {value!r}")
+        for name in ("default_ttl", "max_staleness", "reconnect_min", "reconnect_max"):
+            seconds(name, getattr(self, name), allow_zero=True)
         for name in ("metrics_interval", "op_timeout", "connect_timeout"):
-            if getattr(self, name) == 0:
-                raise ConfigError(f"{name}: must be > 0 seconds")
+            seconds(name, getattr(self, name))
         if self.reconnect_max < self.reconnect_min:
             raise ConfigError("reconnect_max: must be >= reconnect_min")
         if self.invalidation not in INVALIDATION_MODES:
@@ -201,14 +189,9 @@ class Settings:
                 f"invalidation: expected one of {', '.join(INVALIDATION_MODES)}, "
                 f"got {self.invalidation!r}"
             )
-        for name in ("read_regions", "max_connections", "max_value_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
-        if self.max_connections < 1:
-            raise ConfigError("max_connections: must be >= 1")
-        if self.max_value_bytes < 1:
-            raise ConfigError("max_value_bytes: must be >= 1")
+        integer("read_regions", self.read_regions, minimum=0)
+        integer("max_connections", self.max_connections)
+        integer("max_value_bytes", self.max_value_bytes)
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -252,6 +235,7 @@ class Settings:
         max_value_bytes           LOWTIDE_MAX_VALUE_BYTES          1048576
         fleet_view                LOWTIDE_FLEET_VIEW               true
         fleet_switch              LOWTIDE_FLEET_SWITCH             false
+        listener_resp3            LOWTIDE_LISTENER_RESP3           true
         ========================  ==============================  ===============
 
         Keyword ``overrides`` win over the environment.

@@ -159,7 +159,7 @@ class CircuitBreaker:
         """
         t = self._tenant(tenant)
         core = self._cores.peek(t)
-        now = self._now()
+        now = self._server_now()
         fleet = self._states.peek("state", **self._kw(t))
         if isinstance(fleet, dict):
             return State.OPEN.value if now < float(fleet["until"]) else State.HALF_OPEN.value
@@ -215,7 +215,7 @@ class CircuitBreaker:
 
     def info(self) -> dict[str, Any]:
         """Configuration, counters and how many tenants are open here."""
-        now = self._now()
+        now = self._server_now()
         return {
             "name": self.name,
             "tenants": len(self._cores),
@@ -224,7 +224,7 @@ class CircuitBreaker:
         }
 
     # -- internals ----------------------------------------------------------------------------
-    def _now(self) -> float:
+    def _server_now(self) -> float:
         return self._hub.server_time()
 
     def _tenant(self, tenant: str | None) -> str | None:
@@ -254,7 +254,7 @@ class CircuitBreaker:
     def _emit(self, tenant: str | None, old: State, new: State, reason: str) -> None:
         if old is new:
             return
-        change = Transition(self.name, tenant, old.value, new.value, reason, self._now())
+        change = Transition(self.name, tenant, old.value, new.value, reason, self._server_now())
         level = logging.WARNING if new is State.OPEN else logging.INFO
         log.log(level, "breaker %s tenant=%s %s -> %s (%s)", self.name, tenant, old, new, reason)
         self._listeners.emit(change)
@@ -276,7 +276,7 @@ class CircuitBreaker:
     async def _admit(self, tenant: str | None, core: BreakerCore) -> bool:
         """Raise CircuitOpen, or return True if this call is the probe."""
         fleet = await self._fleet_state(tenant)
-        now = self._now()
+        now = self._server_now()
         if fleet is not None:
             until, gen = float(fleet["until"]), int(fleet.get("gen", 0))
             old = core.current(now)
@@ -326,7 +326,7 @@ class CircuitBreaker:
     async def _finish(
         self, tenant: str | None, core: BreakerCore, probe: bool, failed: bool
     ) -> None:
-        now = self._now()
+        now = self._server_now()
         if failed:
             self.stats["failures"] += 1
         if probe:

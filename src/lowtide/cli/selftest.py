@@ -57,24 +57,6 @@ class SelftestResult:
         }
 
 
-def _parse_commandstats(raw: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    if isinstance(raw, dict):  # redis-py parses INFO replies into a dict
-        for key, stats in raw.items():
-            if str(key).startswith("cmdstat_") and isinstance(stats, dict):
-                calls = int(stats.get("calls", 0)) + int(stats.get("rejected_calls", 0))
-                out[str(key)[len("cmdstat_") :]] = calls
-        return out
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    for line in text.splitlines():
-        if not line.startswith("cmdstat_"):
-            continue
-        name, rest = line[len("cmdstat_") :].split(":", 1)
-        fields = dict(item.split("=", 1) for item in rest.split(","))
-        out[name] = int(fields.get("calls", 0)) + int(fields.get("rejected_calls", 0))
-    return out
-
-
 async def run_selftest(url: str, *, tenants: int = 5, operations: int = 200) -> SelftestResult:
     """Run the workload against ``url`` and compare counts (see module docs)."""
     admin = Attribution("selftest", "-", None)
@@ -88,7 +70,7 @@ async def run_selftest(url: str, *, tenants: int = 5, operations: int = 200) -> 
         gw = lt.gateway
         ns = lt.settings.namespace
         ledger_before = dict(lt.ledger.snapshot().by_command)
-        before = _parse_commandstats(await gw.call(admin, "INFO", "commandstats"))
+        before = await gw.commandstats(admin)
         fam = family(ns, "test", "profiles")
         for i in range(operations):
             tenant = f"tenant-{i % tenants}"
@@ -108,7 +90,7 @@ async def run_selftest(url: str, *, tenants: int = 5, operations: int = 200) -> 
         with contextlib.suppress(RedisCommandError):  # WRONGTYPE when keys[0] holds a string
             await gw.call(batch, "LPUSH", keys[0], "x")
         await gw.call(admin, "DEL", *keys, counter, counter + ":s")
-        after = _parse_commandstats(await gw.call(admin, "INFO", "commandstats"))
+        after = await gw.commandstats(admin)
         snap = lt.ledger.snapshot()
         upstash = lt.ledger.snapshot("upstash")
     # the ledger from just before the first INFO; the server counted that INFO after producing

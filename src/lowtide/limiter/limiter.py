@@ -226,7 +226,7 @@ class RateLimiter:
         if not retry_after > 0:
             raise ConfigError(f"retry_after: must be > 0 seconds, got {retry_after!r}")
         lease = self._lease(tenant)
-        until = self._now() + retry_after
+        until = self._server_now() + retry_after
         lease.blocked_until = max(lease.blocked_until, until)
         lease.tokens = 0
         with contextlib.suppress(RedisUnavailable):
@@ -265,7 +265,7 @@ class RateLimiter:
         }
 
     # -- decisions ----------------------------------------------------------------------------
-    def _now(self) -> float:
+    def _server_now(self) -> float:
         return self._hub.server_time()
 
     def _lease(self, tenant: str | None) -> _Lease:
@@ -278,7 +278,7 @@ class RateLimiter:
         lease = self._lease(tenant)
         reservations = 0
         while True:
-            now = self._now()
+            now = self._server_now()
             if lease.blocked_until > now:
                 return Decision(False, 0, lease.blocked_until - now)
             if lease.tokens > 0 and self._usable(lease, now):
@@ -301,7 +301,7 @@ class RateLimiter:
             try:
                 await self._reserve(tenant, lease, now)
             except RedisUnavailable:
-                return self._fallback(lease, self._now())
+                return self._fallback(lease, self._server_now())
             finally:
                 lease.pending = None
                 fut.set_result(None)
@@ -333,7 +333,7 @@ class RateLimiter:
             self._needs_fleet = False
             self._hub.fleet.start()
         await self._hub.sync_server_clock()
-        now = self._now()
+        now = self._server_now()
         with contextlib.suppress(RedisUnavailable):
             until = await self._penalties.get("until", **self._tenant_kw(tenant))
             if isinstance(until, int | float) and until > now:

@@ -7,7 +7,8 @@ the server stopped answering so the hub can degrade and start reconnecting.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from redis import exceptions as rexc
@@ -108,15 +109,10 @@ class Gateway:
         """The server's ``INFO commandstats`` (summed over every primary of a cluster)."""
         if not isinstance(self.client, RedisCluster):
             return parse_commandstats(await self.call(attribution, "INFO", "commandstats"))
-        token = _attribution.set(attribution)
-        try:
+        with self._sending(attribution, "info", data=False):
             per_node = await self.client.execute_command(
                 "INFO", "commandstats", target_nodes=RedisCluster.PRIMARIES
             )
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
-            raise self._translate(exc, "info") from exc
-        finally:
-            _attribution.reset(token)
         total: dict[str, int] = {}
         replies = per_node.values() if isinstance(per_node, dict) else [per_node]
         for reply in replies:
@@ -126,13 +122,8 @@ class Gateway:
 
     async def scan(self, attribution: Attribution, pattern: str) -> list[Any]:
         """Every key matching ``pattern`` (on every primary of a cluster)."""
-        token = _attribution.set(attribution)
-        try:
+        with self._sending(attribution, "scan", data=False):
             return [k async for k in self.client.scan_iter(match=pattern, count=1000)]
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
-            raise self._translate(exc, "scan") from exc
-        finally:
-            _attribution.reset(token)
 
     async def disconnect(self) -> None:
         """Close every pooled connection (they reopen on demand)."""
@@ -171,13 +162,32 @@ class Gateway:
             return RedisCommandError(str(exc), command=command, code=_code_of(exc))
         return RedisCommandError(f"{type(exc).__name__}: {exc}", command=command)
 
+    @contextlib.contextmanager
+    def _sending(
+        self, attribution: Attribution, command: str | tuple[Any, ...], *, data: bool
+    ) -> Iterator[None]:
+        """Around every send: refuse data traffic without I/O while closed or over quota,
+        label the commands for the ledger, and translate driver errors (once, here).
+
+        ``command`` names the command in errors (the args tuple is named only on failure)."""
+        if data:
+            if not self.open:
+                raise self._refuse()
+            if self.blocked and self._over_quota(attribution):
+                raise self._quota_refusal(attribution)
+        token = _attribution.set(attribution)
+        try:
+            yield
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            name = command if isinstance(command, str) else command_name(command)
+            raise self._translate(exc, name) from exc
+        finally:
+            _attribution.reset(token)
+
     async def call(self, attribution: Attribution, *args: Any) -> Any:
         """Run one command labelled with ``attribution``; returns the raw reply."""
-        if not self.open:
-            raise self._refuse()
-        if self.blocked and self._over_quota(attribution):
-            raise self._quota_refusal(attribution)
-        return await self._execute(attribution, args)
+        with self._sending(attribution, args, data=True):
+            return await self._send(*args)
 
     async def control(self, attribution: Attribution, *args: Any) -> Any:
         """Run a control-plane command even while closed (kill switch, listener self-test).
@@ -191,13 +201,8 @@ class Gateway:
         await self._execute(attribution, ("PING",))
 
     async def _execute(self, attribution: Attribution, args: tuple[Any, ...]) -> Any:
-        token = _attribution.set(attribution)
-        try:
+        with self._sending(attribution, args, data=False):
             return await self._send(*args)
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
-            raise self._translate(exc, command_name(args)) from exc
-        finally:
-            _attribution.reset(token)
 
     async def pipeline(
         self,
@@ -210,20 +215,11 @@ class Gateway:
 
         Error replies are returned in place (as :class:`RedisCommandError`), not raised.
         """
-        if not self.open:
-            raise self._refuse()
-        if self.blocked and self._over_quota(attribution):
-            raise self._quota_refusal(attribution)
-        token = _attribution.set(attribution)
-        try:
+        with self._sending(attribution, "pipeline", data=True):
             pipe = self.client.pipeline(transaction=transaction)
             for cmd in commands:
                 pipe.execute_command(*cmd)
             replies = await pipe.execute(raise_on_error=False)
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
-            raise self._translate(exc, "pipeline") from exc
-        finally:
-            _attribution.reset(token)
         return [
             RedisCommandError(str(r), command=command_name(c), code=_code_of(r))
             if isinstance(r, rexc.ResponseError)
@@ -239,12 +235,7 @@ class Gateway:
         args: Sequence[Any] = (),
     ) -> Any:
         """Run ``script`` with EVALSHA (EVAL after NOSCRIPT); count its inner commands."""
-        if not self.open:
-            raise self._refuse()
-        if self.blocked and self._over_quota(attribution):
-            raise self._quota_refusal(attribution)
-        token = _attribution.set(attribution)
-        try:
+        with self._sending(attribution, "evalsha", data=True):
             try:
                 reply = await self._send(
                     "EVALSHA", script.sha(upstash=self.upstash), len(keys), *keys, *args
@@ -253,10 +244,6 @@ class Gateway:
                 reply = await self._send(
                     "EVAL", script.body(upstash=self.upstash), len(keys), *keys, *args
                 )
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
-            raise self._translate(exc, "evalsha") from exc
-        finally:
-            _attribution.reset(token)
         if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], list):
             raise RedisCommandError(
                 f"script {script.name!r} did not return {{result, inner}}", command="evalsha"
