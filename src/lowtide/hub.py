@@ -233,6 +233,8 @@ class Lowtide:
         self._closed = True
         if self._quotas is not None:
             await self._quotas.aclose()
+        for breaker in self._breakers:
+            await breaker.aclose()
         await self._registry.aclose()
         for job in (self._fleet, self._publisher, self._switch, self._invalidations):
             if job is not None:

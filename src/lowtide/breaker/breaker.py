@@ -26,11 +26,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from lowtide._listeners import Listeners
+from lowtide._tasks import BackgroundTasks
 from lowtide._validate import fraction, integer, optional_seconds, seconds
 from lowtide.breaker.core import BreakerCore, State
+from lowtide.breaker.probe import ProbeLeases
 from lowtide.cache.options import CacheOptions, pushed_state
 from lowtide.cache.store import Key
-from lowtide.errors import CircuitOpen, LowtideError, RedisUnavailable
+from lowtide.errors import CircuitOpen, LowtideError
 from lowtide.keys import build_key, family
 from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant, tenant_kwargs
 
@@ -135,7 +137,18 @@ class CircuitBreaker:
             name, self._state_options(), component="breaker", codec=None
         )
         self._states.watch(self._on_fleet_change)
-        self.stats = {"calls": 0, "rejected": 0, "probes": 0, "trips": 0, "failures": 0}
+        self._refreshing: set[str | None] = set()
+        self._tasks = BackgroundTasks(log, f"breaker {name!r}", level=logging.WARNING)
+        lease_ms = math.ceil(max(self.open_for, (self.slow_call or 0) * 2) * 1000)
+        self._probes = ProbeLeases(hub, name, lease_ms, self._att, self._tasks)
+        self.stats = {
+            "calls": 0,
+            "rejected": 0,
+            "probes": 0,
+            "trips": 0,
+            "failures": 0,
+            "cancelled": 0,
+        }
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} tenants={len(self._cores)}>"
@@ -181,6 +194,12 @@ class CircuitBreaker:
         Raises :class:`CircuitOpen` (with ``retry_after``) without running the block when open.
         Exceptions from the block propagate unchanged; those in ``failure_on`` (and not in
         ``ignore``) count as failures, as does a block slower than ``slow_call``.
+
+        A block that is cancelled (an outer ``asyncio.timeout``, a task cancelled at shutdown)
+        or interrupted by any other ``BaseException`` records nothing: it is neither a success
+        nor a failure, a probe it held is given back (the breaker stays open or half-open, and
+        the fleet-wide probe lease is released), and no fleet state changes. To count a slow
+        dependency as a failure, put the timeout inside the block.
         """
         t = self._tenant(tenant)
         core = self._core(t)
@@ -190,6 +209,9 @@ class CircuitBreaker:
         try:
             yield
         except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._abandon(t, core, probe)
+                raise
             failed = isinstance(exc, self.failure_on) and not isinstance(exc, self.ignore)
             await self._finish(t, core, probe, failed)
             raise
@@ -273,34 +295,42 @@ class CircuitBreaker:
             return None  # unreadable state: decide locally
         return value if isinstance(value, dict) and "until" in value else None
 
-    async def _admit(self, tenant: str | None, core: BreakerCore) -> bool:
-        """Raise CircuitOpen, or return True if this call is the probe."""
-        fleet = await self._fleet_state(tenant)
-        now = self._server_now()
+    def _adopt(
+        self, tenant: str | None, core: BreakerCore, fleet: dict[str, Any] | None, now: float
+    ) -> None:
+        """Bring this hub's view of ``tenant`` in line with the fleet state just read."""
         if fleet is not None:
-            until, gen = float(fleet["until"]), int(fleet.get("gen", 0))
+            gen = int(fleet.get("gen", 0))
             old = core.current(now)
             if self._fleet_gen.get(tenant) != gen or core.state is State.CLOSED:
                 self._fleet_gen[tenant] = gen
                 core.reopens = int(fleet.get("opens", 0))
-                core.trip(now, until)
+                core.trip(now, float(fleet["until"]))
                 self._emit(tenant, old, core.current(now), "fleet")
-            if now < until:
-                raise self._reject(until - now)
-            if core.probing or self._probe_lost.get(tenant, 0.0) > now:
-                raise self._reject(min(self.open_for, 1.0))
-            if not await self._take_probe(tenant, gen):
-                self._probe_lost[tenant] = now + self.open_for
-                raise self._reject(min(self.open_for, 1.0))
-            core.probing = True
-            self.stats["probes"] += 1
-            return True
-        if tenant in self._fleet_gen:  # the fleet state is gone: someone's probe succeeded
+        elif tenant in self._fleet_gen:  # the fleet state is gone: someone's probe succeeded
             del self._fleet_gen[tenant]
             if core.state is not State.CLOSED:
                 old = core.current(now)
                 core.close()
                 self._emit(tenant, old, State.CLOSED, "fleet probe succeeded")
+
+    async def _admit(self, tenant: str | None, core: BreakerCore) -> bool:
+        """Raise CircuitOpen, or return True if this call is the probe."""
+        fleet = await self._fleet_state(tenant)
+        now = self._server_now()
+        self._adopt(tenant, core, fleet, now)
+        if fleet is not None:
+            until, gen = float(fleet["until"]), int(fleet.get("gen", 0))
+            if now < until:
+                raise self._reject(until - now)
+            if core.probing or self._probe_lost.get(tenant, 0.0) > now:
+                raise self._reject(min(self.open_for, 1.0))
+            if not await self._probes.take(tenant, gen):
+                self._probe_lost[tenant] = now + self.open_for
+                raise self._reject(min(self.open_for, 1.0))
+            core.probing = True
+            self.stats["probes"] += 1
+            return True
         state = core.current(now)
         if state is State.CLOSED:
             return False
@@ -312,16 +342,12 @@ class CircuitBreaker:
         self.stats["probes"] += 1
         return True
 
-    async def _take_probe(self, tenant: str | None, gen: int) -> bool:
-        key = build_key(self._ns, "fleet", f"breaker.{self.name}", tenant, f"probe.{gen}")
-        px = math.ceil(max(self.open_for, (self.slow_call or 0) * 2) * 1000)
-        try:
-            reply = await self._hub.gateway.call(
-                self._att(tenant), "SET", key, self._hub.settings.instance, "NX", "PX", px
-            )
-        except RedisUnavailable:
-            return True  # nobody to agree with: probe locally
-        return reply is not None
+    def _abandon(self, tenant: str | None, core: BreakerCore, probe: bool) -> None:
+        """A guarded call ended with no outcome (see :meth:`guard`): record nothing."""
+        self.stats["cancelled"] += 1
+        if probe:
+            core.abandon_probe()
+            self._probes.let_go(tenant, release=True)
 
     async def _finish(
         self, tenant: str | None, core: BreakerCore, probe: bool, failed: bool
@@ -330,6 +356,7 @@ class CircuitBreaker:
         if failed:
             self.stats["failures"] += 1
         if probe:
+            self._probes.let_go(tenant, release=False)  # the outcome changes the generation
             old = core.current(now)
             core.probe_result(now, not failed)
             gen = self._fleet_gen.get(tenant)
@@ -381,5 +408,27 @@ class CircuitBreaker:
     def _on_fleet_change(self, k: Key | None) -> None:
         if k is None:
             self._probe_lost.clear()
+            tenants = list(self._fleet_gen)
         else:
             self._probe_lost.pop(k[0], None)
+            tenants = [k[0]] if k[0] in self._cores else []
+        for tenant in tenants:
+            # read the new state now (1 GET, the read the next call would make anyway), so
+            # state() shows what the fleet decided without waiting for a call
+            if tenant not in self._refreshing and self._hub.distributed:
+                self._refreshing.add(tenant)
+                self._tasks.spawn(self._refresh(tenant))
+
+    async def _refresh(self, tenant: str | None) -> None:
+        try:
+            fleet = await self._fleet_state(tenant)
+        finally:
+            self._refreshing.discard(tenant)
+        core = self._cores.peek(tenant)
+        if core is not None:
+            self._adopt(tenant, core, fleet, self._server_now())
+
+    async def aclose(self) -> None:
+        """Stop renewals and background reads (the hub calls it on close)."""
+        self._probes.close()
+        await self._tasks.aclose()

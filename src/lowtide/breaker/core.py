@@ -139,6 +139,11 @@ class BreakerCore:
             self.reopens += 1
             self.trip(now)
 
+    def abandon_probe(self) -> None:
+        """The probe ended with no outcome (cancelled): nothing is learned, the state stays,
+        and another probe may be taken."""
+        self.probing = False
+
     def close(self) -> None:
         """Back to closed with an empty window."""
         self.state = State.CLOSED
