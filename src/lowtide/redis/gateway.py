@@ -7,8 +7,9 @@ the server stopped answering so the hub can degrade and start reconnecting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from redis import exceptions as rexc
@@ -25,7 +26,11 @@ from lowtide.redis.info import parse_commandstats
 from lowtide.redis.scripts import Script
 from lowtide.settings import Settings
 
-__all__ = ["Gateway"]
+__all__ = ["QUEUE_TIMEOUT", "Gateway"]
+
+#: longest a command waits for a free connection before RedisUnavailable(reason="busy"); an
+#: outage drains the queue fast (the gateway closes and waiting callers are refused at once)
+QUEUE_TIMEOUT = 30.0
 
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError)
 # redis-py strips the error code from replies it maps to its own classes; put it back
@@ -56,6 +61,8 @@ class Gateway:
         *,
         upstash: bool = False,
         on_failure: Callable[[BaseException], None] | None = None,
+        max_in_flight: int = 32,
+        queue_timeout: float = QUEUE_TIMEOUT,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -66,6 +73,15 @@ class Gateway:
         #: tenants over their command quota: their commands are refused without I/O
         self.blocked = TenantBlockList()
         self._on_failure = on_failure
+        #: commands in flight are capped at the pool's size; more callers wait their turn (in
+        #: order, up to ``queue_timeout``) instead of exhausting the pool, which redis-py would
+        #: report as a ConnectionError, i.e. as an outage
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        self.queue_timeout = queue_timeout
+        #: callers waiting for a free connection right now, and the most ever seen
+        self.queued = 0
+        self.max_queued = 0
 
     @classmethod
     def connect(
@@ -80,7 +96,13 @@ class Gateway:
         r"""A gateway over a new counting client (a cluster client with ``cluster=True``,
         which must then be :meth:`initialize`\ d); connections open on first use."""
         client = make_cluster_client(settings, ledger) if cluster else make_client(settings, ledger)
-        gw = cls(client, ledger, upstash=settings.provider == "upstash", on_failure=on_failure)
+        gw = cls(
+            client,
+            ledger,
+            upstash=settings.provider == "upstash",
+            on_failure=on_failure,
+            max_in_flight=settings.max_connections,
+        )
         if blocked is not None:
             gw.blocked = blocked
         return gw
@@ -109,7 +131,7 @@ class Gateway:
         """The server's ``INFO commandstats`` (summed over every primary of a cluster)."""
         if not isinstance(self.client, RedisCluster):
             return parse_commandstats(await self.call(attribution, "INFO", "commandstats"))
-        with self._sending(attribution, "info", data=False):
+        async with self._sending(attribution, "info", data=False):
             per_node = await self.client.execute_command(
                 "INFO", "commandstats", target_nodes=RedisCluster.PRIMARIES
             )
@@ -122,7 +144,7 @@ class Gateway:
 
     async def scan(self, attribution: Attribution, pattern: str) -> list[Any]:
         """Every key matching ``pattern`` (on every primary of a cluster)."""
-        with self._sending(attribution, "scan", data=False):
+        async with self._sending(attribution, "scan", data=False):
             return [k async for k in self.client.scan_iter(match=pattern, count=1000)]
 
     async def disconnect(self) -> None:
@@ -162,12 +184,13 @@ class Gateway:
             return RedisCommandError(str(exc), command=command, code=_code_of(exc))
         return RedisCommandError(f"{type(exc).__name__}: {exc}", command=command)
 
-    @contextlib.contextmanager
-    def _sending(
+    @contextlib.asynccontextmanager
+    async def _sending(
         self, attribution: Attribution, command: str | tuple[Any, ...], *, data: bool
-    ) -> Iterator[None]:
+    ) -> AsyncIterator[None]:
         """Around every send: refuse data traffic without I/O while closed or over quota,
-        label the commands for the ledger, and translate driver errors (once, here).
+        wait for a free connection, label the commands for the ledger, and translate driver
+        errors (once, here).
 
         ``command`` names the command in errors (the args tuple is named only on failure)."""
         if data:
@@ -175,18 +198,40 @@ class Gateway:
                 raise self._refuse()
             if self.blocked and self._over_quota(attribution):
                 raise self._quota_refusal(attribution)
+        await self._take_slot()
         token = _attribution.set(attribution)
         try:
+            if data and not self.open:  # closed while this caller waited
+                raise self._refuse()
             yield
         except (rexc.RedisError, OSError, TimeoutError) as exc:
             name = command if isinstance(command, str) else command_name(command)
             raise self._translate(exc, name) from exc
         finally:
             _attribution.reset(token)
+            self._slots.release()
+
+    async def _take_slot(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # a connection is free: no wait
+            return
+        self.queued += 1
+        self.max_queued = max(self.max_queued, self.queued)
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise RedisUnavailable(
+                f"every connection stayed busy for {self.queue_timeout:g}s "
+                f"({self.queued} callers waiting)",
+                reason="busy",
+            ) from None
+        finally:
+            self.queued -= 1
 
     async def call(self, attribution: Attribution, *args: Any) -> Any:
         """Run one command labelled with ``attribution``; returns the raw reply."""
-        with self._sending(attribution, args, data=True):
+        async with self._sending(attribution, args, data=True):
             return await self._send(*args)
 
     async def control(self, attribution: Attribution, *args: Any) -> Any:
@@ -201,7 +246,7 @@ class Gateway:
         await self._execute(attribution, ("PING",))
 
     async def _execute(self, attribution: Attribution, args: tuple[Any, ...]) -> Any:
-        with self._sending(attribution, args, data=False):
+        async with self._sending(attribution, args, data=False):
             return await self._send(*args)
 
     async def pipeline(
@@ -215,7 +260,7 @@ class Gateway:
 
         Error replies are returned in place (as :class:`RedisCommandError`), not raised.
         """
-        with self._sending(attribution, "pipeline", data=True):
+        async with self._sending(attribution, "pipeline", data=True):
             pipe = self.client.pipeline(transaction=transaction)
             for cmd in commands:
                 pipe.execute_command(*cmd)
@@ -235,7 +280,7 @@ class Gateway:
         args: Sequence[Any] = (),
     ) -> Any:
         """Run ``script`` with EVALSHA (EVAL after NOSCRIPT); count its inner commands."""
-        with self._sending(attribution, "evalsha", data=True):
+        async with self._sending(attribution, "evalsha", data=True):
             try:
                 reply = await self._send(
                     "EVALSHA", script.sha(upstash=self.upstash), len(keys), *keys, *args
