@@ -9,6 +9,7 @@ Redis and the mode machine (distributed / degraded / suspended / local) live in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -201,7 +202,8 @@ class Lowtide:
         await self.aclose()
 
     async def start(self) -> None:
-        """Connect (unless suspended or local-only) and start background tasks.
+        """Connect (unless suspended or local-only), start background tasks, and wait (at most
+        ``settings.start_wait``, 2 s by default) until the hub is :meth:`ready`.
 
         An unreachable server does not raise: the hub starts ``degraded`` and reconnects.
         """
@@ -224,7 +226,27 @@ class Lowtide:
             self._publisher.start()
         if s.track_metrics:
             self._link.spawn(metrics_log_loop(self))
+        if s.start_wait > 0 and self.distributed and self._invalidations is not None:
+            await self.ready(s.start_wait)
         log.info("lowtide started: %r", self)
+
+    async def ready(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
+        """Wait until process memory can be used: True once the hub is distributed and its
+        invalidation listener is subscribed and self-tested (or at once when there is nothing
+        to wait for: local-only, suspended, ``invalidation="ttl"``); False if ``timeout`` (real
+        seconds) passes first. Before that, caches still work but read through to Redis and
+        keep nothing in L1.
+        """
+        s = self._settings
+        if s.url is None or self.mode is Mode.SUSPENDED:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not await self.wait_for(Mode.DISTRIBUTED, timeout):
+            return False
+        if s.invalidation == "ttl":
+            return True
+        return await self.invalidations.wait_healthy(max(0.0, deadline - loop.time()))
 
     async def aclose(self) -> None:
         """Stop background tasks and close every connection. Idempotent."""

@@ -159,6 +159,9 @@ class Settings:
     fleet_switch: bool = True
     #: the listener speaks RESP3 (push frames on its own connection) instead of RESP2 pub/sub
     listener_resp3: bool = False
+    #: longest ``start()`` waits for the invalidation listener to be subscribed and
+    #: self-tested (0: do not wait; ``Lowtide.ready()`` waits on demand)
+    start_wait: float = 2.0
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -178,7 +181,13 @@ class Settings:
         for name in ("suspend", "track_metrics", "fleet_view", "fleet_switch", "listener_resp3"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected a bool, got {getattr(self, name)!r}")
-        for name in ("default_ttl", "max_staleness", "reconnect_min", "reconnect_max"):
+        for name in (
+            "default_ttl",
+            "max_staleness",
+            "reconnect_min",
+            "reconnect_max",
+            "start_wait",
+        ):
             seconds(name, getattr(self, name), allow_zero=True)
         for name in ("metrics_interval", "op_timeout", "connect_timeout"):
             seconds(name, getattr(self, name))
@@ -236,6 +245,7 @@ class Settings:
         fleet_view                LOWTIDE_FLEET_VIEW               true
         fleet_switch              LOWTIDE_FLEET_SWITCH             false
         listener_resp3            LOWTIDE_LISTENER_RESP3           true
+        start_wait                LOWTIDE_START_WAIT               2.0
         ========================  ==============================  ===============
 
         Keyword ``overrides`` win over the environment.
@@ -280,6 +290,7 @@ class Settings:
             ("op_timeout", "LOWTIDE_OP_TIMEOUT", float),
             ("connect_timeout", "LOWTIDE_CONNECT_TIMEOUT", float),
             ("metrics_interval", "LOWTIDE_METRICS_INTERVAL", float),
+            ("start_wait", "LOWTIDE_START_WAIT", float),
         ):
             hit = pick(var)
             if hit:

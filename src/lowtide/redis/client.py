@@ -22,6 +22,7 @@ def make_pool(
     *,
     max_connections: int | None = None,
     socket_timeout: float | None = None,
+    socket_connect_timeout: float | None = None,
     protocol: int = 2,
 ) -> ConnectionPool:
     """A connection pool for ``settings.url`` that counts into ``ledger``.
@@ -41,7 +42,9 @@ def make_pool(
         client_name=None,
         health_check_interval=0,
         socket_timeout=settings.op_timeout if socket_timeout is None else socket_timeout,
-        socket_connect_timeout=settings.connect_timeout,
+        socket_connect_timeout=(
+            settings.connect_timeout if socket_connect_timeout is None else socket_connect_timeout
+        ),
         retry=Retry(NoBackoff(), 0),
         max_connections=max_connections or settings.max_connections,
     )

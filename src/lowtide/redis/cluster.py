@@ -25,8 +25,13 @@ from lowtide.settings import Settings
 __all__ = ["key_on_node", "make_cluster_client", "node_url", "primaries"]
 
 
-def make_cluster_client(settings: Settings, ledger: Ledger | None) -> RedisCluster:
-    """A RedisCluster that discovers the cluster from ``settings.url`` and counts commands."""
+def make_cluster_client(
+    settings: Settings, ledger: Ledger | None, *, backstop: float | None = None
+) -> RedisCluster:
+    """A RedisCluster that discovers the cluster from ``settings.url`` and counts commands.
+
+    ``backstop`` replaces the socket timeouts (for a gateway that bounds each command itself).
+    """
     if settings.url is None:
         raise ValueError("make_cluster_client() needs a URL")
     parsed: dict[str, Any] = dict(parse_url(settings.url))
@@ -41,8 +46,8 @@ def make_cluster_client(settings: Settings, ledger: Ledger | None) -> RedisClust
         protocol=2,
         driver_info=None,
         health_check_interval=0,
-        socket_timeout=settings.op_timeout,
-        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=settings.op_timeout if backstop is None else backstop,
+        socket_connect_timeout=settings.connect_timeout if backstop is None else backstop,
         retry=Retry(NoBackoff(), 0),
         max_connections=settings.max_connections,
         **{k: v for k, v in parsed.items() if k.startswith("ssl_")},

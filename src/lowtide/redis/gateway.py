@@ -22,6 +22,7 @@ from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.ledger import Ledger, command_name
 from lowtide.redis.client import make_client
 from lowtide.redis.cluster import key_on_node, make_cluster_client, primaries
+from lowtide.redis.deadline import deadline
 from lowtide.redis.info import parse_commandstats
 from lowtide.redis.scripts import Script
 from lowtide.settings import Settings
@@ -31,6 +32,12 @@ __all__ = ["QUEUE_TIMEOUT", "Gateway"]
 #: longest a command waits for a free connection before RedisUnavailable(reason="busy"); an
 #: outage drains the queue fast (the gateway closes and waiting callers are refused at once)
 QUEUE_TIMEOUT = 30.0
+
+
+def _cap(op_timeout: float) -> float:
+    """Longest a command may take while the event loop keeps stalling (see deadline)."""
+    return max(10 * op_timeout, 5.0)
+
 
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError)
 # redis-py strips the error code from replies it maps to its own classes; put it back
@@ -63,6 +70,7 @@ class Gateway:
         on_failure: Callable[[BaseException], None] | None = None,
         max_in_flight: int = 32,
         queue_timeout: float = QUEUE_TIMEOUT,
+        op_timeout: float | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -82,6 +90,10 @@ class Gateway:
         #: callers waiting for a free connection right now, and the most ever seen
         self.queued = 0
         self.max_queued = 0
+        #: bound of one command, connection set-up included, in responsive loop time (see
+        #: :mod:`lowtide.redis.deadline`); None leaves it to the client's socket timeouts
+        self.op_timeout = op_timeout
+        self.op_cap = _cap(op_timeout) if op_timeout is not None else 0.0
 
     @classmethod
     def connect(
@@ -95,13 +107,21 @@ class Gateway:
     ) -> Gateway:
         r"""A gateway over a new counting client (a cluster client with ``cluster=True``,
         which must then be :meth:`initialize`\ d); connections open on first use."""
-        client = make_cluster_client(settings, ledger) if cluster else make_client(settings, ledger)
+        backstop = _cap(settings.op_timeout) + 1.0  # the gateway's deadline fires first
+        client = (
+            make_cluster_client(settings, ledger, backstop=backstop)
+            if cluster
+            else make_client(
+                settings, ledger, socket_timeout=backstop, socket_connect_timeout=backstop
+            )
+        )
         gw = cls(
             client,
             ledger,
             upstash=settings.provider == "upstash",
             on_failure=on_failure,
             max_in_flight=settings.max_connections,
+            op_timeout=settings.op_timeout,
         )
         if blocked is not None:
             gw.blocked = blocked
@@ -203,7 +223,11 @@ class Gateway:
         try:
             if data and not self.open:  # closed while this caller waited
                 raise self._refuse()
-            yield
+            if self.op_timeout is None:
+                yield
+            else:
+                async with deadline(self.op_timeout, cap=self.op_cap):
+                    yield
         except (rexc.RedisError, OSError, TimeoutError) as exc:
             name = command if isinstance(command, str) else command_name(command)
             raise self._translate(exc, name) from exc

@@ -1,0 +1,59 @@
+"""The lag-tolerant deadline (no server: asyncio only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from lowtide.redis.deadline import deadline
+
+
+async def test_expires_on_time_when_the_loop_is_responsive() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with deadline(0.1, cap=5.0):
+            await asyncio.sleep(10)
+    assert 0.09 <= time.monotonic() - t0 < 0.5
+
+
+async def test_a_stalled_loop_is_not_blamed_on_the_awaited_reply() -> None:
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[str] = loop.create_future()
+    loop.call_later(0.01, reply.set_result, "pong")  # the reply arrives after 10 ms ...
+    loop.call_later(0.005, time.sleep, 0.3)  # ... but the loop is blocked for 300 ms
+    async with deadline(0.1, cap=5.0):
+        assert await reply == "pong"
+
+
+async def test_a_plain_timeout_blames_the_reply_in_the_same_situation() -> None:
+    # the failure the deadline exists for, shown with asyncio.timeout
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[str] = loop.create_future()
+    loop.call_later(0.05, reply.set_result, "pong")
+    loop.call_later(0.005, time.sleep, 0.3)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await reply
+
+
+async def test_the_cap_bounds_a_loop_that_never_recovers() -> None:
+    loop = asyncio.get_running_loop()
+    stalling = True
+
+    def stall() -> None:
+        time.sleep(0.05)
+        if stalling:
+            loop.call_soon(stall)
+
+    loop.call_soon(stall)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            async with deadline(0.05, cap=0.4):
+                await asyncio.sleep(10)
+    finally:
+        stalling = False
+    elapsed = time.monotonic() - t0
+    assert 0.35 <= elapsed < 1.5
