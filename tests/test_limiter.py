@@ -153,17 +153,24 @@ async def test_penalize_is_shared_fleet_wide(lowtide_url: str) -> None:
         assert (await lb.acquire("t2")).allowed  # other tenants are not penalised
 
 
-async def test_local_share_while_suspended_and_charged_after_recovery(hub: Lowtide) -> None:
-    limiter = hub.rate_limiter("api", limit=100, per=3600, fleet_size=4)
-    hub.suspend()
-    results = [(await limiter.acquire("t1")).allowed for _ in range(40)]
-    assert results.count(True) == 25  # limit / fleet size, locally
-    hub.resume()
-    assert await hub.wait_for(Mode.DISTRIBUTED, 5)
-    granted = 0
-    while (await limiter.acquire("t1")).allowed:
-        granted += 1
-    assert granted == 75  # the 25 admitted locally were charged to the fleet counter
+async def test_local_share_while_suspended_and_charged_after_recovery(lowtide_url: str) -> None:
+    clock = ManualClock()
+    async with Lowtide(lowtide_url, clock=clock, instance="a") as hub:
+        await hub.sync_server_clock()  # windows on the server's clock, moved by ours from now on
+        limiter = hub.rate_limiter("api", limit=100, per=3600, fleet_size=4)
+        hub.suspend()
+        # the window under way may already be in use by the other 3 machines: no fresh share
+        results = [(await limiter.acquire("t1")).allowed for _ in range(40)]
+        assert results.count(True) == 0
+        clock.advance(3600)  # a window that began while Redis was away: limit / fleet size
+        results = [(await limiter.acquire("t1")).allowed for _ in range(40)]
+        assert results.count(True) == 25
+        hub.resume()
+        assert await hub.wait_for(Mode.DISTRIBUTED, 5)
+        granted = 0
+        while (await limiter.acquire("t1")).allowed:
+            granted += 1
+        assert granted == 75  # the 25 admitted locally were charged to the fleet counter
 
 
 async def test_allow_and_deny_policies_when_redis_is_away(hub: Lowtide) -> None:
@@ -209,5 +216,6 @@ async def test_fleet_size_comes_from_heartbeats(lowtide_url: str) -> None:
         assert sizes == [3, 3, 3]
         limiter = hubs[0].rate_limiter("shared", limit=90, per=3600)
         hubs[0].suspend()
+        clock.advance(3600)  # the next window began while Redis was away
         allowed = [(await limiter.acquire("t1")).allowed for _ in range(40)]
         assert allowed.count(True) == 30  # local share: 90 / 3 machines

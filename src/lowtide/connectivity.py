@@ -83,6 +83,7 @@ class Connectivity:
         self._waiters: list[asyncio.Future[None]] = []
         self._tasks = BackgroundTasks(log, "lowtide hub")
         self._recovery: asyncio.Task[None] | None = None
+        self._disconnecting: asyncio.Task[Any] | None = None
         self._backoff = Backoff(settings.reconnect_min, settings.reconnect_max)
         self.connect_attempts = 0
         self.latency_ms: float | None = None
@@ -181,7 +182,7 @@ class Connectivity:
         if self._gateway is not None:
             self._gateway.open = False
             self._gateway.closed_reason = "suspended"
-            self._tasks.spawn(self._gateway.disconnect())
+            self._disconnecting = self._tasks.spawn(self._gateway.disconnect())
         self.set_mode(Mode.SUSPENDED, reason, detail)
 
     def resume(self) -> None:
@@ -306,6 +307,10 @@ class Connectivity:
         self._recovery = self._tasks.spawn(self._recover(immediate))
 
     async def _recover(self, immediate: bool) -> None:
+        closing, self._disconnecting = self._disconnecting, None
+        if closing is not None:
+            # a suspension's disconnect still running would close the probe's connection
+            await asyncio.wait({closing}, timeout=2.0)
         first = True
         while self._degraded() and not self.closed:
             if not (first and immediate):

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 __all__ = [
     "Decision",
+    "fallback_budget",
     "fixed_window_grant",
     "gcra_take",
     "next_lease_size",
@@ -96,3 +97,33 @@ def gcra_take(
     if granted > 0:
         return granted, new_tat, 0.0
     return 0, base, max(0.0, base + interval - burst * interval - now)
+
+
+def fallback_budget(
+    *,
+    limit: int,
+    fleet: int,
+    window: int,
+    outage_window: int,
+    reserved_window: int,
+    remaining: int,
+) -> int:
+    """Calls one hub may admit on its own in ``window`` while Redis is unavailable, beyond
+    the tokens it already holds (those were counted by the fleet counter when reserved).
+
+    * A window that began during the outage (``window > outage_window``): nobody could reserve
+      in it, so each of the ``fleet`` hubs takes ``limit // fleet``.
+    * The window the outage began in was already in use, and only a fleet of one knows how
+      much: what remained at its last reservation in this window (``remaining``), or the whole
+      ``limit`` if it had not reserved. In a larger fleet this hub cannot know what the others
+      took, so it admits nothing more until the window ends: never a fresh share, never over
+      the limit.
+    """
+    fleet = max(1, fleet)
+    if window > outage_window:
+        return limit // fleet
+    if fleet > 1:
+        return 0
+    if reserved_window == window:
+        return max(0, min(limit, remaining))
+    return limit

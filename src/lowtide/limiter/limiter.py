@@ -36,11 +36,13 @@ from lowtide.errors import ConfigError, LowtideError, RateLimited, RedisUnavaila
 from lowtide.keys import build_key, family
 from lowtide.limiter.core import (
     Decision,
+    fallback_budget,
     fixed_window_grant,
     next_lease_size,
     window_end,
     window_index,
 )
+from lowtide.modes import Mode, ModeChange
 from lowtide.redis.scripts import Script
 from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant, tenant_kwargs
 
@@ -80,6 +82,7 @@ class _Lease:
         "local_used",
         "local_window",
         "pending",
+        "reserved_window",
         "size",
         "tokens",
         "unreported",
@@ -95,6 +98,7 @@ class _Lease:
         self.granted_at = -math.inf
         self.blocked_until = 0.0
         self.fleet_remaining = 0
+        self.reserved_window = -1  # window of the last reservation (fleet_remaining's window)
         self.local_used = 0  # admissions while Redis was unavailable, in local_window
         self.local_window = -1
         self.unreported = 0  # of those, not yet charged to the fleet counter
@@ -177,6 +181,10 @@ class RateLimiter:
         self._penalties.watch(self._on_penalty_change)
         self.stats = {"decisions": 0, "allowed": 0, "denied": 0, "reservations": 0, "local": 0}
         self._needs_fleet = on_redis_error == "local_share" and fleet_size is None
+        #: server time at which Redis became unavailable (None while distributed): the window
+        #: under way then may already be in use by other hubs (see fallback_budget)
+        self._outage_began: float | None = None if hub.distributed else hub.server_time()
+        self._unsubscribe_mode = hub.on_mode_change(self._on_mode)
 
     @property
     def _what(self) -> str:
@@ -320,13 +328,26 @@ class RateLimiter:
         w = window_index(now, self.per)
         if lease.local_window != w:
             lease.local_window, lease.local_used, lease.unreported = w, 0, 0
-        fleet = self.fleet_size or self._hub.fleet.size
-        share = max(1, self.limit // max(1, fleet))
-        if lease.local_used < share:
+        began = self._outage_began if self._outage_began is not None else now
+        budget = fallback_budget(
+            limit=self.limit,
+            fleet=self.fleet_size or self._hub.fleet.size,
+            window=w,
+            outage_window=window_index(began, self.per),
+            reserved_window=lease.reserved_window,
+            remaining=lease.fleet_remaining,
+        )
+        if lease.local_used < budget:
             lease.local_used += 1
             lease.unreported += 1
-            return Decision(True, share - lease.local_used, 0.0)
+            return Decision(True, budget - lease.local_used, 0.0)
         return Decision(False, 0, window_end(w, self.per) - now)
+
+    def _on_mode(self, change: ModeChange) -> None:
+        if change.new is Mode.DISTRIBUTED:
+            self._outage_began = None
+        elif self._outage_began is None:
+            self._outage_began = self._server_now()
 
     async def _reserve(self, tenant: str | None, lease: _Lease, now: float) -> None:
         if self._needs_fleet:
@@ -359,6 +380,7 @@ class RateLimiter:
             await self._reserve_bucket(tenant, lease, now, size)
         lease.size = size
         lease.granted_at = now
+        lease.reserved_window = window_index(now, self.per)
 
     async def _reserve_window(
         self, tenant: str | None, lease: _Lease, now: float, size: int
