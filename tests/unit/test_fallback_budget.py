@@ -21,7 +21,7 @@ def test_a_window_under_way_when_redis_went_away_stays_within_the_limit(
     # own last reservation; then every hub falls back for the rest of the window
     counter = 0
     admitted = 0
-    remaining = {h: None for h in range(fleet)}
+    remaining: dict[int, int | None] = dict.fromkeys(range(fleet))
     for want, who in zip(grants, owner, strict=False):
         hub = who % fleet
         counter += want
