@@ -18,8 +18,8 @@ def plan_of(tenant: str) -> str:
 def fleet_usage(server: ValkeyServer, lt: Lowtide, tenant: str) -> int:
     q = lt.quota_manager
     assert q is not None
-    raw = server.command("GET", q.counter_key(tenant))
-    return int(raw or 0)
+    fields = server.command("HVALS", q.counter_key(tenant)) or []
+    return sum(int(v) for v in fields)
 
 
 def tenant_commands(lt: Lowtide, tenant: str) -> int:
@@ -41,7 +41,9 @@ async def test_totals_equal_the_ledger_and_operations_cost_nothing_extra(
         assert "quota" not in snap.by_component  # counting cost nothing per operation
         assert snap.by_tenant["pro-a"] == 50  # exactly 1 SET + 1 GET per iteration
         assert await quotas.flush() == 3
-        assert lt.ledger.snapshot().by_component["quota"] == 3 + 3  # 1 INCRBY per tenant + PEXPIRE
+        # per tenant: 1 HSET (this process's absolute count) + 1 HVALS (the fleet total, read
+        # because the plan has a limit) + 1 PEXPIRE (this process's field is new)
+        assert lt.ledger.snapshot().by_component["quota"] == 3 * 3
         billed = lt.ledger.billed_by_tenant()
         for t in ("pro-a", "pro-b", "pro-c"):
             assert fleet_usage(lowtide_server, lt, t) == billed[t] == 50
@@ -120,6 +122,8 @@ async def test_counts_survive_an_outage_and_a_shutdown(
     assert spool.exists()
     async with Lowtide(lowtide_url) as lt2:
         quotas2 = lt2.quotas(PLANS, plan_of, flush_interval=3600, spool=str(spool))
-        assert not spool.exists()
         await quotas2.flush()
         assert fleet_usage(lowtide_server, lt2, "pro-9") == 12
+        await quotas2.flush()  # reporting the same counts again changes nothing
+        assert fleet_usage(lowtide_server, lt2, "pro-9") == 12
+    assert not spool.exists()  # nothing left to report

@@ -1,24 +1,34 @@
 """Tenant quotas: per-plan budgets of billed Redis commands, counted locally, flushed in batches.
 
-The seeds' quota check cost one GET per cache operation (and recursed into the cache). Here it
-costs **0 commands per operation**: the ledger already counts every command the hub sends, per
-tenant, so :class:`Quotas` only reads those counts and, in batches, adds each tenant's new
-billed units to a fleet-wide counter per period::
+A quota check that reads a counter costs one GET per operation (the incident: every cache
+operation paid one, and it recursed into the cache). Here it costs **0 commands per
+operation**: the ledger already counts every command the hub sends, per tenant, so
+:class:`Quotas` only reads those counts and, in batches, reports them to a fleet-wide hash per
+(tenant, period) in which every hub process owns one field::
 
-    INCRBY <ns>:q:usage:<tenant>:<period>.<index> <delta>     # one per active tenant per flush
+    HSET  <ns>:q:usage:<tenant>:<period>.<index>  <instance>.<boot id>  <units so far>
+    HVALS <ns>:q:usage:<tenant>:<period>.<index>          # only for tenants whose plan has a limit
 
-(``PEXPIRE`` once, when a period's counter is created.) The reply is the fleet's total for the
-tenant, which sets the verdict. A tenant flushes every ``flush_interval`` seconds (default 300,
-each tenant at its own offset so flushes spread out), or at the next one-second check when its
-unflushed delta exceeds ``early_fraction`` of what its plan has left: tenants far from their
-limit cost little, tenants near it are counted almost exactly.
+(one pipeline per flush for every tenant due, so one round trip; ``PEXPIRE`` once, when this
+process's field is new.) The value written is this process's **absolute** count for the
+period, so a flush is idempotent: a reply lost after the server applied it, and the flush sent
+again, counts nothing twice. The sum of the fields (``HVALS``) is the fleet's total, which sets
+the verdict. A tenant flushes every ``flush_interval`` seconds (default 300, each tenant at its
+own offset so flushes spread out), or at the next one-second check when its unflushed units
+exceed ``early_fraction`` of what its plan has left.
 
 A tenant at or over its plan goes **local-only**: the gateway refuses its commands without I/O
 (components fall back to local state: the cache serves L1, limiters their local share) until the
-period rolls over; an event and a warning say so. Counts are never lost: a failed flush keeps
-the delta for the next one, and at shutdown what could not be flushed is written to ``spool``
-(a JSON file, if configured) and flushed by the next hub that loads it. The quota's own commands
-carry no tenant, so they never count against one: no recursion.
+period rolls over; an event and a warning say so. Units counted but not flushed when a period
+ends are reported in the new period.
+
+What a crash can lose: a failed flush keeps everything for the next one. With ``spool`` (a
+JSON file) the absolute counts are written to it every second while they change, and at
+shutdown; the next process that loads the file reports them under the old process's field
+(idempotent again), so a process killed with SIGKILL loses at most the units it counted in the
+last second. Without a spool, a crash loses what was counted since the last flush (at most
+``flush_interval`` seconds of traffic). The quota's own commands carry no tenant, so they never
+count against one: no recursion.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -109,10 +120,15 @@ class Quotas:
         self._plan_of = plan_of
         self._ns = hub.settings.namespace
         self._att = Attribution("quota", family(self._ns, "quota", "usage"), None)
-        #: billed units per tenant already added to the fleet counters (ledger totals)
+        #: this process's field in every usage hash (a new boot id per process)
+        self.source = f"{hub.settings.instance}.{secrets.token_hex(4)}"
+        #: ledger total per tenant when the current period began for this process
+        self._base: dict[str, int] = {}
+        #: ledger total per tenant at the last successful flush (what the fleet has seen)
         self._flushed: dict[str, int] = {}
-        #: units owed from before this process (spool) or from a period that ended unflushed
-        self._carry: dict[str, int] = {}
+        #: counts of earlier processes (from the spool) still to report: (index, source, counts)
+        self._orphans: list[tuple[int, str, dict[str, int]]] = []
+        self._spooled: dict[str, int] | None = None  # counts at the last spool write
         self._used: dict[str, int] = {}  # fleet total per tenant in the current period
         self._last_flush: dict[str, float] = {}
         self._plans_seen: dict[str, tuple[str | None, float]] = {}
@@ -138,12 +154,19 @@ class Quotas:
         """Billed units of ``tenant`` this period as far as this process knows (fleet total at
         the last flush plus what this process has not flushed yet)."""
         local = self._hub.ledger.billed_by_tenant().get(tenant, 0)
-        pending = local - self._flushed.get(tenant, 0) + self._carry.get(tenant, 0)
+        pending = local - self._flushed.get(tenant, 0)
         return self._used.get(tenant, 0) + max(0, pending)
 
     def counter_key(self, tenant: str) -> str:
-        """The Redis key of ``tenant``'s fleet counter for the current period."""
+        """The Redis key of ``tenant``'s usage hash for the current period (one field per
+        process, the fleet's total is the sum of the fields)."""
         return self._key(tenant, self._index())
+
+    async def fleet_total(self, tenant: str) -> int:
+        """The fleet's billed units of ``tenant`` this period as flushed so far (1 HVALS)."""
+        return _sum_fields(
+            await self._hub.gateway.call(self._att, "HVALS", self.counter_key(tenant))
+        )
 
     def start(self) -> None:
         """Start the background flusher (idempotent; :meth:`Lowtide.quotas` calls it)."""
@@ -151,44 +174,61 @@ class Quotas:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def flush(self, *, everything: bool = True) -> int:
-        """Flush now (every tenant with a delta, or only those due); returns tenants flushed."""
+        """Flush now (every tenant with unreported units, or only those due); returns how many
+        tenants were reported. Idempotent: each value written is an absolute count."""
         self._roll_period()
         if not self._hub.distributed:
             return 0
         now = self._hub.clock.monotonic()
         totals = self._hub.ledger.billed_by_tenant()
-        due: list[tuple[str, int, int]] = []  # tenant, delta, ledger total
-        for tenant in set(totals) | set(self._carry):
-            total = totals.get(tenant, 0)
-            delta = total - self._flushed.get(tenant, 0) + self._carry.get(tenant, 0)
-            if delta <= 0:
+        due: list[tuple[str, int, bool]] = []  # tenant, ledger total, read the fleet total
+        for tenant, total in totals.items():
+            unreported = total - self._flushed.get(tenant, 0)
+            if unreported <= 0:
                 continue
-            if not everything and not await self._is_due(tenant, delta, now):
+            if not everything and not await self._is_due(tenant, unreported, now):
                 continue
-            due.append((tenant, delta, total))
-        if not due:
+            _, limit = await self._plan(tenant)
+            due.append((tenant, total, limit is not None))
+        orphans, self._orphans = self._orphans, []
+        if not due and not orphans:
             return 0
         idx = self._period_index
-        cmds = [("INCRBY", self._key(t, idx), d) for t, d, _ in due]
+        cmds: list[tuple[Any, ...]] = []
+        for tenant, total, read in due:
+            key = self._key(tenant, idx)
+            cmds.append(("HSET", key, self.source, total - self._base.get(tenant, 0)))
+            if read:
+                cmds.append(("HVALS", key))
+        written: list[str] = []
+        for index, source, counts in orphans:
+            for tenant, units in counts.items():
+                written.append(self._key(tenant, index))
+                cmds.append(("HSET", written[-1], source, units))
         try:
             replies = await self._hub.gateway.pipeline(self._att, cmds)
         except LowtideError as exc:
+            self._orphans = orphans + self._orphans
             self.flush_errors += 1
             log.debug("quota flush failed (kept for the next one): %s", exc)
             return 0
         expire: list[tuple[Any, ...]] = []
-        for (tenant, delta, total), reply in zip(due, replies, strict=True):
-            if isinstance(reply, Exception):
+        pos = 0
+        for tenant, total, read in due:
+            created, pos = replies[pos], pos + 1
+            fleet = replies[pos] if read else None
+            pos += 1 if read else 0
+            if isinstance(created, Exception) or isinstance(fleet, Exception):
                 self.flush_errors += 1
                 continue
             self._flushed[tenant] = total
-            self._carry.pop(tenant, None)
             self._last_flush[tenant] = now
-            used = int(reply)
-            self._used[tenant] = used
-            if used == delta:  # this flush created the period's counter
+            if created == 1:  # this process's field is new: give the hash a lifetime
                 expire.append(("PEXPIRE", self._key(tenant, idx), self._ttl_ms()))
-            await self._verdict(tenant, used)
+            if read:
+                self._used[tenant] = _sum_fields(fleet)
+                await self._verdict(tenant, self._used[tenant])
+        expire += [("PEXPIRE", key, self._ttl_ms()) for key in written]
         if expire:
             with contextlib.suppress(LowtideError):
                 await self._hub.gateway.pipeline(self._att, expire)
@@ -204,7 +244,7 @@ class Quotas:
                 await task
         with contextlib.suppress(Exception):
             await self.flush()
-        self._write_spool()
+        self._write_spool(final=True)
 
     def info(self) -> dict[str, Any]:
         """Period, counters and the tenants currently over quota."""
@@ -284,7 +324,8 @@ class Quotas:
         idx = self._index()
         if idx == self._period_index:
             return
-        # units counted but not flushed yet are added to the new period's counter: never lost
+        # units counted but not flushed yet are reported in the new period: never lost
+        self._base = dict(self._flushed)
         self._period_index = idx
         self._used.clear()
         self._last_flush.clear()
@@ -304,32 +345,86 @@ class Quotas:
                 await self.flush(everything=False)
             except Exception:
                 log.exception("quota flush loop failed")
+            self._write_spool(final=False)
+
+    def _counts(self) -> dict[str, int]:
+        """This process's absolute units per tenant in the current period."""
+        totals = self._hub.ledger.billed_by_tenant()
+        counts = {t: n - self._base.get(t, 0) for t, n in totals.items()}
+        return {t: n for t, n in counts.items() if n > 0}
 
     def _load_spool(self) -> None:
         if self.spool is None or not self.spool.exists():
             return
         try:
             data = json.loads(self.spool.read_text())
-            for tenant, units in data.get("unflushed", {}).items():
-                if isinstance(tenant, str) and isinstance(units, int) and units > 0:
-                    self._carry[tenant] = self._carry.get(tenant, 0) + units
-            self.spool.unlink()
         except (OSError, ValueError) as exc:
             log.warning("could not read the quota spool %s: %s", self.spool, exc)
+            return
+        for entry in data.get("pending", []) if isinstance(data, dict) else []:
+            try:
+                index, source, counts = entry["index"], entry["source"], entry["counts"]
+            except (KeyError, TypeError):
+                continue
+            if not (
+                isinstance(index, int) and isinstance(source, str) and isinstance(counts, dict)
+            ):
+                continue
+            clean = {
+                t: n
+                for t, n in counts.items()
+                if isinstance(t, str) and isinstance(n, int) and not isinstance(n, bool) and n > 0
+            }
+            if clean:
+                self._orphans.append((index, source, clean))
+        # files written before absolute counts: {"unflushed": {tenant: units}}
+        legacy = data.get("unflushed") if isinstance(data, dict) else None
+        if isinstance(legacy, dict):
+            clean = {t: n for t, n in legacy.items() if isinstance(t, str) and isinstance(n, int)}
+            if clean:
+                self._orphans.append((self._period_index, f"spool.{secrets.token_hex(4)}", clean))
 
-    def _write_spool(self) -> None:
+    def _unreported(self) -> dict[str, int]:
         totals = self._hub.ledger.billed_by_tenant()
-        unflushed = {
-            t: totals.get(t, 0) - self._flushed.get(t, 0) + self._carry.get(t, 0)
-            for t in set(totals) | set(self._carry)
+        return {
+            t: n - self._flushed.get(t, 0) for t, n in totals.items() if n > self._flushed.get(t, 0)
         }
-        unflushed = {t: n for t, n in unflushed.items() if n > 0}
-        if not unflushed:
-            return
+
+    def _write_spool(self, *, final: bool) -> None:
+        """Write what the fleet may not have yet: this process's counts and earlier processes'
+        (every second while they change, and at shutdown); remove the file when nothing is
+        left to report."""
         if self.spool is None:
-            log.warning("quota counts not flushed at shutdown (no spool configured): %s", unflushed)
+            lost = self._unreported() if final else {}
+            if lost:
+                log.warning("quota counts not flushed at shutdown (no spool): %s", lost)
             return
+        counts = self._counts()
+        if not final and counts == self._spooled:
+            return
+        pending = [{"index": i, "source": src, "counts": c} for i, src, c in self._orphans]
+        if counts and (not final or self._unreported()):
+            pending.append({"index": self._period_index, "source": self.source, "counts": counts})
         try:
-            self.spool.write_text(json.dumps({"period": self.period, "unflushed": unflushed}))
+            if pending:
+                tmp = self.spool.with_name(self.spool.name + ".tmp")
+                tmp.write_text(json.dumps({"period": self.period, "pending": pending}))
+                tmp.replace(self.spool)
+            else:
+                self.spool.unlink(missing_ok=True)
+            self._spooled = counts
         except OSError as exc:
             log.warning("could not write the quota spool %s: %s", self.spool, exc)
+
+
+def _sum_fields(reply: Any) -> int:
+    """The fleet total from an HVALS reply (values that are not counts are ignored)."""
+    total = 0
+    for value in reply if isinstance(reply, list) else []:
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            continue
+        if n > 0:
+            total += n
+    return total
