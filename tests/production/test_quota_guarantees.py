@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,15 +55,19 @@ async def test_a_killed_process_loses_nothing_that_reached_its_spool(
     lowtide_server: ValkeyServer, tmp_path: Path
 ) -> None:
     spool = tmp_path / "quota.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.workers.quota_worker", lowtide_server.url, str(spool), "203"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.workers.quota_worker",
+        lowtide_server.url,
+        str(spool),
+        "203",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert done.returncode == -9, done.stderr  # SIGKILL: no shutdown code ran
-    assert "ready" in done.stdout
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == -9, err.decode()  # SIGKILL: no shutdown code ran
+    assert "ready" in out.decode()
     assert spool.exists()
     async with Lowtide(lowtide_server.url, fleet_switch=False) as lt:
         quotas = lt.quotas(PLANS, plan_of, flush_interval=3600, spool=str(spool))
