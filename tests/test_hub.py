@@ -159,8 +159,9 @@ async def test_metrics_log_line_when_tracking_is_on(
         clock.advance(60)
         await eventually(lambda: "Redis Metrics" in caplog.text)
     line = next(r.getMessage() for r in caplog.records if "Redis Metrics" in r.getMessage())
-    # start() waited for the listener, so the kill-switch read (1 GET) came first; then ours
-    assert '"get": 2' in line
+    # the kill switch is read before the hub turns distributed and again once the listener is
+    # subscribed (so a switch flipped in between is not missed): 2 GETs, then ours
+    assert '"get": 3' in line
     assert '"test": 1' in line
 
 

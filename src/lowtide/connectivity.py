@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from lowtide._listeners import Listeners
@@ -139,8 +139,13 @@ class Connectivity:
         self._clock_synced = True
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Set the first mode: local, suspended by env, distributed, or degraded (reconnecting)."""
+    async def start(self, gate: Callable[[], Awaitable[str | None]] | None = None) -> None:
+        """Set the first mode: local, suspended by env, distributed, or degraded (reconnecting).
+
+        ``gate`` is asked once Redis answers and before the hub turns distributed: a reason it
+        returns keeps the hub suspended by the fleet-wide switch instead (no data command is
+        sent before that is known).
+        """
         s = self._settings
         if s.url is None:
             self.set_mode(Mode.LOCAL, "start", "no url configured")
@@ -150,7 +155,11 @@ class Connectivity:
             self._open_gateway()
             if await self._probe():
                 await self._detect_cluster()
-                self.set_mode(Mode.DISTRIBUTED, "start")
+                reason = await gate() if gate is not None else None
+                if reason is not None:
+                    self.set_mode(Mode.SUSPENDED, "fleet", reason)
+                else:
+                    self.set_mode(Mode.DISTRIBUTED, "start")
             else:
                 self.set_mode(Mode.DEGRADED, "start", self.last_error or "")
                 self._start_recovery(immediate=False)

@@ -64,13 +64,12 @@ class FleetSwitch:
     def _schedule(self) -> None:
         self._tasks.spawn(self.check())
 
-    async def check(self) -> None:
-        """Read the switch (1 GET) and apply it."""
-        try:
-            raw = await self._hub.gateway.control(self._att, "GET", self.key)
-        except LowtideError as exc:
-            log.debug("fleet switch not read: %s", exc)
-            return
+    async def read(self) -> dict[str, Any] | None:
+        """Read the switch (1 GET, even while the gateway is closed); None when it is off.
+
+        Raises :class:`LowtideError` when Redis cannot be asked.
+        """
+        raw = await self._hub.gateway.control(self._att, "GET", self.key)
         self.checks += 1
         state: dict[str, Any] | None = None
         if raw is not None:
@@ -79,6 +78,29 @@ class FleetSwitch:
             except ValueError:
                 state = {"state": "suspended", "reason": "unparseable switch value"}
         self.state = state
+        return state
+
+    async def suspension(self) -> str | None:
+        """The reason the fleet is suspended, or None (also when the switch cannot be read).
+
+        The hub asks this at start, before it sends any data command.
+        """
+        try:
+            state = await self.read()
+        except LowtideError as exc:
+            log.debug("fleet switch not read: %s", exc)
+            return None
+        if state is not None and state.get("state") == "suspended":
+            return str(state.get("reason") or "fleet switch")
+        return None
+
+    async def check(self) -> None:
+        """Read the switch (1 GET) and apply it."""
+        try:
+            state = await self.read()
+        except LowtideError as exc:
+            log.debug("fleet switch not read: %s", exc)
+            return
         hub = self._hub
         if state is not None and state.get("state") == "suspended":
             if hub.mode in (Mode.DISTRIBUTED, Mode.DEGRADED):

@@ -213,10 +213,12 @@ class Lowtide:
             return
         self._started = True
         s = self._settings
-        await self._link.start()
         if s.url is not None and s.fleet_switch and not s.suspend:
             self._switch = FleetSwitch(self)
+            await self._link.start(gate=self._switch.suspension)
             self._switch.start()
+        else:
+            await self._link.start()
         if self._invalidations is not None:
             self._invalidations.start()
         if self._quotas is not None:
