@@ -10,6 +10,7 @@ Redis and the mode machine (distributed / degraded / suspended / local) live in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -79,8 +80,9 @@ class Lowtide:
         self._invalidations: Invalidations | None = None
         self._registry = CacheRegistry(self)
         self._fleet: Fleet | None = None
-        self._limiters: list[RateLimiter] = []
-        self._breakers: list[CircuitBreaker] = []
+        #: limiters and breakers by name, with the arguments each was created with
+        self._limiters: dict[str, tuple[RateLimiter, dict[str, Any]]] = {}
+        self._breakers: dict[str, tuple[CircuitBreaker, dict[str, Any]]] = {}
         self._quotas: Quotas | None = None
         self._publisher: FleetPublisher | None = None
         self._switch: FleetSwitch | None = None
@@ -257,7 +259,7 @@ class Lowtide:
         self._closed = True
         if self._quotas is not None:
             await self._quotas.aclose()
-        for breaker in self._breakers:
+        for breaker, _ in self._breakers.values():
             await breaker.aclose()
         await self._registry.aclose()
         for job in (self._fleet, self._publisher, self._switch, self._invalidations):
@@ -327,17 +329,36 @@ class Lowtide:
     def rate_limiter(
         self, name: str, limit: int, per: float, **options: Unpack[LimiterKwargs]
     ) -> RateLimiter:
-        """A fleet-wide limit of ``limit`` calls per ``per`` seconds, one budget per tenant
-        (see :class:`~lowtide.limiter.RateLimiter`)."""
+        """The fleet-wide limit ``name``: ``limit`` calls per ``per`` seconds, one budget per
+        tenant (see :class:`~lowtide.limiter.RateLimiter`).
+
+        Asking again for the same name returns the same object; asking with other arguments
+        is a :class:`ConfigError` naming the difference. Processes that disagree about a name
+        are reconciled fleet-wide (see :mod:`lowtide.limiter.agreement`).
+        """
+        args = _arguments(RateLimiter, name, limit, per, **options)
+        held = self._limiters.get(name)
+        if held is not None:
+            _same_arguments("rate_limiter", name, held[1], args)
+            return held[0]
         limiter = RateLimiter(self, name, limit, per, **options)
-        self._limiters.append(limiter)
+        self._limiters[name] = (limiter, args)
         return limiter
 
     def circuit_breaker(self, name: str, **options: Unpack[BreakerKwargs]) -> CircuitBreaker:
-        """A fleet-wide circuit breaker, one state per tenant (see
-        :class:`~lowtide.breaker.CircuitBreaker`)."""
+        """The fleet-wide circuit breaker ``name``, one state per tenant (see
+        :class:`~lowtide.breaker.CircuitBreaker`).
+
+        Asking again for the same name returns the same object; asking with other arguments
+        is a :class:`ConfigError` naming the difference.
+        """
+        args = _arguments(CircuitBreaker, name, **options)
+        held = self._breakers.get(name)
+        if held is not None:
+            _same_arguments("circuit_breaker", name, held[1], args)
+            return held[0]
         breaker = CircuitBreaker(self, name, **options)
-        self._breakers.append(breaker)
+        self._breakers[name] = (breaker, args)
         return breaker
 
     def quotas(
@@ -375,7 +396,8 @@ class Lowtide:
             if cache.stats.hits:
                 out[cache.component] = out.get(cache.component, 0) + cache.stats.hits
         decided = sum(
-            max(0, lim.stats["decisions"] - lim.stats["reservations"]) for lim in self._limiters
+            max(0, lim.stats["decisions"] - lim.stats["reservations"])
+            for lim, _ in self._limiters.values()
         )
         if decided:
             out["limiter"] = decided
@@ -396,3 +418,21 @@ class Lowtide:
     def health(self) -> dict[str, Any]:
         """Status for health endpoints (see :func:`lowtide.health.hub_health`). No secrets."""
         return hub_health(self.status())
+
+
+def _arguments(cls: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Every argument of ``cls(hub, *args, **kwargs)`` by name, defaults included."""
+    bound = inspect.signature(cls).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    out = dict(bound.arguments)
+    out.pop("hub", None)
+    return out
+
+
+def _same_arguments(factory: str, name: str, held: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Raise ConfigError naming every argument that differs from the first call's."""
+    diff = [f"{k}={asked[k]!r} (was {held[k]!r})" for k in held if held[k] != asked.get(k)]
+    if diff:
+        raise ConfigError(
+            f"{factory}({name!r}) already exists with other arguments: " + ", ".join(diff)
+        )

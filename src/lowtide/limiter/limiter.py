@@ -34,6 +34,7 @@ from lowtide.cache.options import pushed_state
 from lowtide.cache.store import Key
 from lowtide.errors import ConfigError, LowtideError, RateLimited, RedisUnavailable
 from lowtide.keys import build_key, family
+from lowtide.limiter.agreement import FleetConfig, LimitConfig
 from lowtide.limiter.core import (
     Decision,
     fallback_budget,
@@ -164,6 +165,10 @@ class RateLimiter:
         # refills, so tokens spent up to `horizon` after their grant never exceed the bound
         self._interval = self.per / limit
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
+        #: the fleet's agreement on this name's configuration (stricter limit wins)
+        self._agreement = FleetConfig(
+            hub, name, LimitConfig(algorithm, limit, self.per), self._limit_changed
+        )
         self._penalties: Cache = hub.caches.cache(
             f"{name}.penalty",
             pushed_state(
@@ -266,6 +271,10 @@ class RateLimiter:
         return {
             "name": self.name,
             "limit": self.limit,
+            "enforced_limit": self._agreement.limit,
+            "config_conflict": (
+                None if self._agreement.conflict is None else self._agreement.conflict.text()
+            ),
             "per": self.per,
             "algorithm": self.algorithm,
             "tenants": len(self._leases),
@@ -330,7 +339,7 @@ class RateLimiter:
             lease.local_window, lease.local_used, lease.unreported = w, 0, 0
         began = self._outage_began if self._outage_began is not None else now
         budget = fallback_budget(
-            limit=self.limit,
+            limit=self._agreement.limit,
             fleet=self.fleet_size or self._hub.fleet.size,
             window=w,
             outage_window=window_index(began, self.per),
@@ -354,15 +363,20 @@ class RateLimiter:
             self._needs_fleet = False
             self._hub.fleet.start()
         await self._hub.sync_server_clock()
+        await self._agreement.settle()
         now = self._server_now()
+        if self._agreement.conflict is not None:  # cannot share a budget: refuse
+            lease.blocked_until = now + min(self.per, 1.0)
+            return
         with contextlib.suppress(RedisUnavailable):
             until = await self._penalties.get("until", **self._tenant_kw(tenant))
             if isinstance(until, int | float) and until > now:
                 lease.blocked_until = float(until)
                 return
         fleet = self.fleet_size or self._hub.fleet.size
-        cap = min(self.max_lease, max(1, self.limit // max(1, fleet)))
-        remaining = lease.fleet_remaining if lease.granted_at > -math.inf else self.limit
+        limit = self._agreement.limit
+        cap = min(self.max_lease, max(1, limit // max(1, fleet)))
+        remaining = lease.fleet_remaining if lease.granted_at > -math.inf else limit
         size = next_lease_size(
             lease.size,
             lasted=now - lease.granted_at,
@@ -399,8 +413,9 @@ class RateLimiter:
             ttl_ms = math.ceil((window_end(w, self.per) - now + self.per) * 1000)
             with contextlib.suppress(LowtideError):
                 await gw.call(att, "PEXPIRE", key, ttl_ms)
-        granted = max(0, fixed_window_grant(counter, charge, self.limit) - owed)
-        lease.fleet_remaining = max(0, self.limit - counter)
+        limit = self._agreement.limit
+        granted = max(0, fixed_window_grant(counter, charge, limit) - owed)
+        lease.fleet_remaining = max(0, limit - counter)
         lease.window = w
         lease.tokens = granted
         if granted == 0:
@@ -428,6 +443,15 @@ class RateLimiter:
         lease.fleet_remaining = int(reply[2])
         if granted == 0:
             lease.blocked_until = now + retry_ms / 1000
+
+    def _limit_changed(self) -> None:
+        # the fleet agreed on another limit: token-bucket pacing follows it, and tokens taken
+        # under the old rule are given up (under-use, never overshoot)
+        limit = self._agreement.limit
+        self._interval = self.per / limit
+        self._burst = max(1.0, limit * (1 - self.horizon / self.per))
+        for lease in self._leases.values():
+            lease.tokens = 0
 
     def _on_penalty_change(self, k: Key | None) -> None:
         # a penalty was written or removed somewhere: drop leases so the next call reads it

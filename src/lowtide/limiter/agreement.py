@@ -1,0 +1,141 @@
+"""One configuration per limiter name across the fleet.
+
+Two processes that configure the same limiter name differently (5 vs 50 calls per 10 s after
+a half-finished deploy, or a fixed window here and a token bucket there) share one budget, so
+each would admit by its own rule. :class:`FleetConfig` makes them agree, at a cost of about
+one GET per process per limiter:
+
+* The configuration (``algorithm/limit/per``) is stored at ``<ns>:x:<name>.config::config``, a
+  tracked control key (1 SET by the first process; its lifetime is an hour, renewed by whoever
+  finds it gone), read once per process through the tiered cache (1 GET, then L1; a change
+  anywhere is pushed to every hub, which reads it again).
+* Same algorithm and window, different limits: the **stricter limit wins** everywhere. A
+  process with a lower limit than the stored one writes its own; the others adopt it on the
+  push. So lowering a limit takes effect at once; raising it takes effect once no process
+  with the old, lower limit is left and the stored value has expired (within an hour).
+* Different algorithm or window: the budgets cannot be compared, so a process whose
+  configuration differs from the stored one **refuses every call** (and logs an error naming
+  both) until they agree. Never over the limit, whichever process is right.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from lowtide.cache.options import pushed_state
+from lowtide.errors import LowtideError
+
+if TYPE_CHECKING:
+    from lowtide.cache import Cache, CacheHub
+
+__all__ = ["CONFIG_TTL", "FleetConfig", "LimitConfig"]
+
+log = logging.getLogger("lowtide.limiter")
+
+#: lifetime of the stored configuration (renewed by the first process that finds it gone)
+CONFIG_TTL = 3600.0
+
+
+class LimitConfig(NamedTuple):
+    """A limiter's configuration as it is stored: ``algorithm/limit/per``."""
+
+    algorithm: str
+    limit: int
+    per: float
+
+    def text(self) -> str:
+        """The stored form."""
+        return f"{self.algorithm}/{self.limit}/{self.per!r}"
+
+    @classmethod
+    def parse(cls, value: object) -> LimitConfig | None:
+        """The configuration stored as ``value``, or None if it is not one (untrusted input)."""
+        if not isinstance(value, str) or len(value) > 100:
+            return None
+        parts = value.split("/")
+        if len(parts) != 3 or parts[0] not in ("fixed_window", "token_bucket"):
+            return None
+        try:
+            limit, per = int(parts[1]), float(parts[2])
+        except ValueError:
+            return None
+        if limit < 1 or not math.isfinite(per) or per <= 0:
+            return None
+        return cls(parts[0], limit, per)
+
+
+class FleetConfig:
+    """The fleet's agreement on one limiter's configuration (see module docs)."""
+
+    def __init__(
+        self, hub: CacheHub, name: str, mine: LimitConfig, on_change: Callable[[], None]
+    ) -> None:
+        self.mine = mine
+        #: the limit this process enforces (its own, or a stricter one agreed by the fleet)
+        self.limit = mine.limit
+        #: the stored configuration this process cannot share a budget with, if any
+        self.conflict: LimitConfig | None = None
+        self._name = name
+        self._settled = False
+        self._on_change = on_change
+        push = hub.settings.invalidation != "ttl"
+        self._cache: Cache = hub.caches.cache(
+            f"{name}.config",
+            pushed_state(
+                ttl=CONFIG_TTL,
+                max_staleness=CONFIG_TTL if push else hub.settings.max_staleness,
+                max_entries=4,
+                entry_bytes=256,
+                fail_safe=False,
+                max_value_bytes=128,
+                per_tenant=False,
+            ),
+            component="control",
+            codec=None,
+        )
+        self._cache.watch(self._unsettle)
+
+    def _unsettle(self, _: object) -> None:
+        self._settled = False
+
+    async def settle(self) -> None:
+        """Agree with the stored configuration (0 commands once settled; see module docs)."""
+        if self._settled:
+            return
+        try:
+            stored = LimitConfig.parse(await self._cache.get("config"))
+            if stored is None or (
+                (stored.algorithm, stored.per) == (self.mine.algorithm, self.mine.per)
+                and self.mine.limit < stored.limit
+            ):
+                await self._cache.set("config", self.mine.text(), ttl=CONFIG_TTL)
+                stored = self.mine
+        except LowtideError as exc:
+            log.debug("limiter %r: configuration not agreed yet: %s", self._name, exc)
+            return  # keep what was agreed last (Redis is away: local rules apply anyway)
+        self._settled = True
+        before = (self.limit, self.conflict)
+        if (stored.algorithm, stored.per) != (self.mine.algorithm, self.mine.per):
+            self.conflict, self.limit = stored, self.mine.limit
+        else:
+            self.conflict, self.limit = None, min(self.mine.limit, stored.limit)
+        if (self.limit, self.conflict) == before:
+            return
+        if self.conflict is not None:
+            log.error(
+                "rate limiter %r is configured as %s here but %s elsewhere in the fleet: "
+                "refusing every call here until the configurations agree",
+                self._name,
+                self.mine.text(),
+                stored.text(),
+            )
+        elif self.limit < self.mine.limit:
+            log.warning(
+                "rate limiter %r: another process has a stricter limit (%s); enforcing it here",
+                self._name,
+                stored.text(),
+            )
+        self._on_change()
