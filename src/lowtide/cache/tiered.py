@@ -29,22 +29,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lowtide._listeners import Listeners
 from lowtide._tasks import BackgroundTasks
+from lowtide._validate import seconds
 from lowtide.cache.envelope import unwrap, wrap
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
 from lowtide.codec import Codec, JsonCodec
-from lowtide.context import Attribution, _tenant
+from lowtide.context import _tenant
 from lowtide.errors import (
-    ConfigError,
     LowtideError,
     RedisCommandError,
     RedisUnavailable,
     SerializationError,
-    TenantRequired,
     ValueTooLarge,
 )
 from lowtide.keys import build_key, family
 from lowtide.modes import InvalidationMode
+from lowtide.tenancy import Attributions, resolve_tenant
 
 if TYPE_CHECKING:
     from lowtide.runtime import HubView, InvalidationFeed
@@ -103,9 +103,11 @@ class Cache:
         self._per_tenant = options.per_tenant
         self._reads: dict[Key, asyncio.Future[tuple[bool, Any, float]]] = {}
         self._loads: dict[Key, asyncio.Future[Any]] = {}
-        self._background = BackgroundTasks(log, f"cache {name!r}", level=logging.DEBUG)
-        self._atts: dict[str | None, Attribution] = {}
-        self._watchers: Listeners[Key | None] = Listeners(log, f"cache {name!r}: watcher")
+        self._what = f"cache {name!r}"
+        self._background = BackgroundTasks(log, self._what, level=logging.DEBUG)
+        #: the ledger label of each tenant's commands
+        self._att = Attributions(component, self.family)
+        self._watchers: Listeners[Key | None] = Listeners(log, f"{self._what}: watcher")
 
     def __repr__(self) -> str:
         return f"<Cache {self.component}:{self.name!r} entries={len(self._store)}>"
@@ -368,37 +370,13 @@ class Cache:
 
     # -- internals -------------------------------------------------------------------------
     def _check_tenant(self, tenant: str | None) -> str | None:
-        if self.options.per_tenant:
-            if tenant is None:
-                tenant = _tenant.get()
-                if tenant is None:
-                    raise TenantRequired(
-                        f"cache {self.name!r} is per tenant: pass tenant= or use tenant_scope()"
-                    )
-            return tenant
-        if tenant is not None:
-            raise TenantRequired(
-                f"cache {self.name!r} was created with per_tenant=False; do not pass tenant="
-            )
-        return None
+        return resolve_tenant(tenant, per_tenant=self._per_tenant, what=self._what, strict=True)
 
     def _rkey(self, k: Key) -> str:
         return build_key(self._ns, self.component, self.name, k[0], k[1])
 
-    def _att(self, tenant: str | None) -> Attribution:
-        att = self._atts.get(tenant)
-        if att is None:
-            att = Attribution(self.component, self.family, tenant)
-            if len(self._atts) < 10_000:
-                self._atts[tenant] = att
-        return att
-
     def _ttl(self, ttl: float | None) -> float:
-        if ttl is None:
-            return self.options.ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ConfigError(f"ttl: expected a number of seconds > 0, got {ttl!r}")
-        return float(ttl)
+        return self.options.ttl if ttl is None else seconds("ttl", ttl)
 
     def _encode(self, value: Any) -> bytes:
         if value is None:
