@@ -25,12 +25,29 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, assert_never
 
 from lowtide._listeners import Listeners
 from lowtide._tasks import BackgroundTasks
 from lowtide._validate import seconds
 from lowtide.cache.envelope import unwrap, wrap
+from lowtide.cache.freshness import (
+    Demote,
+    Drop,
+    Fill,
+    Verdict,
+    after_write,
+    answer,
+    fill_deadlines,
+    fresh_cap,
+    has_stale,
+    is_fresh,
+    may_fill,
+    negative_lifetime,
+    refresh_reloads,
+    remaining_life,
+    throttled_until,
+)
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
 from lowtide.codec import Codec, JsonCodec
@@ -52,7 +69,6 @@ if TYPE_CHECKING:
 __all__ = ["Cache", "CacheOptions", "CacheStats"]
 
 log = logging.getLogger("lowtide.cache")
-V = TypeVar("V")
 Loader = Callable[[], Awaitable[Any]]
 
 
@@ -99,7 +115,7 @@ class Cache:
         )
         self._map_get = self._store.map.get
         self._touch = self._store.touch
-        self._fresh_cap = min(options.ttl, options.max_staleness)
+        self._fresh_cap = fresh_cap(options, tracking_keepalive=None)
         self._per_tenant = options.per_tenant
         self._reads: dict[Key, asyncio.Future[tuple[bool, Any, float]]] = {}
         self._loads: dict[Key, asyncio.Future[Any]] = {}
@@ -125,6 +141,7 @@ class Cache:
         # missing or forbidden tenant cannot hit here; the miss path raises for it
         k = (tenant, key)
         e = self._map_get(k)
+        # freshness.is_fresh, written out: this is the hot path
         if e is not None and e.epoch == self._store.epoch and e.fresh_until > self._now():
             self._touch(k)
             self.stats.hits += 1
@@ -154,12 +171,7 @@ class Cache:
         k = (tenant, key)
         e = self._map_get(k)
         now = self._now()
-        if (
-            e is not None
-            and e.epoch == self._store.epoch
-            and e.fresh_until > now
-            and e.value is not ABSENT
-        ):
+        if e is not None and is_fresh(e, self._store.epoch, now) and e.value is not ABSENT:
             self._touch(k)
             self.stats.hits += 1
             if e.refresh_at <= now and k not in self._loads:
@@ -221,10 +233,10 @@ class Cache:
         epoch = self._store.epoch
         for key in keys:
             e = self._map_get((t, key))
-            if e is not None and e.epoch == epoch and e.fresh_until > now:
+            if e is not None and is_fresh(e, epoch, now):
                 self._touch((t, key))
                 self.stats.hits += 1
-                out[key] = None if e.value is ABSENT or e.value is LOADED_NONE else e.value
+                out[key] = answer(e.value)
             else:
                 out[key] = None
                 missing.append(key)
@@ -304,9 +316,9 @@ class Cache:
     def peek(self, key: str, *, tenant: str | None = None) -> Any:
         """The fresh L1 value of ``key``, or None: never sends a command."""
         e = self._map_get((self._check_tenant(tenant), key))
-        if e is None or e.epoch != self._store.epoch or e.fresh_until <= self._now():
+        if e is None or not is_fresh(e, self._store.epoch, self._now()):
             return None
-        return None if e.value is ABSENT or e.value is LOADED_NONE else e.value
+        return answer(e.value)
 
     def local_delete(self, key: str, *, tenant: str | None = None) -> bool:
         """Drop ``key`` from this process's L1 only (0 commands); True if it was there."""
@@ -444,11 +456,9 @@ class Cache:
             self._store.drop(k)  # would evict a whole tenant's share: serve it from L2 instead
             return
         now = self._now()
-        o = self.options
-        fresh = min(lifetime, self._cap())
-        refresh_at = math.inf
-        if o.eager_refresh is not None and fresh > 0:
-            refresh_at = now + fresh * o.eager_refresh
+        d = fill_deadlines(
+            now, lifetime, self._cap(), self.options, stale_ok=stale_ok, demoted=demoted
+        )
         self._store.put(
             k,
             Entry(
@@ -456,57 +466,31 @@ class Cache:
                 size=size + ENTRY_OVERHEAD,
                 epoch=self._store.epoch,
                 filled=now,
-                # demoted: known, but not provably current (kept for fail-safe reads only)
-                fresh_until=now if demoted else now + fresh,
-                stale_until=now + fresh + (o.fail_safe_max if o.fail_safe and stale_ok else 0),
-                refresh_at=refresh_at,
+                fresh_until=d.fresh_until,
+                stale_until=d.stale_until,
+                refresh_at=d.refresh_at,
                 echo=echo,
             ),
         )
 
     def _cap(self) -> float:
-        """How long a copy filled now may be served as fresh.
-
-        ``min(ttl, max_staleness)``, except while CLIENT TRACKING is active and verified: then
-        any write by anyone is pushed, and a lost push means a lost connection, which the
-        keepalive detects within three periods and answers by demoting everything. So when three
-        keepalive periods fit inside ``max_staleness`` the bound holds without the cap, and
-        copies live as long as the L2 value does (no TTL guessing).
-        """
+        """:func:`~lowtide.cache.freshness.fresh_cap` for a copy filled now."""
         if self._hub.distributed:
             inv = self._inv()
-            if (
-                inv is not None
-                and inv.healthy
-                and inv.mode is InvalidationMode.TRACKING
-                and 3 * inv.keepalive <= self.options.max_staleness
-            ):
-                return self.options.ttl
+            if inv is not None and inv.healthy and inv.mode is InvalidationMode.TRACKING:
+                return fresh_cap(self.options, tracking_keepalive=inv.keepalive)
         return self._fresh_cap
 
     def _stale(self, k: Key) -> Any:
         """Fail-safe: the last good value of ``k`` if still allowed, else None."""
         e = self._map_get(k)
-        if (
-            e is None
-            or not self.options.fail_safe
-            or e.stale_until <= self._now()
-            or e.value is ABSENT
-            or e.value is LOADED_NONE
-        ):
+        if e is None or not has_stale(e, self._now(), fail_safe=self.options.fail_safe):
             return None
         self.stats.stale_served += 1
         return e.value
 
     def _has_stale(self, k: Key) -> bool:
-        e = self._map_get(k)
-        return (
-            e is not None
-            and self.options.fail_safe
-            and e.stale_until > self._now()
-            and e.value is not ABSENT
-            and e.value is not LOADED_NONE
-        )
+        return has_stale(self._map_get(k), self._now(), fail_safe=self.options.fail_safe)
 
     async def _join(
         self,
@@ -582,21 +566,21 @@ class Cache:
 
     def _accept(self, k: Key, raw: bytes | None, seen: int | None) -> tuple[bool, Any, float]:
         """Decode an L2 reply and fill L1 if the race guard allows (``seen == 0``)."""
-        may_fill = seen == 0 and self._hub.distributed
+        fill = may_fill(seen, self._hub.distributed)
         if raw is None:
             self.stats.l2_misses += 1
             self._store.drop(k)  # L2 says there is no value: nothing stale may come back
-            if may_fill:
+            if fill:
                 self._fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
             return False, None, 0.0
         expires_ms, payload = unwrap(raw)
-        remaining = expires_ms / 1000 - self._wall() if expires_ms else self.options.ttl
+        remaining = remaining_life(expires_ms, self._wall(), self.options.ttl)
         if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
             self.stats.l2_misses += 1
             return False, None, 0.0
         value = self.codec.decode(payload)
         self.stats.l2_hits += 1
-        if may_fill:
+        if fill:
             self._fill(k, value, len(payload), remaining, echo=0)
         return True, value, remaining
 
@@ -658,31 +642,30 @@ class Cache:
         token: tuple[int, int] | None,
     ) -> None:
         if inv is None or token is None:
-            self._fill(k, value, size, ttl, echo=0)
-            return
-        seen = inv.end(rk, token)
-        if seen is None or not self._hub.distributed:
-            self._store.drop(k)  # cannot prove the copy current: read it again next time
-            return
-        if inv.mode is not InvalidationMode.PUBSUB:
-            # CLIENT TRACKING merges the invalidations of one server cycle into one message, so
-            # the echo of this write may also stand for another writer's: counting echoes could
-            # keep a stale copy. The copy is kept only until the echo arrives (which demotes it:
-            # the next read fetches it, 1 GET, and it still serves fail-safe reads meanwhile).
-            # If a message already arrived, it may have covered a later write too: keep nothing.
-            self._fill(k, value, size, ttl, echo=0, demoted=seen > 0)
-            return
-        # pub/sub: exactly one message per write; swallow ours, any later one demotes the copy
-        self._fill(k, value, size, ttl, echo=1 if seen == 0 else 0)
+            seen: int | None = 0
+            mode = None  # no race guard applies: kept as written
+        else:
+            seen = inv.end(rk, token)
+            mode = inv.mode
+        self._keep(k, value, size, ttl, after_write(seen, mode, distributed=self._hub.distributed))
+
+    def _keep(self, k: Key, value: Any, size: int, ttl: float, verdict: Verdict) -> None:
+        """Apply the :func:`~lowtide.cache.freshness.after_write` verdict of a write."""
+        match verdict:
+            case Fill(echo=echo):
+                self._fill(k, value, size, ttl, echo=echo)
+            case Demote():
+                self._fill(k, value, size, ttl, echo=0, demoted=True)
+            case Drop():
+                self._store.drop(k)  # cannot prove the copy current: read it again next time
+            case _:
+                assert_never(verdict)
 
     async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
         lifetime = self._ttl(ttl)
         e = self._map_get(k)
         skip_l2 = (
-            e is not None
-            and e.value is ABSENT
-            and e.epoch == self._store.epoch
-            and e.fresh_until > self._now()
+            e is not None and e.value is ABSENT and is_fresh(e, self._store.epoch, self._now())
         )
         l2_empty = True
         if not skip_l2 and self._gateway_open():
@@ -697,8 +680,7 @@ class Cache:
                 l2_empty = False
             if found and not (
                 refresh
-                and self.options.eager_refresh is not None
-                and remaining < lifetime * (1 - self.options.eager_refresh)
+                and refresh_reloads(remaining, lifetime, eager_refresh=self.options.eager_refresh)
             ):
                 return value
             if found:
@@ -721,8 +703,9 @@ class Cache:
         seen = inv.end(rk, token) if inv is not None and token is not None else 0
         if value is None:
             if seen == 0:
-                negative = min(self.options.negative_ttl, self._fresh_cap)
-                self._fill(k, LOADED_NONE, 0, negative, echo=0, stale_ok=False)
+                self._fill(
+                    k, LOADED_NONE, 0, negative_lifetime(self.options), echo=0, stale_ok=False
+                )
             return None
         try:
             payload = self._encode(value)
@@ -742,8 +725,7 @@ class Cache:
         stale = self._stale(k)
         if stale is not None and e is not None:
             # throttle: answer with the stale value for a while instead of hammering the loader
-            now = self._now()
             e.epoch = self._store.epoch
-            e.fresh_until = min(e.stale_until, now + self.options.fail_safe_throttle)
+            e.fresh_until = throttled_until(e, self._now(), self.options.fail_safe_throttle)
             e.refresh_at = math.inf
         return stale
