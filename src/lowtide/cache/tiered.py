@@ -21,16 +21,15 @@ written meanwhile is demoted and read again from L2.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, assert_never
 
 from lowtide._listeners import Listeners
-from lowtide._tasks import BackgroundTasks
 from lowtide._validate import seconds
 from lowtide.cache.envelope import unwrap, wrap
+from lowtide.cache.flight import SingleFlight, SoftTimeout
 from lowtide.cache.freshness import (
     Demote,
     Drop,
@@ -72,14 +71,6 @@ log = logging.getLogger("lowtide.cache")
 Loader = Callable[[], Awaitable[Any]]
 
 
-class _SoftTimeout(Exception):
-    """A read or load outlived the soft timeout while a last good value was available."""
-
-    def __init__(self, value: Any) -> None:
-        super().__init__("soft timeout")
-        self.value = value
-
-
 class Cache:
     """A named, tenant-namespaced tiered cache. Create it with :meth:`Lowtide.cache`."""
 
@@ -117,10 +108,10 @@ class Cache:
         self._touch = self._store.touch
         self._fresh_cap = fresh_cap(options, tracking_keepalive=None)
         self._per_tenant = options.per_tenant
-        self._reads: dict[Key, asyncio.Future[tuple[bool, Any, float]]] = {}
-        self._loads: dict[Key, asyncio.Future[Any]] = {}
         self._what = f"cache {name!r}"
-        self._background = BackgroundTasks(log, self._what, level=logging.DEBUG)
+        # concurrent L2 reads, and concurrent loads (with their background refreshes), by key
+        self._reads = self._single_flight()
+        self._loads = self._single_flight()
         #: the ledger label of each tenant's commands
         self._att = Attributions(component, self.family)
         self._watchers: Listeners[Key | None] = Listeners(log, f"{self._what}: watcher")
@@ -177,19 +168,17 @@ class Cache:
             if e.refresh_at <= now and k not in self._loads:
                 e.refresh_at = math.inf
                 self.stats.refreshes += 1
-                self._spawn(
-                    self._join(self._loads, k, lambda: self._load(k, loader, ttl, refresh=True))
-                )
+                self._loads.in_background(k, lambda: self._load(k, loader, ttl, refresh=True))
             value = e.value
             return None if value is LOADED_NONE else value
         k = (self._check_tenant(tenant), key)
         if not callable(loader):
             raise TypeError("loader must be an async callable taking no arguments")
         try:
-            return await self._join(
-                self._loads, k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
+            return await self._loads.join(
+                k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
             )
-        except _SoftTimeout as slow:
+        except SoftTimeout as slow:
             return slow.value
 
     async def set(
@@ -378,7 +367,8 @@ class Cache:
 
     async def aclose(self) -> None:
         """Stop this cache's background refreshes (the hub calls it on close)."""
-        await self._background.aclose()
+        await self._loads.aclose()
+        await self._reads.aclose()
 
     # -- internals -------------------------------------------------------------------------
     def _check_tenant(self, tenant: str | None) -> str | None:
@@ -492,47 +482,15 @@ class Cache:
     def _has_stale(self, k: Key) -> bool:
         return has_stale(self._map_get(k), self._now(), fail_safe=self.options.fail_safe)
 
-    async def _join(
-        self,
-        flights: dict[Key, asyncio.Future[Any]],
-        k: Key,
-        start: Callable[[], Awaitable[Any]],
-        *,
-        soft: bool = False,
-    ) -> Any:
-        fut = flights.get(k)
-        if fut is None:
-            fut = asyncio.ensure_future(start())
-            flights[k] = fut
-
-            def done(f: asyncio.Future[Any], k: Key = k) -> None:
-                if flights.get(k) is f:
-                    del flights[k]
-                if not f.cancelled():
-                    f.exception()  # retrieved here so an unawaited failure is not logged
-
-            fut.add_done_callback(done)
-        else:
-            self.stats.coalesced += 1
-        soft_timeout = self.options.soft_timeout
-        if soft and soft_timeout is not None and self._has_stale(k):
-            # a last good value exists: do not hold the caller past the soft timeout; the
-            # flight goes on in the background and fills L1 when it lands. The value is taken
-            # now: a push or an eviction during the wait must not turn it into None.
-            entry = self._map_get(k)
-            last_good = entry.value if entry is not None else None
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut), soft_timeout)
-            except TimeoutError:
-                if self._map_get(k) is not entry:  # invalidated meanwhile: wait for the answer
-                    return await asyncio.shield(fut)
-                self.stats.soft_timeouts += 1
-                self.stats.stale_served += 1
-                raise _SoftTimeout(last_good) from None
-        return await asyncio.shield(fut)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self._background.spawn(coro)
+    def _single_flight(self) -> SingleFlight:
+        return SingleFlight(
+            self.stats,
+            soft_timeout=self.options.soft_timeout,
+            lookup=self._map_get,
+            has_stale=self._has_stale,
+            log=log,
+            what=self._what,
+        )
 
     async def _read(self, k: Key) -> tuple[bool, Any, float]:
         """L2 read of ``k`` (single-flight): ``(found, value, remaining L2 life)``."""
@@ -541,10 +499,8 @@ class Cache:
             stale = self._stale(k)
             return stale is not None, stale, 0.0
         try:
-            found, value, remaining = await self._join(
-                self._reads, k, lambda: self._fetch(k), soft=True
-            )
-        except _SoftTimeout as slow:
+            found, value, remaining = await self._reads.join(k, lambda: self._fetch(k), soft=True)
+        except SoftTimeout as slow:
             return True, slow.value, 0.0
         except RedisUnavailable:
             stale = self._stale(k)
@@ -670,7 +626,7 @@ class Cache:
         l2_empty = True
         if not skip_l2 and self._gateway_open():
             try:
-                found, value, remaining = await self._join(self._reads, k, lambda: self._fetch(k))
+                found, value, remaining = await self._reads.join(k, lambda: self._fetch(k))
             except RedisUnavailable:
                 found, value, remaining = False, None, 0.0
             except (SerializationError, RedisCommandError) as exc:
