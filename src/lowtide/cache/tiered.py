@@ -17,6 +17,15 @@ stay available for ``fail_safe_max`` seconds, to answer when Redis or the loader
 Modes: while the hub is degraded or suspended (or runs with no URL) the cache works on L1 alone:
 writes fill L1 only, misses answer ``None`` or run the loader. When Redis comes back everything
 written meanwhile is demoted and read again from L2.
+
+This module holds the public API and the load orchestration; the rules live in
+:mod:`~lowtide.cache.freshness` (pure), single-flight in :mod:`~lowtide.cache.flight`, the
+Redis commands and their race guard in :mod:`~lowtide.cache.l2`, fills, echoes and fail-safe
+reads in :mod:`~lowtide.cache.l1` (over :mod:`~lowtide.cache.store`).
+
+Names: ``key`` is the caller's key, ``k`` the L1 key ``(tenant, key)``, ``rk`` the Redis key
+built from it; ``_now`` is the hub clock's monotonic time (L1 deadlines), ``L2.wall`` the
+server-aligned wall time (envelope expiries).
 """
 
 from __future__ import annotations
@@ -24,31 +33,24 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any
 
 from lowtide._listeners import Listeners
 from lowtide._validate import seconds
-from lowtide.cache.envelope import unwrap, wrap
+from lowtide.cache.envelope import unwrap
 from lowtide.cache.flight import SingleFlight, SoftTimeout
 from lowtide.cache.freshness import (
-    Demote,
-    Drop,
-    Fill,
-    Verdict,
-    after_write,
     answer,
-    fill_deadlines,
-    fresh_cap,
-    has_stale,
     is_fresh,
     may_fill,
     negative_lifetime,
     refresh_reloads,
     remaining_life,
-    throttled_until,
 )
+from lowtide.cache.l1 import L1
+from lowtide.cache.l2 import L2, Guarded
 from lowtide.cache.options import CacheOptions, CacheStats
-from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
+from lowtide.cache.store import ABSENT, LOADED_NONE, Key
 from lowtide.codec import Codec, JsonCodec
 from lowtide.context import _tenant
 from lowtide.errors import (
@@ -59,11 +61,10 @@ from lowtide.errors import (
     ValueTooLarge,
 )
 from lowtide.keys import build_key, family
-from lowtide.modes import InvalidationMode
-from lowtide.tenancy import Attributions, resolve_tenant
+from lowtide.tenancy import resolve_tenant
 
 if TYPE_CHECKING:
-    from lowtide.runtime import HubView, InvalidationFeed
+    from lowtide.runtime import HubView
 
 __all__ = ["Cache", "CacheOptions", "CacheStats"]
 
@@ -92,28 +93,19 @@ class Cache:
         self.family = family(ns, component, name)
         self.stats = CacheStats()
         self._hub = hub
-        self._ns = ns
+        self._what = f"cache {name!r}"
         self._now = hub.clock.monotonic
-        # envelope expiries are compared on the server-aligned clock (set once a hub has read
-        # the server's TIME, as limiters do), so machines with skewed clocks agree
-        self._wall = hub.server_time
-        share = options.max_tenant_share if options.per_tenant else 1.0
-        self._store = L1Store(
-            max_entries=options.max_entries,
-            max_bytes=options.max_bytes,
-            tenant_entries=max(1, int(options.max_entries * share)),
-            tenant_bytes=max(1, int(options.max_bytes * share)),
+        self._l2 = L2(hub, component, name)
+        self._l1 = L1(
+            options, self.stats, now=self._now, tracking_keepalive=self._l2.tracking_keepalive
         )
+        self._store = self._l1.store
         self._map_get = self._store.map.get
         self._touch = self._store.touch
-        self._fresh_cap = fresh_cap(options, tracking_keepalive=None)
         self._per_tenant = options.per_tenant
-        self._what = f"cache {name!r}"
         # concurrent L2 reads, and concurrent loads (with their background refreshes), by key
         self._reads = self._single_flight()
         self._loads = self._single_flight()
-        #: the ledger label of each tenant's commands
-        self._att = Attributions(component, self.family)
         self._watchers: Listeners[Key | None] = Listeners(log, f"{self._what}: watcher")
 
     def __repr__(self) -> str:
@@ -191,7 +183,7 @@ class Cache:
         kept in L1 only.
         """
         k = (self._check_tenant(tenant), key)
-        rk = self._rkey(k)
+        rk = self._l2.key(k)
         ttl = self._ttl(ttl)
         payload = self._encode(value)
         await self._write(k, rk, value, payload, ttl)
@@ -199,16 +191,12 @@ class Cache:
     async def delete(self, key: str, *, tenant: str | None = None) -> None:
         """Remove ``key`` from L2 (1 DEL, +1 PUBLISH in backplane mode) and from L1."""
         k = (self._check_tenant(tenant), key)
-        rk = self._rkey(k)
+        rk = self._l2.key(k)
         self._store.drop(k)
-        inv = self._inv()
-        if not self._gateway_open():
+        if not self._l2.open:
             return
-        cmds: list[tuple[Any, ...]] = [("DEL", rk)]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, rk))
         try:
-            await self._send(k[0], cmds)
+            await self._l2.delete(k[0], rk)
         except RedisUnavailable:
             return
         self._store.drop(k)  # a fill that raced with the delete
@@ -232,29 +220,17 @@ class Cache:
         if not missing:
             return out
         self.stats.misses += len(missing)
-        rks = [self._rkey((t, key)) for key in missing]
-        if not self._gateway_open():
+        rks = [self._l2.key((t, key)) for key in missing]
+        if not self._l2.open:
             for key in missing:
-                out[key] = self._stale((t, key))
+                out[key] = self._l1.stale((t, key))
             return out
-        inv = self._guard()
-        tokens = [inv.begin(rk) for rk in rks] if inv is not None else []
         try:
-            replies = await self._hub.gateway.call(self._att(t), "MGET", *rks)
+            replies, seens = await self._l2.mget(t, rks)
         except RedisUnavailable:
-            self._end_all(inv, rks, tokens)
             for key in missing:
-                out[key] = self._stale((t, key))
+                out[key] = self._l1.stale((t, key))
             return out
-        except BaseException:
-            self._end_all(inv, rks, tokens)
-            raise
-        # end every token before decoding: a bad value below must not leave guards behind
-        seens: list[int | None] = (
-            [inv.end(rk, tok) for rk, tok in zip(rks, tokens, strict=True)]
-            if inv is not None
-            else [0] * len(rks)
-        )
         for key, raw, seen in zip(missing, replies, seens, strict=True):
             found, value, _ = self._accept((t, key), raw, seen)
             out[key] = value if found else None
@@ -270,37 +246,25 @@ class Cache:
         t = self._check_tenant(tenant)
         ttl = self._ttl(ttl)
         prepared = [
-            ((t, key), self._rkey((t, key)), value, self._encode(value))
+            ((t, key), self._l2.key((t, key)), value, self._encode(value))
             for key, value in items.items()
         ]
         if not prepared:
             return
-        inv = self._guard()
-        expires_ms = self._expires_ms(ttl)
-        cmds: list[tuple[Any, ...]] = [
-            ("SET", rk, wrap(payload, expires_ms), "PX", max(1, int(ttl * 1000)))
-            for _, rk, _, payload in prepared
-        ]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, "\n".join(rk for _, rk, _, _ in prepared)))
-        if not self._gateway_open():
-            for k, _, value, payload in prepared:
-                self._fill(k, value, len(payload), ttl, echo=0)
-            return
-        tokens = [inv.begin(rk) for _, rk, _, _ in prepared] if inv is not None else []
-        try:
-            await self._send(t, cmds)
-        except RedisUnavailable:
-            self._end_all(inv, [rk for _, rk, _, _ in prepared], tokens)
-            for k, _, value, payload in prepared:
-                self._fill(k, value, len(payload), ttl, echo=0)
-            return
-        except BaseException:
-            self._end_all(inv, [rk for _, rk, _, _ in prepared], tokens)
-            raise
-        self.stats.writes += len(prepared)
-        for i, (k, rk, value, payload) in enumerate(prepared):
-            self._after_write(k, rk, value, len(payload), ttl, inv, tokens[i] if tokens else None)
+        if self._l2.open:
+            try:
+                g = await self._l2.set_many(
+                    t, [(rk, payload) for _, rk, _, payload in prepared], ttl
+                )
+            except RedisUnavailable:
+                pass  # Redis is down: local state, as below
+            else:
+                self.stats.writes += len(prepared)
+                for i, (k, _, value, payload) in enumerate(prepared):
+                    self._l1.keep(k, value, len(payload), ttl, self._l2.verdict(g, i))
+                return
+        for k, _, value, payload in prepared:
+            self._l1.fill(k, value, len(payload), ttl, echo=0)
 
     def peek(self, key: str, *, tenant: str | None = None) -> Any:
         """The fresh L1 value of ``key``, or None: never sends a command."""
@@ -344,19 +308,15 @@ class Cache:
         """
         return self._watchers.add(callback)
 
+    async def aclose(self) -> None:
+        """Stop this cache's background refreshes (the hub calls it on close)."""
+        await self._loads.aclose()
+        await self._reads.aclose()
+
     # -- called by the registry ------------------------------------------------------------
     def _invalidate(self, k: Key) -> None:
-        e = self._map_get(k)
-        if e is not None and e.echo > 0:
-            e.echo -= 1
-            self.stats.echoes += 1
-            return
-        if e is not None:
-            # another writer changed it: never fresh again, but kept as the last known value
-            # for fail-safe reads (a read while Redis answers replaces or drops it)
-            e.fresh_until = 0.0
-            e.refresh_at = math.inf
-            self.stats.invalidations += 1
+        if self._l1.invalidate(k):
+            return  # the echo of this process's own write
         if self._watchers:
             self._watchers.emit(k)
 
@@ -365,17 +325,140 @@ class Cache:
         if self._watchers:
             self._watchers.emit(None)
 
-    async def aclose(self) -> None:
-        """Stop this cache's background refreshes (the hub calls it on close)."""
-        await self._loads.aclose()
-        await self._reads.aclose()
+    # -- reads and loads -----------------------------------------------------------------------
+    async def _read(self, k: Key) -> tuple[bool, Any, float]:
+        """L2 read of ``k`` (single-flight): ``(found, value, remaining L2 life)``."""
+        self.stats.misses += 1
+        if not self._l2.open:
+            stale = self._l1.stale(k)
+            return stale is not None, stale, 0.0
+        try:
+            found, value, remaining = await self._reads.join(k, lambda: self._fetch(k), soft=True)
+        except SoftTimeout as slow:
+            return True, slow.value, 0.0
+        except RedisUnavailable:
+            stale = self._l1.stale(k)
+            return stale is not None, stale, 0.0
+        return bool(found), value, float(remaining)
 
-    # -- internals -------------------------------------------------------------------------
+    async def _fetch(self, k: Key) -> tuple[bool, Any, float]:
+        raw, seen = await self._l2.get(k[0], self._l2.key(k))
+        return self._accept(k, raw, seen)
+
+    def _accept(self, k: Key, raw: bytes | None, seen: int | None) -> tuple[bool, Any, float]:
+        """Decode an L2 reply and fill L1 if the race guard allows (``seen == 0``)."""
+        fill = may_fill(seen, self._hub.distributed)
+        if raw is None:
+            self.stats.l2_misses += 1
+            self._store.drop(k)  # L2 says there is no value: nothing stale may come back
+            if fill:
+                self._l1.fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
+            return False, None, 0.0
+        expires_ms, payload = unwrap(raw)
+        remaining = remaining_life(expires_ms, self._l2.wall(), self.options.ttl)
+        if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
+            self.stats.l2_misses += 1
+            return False, None, 0.0
+        value = self.codec.decode(payload)
+        self.stats.l2_hits += 1
+        if fill:
+            self._l1.fill(k, value, len(payload), remaining, echo=0)
+        return True, value, remaining
+
+    async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
+        lifetime = self._ttl(ttl)
+        e = self._map_get(k)
+        skip_l2 = (
+            e is not None and e.value is ABSENT and is_fresh(e, self._store.epoch, self._now())
+        )
+        l2_empty = True
+        if not skip_l2 and self._l2.open:
+            try:
+                found, value, remaining = await self._reads.join(k, lambda: self._fetch(k))
+            except RedisUnavailable:
+                found, value, remaining = False, None, 0.0
+            except (SerializationError, RedisCommandError) as exc:
+                # unreadable (another codec, a foreign writer, WRONGTYPE): load and overwrite
+                log.warning("cache %r: unreadable value in Redis, reloading: %s", self.name, exc)
+                found, value, remaining = False, None, 0.0
+                l2_empty = False
+            if found and not (
+                refresh
+                and refresh_reloads(remaining, lifetime, eager_refresh=self.options.eager_refresh)
+            ):
+                return value
+            if found:
+                l2_empty = False
+        rk = self._l2.key(k)
+        # did anyone write the key while the loader ran? then its value wins over ours
+        guard = Guarded(self._l2.guard() if self._l2.open else None, (rk,))
+        self.stats.loads += 1
+        try:
+            with guard:
+                value = await loader()
+        except Exception:
+            self.stats.load_errors += 1
+            stale = self._l1.stale_for_failed_load(k)
+            if stale is not None:
+                return stale
+            raise
+        seen = guard.seen[0]
+        if value is None:
+            if seen == 0:
+                self._l1.fill(
+                    k, LOADED_NONE, 0, negative_lifetime(self.options), echo=0, stale_ok=False
+                )
+            return None
+        try:
+            payload = self._encode(value)
+        except (LowtideError, TypeError):
+            log.warning("cache %r: loader returned a value that cannot be cached", self.name)
+            raise
+        if seen != 0:
+            return value  # a concurrent write (or a flush) happened: neither store nor keep
+        try:
+            await self._write(k, rk, value, payload, lifetime, only_if_absent=l2_empty)
+        except RedisCommandError:
+            log.warning("cache %r: could not store a loaded value", self.name, exc_info=True)
+        return value
+
+    async def _write(
+        self,
+        k: Key,
+        rk: str,
+        value: Any,
+        payload: bytes,
+        ttl: float,
+        *,
+        only_if_absent: bool = False,
+    ) -> None:
+        if self._l2.open:
+            try:
+                stored, g = await self._l2.set(k[0], rk, payload, ttl, nx=only_if_absent)
+            except RedisUnavailable:
+                pass  # Redis is down: local state, as below
+            else:
+                if not stored:  # NX lost: someone else's value is there
+                    self._store.drop(k)
+                    return
+                self.stats.writes += 1
+                self._l1.keep(k, value, len(payload), ttl, self._l2.verdict(g))
+                return
+        self._l1.fill(k, value, len(payload), ttl, echo=0)
+
+    def _single_flight(self) -> SingleFlight:
+        return SingleFlight(
+            self.stats,
+            soft_timeout=self.options.soft_timeout,
+            lookup=self._map_get,
+            has_stale=self._l1.has_stale,
+            log=log,
+            what=self._what,
+        )
+
+    # -- keys and values ------------------------------------------------------------------------
     def _check_tenant(self, tenant: str | None) -> str | None:
         return resolve_tenant(tenant, per_tenant=self._per_tenant, what=self._what, strict=True)
-
-    def _rkey(self, k: Key) -> str:
-        return build_key(self._ns, self.component, self.name, k[0], k[1])
 
     def _ttl(self, ttl: float | None) -> float:
         return self.options.ttl if ttl is None else seconds("ttl", ttl)
@@ -393,295 +476,3 @@ class Cache:
                 limit=limit,
             )
         return payload
-
-    def _expires_ms(self, ttl: float) -> int:
-        return int((self._wall() + ttl) * 1000)
-
-    def _inv(self) -> InvalidationFeed | None:
-        if self._hub.settings.url is None:
-            return None
-        return self._hub.invalidations
-
-    def _guard(self) -> InvalidationFeed | None:
-        """The listener whose race guard fills must pass, or None when no guard applies."""
-        inv = self._inv()
-        if inv is None or inv.mode is InvalidationMode.TTL:
-            return None
-        return inv
-
-    def _gateway_open(self) -> bool:
-        return self._hub.distributed
-
-    @staticmethod
-    def _end_all(
-        inv: InvalidationFeed | None, rks: list[str], tokens: list[tuple[int, int]]
-    ) -> None:
-        if inv is not None:
-            for rk, token in zip(rks, tokens, strict=False):
-                inv.end(rk, token)
-
-    async def _send(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        gw = self._hub.gateway
-        att = self._att(tenant)
-        if len(cmds) == 1:
-            return [await gw.call(att, *cmds[0])]
-        replies = await gw.pipeline(att, cmds)
-        for reply in replies:
-            if isinstance(reply, RedisCommandError):
-                raise reply
-        return replies
-
-    def _fill(
-        self,
-        k: Key,
-        value: Any,
-        size: int,
-        lifetime: float,
-        *,
-        echo: int,
-        stale_ok: bool = True,
-        demoted: bool = False,
-    ) -> None:
-        if size + ENTRY_OVERHEAD > self._store.tenant_bytes:
-            self._store.drop(k)  # would evict a whole tenant's share: serve it from L2 instead
-            return
-        now = self._now()
-        d = fill_deadlines(
-            now, lifetime, self._cap(), self.options, stale_ok=stale_ok, demoted=demoted
-        )
-        self._store.put(
-            k,
-            Entry(
-                value,
-                size=size + ENTRY_OVERHEAD,
-                epoch=self._store.epoch,
-                filled=now,
-                fresh_until=d.fresh_until,
-                stale_until=d.stale_until,
-                refresh_at=d.refresh_at,
-                echo=echo,
-            ),
-        )
-
-    def _cap(self) -> float:
-        """:func:`~lowtide.cache.freshness.fresh_cap` for a copy filled now."""
-        if self._hub.distributed:
-            inv = self._inv()
-            if inv is not None and inv.healthy and inv.mode is InvalidationMode.TRACKING:
-                return fresh_cap(self.options, tracking_keepalive=inv.keepalive)
-        return self._fresh_cap
-
-    def _stale(self, k: Key) -> Any:
-        """Fail-safe: the last good value of ``k`` if still allowed, else None."""
-        e = self._map_get(k)
-        if e is None or not has_stale(e, self._now(), fail_safe=self.options.fail_safe):
-            return None
-        self.stats.stale_served += 1
-        return e.value
-
-    def _has_stale(self, k: Key) -> bool:
-        return has_stale(self._map_get(k), self._now(), fail_safe=self.options.fail_safe)
-
-    def _single_flight(self) -> SingleFlight:
-        return SingleFlight(
-            self.stats,
-            soft_timeout=self.options.soft_timeout,
-            lookup=self._map_get,
-            has_stale=self._has_stale,
-            log=log,
-            what=self._what,
-        )
-
-    async def _read(self, k: Key) -> tuple[bool, Any, float]:
-        """L2 read of ``k`` (single-flight): ``(found, value, remaining L2 life)``."""
-        self.stats.misses += 1
-        if not self._gateway_open():
-            stale = self._stale(k)
-            return stale is not None, stale, 0.0
-        try:
-            found, value, remaining = await self._reads.join(k, lambda: self._fetch(k), soft=True)
-        except SoftTimeout as slow:
-            return True, slow.value, 0.0
-        except RedisUnavailable:
-            stale = self._stale(k)
-            return stale is not None, stale, 0.0
-        return bool(found), value, float(remaining)
-
-    async def _fetch(self, k: Key) -> tuple[bool, Any, float]:
-        rk = self._rkey(k)
-        inv = self._guard()
-        token = inv.begin(rk) if inv is not None else None
-        try:
-            raw = await self._hub.gateway.call(self._att(k[0]), "GET", rk)
-        except BaseException:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            raise
-        seen = inv.end(rk, token) if inv is not None and token is not None else 0
-        return self._accept(k, raw, seen)
-
-    def _accept(self, k: Key, raw: bytes | None, seen: int | None) -> tuple[bool, Any, float]:
-        """Decode an L2 reply and fill L1 if the race guard allows (``seen == 0``)."""
-        fill = may_fill(seen, self._hub.distributed)
-        if raw is None:
-            self.stats.l2_misses += 1
-            self._store.drop(k)  # L2 says there is no value: nothing stale may come back
-            if fill:
-                self._fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
-            return False, None, 0.0
-        expires_ms, payload = unwrap(raw)
-        remaining = remaining_life(expires_ms, self._wall(), self.options.ttl)
-        if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
-            self.stats.l2_misses += 1
-            return False, None, 0.0
-        value = self.codec.decode(payload)
-        self.stats.l2_hits += 1
-        if fill:
-            self._fill(k, value, len(payload), remaining, echo=0)
-        return True, value, remaining
-
-    async def _write(
-        self,
-        k: Key,
-        rk: str,
-        value: Any,
-        payload: bytes,
-        ttl: float,
-        *,
-        only_if_absent: bool = False,
-    ) -> None:
-        if not self._gateway_open():
-            self._fill(k, value, len(payload), ttl, echo=0)
-            return
-        inv = self._guard()
-        set_cmd: tuple[Any, ...] = (
-            "SET",
-            rk,
-            wrap(payload, self._expires_ms(ttl)),
-            "PX",
-            max(1, int(ttl * 1000)),
-        )
-        if only_if_absent:
-            # a loaded value must not overwrite a write that landed since L2 was found empty
-            set_cmd = (*set_cmd, "NX")
-        cmds: list[tuple[Any, ...]] = [set_cmd]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, rk))
-        token = inv.begin(rk) if inv is not None else None
-        try:
-            replies = await self._send(k[0], cmds)
-        except RedisUnavailable:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            self._fill(k, value, len(payload), ttl, echo=0)  # Redis is down: local state
-            return
-        except BaseException:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            raise
-        if only_if_absent and replies[0] is None:  # NX lost: someone else's value is there
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            self._store.drop(k)
-            return
-        self.stats.writes += 1
-        self._after_write(k, rk, value, len(payload), ttl, inv, token)
-
-    def _after_write(
-        self,
-        k: Key,
-        rk: str,
-        value: Any,
-        size: int,
-        ttl: float,
-        inv: InvalidationFeed | None,
-        token: tuple[int, int] | None,
-    ) -> None:
-        if inv is None or token is None:
-            seen: int | None = 0
-            mode = None  # no race guard applies: kept as written
-        else:
-            seen = inv.end(rk, token)
-            mode = inv.mode
-        self._keep(k, value, size, ttl, after_write(seen, mode, distributed=self._hub.distributed))
-
-    def _keep(self, k: Key, value: Any, size: int, ttl: float, verdict: Verdict) -> None:
-        """Apply the :func:`~lowtide.cache.freshness.after_write` verdict of a write."""
-        match verdict:
-            case Fill(echo=echo):
-                self._fill(k, value, size, ttl, echo=echo)
-            case Demote():
-                self._fill(k, value, size, ttl, echo=0, demoted=True)
-            case Drop():
-                self._store.drop(k)  # cannot prove the copy current: read it again next time
-            case _:
-                assert_never(verdict)
-
-    async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
-        lifetime = self._ttl(ttl)
-        e = self._map_get(k)
-        skip_l2 = (
-            e is not None and e.value is ABSENT and is_fresh(e, self._store.epoch, self._now())
-        )
-        l2_empty = True
-        if not skip_l2 and self._gateway_open():
-            try:
-                found, value, remaining = await self._reads.join(k, lambda: self._fetch(k))
-            except RedisUnavailable:
-                found, value, remaining = False, None, 0.0
-            except (SerializationError, RedisCommandError) as exc:
-                # unreadable (another codec, a foreign writer, WRONGTYPE): load and overwrite
-                log.warning("cache %r: unreadable value in Redis, reloading: %s", self.name, exc)
-                found, value, remaining = False, None, 0.0
-                l2_empty = False
-            if found and not (
-                refresh
-                and refresh_reloads(remaining, lifetime, eager_refresh=self.options.eager_refresh)
-            ):
-                return value
-            if found:
-                l2_empty = False
-        rk = self._rkey(k)
-        inv = self._guard() if self._gateway_open() else None
-        token = inv.begin(rk) if inv is not None else None
-        self.stats.loads += 1
-        try:
-            value = await loader()
-        except Exception:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            self.stats.load_errors += 1
-            stale = self._stale_for_failed_load(k)
-            if stale is not None:
-                return stale
-            raise
-        # did anyone write the key while the loader ran? then its value wins over ours
-        seen = inv.end(rk, token) if inv is not None and token is not None else 0
-        if value is None:
-            if seen == 0:
-                self._fill(
-                    k, LOADED_NONE, 0, negative_lifetime(self.options), echo=0, stale_ok=False
-                )
-            return None
-        try:
-            payload = self._encode(value)
-        except (LowtideError, TypeError):
-            log.warning("cache %r: loader returned a value that cannot be cached", self.name)
-            raise
-        if seen != 0:
-            return value  # a concurrent write (or a flush) happened: neither store nor keep
-        try:
-            await self._write(k, rk, value, payload, lifetime, only_if_absent=l2_empty)
-        except RedisCommandError:
-            log.warning("cache %r: could not store a loaded value", self.name, exc_info=True)
-        return value
-
-    def _stale_for_failed_load(self, k: Key) -> Any:
-        e = self._map_get(k)
-        stale = self._stale(k)
-        if stale is not None and e is not None:
-            # throttle: answer with the stale value for a while instead of hammering the loader
-            e.epoch = self._store.epoch
-            e.fresh_until = throttled_until(e, self._now(), self.options.fail_safe_throttle)
-            e.refresh_at = math.inf
-        return stale
