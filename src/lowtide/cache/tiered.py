@@ -458,6 +458,8 @@ class Cache:
 
     # -- keys and values ------------------------------------------------------------------------
     def _check_tenant(self, tenant: str | None) -> str | None:
+        if tenant is not None and self._per_tenant:
+            return tenant  # the common case, answered without the call (same answer)
         return resolve_tenant(tenant, per_tenant=self._per_tenant, what=self._what, strict=True)
 
     def _ttl(self, ttl: float | None) -> float:
