@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TypedDict
 
-from lowtide.errors import ConfigError
+from lowtide._validate import fraction, integer, optional_seconds, seconds
 
 __all__ = ["CacheKwargs", "CacheOptions", "CacheStats", "pushed_state"]
 
@@ -42,30 +42,15 @@ class CacheOptions:
     per_tenant: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("ttl", "max_staleness", "negative_ttl", "fail_safe_max", "fail_safe_throttle"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
-        if self.ttl <= 0:
-            raise ConfigError("ttl: must be > 0 seconds")
+        seconds("ttl", self.ttl)
+        for name in ("max_staleness", "negative_ttl", "fail_safe_max", "fail_safe_throttle"):
+            seconds(name, getattr(self, name), allow_zero=True)
         for name in ("max_entries", "max_bytes", "max_value_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
-        if not 0 < self.max_tenant_share <= 1:
-            raise ConfigError(
-                f"max_tenant_share: expected a fraction in (0, 1], got {self.max_tenant_share!r}"
-            )
-        if self.soft_timeout is not None and (
-            isinstance(self.soft_timeout, bool) or not self.soft_timeout > 0
-        ):
-            raise ConfigError(
-                f"soft_timeout: expected seconds > 0 or None, got {self.soft_timeout!r}"
-            )
-        if self.eager_refresh is not None and not 0 < self.eager_refresh < 1:
-            raise ConfigError(
-                f"eager_refresh: expected a fraction in (0, 1) or None, got {self.eager_refresh!r}"
-            )
+            integer(name, getattr(self, name))
+        fraction("max_tenant_share", self.max_tenant_share)
+        optional_seconds("soft_timeout", self.soft_timeout)
+        if self.eager_refresh is not None:
+            fraction("eager_refresh", self.eager_refresh, allow_one=False)
 
 
 class CacheKwargs(TypedDict, total=False):

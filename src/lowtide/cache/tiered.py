@@ -17,51 +17,59 @@ stay available for ``fail_safe_max`` seconds, to answer when Redis or the loader
 Modes: while the hub is degraded or suspended (or runs with no URL) the cache works on L1 alone:
 writes fill L1 only, misses answer ``None`` or run the loader. When Redis comes back everything
 written meanwhile is demoted and read again from L2.
+
+This module holds the public API and the load orchestration; the rules live in
+:mod:`~lowtide.cache.freshness` (pure), single-flight in :mod:`~lowtide.cache.flight`, the
+Redis commands and their race guard in :mod:`~lowtide.cache.l2`, fills, echoes and fail-safe
+reads in :mod:`~lowtide.cache.l1` (over :mod:`~lowtide.cache.store`).
+
+Names: ``key`` is the caller's key, ``k`` the L1 key ``(tenant, key)``, ``rk`` the Redis key
+built from it; ``_now`` is the hub clock's monotonic time (L1 deadlines), ``L2.wall`` the
+server-aligned wall time (envelope expiries).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from lowtide._listeners import Listeners
-from lowtide._tasks import BackgroundTasks
-from lowtide.cache.envelope import unwrap, wrap
+from lowtide._validate import seconds
+from lowtide.cache.envelope import unwrap
+from lowtide.cache.flight import SingleFlight, SoftTimeout
+from lowtide.cache.freshness import (
+    answer,
+    is_fresh,
+    may_fill,
+    negative_lifetime,
+    refresh_reloads,
+    remaining_life,
+)
+from lowtide.cache.l1 import L1
+from lowtide.cache.l2 import L2, Guarded
 from lowtide.cache.options import CacheOptions, CacheStats
-from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
+from lowtide.cache.store import ABSENT, LOADED_NONE, Key
 from lowtide.codec import Codec, JsonCodec
-from lowtide.context import Attribution, _tenant
+from lowtide.context import _tenant
 from lowtide.errors import (
-    ConfigError,
     LowtideError,
     RedisCommandError,
     RedisUnavailable,
     SerializationError,
-    TenantRequired,
     ValueTooLarge,
 )
 from lowtide.keys import build_key, family
-from lowtide.modes import InvalidationMode
+from lowtide.tenancy import resolve_tenant
 
 if TYPE_CHECKING:
-    from lowtide.runtime import HubView, InvalidationFeed
+    from lowtide.runtime import HubView
 
 __all__ = ["Cache", "CacheOptions", "CacheStats"]
 
 log = logging.getLogger("lowtide.cache")
-V = TypeVar("V")
 Loader = Callable[[], Awaitable[Any]]
-
-
-class _SoftTimeout(Exception):
-    """A read or load outlived the soft timeout while a last good value was available."""
-
-    def __init__(self, value: Any) -> None:
-        super().__init__("soft timeout")
-        self.value = value
 
 
 class Cache:
@@ -85,27 +93,20 @@ class Cache:
         self.family = family(ns, component, name)
         self.stats = CacheStats()
         self._hub = hub
-        self._ns = ns
+        self._what = f"cache {name!r}"
         self._now = hub.clock.monotonic
-        # envelope expiries are compared on the server-aligned clock (set once a hub has read
-        # the server's TIME, as limiters do), so machines with skewed clocks agree
-        self._wall = hub.server_time
-        share = options.max_tenant_share if options.per_tenant else 1.0
-        self._store = L1Store(
-            max_entries=options.max_entries,
-            max_bytes=options.max_bytes,
-            tenant_entries=max(1, int(options.max_entries * share)),
-            tenant_bytes=max(1, int(options.max_bytes * share)),
+        self._l2 = L2(hub, component, name)
+        self._l1 = L1(
+            options, self.stats, now=self._now, tracking_keepalive=self._l2.tracking_keepalive
         )
+        self._store = self._l1.store
         self._map_get = self._store.map.get
         self._touch = self._store.touch
-        self._fresh_cap = min(options.ttl, options.max_staleness)
         self._per_tenant = options.per_tenant
-        self._reads: dict[Key, asyncio.Future[tuple[bool, Any, float]]] = {}
-        self._loads: dict[Key, asyncio.Future[Any]] = {}
-        self._background = BackgroundTasks(log, f"cache {name!r}", level=logging.DEBUG)
-        self._atts: dict[str | None, Attribution] = {}
-        self._watchers: Listeners[Key | None] = Listeners(log, f"cache {name!r}: watcher")
+        # concurrent L2 reads, and concurrent loads (with their background refreshes), by key
+        self._reads = self._single_flight()
+        self._loads = self._single_flight()
+        self._watchers: Listeners[Key | None] = Listeners(log, f"{self._what}: watcher")
 
     def __repr__(self) -> str:
         return f"<Cache {self.component}:{self.name!r} entries={len(self._store)}>"
@@ -123,6 +124,7 @@ class Cache:
         # missing or forbidden tenant cannot hit here; the miss path raises for it
         k = (tenant, key)
         e = self._map_get(k)
+        # freshness.is_fresh, written out: this is the hot path
         if e is not None and e.epoch == self._store.epoch and e.fresh_until > self._now():
             self._touch(k)
             self.stats.hits += 1
@@ -152,30 +154,23 @@ class Cache:
         k = (tenant, key)
         e = self._map_get(k)
         now = self._now()
-        if (
-            e is not None
-            and e.epoch == self._store.epoch
-            and e.fresh_until > now
-            and e.value is not ABSENT
-        ):
+        if e is not None and is_fresh(e, self._store.epoch, now) and e.value is not ABSENT:
             self._touch(k)
             self.stats.hits += 1
             if e.refresh_at <= now and k not in self._loads:
                 e.refresh_at = math.inf
                 self.stats.refreshes += 1
-                self._spawn(
-                    self._join(self._loads, k, lambda: self._load(k, loader, ttl, refresh=True))
-                )
+                self._loads.in_background(k, lambda: self._load(k, loader, ttl, refresh=True))
             value = e.value
             return None if value is LOADED_NONE else value
         k = (self._check_tenant(tenant), key)
         if not callable(loader):
             raise TypeError("loader must be an async callable taking no arguments")
         try:
-            return await self._join(
-                self._loads, k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
+            return await self._loads.join(
+                k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
             )
-        except _SoftTimeout as slow:
+        except SoftTimeout as slow:
             return slow.value
 
     async def set(
@@ -188,7 +183,7 @@ class Cache:
         kept in L1 only.
         """
         k = (self._check_tenant(tenant), key)
-        rk = self._rkey(k)
+        rk = self._l2.key(k)
         ttl = self._ttl(ttl)
         payload = self._encode(value)
         await self._write(k, rk, value, payload, ttl)
@@ -196,16 +191,12 @@ class Cache:
     async def delete(self, key: str, *, tenant: str | None = None) -> None:
         """Remove ``key`` from L2 (1 DEL, +1 PUBLISH in backplane mode) and from L1."""
         k = (self._check_tenant(tenant), key)
-        rk = self._rkey(k)
+        rk = self._l2.key(k)
         self._store.drop(k)
-        inv = self._inv()
-        if not self._gateway_open():
+        if not self._l2.open:
             return
-        cmds: list[tuple[Any, ...]] = [("DEL", rk)]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, rk))
         try:
-            await self._send(k[0], cmds)
+            await self._l2.delete(k[0], rk)
         except RedisUnavailable:
             return
         self._store.drop(k)  # a fill that raced with the delete
@@ -219,39 +210,27 @@ class Cache:
         epoch = self._store.epoch
         for key in keys:
             e = self._map_get((t, key))
-            if e is not None and e.epoch == epoch and e.fresh_until > now:
+            if e is not None and is_fresh(e, epoch, now):
                 self._touch((t, key))
                 self.stats.hits += 1
-                out[key] = None if e.value is ABSENT or e.value is LOADED_NONE else e.value
+                out[key] = answer(e.value)
             else:
                 out[key] = None
                 missing.append(key)
         if not missing:
             return out
         self.stats.misses += len(missing)
-        rks = [self._rkey((t, key)) for key in missing]
-        if not self._gateway_open():
+        rks = [self._l2.key((t, key)) for key in missing]
+        if not self._l2.open:
             for key in missing:
-                out[key] = self._stale((t, key))
+                out[key] = self._l1.stale((t, key))
             return out
-        inv = self._guard()
-        tokens = [inv.begin(rk) for rk in rks] if inv is not None else []
         try:
-            replies = await self._hub.gateway.call(self._att(t), "MGET", *rks)
+            replies, seens = await self._l2.mget(t, rks)
         except RedisUnavailable:
-            self._end_all(inv, rks, tokens)
             for key in missing:
-                out[key] = self._stale((t, key))
+                out[key] = self._l1.stale((t, key))
             return out
-        except BaseException:
-            self._end_all(inv, rks, tokens)
-            raise
-        # end every token before decoding: a bad value below must not leave guards behind
-        seens: list[int | None] = (
-            [inv.end(rk, tok) for rk, tok in zip(rks, tokens, strict=True)]
-            if inv is not None
-            else [0] * len(rks)
-        )
         for key, raw, seen in zip(missing, replies, seens, strict=True):
             found, value, _ = self._accept((t, key), raw, seen)
             out[key] = value if found else None
@@ -267,44 +246,32 @@ class Cache:
         t = self._check_tenant(tenant)
         ttl = self._ttl(ttl)
         prepared = [
-            ((t, key), self._rkey((t, key)), value, self._encode(value))
+            ((t, key), self._l2.key((t, key)), value, self._encode(value))
             for key, value in items.items()
         ]
         if not prepared:
             return
-        inv = self._guard()
-        expires_ms = self._expires_ms(ttl)
-        cmds: list[tuple[Any, ...]] = [
-            ("SET", rk, wrap(payload, expires_ms), "PX", max(1, int(ttl * 1000)))
-            for _, rk, _, payload in prepared
-        ]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, "\n".join(rk for _, rk, _, _ in prepared)))
-        if not self._gateway_open():
-            for k, _, value, payload in prepared:
-                self._fill(k, value, len(payload), ttl, echo=0)
-            return
-        tokens = [inv.begin(rk) for _, rk, _, _ in prepared] if inv is not None else []
-        try:
-            await self._send(t, cmds)
-        except RedisUnavailable:
-            self._end_all(inv, [rk for _, rk, _, _ in prepared], tokens)
-            for k, _, value, payload in prepared:
-                self._fill(k, value, len(payload), ttl, echo=0)
-            return
-        except BaseException:
-            self._end_all(inv, [rk for _, rk, _, _ in prepared], tokens)
-            raise
-        self.stats.writes += len(prepared)
-        for i, (k, rk, value, payload) in enumerate(prepared):
-            self._after_write(k, rk, value, len(payload), ttl, inv, tokens[i] if tokens else None)
+        if self._l2.open:
+            try:
+                g = await self._l2.set_many(
+                    t, [(rk, payload) for _, rk, _, payload in prepared], ttl
+                )
+            except RedisUnavailable:
+                pass  # Redis is down: local state, as below
+            else:
+                self.stats.writes += len(prepared)
+                for i, (k, _, value, payload) in enumerate(prepared):
+                    self._l1.keep(k, value, len(payload), ttl, self._l2.verdict(g, i))
+                return
+        for k, _, value, payload in prepared:
+            self._l1.fill(k, value, len(payload), ttl, echo=0)
 
     def peek(self, key: str, *, tenant: str | None = None) -> Any:
         """The fresh L1 value of ``key``, or None: never sends a command."""
         e = self._map_get((self._check_tenant(tenant), key))
-        if e is None or e.epoch != self._store.epoch or e.fresh_until <= self._now():
+        if e is None or not is_fresh(e, self._store.epoch, self._now()):
             return None
-        return None if e.value is ABSENT or e.value is LOADED_NONE else e.value
+        return answer(e.value)
 
     def local_delete(self, key: str, *, tenant: str | None = None) -> bool:
         """Drop ``key`` from this process's L1 only (0 commands); True if it was there."""
@@ -341,19 +308,15 @@ class Cache:
         """
         return self._watchers.add(callback)
 
+    async def aclose(self) -> None:
+        """Stop this cache's background refreshes (the hub calls it on close)."""
+        await self._loads.aclose()
+        await self._reads.aclose()
+
     # -- called by the registry ------------------------------------------------------------
     def _invalidate(self, k: Key) -> None:
-        e = self._map_get(k)
-        if e is not None and e.echo > 0:
-            e.echo -= 1
-            self.stats.echoes += 1
-            return
-        if e is not None:
-            # another writer changed it: never fresh again, but kept as the last known value
-            # for fail-safe reads (a read while Redis answers replaces or drops it)
-            e.fresh_until = 0.0
-            e.refresh_at = math.inf
-            self.stats.invalidations += 1
+        if self._l1.invalidate(k):
+            return  # the echo of this process's own write
         if self._watchers:
             self._watchers.emit(k)
 
@@ -362,354 +325,56 @@ class Cache:
         if self._watchers:
             self._watchers.emit(None)
 
-    async def aclose(self) -> None:
-        """Stop this cache's background refreshes (the hub calls it on close)."""
-        await self._background.aclose()
-
-    # -- internals -------------------------------------------------------------------------
-    def _check_tenant(self, tenant: str | None) -> str | None:
-        if self.options.per_tenant:
-            if tenant is None:
-                tenant = _tenant.get()
-                if tenant is None:
-                    raise TenantRequired(
-                        f"cache {self.name!r} is per tenant: pass tenant= or use tenant_scope()"
-                    )
-            return tenant
-        if tenant is not None:
-            raise TenantRequired(
-                f"cache {self.name!r} was created with per_tenant=False; do not pass tenant="
-            )
-        return None
-
-    def _rkey(self, k: Key) -> str:
-        return build_key(self._ns, self.component, self.name, k[0], k[1])
-
-    def _att(self, tenant: str | None) -> Attribution:
-        att = self._atts.get(tenant)
-        if att is None:
-            att = Attribution(self.component, self.family, tenant)
-            if len(self._atts) < 10_000:
-                self._atts[tenant] = att
-        return att
-
-    def _ttl(self, ttl: float | None) -> float:
-        if ttl is None:
-            return self.options.ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ConfigError(f"ttl: expected a number of seconds > 0, got {ttl!r}")
-        return float(ttl)
-
-    def _encode(self, value: Any) -> bytes:
-        if value is None:
-            raise TypeError("None cannot be cached (it means 'no value'); use delete()")
-        payload = self.codec.encode(value)
-        limit = min(self.options.max_value_bytes, self._hub.settings.max_value_bytes)
-        if len(payload) > limit:
-            raise ValueTooLarge(
-                f"value for cache {self.name!r} is {len(payload)} bytes encoded; "
-                f"the limit is {limit}",
-                size=len(payload),
-                limit=limit,
-            )
-        return payload
-
-    def _expires_ms(self, ttl: float) -> int:
-        return int((self._wall() + ttl) * 1000)
-
-    def _inv(self) -> InvalidationFeed | None:
-        if self._hub.settings.url is None:
-            return None
-        return self._hub.invalidations
-
-    def _guard(self) -> InvalidationFeed | None:
-        """The listener whose race guard fills must pass, or None when no guard applies."""
-        inv = self._inv()
-        if inv is None or inv.mode is InvalidationMode.TTL:
-            return None
-        return inv
-
-    def _gateway_open(self) -> bool:
-        return self._hub.distributed
-
-    @staticmethod
-    def _end_all(
-        inv: InvalidationFeed | None, rks: list[str], tokens: list[tuple[int, int]]
-    ) -> None:
-        if inv is not None:
-            for rk, token in zip(rks, tokens, strict=False):
-                inv.end(rk, token)
-
-    async def _send(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        gw = self._hub.gateway
-        att = self._att(tenant)
-        if len(cmds) == 1:
-            return [await gw.call(att, *cmds[0])]
-        replies = await gw.pipeline(att, cmds)
-        for reply in replies:
-            if isinstance(reply, RedisCommandError):
-                raise reply
-        return replies
-
-    def _fill(
-        self,
-        k: Key,
-        value: Any,
-        size: int,
-        lifetime: float,
-        *,
-        echo: int,
-        stale_ok: bool = True,
-        demoted: bool = False,
-    ) -> None:
-        if size + ENTRY_OVERHEAD > self._store.tenant_bytes:
-            self._store.drop(k)  # would evict a whole tenant's share: serve it from L2 instead
-            return
-        now = self._now()
-        o = self.options
-        fresh = min(lifetime, self._cap())
-        refresh_at = math.inf
-        if o.eager_refresh is not None and fresh > 0:
-            refresh_at = now + fresh * o.eager_refresh
-        self._store.put(
-            k,
-            Entry(
-                value,
-                size=size + ENTRY_OVERHEAD,
-                epoch=self._store.epoch,
-                filled=now,
-                # demoted: known, but not provably current (kept for fail-safe reads only)
-                fresh_until=now if demoted else now + fresh,
-                stale_until=now + fresh + (o.fail_safe_max if o.fail_safe and stale_ok else 0),
-                refresh_at=refresh_at,
-                echo=echo,
-            ),
-        )
-
-    def _cap(self) -> float:
-        """How long a copy filled now may be served as fresh.
-
-        ``min(ttl, max_staleness)``, except while CLIENT TRACKING is active and verified: then
-        any write by anyone is pushed, and a lost push means a lost connection, which the
-        keepalive detects within three periods and answers by demoting everything. So when three
-        keepalive periods fit inside ``max_staleness`` the bound holds without the cap, and
-        copies live as long as the L2 value does (no TTL guessing).
-        """
-        if self._hub.distributed:
-            inv = self._inv()
-            if (
-                inv is not None
-                and inv.healthy
-                and inv.mode is InvalidationMode.TRACKING
-                and 3 * inv.keepalive <= self.options.max_staleness
-            ):
-                return self.options.ttl
-        return self._fresh_cap
-
-    def _stale(self, k: Key) -> Any:
-        """Fail-safe: the last good value of ``k`` if still allowed, else None."""
-        e = self._map_get(k)
-        if (
-            e is None
-            or not self.options.fail_safe
-            or e.stale_until <= self._now()
-            or e.value is ABSENT
-            or e.value is LOADED_NONE
-        ):
-            return None
-        self.stats.stale_served += 1
-        return e.value
-
-    def _has_stale(self, k: Key) -> bool:
-        e = self._map_get(k)
-        return (
-            e is not None
-            and self.options.fail_safe
-            and e.stale_until > self._now()
-            and e.value is not ABSENT
-            and e.value is not LOADED_NONE
-        )
-
-    async def _join(
-        self,
-        flights: dict[Key, asyncio.Future[Any]],
-        k: Key,
-        start: Callable[[], Awaitable[Any]],
-        *,
-        soft: bool = False,
-    ) -> Any:
-        fut = flights.get(k)
-        if fut is None:
-            fut = asyncio.ensure_future(start())
-            flights[k] = fut
-
-            def done(f: asyncio.Future[Any], k: Key = k) -> None:
-                if flights.get(k) is f:
-                    del flights[k]
-                if not f.cancelled():
-                    f.exception()  # retrieved here so an unawaited failure is not logged
-
-            fut.add_done_callback(done)
-        else:
-            self.stats.coalesced += 1
-        soft_timeout = self.options.soft_timeout
-        if soft and soft_timeout is not None and self._has_stale(k):
-            # a last good value exists: do not hold the caller past the soft timeout; the
-            # flight goes on in the background and fills L1 when it lands. The value is taken
-            # now: a push or an eviction during the wait must not turn it into None.
-            entry = self._map_get(k)
-            last_good = entry.value if entry is not None else None
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut), soft_timeout)
-            except TimeoutError:
-                if self._map_get(k) is not entry:  # invalidated meanwhile: wait for the answer
-                    return await asyncio.shield(fut)
-                self.stats.soft_timeouts += 1
-                self.stats.stale_served += 1
-                raise _SoftTimeout(last_good) from None
-        return await asyncio.shield(fut)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self._background.spawn(coro)
-
+    # -- reads and loads -----------------------------------------------------------------------
     async def _read(self, k: Key) -> tuple[bool, Any, float]:
         """L2 read of ``k`` (single-flight): ``(found, value, remaining L2 life)``."""
         self.stats.misses += 1
-        if not self._gateway_open():
-            stale = self._stale(k)
+        if not self._l2.open:
+            stale = self._l1.stale(k)
             return stale is not None, stale, 0.0
         try:
-            found, value, remaining = await self._join(
-                self._reads, k, lambda: self._fetch(k), soft=True
-            )
-        except _SoftTimeout as slow:
+            found, value, remaining = await self._reads.join(k, lambda: self._fetch(k), soft=True)
+        except SoftTimeout as slow:
             return True, slow.value, 0.0
         except RedisUnavailable:
-            stale = self._stale(k)
+            stale = self._l1.stale(k)
             return stale is not None, stale, 0.0
         return bool(found), value, float(remaining)
 
     async def _fetch(self, k: Key) -> tuple[bool, Any, float]:
-        rk = self._rkey(k)
-        inv = self._guard()
-        token = inv.begin(rk) if inv is not None else None
-        try:
-            raw = await self._hub.gateway.call(self._att(k[0]), "GET", rk)
-        except BaseException:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            raise
-        seen = inv.end(rk, token) if inv is not None and token is not None else 0
+        raw, seen = await self._l2.get(k[0], self._l2.key(k))
         return self._accept(k, raw, seen)
 
     def _accept(self, k: Key, raw: bytes | None, seen: int | None) -> tuple[bool, Any, float]:
         """Decode an L2 reply and fill L1 if the race guard allows (``seen == 0``)."""
-        may_fill = seen == 0 and self._hub.distributed
+        fill = may_fill(seen, self._hub.distributed)
         if raw is None:
             self.stats.l2_misses += 1
             self._store.drop(k)  # L2 says there is no value: nothing stale may come back
-            if may_fill:
-                self._fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
+            if fill:
+                self._l1.fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
             return False, None, 0.0
         expires_ms, payload = unwrap(raw)
-        remaining = expires_ms / 1000 - self._wall() if expires_ms else self.options.ttl
+        remaining = remaining_life(expires_ms, self._l2.wall(), self.options.ttl)
         if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
             self.stats.l2_misses += 1
             return False, None, 0.0
         value = self.codec.decode(payload)
         self.stats.l2_hits += 1
-        if may_fill:
-            self._fill(k, value, len(payload), remaining, echo=0)
+        if fill:
+            self._l1.fill(k, value, len(payload), remaining, echo=0)
         return True, value, remaining
-
-    async def _write(
-        self,
-        k: Key,
-        rk: str,
-        value: Any,
-        payload: bytes,
-        ttl: float,
-        *,
-        only_if_absent: bool = False,
-    ) -> None:
-        if not self._gateway_open():
-            self._fill(k, value, len(payload), ttl, echo=0)
-            return
-        inv = self._guard()
-        set_cmd: tuple[Any, ...] = (
-            "SET",
-            rk,
-            wrap(payload, self._expires_ms(ttl)),
-            "PX",
-            max(1, int(ttl * 1000)),
-        )
-        if only_if_absent:
-            # a loaded value must not overwrite a write that landed since L2 was found empty
-            set_cmd = (*set_cmd, "NX")
-        cmds: list[tuple[Any, ...]] = [set_cmd]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, rk))
-        token = inv.begin(rk) if inv is not None else None
-        try:
-            replies = await self._send(k[0], cmds)
-        except RedisUnavailable:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            self._fill(k, value, len(payload), ttl, echo=0)  # Redis is down: local state
-            return
-        except BaseException:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            raise
-        if only_if_absent and replies[0] is None:  # NX lost: someone else's value is there
-            if inv is not None and token is not None:
-                inv.end(rk, token)
-            self._store.drop(k)
-            return
-        self.stats.writes += 1
-        self._after_write(k, rk, value, len(payload), ttl, inv, token)
-
-    def _after_write(
-        self,
-        k: Key,
-        rk: str,
-        value: Any,
-        size: int,
-        ttl: float,
-        inv: InvalidationFeed | None,
-        token: tuple[int, int] | None,
-    ) -> None:
-        if inv is None or token is None:
-            self._fill(k, value, size, ttl, echo=0)
-            return
-        seen = inv.end(rk, token)
-        if seen is None or not self._hub.distributed:
-            self._store.drop(k)  # cannot prove the copy current: read it again next time
-            return
-        if inv.mode is not InvalidationMode.PUBSUB:
-            # CLIENT TRACKING merges the invalidations of one server cycle into one message, so
-            # the echo of this write may also stand for another writer's: counting echoes could
-            # keep a stale copy. The copy is kept only until the echo arrives (which demotes it:
-            # the next read fetches it, 1 GET, and it still serves fail-safe reads meanwhile).
-            # If a message already arrived, it may have covered a later write too: keep nothing.
-            self._fill(k, value, size, ttl, echo=0, demoted=seen > 0)
-            return
-        # pub/sub: exactly one message per write; swallow ours, any later one demotes the copy
-        self._fill(k, value, size, ttl, echo=1 if seen == 0 else 0)
 
     async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
         lifetime = self._ttl(ttl)
         e = self._map_get(k)
         skip_l2 = (
-            e is not None
-            and e.value is ABSENT
-            and e.epoch == self._store.epoch
-            and e.fresh_until > self._now()
+            e is not None and e.value is ABSENT and is_fresh(e, self._store.epoch, self._now())
         )
         l2_empty = True
-        if not skip_l2 and self._gateway_open():
+        if not skip_l2 and self._l2.open:
             try:
-                found, value, remaining = await self._join(self._reads, k, lambda: self._fetch(k))
+                found, value, remaining = await self._reads.join(k, lambda: self._fetch(k))
             except RedisUnavailable:
                 found, value, remaining = False, None, 0.0
             except (SerializationError, RedisCommandError) as exc:
@@ -719,32 +384,30 @@ class Cache:
                 l2_empty = False
             if found and not (
                 refresh
-                and self.options.eager_refresh is not None
-                and remaining < lifetime * (1 - self.options.eager_refresh)
+                and refresh_reloads(remaining, lifetime, eager_refresh=self.options.eager_refresh)
             ):
                 return value
             if found:
                 l2_empty = False
-        rk = self._rkey(k)
-        inv = self._guard() if self._gateway_open() else None
-        token = inv.begin(rk) if inv is not None else None
+        rk = self._l2.key(k)
+        # did anyone write the key while the loader ran? then its value wins over ours
+        guard = Guarded(self._l2.guard() if self._l2.open else None, (rk,))
         self.stats.loads += 1
         try:
-            value = await loader()
+            with guard:
+                value = await loader()
         except Exception:
-            if inv is not None and token is not None:
-                inv.end(rk, token)
             self.stats.load_errors += 1
-            stale = self._stale_for_failed_load(k)
+            stale = self._l1.stale_for_failed_load(k)
             if stale is not None:
                 return stale
             raise
-        # did anyone write the key while the loader ran? then its value wins over ours
-        seen = inv.end(rk, token) if inv is not None and token is not None else 0
+        seen = guard.seen[0]
         if value is None:
             if seen == 0:
-                negative = min(self.options.negative_ttl, self._fresh_cap)
-                self._fill(k, LOADED_NONE, 0, negative, echo=0, stale_ok=False)
+                self._l1.fill(
+                    k, LOADED_NONE, 0, negative_lifetime(self.options), echo=0, stale_ok=False
+                )
             return None
         try:
             payload = self._encode(value)
@@ -759,13 +422,59 @@ class Cache:
             log.warning("cache %r: could not store a loaded value", self.name, exc_info=True)
         return value
 
-    def _stale_for_failed_load(self, k: Key) -> Any:
-        e = self._map_get(k)
-        stale = self._stale(k)
-        if stale is not None and e is not None:
-            # throttle: answer with the stale value for a while instead of hammering the loader
-            now = self._now()
-            e.epoch = self._store.epoch
-            e.fresh_until = min(e.stale_until, now + self.options.fail_safe_throttle)
-            e.refresh_at = math.inf
-        return stale
+    async def _write(
+        self,
+        k: Key,
+        rk: str,
+        value: Any,
+        payload: bytes,
+        ttl: float,
+        *,
+        only_if_absent: bool = False,
+    ) -> None:
+        if self._l2.open:
+            try:
+                stored, g = await self._l2.set(k[0], rk, payload, ttl, nx=only_if_absent)
+            except RedisUnavailable:
+                pass  # Redis is down: local state, as below
+            else:
+                if not stored:  # NX lost: someone else's value is there
+                    self._store.drop(k)
+                    return
+                self.stats.writes += 1
+                self._l1.keep(k, value, len(payload), ttl, self._l2.verdict(g))
+                return
+        self._l1.fill(k, value, len(payload), ttl, echo=0)
+
+    def _single_flight(self) -> SingleFlight:
+        return SingleFlight(
+            self.stats,
+            soft_timeout=self.options.soft_timeout,
+            lookup=self._map_get,
+            has_stale=self._l1.has_stale,
+            log=log,
+            what=self._what,
+        )
+
+    # -- keys and values ------------------------------------------------------------------------
+    def _check_tenant(self, tenant: str | None) -> str | None:
+        if tenant is not None and self._per_tenant:
+            return tenant  # the common case, answered without the call (same answer)
+        return resolve_tenant(tenant, per_tenant=self._per_tenant, what=self._what, strict=True)
+
+    def _ttl(self, ttl: float | None) -> float:
+        return self.options.ttl if ttl is None else seconds("ttl", ttl)
+
+    def _encode(self, value: Any) -> bytes:
+        if value is None:
+            raise TypeError("None cannot be cached (it means 'no value'); use delete()")
+        payload = self.codec.encode(value)
+        limit = min(self.options.max_value_bytes, self._hub.settings.max_value_bytes)
+        if len(payload) > limit:
+            raise ValueTooLarge(
+                f"value for cache {self.name!r} is {len(payload)} bytes encoded; "
+                f"the limit is {limit}",
+                size=len(payload),
+                limit=limit,
+            )
+        return payload

@@ -6,9 +6,10 @@ breakers, control keys; never counters that change per call), and offers:
 
 * **subscribers**: callbacks that get the invalidated Redis keys, or ``None`` for "drop
   everything" (FLUSHALL/FLUSHDB, listener lost, hub no longer distributed);
-* **a race guard**: :meth:`begin` before sending a GET and :meth:`valid` after the reply; the
-  fill must be discarded if an invalidation for that key, or a flush, arrived in between
-  (:meth:`end` returns how many arrived, which lets a writer expect the echo of its own write);
+* **a race guard** (:class:`~lowtide.invalidation.guard.RaceGuard`, fed by this listener):
+  :meth:`begin` before sending a GET and :meth:`valid` after the reply; the fill must be
+  discarded if an invalidation for that key, or a flush, arrived in between (:meth:`end`
+  returns how many arrived, which lets a writer expect the echo of its own write);
 * **health**: :attr:`healthy` is True only while subscribed *and* after a start-up self-test
   proved that a write really produces an invalidation message. While it is False, callers
   must not trust process memory (the cache bypasses L1).
@@ -31,6 +32,7 @@ from lowtide._tasks import BackgroundTasks
 from lowtide.backoff import Backoff
 from lowtide.context import Attribution
 from lowtide.errors import LowtideError, RedisCommandError
+from lowtide.invalidation.guard import RaceGuard
 from lowtide.keys import build_key, prefix
 from lowtide.modes import InvalidationMode, Mode, ModeChange
 from lowtide.redis.cluster import node_url
@@ -71,13 +73,12 @@ class Invalidations:
         self.channel = f"{ns}:invalidate"
         self.mode = InvalidationMode.TTL if self.setting == "ttl" else InvalidationMode.OFF
         self.healthy = False
-        self.generation = 0
         self.received = 0
         self.last_error: str | None = None
         self._subscribers: Listeners[list[str] | None] = Listeners(log, "invalidation subscriber")
         self._on_healthy: Listeners[None] = Listeners(log, "invalidation healthy-callback")
         self._closing = BackgroundTasks(log, "invalidation listener")
-        self._pending: dict[str, list[int]] = {}  # key -> [readers in flight, invalidations]
+        self._race = RaceGuard()
         self._conns: list[TrackingConnection] = []  # one per primary on a cluster
         self._task: asyncio.Task[None] | None = None
         self._healthy_event = asyncio.Event()
@@ -128,13 +129,14 @@ class Invalidations:
             return self.mode is not InvalidationMode.TRACKING
         return False
 
+    @property
+    def generation(self) -> int:
+        """Bumped by every flush (and by every new session): older tokens can never fill."""
+        return self._race.generation
+
     def begin(self, key: str) -> tuple[int, int]:
         """Note that a command on ``key`` is about to be sent; pass the token to :meth:`end`."""
-        entry = self._pending.get(key)
-        if entry is None:
-            entry = self._pending[key] = [0, 0]
-        entry[0] += 1
-        return self.generation, entry[1]
+        return self._race.begin(key)
 
     def end(self, key: str, token: tuple[int, int]) -> int | None:
         """End a command begun with :meth:`begin`.
@@ -142,16 +144,7 @@ class Invalidations:
         Returns how many invalidations of ``key`` arrived in between, or ``None`` when process
         memory may not be filled at all (a flush happened, or the listener is not healthy).
         """
-        entry = self._pending.get(key)
-        if entry is None:
-            return None
-        seen = entry[1] - token[1]
-        entry[0] -= 1
-        if entry[0] <= 0:
-            del self._pending[key]
-        if not self.healthy or token[0] != self.generation:
-            return None
-        return seen
+        return self._race.end(key, token, trusted=self.healthy)
 
     def valid(self, key: str, token: tuple[int, int]) -> bool:
         """End a read begun with :meth:`begin`: True if its reply may be kept in memory."""
@@ -159,12 +152,9 @@ class Invalidations:
 
     def _dispatch(self, keys: list[str] | None) -> None:
         if keys is None:
-            self.generation += 1
+            self._race.flush()
         else:
-            for k in keys:
-                entry = self._pending.get(k)
-                if entry is not None:
-                    entry[1] += 1
+            self._race.note(keys)
         self._subscribers.emit(keys)
 
     def _lost(self, why: str, *, expected: bool = False) -> None:
@@ -296,7 +286,7 @@ class Invalidations:
             await self._selftest(readers, [probe for _, probe in targets])
             # anything begun before tracking was on could have missed a push: a new generation
             # makes such reads and writes unable to fill
-            self.generation += 1
+            self._race.flush()
             self.healthy = True
             self._healthy_event.set()
             self.last_error = None

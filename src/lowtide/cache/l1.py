@@ -1,0 +1,144 @@
+"""L1 of one cache: its :class:`~lowtide.cache.store.L1Store`, with the rules of
+:mod:`lowtide.cache.freshness` applied to it.
+
+:class:`L1` fills entries with their deadlines, applies the echo verdict of a write, swallows
+the echo of this process's own write when a push arrives, and answers fail-safe reads. It sends
+no command; :class:`~lowtide.cache.tiered.Cache` decides when each of these happens. The hit
+paths of ``Cache.get`` and ``Cache.get_or_load`` read :attr:`L1.store` directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, assert_never
+
+from lowtide.cache.freshness import (
+    Demote,
+    Drop,
+    Fill,
+    Verdict,
+    fill_deadlines,
+    fresh_cap,
+    has_stale,
+    throttled_until,
+)
+from lowtide.cache.options import CacheOptions, CacheStats
+from lowtide.cache.store import ENTRY_OVERHEAD, Entry, Key, L1Store
+
+__all__ = ["L1"]
+
+
+class L1:
+    """The in-process side of one cache (see module docs)."""
+
+    __slots__ = ("_now", "_tracking_keepalive", "options", "stats", "store")
+
+    def __init__(
+        self,
+        options: CacheOptions,
+        stats: CacheStats,
+        *,
+        now: Callable[[], float],
+        tracking_keepalive: Callable[[], float | None],
+    ) -> None:
+        self.options = options
+        self.stats = stats
+        #: monotonic seconds (every L1 deadline is on this clock)
+        self._now = now
+        #: see :func:`~lowtide.cache.freshness.fresh_cap`
+        self._tracking_keepalive = tracking_keepalive
+        share = options.max_tenant_share if options.per_tenant else 1.0
+        self.store = L1Store(
+            max_entries=options.max_entries,
+            max_bytes=options.max_bytes,
+            tenant_entries=max(1, int(options.max_entries * share)),
+            tenant_bytes=max(1, int(options.max_bytes * share)),
+        )
+
+    def fill(
+        self,
+        k: Key,
+        value: Any,
+        size: int,
+        lifetime: float,
+        *,
+        echo: int,
+        stale_ok: bool = True,
+        demoted: bool = False,
+    ) -> None:
+        """Keep ``value`` (``size`` encoded bytes, alive for ``lifetime`` seconds) for ``k``
+        (see :func:`~lowtide.cache.freshness.fill_deadlines`), expecting ``echo`` pushes of
+        this process's own write."""
+        store = self.store
+        if size + ENTRY_OVERHEAD > store.tenant_bytes:
+            store.drop(k)  # would evict a whole tenant's share: serve it from L2 instead
+            return
+        now = self._now()
+        cap = fresh_cap(self.options, tracking_keepalive=self._tracking_keepalive())
+        d = fill_deadlines(now, lifetime, cap, self.options, stale_ok=stale_ok, demoted=demoted)
+        store.put(
+            k,
+            Entry(
+                value,
+                size=size + ENTRY_OVERHEAD,
+                epoch=store.epoch,
+                filled=now,
+                fresh_until=d.fresh_until,
+                stale_until=d.stale_until,
+                refresh_at=d.refresh_at,
+                echo=echo,
+            ),
+        )
+
+    def keep(self, k: Key, value: Any, size: int, ttl: float, verdict: Verdict) -> None:
+        """Apply the :func:`~lowtide.cache.freshness.after_write` verdict of a write."""
+        match verdict:
+            case Fill(echo=echo):
+                self.fill(k, value, size, ttl, echo=echo)
+            case Demote():
+                self.fill(k, value, size, ttl, echo=0, demoted=True)
+            case Drop():
+                self.store.drop(k)  # cannot prove the copy current: read it again next time
+            case _:
+                assert_never(verdict)
+
+    def invalidate(self, k: Key) -> bool:
+        """A push named ``k``: swallow it if it is the echo of this process's own write (True),
+        else make the entry never fresh again (kept for fail-safe reads) and return False."""
+        e = self.store.map.get(k)
+        if e is not None and e.echo > 0:
+            e.echo -= 1
+            self.stats.echoes += 1
+            return True
+        if e is not None:
+            # another writer changed it: never fresh again, but kept as the last known value
+            # for fail-safe reads (a read while Redis answers replaces or drops it)
+            e.fresh_until = 0.0
+            e.refresh_at = math.inf
+            self.stats.invalidations += 1
+        return False
+
+    def has_stale(self, k: Key) -> bool:
+        """True if fail-safe could answer for ``k`` now."""
+        return has_stale(self.store.map.get(k), self._now(), fail_safe=self.options.fail_safe)
+
+    def stale(self, k: Key) -> Any:
+        """Fail-safe: the last good value of ``k`` if still allowed (counted), else None."""
+        e = self.store.map.get(k)
+        if e is None or not has_stale(e, self._now(), fail_safe=self.options.fail_safe):
+            return None
+        self.stats.stale_served += 1
+        return e.value
+
+    def stale_for_failed_load(self, k: Key) -> Any:
+        """:meth:`stale` after a loader failed; a value served is then fresh again for
+        ``fail_safe_throttle`` so the loader is not hammered."""
+        e = self.store.map.get(k)
+        stale = self.stale(k)
+        if stale is not None and e is not None:
+            # throttle: answer with the stale value for a while instead of hammering the loader
+            e.epoch = self.store.epoch
+            e.fresh_until = throttled_until(e, self._now(), self.options.fail_safe_throttle)
+            e.refresh_at = math.inf
+        return stale

@@ -1,0 +1,219 @@
+"""The Redis side (L2) of one cache: its commands, their attribution, and the race guard.
+
+Every command whose reply may fill L1 runs inside :class:`Guarded`, which begins a race-guard
+token per key before the command is sent and always ends it, whether the command answers,
+fails or is cancelled. Its :attr:`Guarded.seen` then says how many invalidations of each key
+arrived meanwhile (None: a flush, or the listener is not healthy), which is all the caller
+needs to decide what L1 may keep (:mod:`lowtide.cache.freshness`).
+
+Commands (each attributed to the cache's component and key family, per tenant):
+
+* :meth:`L2.get`: 1 GET; :meth:`L2.mget`: 1 MGET;
+* :meth:`L2.set`: 1 SET PX (NX for a loaded value), +1 PUBLISH in pub/sub backplane mode;
+* :meth:`L2.set_many`: 1 SET PX per value, +1 PUBLISH of every key in backplane mode;
+* :meth:`L2.delete`: 1 DEL, +1 PUBLISH in backplane mode (no token: a delete fills nothing).
+
+Values are stored in the envelope of :mod:`lowtide.cache.envelope` (expiry on the
+server-aligned clock, so machines with skewed clocks agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from lowtide.cache.envelope import wrap
+from lowtide.cache.freshness import Verdict, after_write
+from lowtide.cache.store import Key
+from lowtide.errors import RedisCommandError
+from lowtide.keys import build_key, family
+from lowtide.modes import InvalidationMode
+from lowtide.tenancy import Attributions
+
+if TYPE_CHECKING:
+    from lowtide.runtime import HubView, InvalidationFeed
+
+__all__ = ["L2", "Guarded"]
+
+
+class Guarded:
+    """Race-guard tokens for the keys of one command (a context manager; see module docs).
+
+    With no guard (``feed`` None: no listener, or ttl mode) nothing is begun and every key
+    reports ``seen == 0``.
+    """
+
+    __slots__ = ("_feed", "_tokens", "keys", "seen")
+
+    def __init__(self, feed: InvalidationFeed | None, keys: Sequence[str]) -> None:
+        self._feed = feed
+        self.keys = keys
+        self._tokens: list[tuple[int, int]] = []
+        #: per key, invalidations that arrived inside the block (set when it exits)
+        self.seen: list[int | None] = [0] * len(keys)
+
+    @property
+    def mode(self) -> InvalidationMode | None:
+        """The listener's mode now, or None when no guard applies."""
+        return None if self._feed is None else self._feed.mode
+
+    def __enter__(self) -> Guarded:
+        feed = self._feed
+        if feed is not None:
+            self._tokens = [feed.begin(rk) for rk in self.keys]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        feed = self._feed
+        if feed is not None:
+            self.seen = [
+                feed.end(rk, token) for rk, token in zip(self.keys, self._tokens, strict=False)
+            ]
+
+
+class L2:
+    """The Redis side of one cache (see module docs)."""
+
+    __slots__ = ("_hub", "_wall", "attribution", "component", "name", "namespace")
+
+    def __init__(self, hub: HubView, component: str, name: str) -> None:
+        self._hub = hub
+        self.namespace = hub.settings.namespace
+        self.component = component
+        self.name = name
+        # envelope expiries are compared on the server-aligned clock (set once a hub has read
+        # the server's TIME, as limiters do), so machines with skewed clocks agree
+        self._wall: Callable[[], float] = hub.server_time
+        #: the ledger label of each tenant's commands
+        self.attribution = Attributions(component, family(self.namespace, component, name))
+
+    def key(self, k: Key) -> str:
+        """The Redis key of ``k`` (``(tenant, key)``)."""
+        return build_key(self.namespace, self.component, self.name, k[0], k[1])
+
+    @property
+    def open(self) -> bool:
+        """True while Redis is in use (else the cache works on L1 alone)."""
+        return self._hub.distributed
+
+    def wall(self) -> float:
+        """Now on the server-aligned wall clock (seconds)."""
+        return self._wall()
+
+    def listener(self) -> InvalidationFeed | None:
+        """The invalidation listener, or None when the hub has no Redis URL."""
+        if self._hub.settings.url is None:
+            return None
+        return self._hub.invalidations
+
+    def tracking_keepalive(self) -> float | None:
+        """The listener's keepalive period while CLIENT TRACKING is active and verified (Redis
+        in use, listener healthy), else None (see :func:`~lowtide.cache.freshness.fresh_cap`)."""
+        if self._hub.distributed:
+            inv = self.listener()
+            if inv is not None and inv.healthy and inv.mode is InvalidationMode.TRACKING:
+                return inv.keepalive
+        return None
+
+    def verdict(self, guarded: Guarded, i: int = 0) -> Verdict:
+        """:func:`~lowtide.cache.freshness.after_write` for the ``i``-th key of a write."""
+        return after_write(guarded.seen[i], guarded.mode, distributed=self._hub.distributed)
+
+    def guard(self) -> InvalidationFeed | None:
+        """The listener whose race guard fills must pass, or None when no guard applies."""
+        inv = self.listener()
+        if inv is None or inv.mode is InvalidationMode.TTL:
+            return None
+        return inv
+
+    # -- reads ----------------------------------------------------------------------------------
+    async def get(self, tenant: str | None, rk: str) -> tuple[bytes | None, int | None]:
+        """1 GET: ``(raw reply, invalidations of rk seen while it was in flight)``."""
+        with Guarded(self.guard(), (rk,)) as g:
+            raw = await self._hub.gateway.call(self.attribution(tenant), "GET", rk)
+        return raw, g.seen[0]
+
+    async def mget(
+        self, tenant: str | None, rks: Sequence[str]
+    ) -> tuple[list[bytes | None], list[int | None]]:
+        """1 MGET: the raw replies and, per key, the invalidations seen while it was in flight.
+
+        Every token is ended before anything is decoded: a bad value must not leave guards
+        behind.
+        """
+        with Guarded(self.guard(), rks) as g:
+            replies = await self._hub.gateway.call(self.attribution(tenant), "MGET", *rks)
+        return list(replies), g.seen
+
+    # -- writes ---------------------------------------------------------------------------------
+    def expires_ms(self, ttl: float) -> int:
+        """The envelope expiry of a value written now with ``ttl`` (server-aligned unix ms)."""
+        return int((self._wall() + ttl) * 1000)
+
+    def set_command(self, rk: str, payload: bytes, ttl: float) -> tuple[Any, ...]:
+        """``SET rk <envelope> PX ttl``."""
+        return ("SET", rk, wrap(payload, self.expires_ms(ttl)), "PX", max(1, int(ttl * 1000)))
+
+    async def send(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``cmds`` (one call, or one pipeline); an error reply raises."""
+        gw = self._hub.gateway
+        att = self.attribution(tenant)
+        if len(cmds) == 1:
+            return [await gw.call(att, *cmds[0])]
+        replies = await gw.pipeline(att, cmds)
+        for reply in replies:
+            if isinstance(reply, RedisCommandError):
+                raise reply
+        return replies
+
+    async def set(
+        self, tenant: str | None, rk: str, payload: bytes, ttl: float, *, nx: bool = False
+    ) -> tuple[bool, Guarded]:
+        """1 SET PX (with NX: only if there is no value), +1 PUBLISH in backplane mode.
+
+        Returns whether the value was stored (False only when NX found a value) and the
+        race guard of ``rk``, ended when the reply arrived.
+        """
+        inv = self.guard()
+        set_cmd = self.set_command(rk, payload, ttl)
+        if nx:
+            # a loaded value must not overwrite a write that landed since L2 was found empty
+            set_cmd = (*set_cmd, "NX")
+        cmds: list[tuple[Any, ...]] = [set_cmd]
+        if inv is not None and inv.publishes:
+            cmds.append(("PUBLISH", inv.channel, rk))
+        with Guarded(inv, (rk,)) as g:
+            replies = await self.send(tenant, cmds)
+        return replies[0] is not None, g
+
+    async def set_many(
+        self, tenant: str | None, items: Sequence[tuple[str, bytes]], ttl: float
+    ) -> Guarded:
+        """1 SET PX per ``(rk, payload)`` in one round trip, +1 PUBLISH of every key in
+        backplane mode; returns the race guard of the keys, ended when the replies arrived."""
+        inv = self.guard()
+        expires_ms = self.expires_ms(ttl)
+        px = max(1, int(ttl * 1000))
+        cmds: list[tuple[Any, ...]] = [
+            ("SET", rk, wrap(payload, expires_ms), "PX", px) for rk, payload in items
+        ]
+        rks = [rk for rk, _ in items]
+        if inv is not None and inv.publishes:
+            cmds.append(("PUBLISH", inv.channel, "\n".join(rks)))
+        with Guarded(inv, rks) as g:
+            await self.send(tenant, cmds)
+        return g
+
+    async def delete(self, tenant: str | None, rk: str) -> None:
+        """1 DEL, +1 PUBLISH in backplane mode."""
+        inv = self.listener()
+        cmds: list[tuple[Any, ...]] = [("DEL", rk)]
+        if inv is not None and inv.publishes:
+            cmds.append(("PUBLISH", inv.channel, rk))
+        await self.send(tenant, cmds)
