@@ -55,7 +55,9 @@ class FleetSwitch:
     def start(self) -> None:
         """Listen for switches (starts the invalidation listener)."""
         inv = self._hub.invalidations
-        self._unsubscribe = [inv.subscribe(self._on_keys), inv.when_healthy(self._schedule)]
+        # read the switch again each time the listener (re)subscribes: a switch flipped while
+        # it was away is not missed (also while the fleet is suspended)
+        self._unsubscribe = [inv.subscribe(self._on_keys), inv.when_subscribed(self._schedule)]
 
     def _on_keys(self, keys: list[str] | None) -> None:
         if keys is not None and self.key in keys:

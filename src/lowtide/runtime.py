@@ -61,6 +61,9 @@ class InvalidationFeed(Protocol):
     def when_healthy(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` each time the listener is (re)subscribed and self-tested."""
 
+    def when_subscribed(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time the listener is (re)subscribed (before a self-test)."""
+
     def begin(self, key: str) -> tuple[int, int]:
         """Race guard: a command on ``key`` is about to be sent."""
 

@@ -77,6 +77,7 @@ class Invalidations:
         self.last_error: str | None = None
         self._subscribers: Listeners[list[str] | None] = Listeners(log, "invalidation subscriber")
         self._on_healthy: Listeners[None] = Listeners(log, "invalidation healthy-callback")
+        self._on_subscribed: Listeners[None] = Listeners(log, "invalidation subscribed-callback")
         self._closing = BackgroundTasks(log, "invalidation listener")
         self._race = RaceGuard()
         self._conns: list[TrackingConnection] = []  # one per primary on a cluster
@@ -100,6 +101,11 @@ class Invalidations:
         """Call ``callback()`` each time the listener is (re)subscribed and self-tested;
         returns an unsubscribe function."""
         return self._on_healthy.add(lambda _: callback())
+
+    def when_subscribed(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time the listener is (re)subscribed, before any self-test
+        (also while the fleet is suspended); returns an unsubscribe function."""
+        return self._on_subscribed.add(lambda _: callback())
 
     def info(self) -> dict[str, Any]:
         """Mode, health and counters (for health reports)."""
@@ -237,6 +243,7 @@ class Invalidations:
     def _close_conn(self) -> None:
         conns, self._conns = self._conns, []
         for conn in conns:
+            conn.abort()  # not one more command, even from a handshake under way
             self._closing.spawn(conn.close())
 
     @property
@@ -283,6 +290,13 @@ class Invalidations:
         loop = asyncio.get_running_loop()
         readers = [loop.create_task(self._read_loop(c)) for c in conns]
         try:
+            self._on_subscribed.emit(None)
+            if self._hub.fleet_suspended:
+                # listening for the fleet-wide switch only: no self-test write while the
+                # fleet is suspended; leaving the suspension closes this session, and the
+                # next one proves itself before process memory is trusted again
+                self.last_error = "fleet suspended: listening for the switch only"
+                await self._keepalive(conns, readers, topology)
             await self._selftest(readers, [probe for _, probe in targets])
             # anything begun before tracking was on could have missed a push: a new generation
             # makes such reads and writes unable to fill

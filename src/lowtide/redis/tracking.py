@@ -63,6 +63,7 @@ class TrackingConnection:
             protocol=3 if resp3 else 2,
         )
         self._conn: AbstractConnection | None = None
+        self._aborted = False
         self.client_id: int | None = None
         self.channel = INVALIDATE_CHANNEL
 
@@ -72,8 +73,13 @@ class TrackingConnection:
         kw = self._pool.connection_kwargs
         return str(kw.get("host", "")), int(kw.get("port", 0))
 
+    def abort(self) -> None:
+        """Refuse every further command at once (the socket is closed by :meth:`close`):
+        nothing more is sent after the hub decided to stop using Redis."""
+        self._aborted = True
+
     async def _cmd(self, *args: Any) -> Any:
-        if self._conn is None:
+        if self._conn is None or self._aborted:
             raise RedisUnavailable("tracking connection is closed")
         token = _attribution.set(LISTENER)
         try:
@@ -93,6 +99,8 @@ class TrackingConnection:
         try:
             get: Callable[[], Awaitable[AbstractConnection]] = self._pool.get_connection
             self._conn = await get()
+            if self._aborted:
+                raise RedisUnavailable("tracking connection is closed")
             if self.resp3 and backplane is None:
                 # pushes are returned by read_response(push_request=True), not handled away
                 parser: Any = getattr(self._conn, "_parser", None)
@@ -127,7 +135,7 @@ class TrackingConnection:
 
     async def ping(self) -> None:
         """Send a keepalive PING (answered in subscribed mode as a ``pong`` message)."""
-        if self._conn is None:
+        if self._conn is None or self._aborted:
             raise RedisUnavailable("tracking connection is closed")
         token = _attribution.set(LISTENER)
         try:
