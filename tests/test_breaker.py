@@ -9,22 +9,11 @@ from contextlib import AsyncExitStack
 import pytest
 
 from lowtide import CircuitOpen, Lowtide, Transition
-from tests.helpers import eventually
-
-
-class Boom(Exception):
-    pass
+from tests.helpers import Boom, eventually, fail
 
 
 def breaker_commands(lt: Lowtide) -> int:
     return sum(r.count for r in lt.ledger.snapshot().rows if r.component == "breaker")
-
-
-async def fail(breaker, tenant: str, n: int) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(n):
-        with pytest.raises((Boom, CircuitOpen)):
-            async with breaker.guard(tenant):
-                raise Boom
 
 
 @pytest.fixture
@@ -167,32 +156,3 @@ async def test_slow_calls_and_ignored_errors(lowtide_url: str) -> None:
             async with b.guard("t1"):
                 await asyncio.sleep(0.02)
         assert b.state("t1") == "open"
-
-
-async def test_local_breaker_while_suspended() -> None:
-    async with Lowtide("redis://127.0.0.1:1", suspend=True) as lt:
-        b = lt.circuit_breaker("x", min_calls=2, open_for=0.2)
-        await fail(b, "t1", 2)
-        with pytest.raises(CircuitOpen):
-            async with b.guard("t1"):
-                pass
-        await asyncio.sleep(0.25)
-        async with b.guard("t1"):
-            pass  # local probe
-        assert b.state("t1") == "closed"
-
-
-async def test_state_per_tenant_is_bounded_but_open_breakers_are_kept() -> None:
-    async with Lowtide(None) as lt:
-        b = lt.circuit_breaker("x", min_calls=2, max_tenants=3)
-        await fail(b, "t-open", 2)
-        assert b.state("t-open") == "open"
-        for i in range(10):
-            async with b.guard(f"t{i}"):
-                pass
-        assert b.info()["tenants"] <= 4  # the cap, plus the open breaker that must not be forgotten
-        assert b.state("t-open") == "open"
-        limiter = lt.rate_limiter("y", limit=10, per=60, max_tenants=3)
-        for i in range(10):
-            assert (await limiter.acquire(f"t{i}")).allowed
-        assert limiter.info()["tenants"] == 3

@@ -423,20 +423,6 @@ async def test_ttl_mode_needs_no_listener_and_bounds_staleness(lowtide_url: str)
         assert lt.health()["invalidation"]["mode"] == "ttl"
 
 
-async def test_local_only_hub_caches_in_process() -> None:
-    async with Lowtide(None) as lt:
-        cache = lt.cache("p")
-        await cache.set("k", [1, 2], tenant="t")
-        assert await cache.get("k", tenant="t") == [1, 2]
-
-        async def loader() -> str:
-            return "x"
-
-        assert await cache.get_or_load("j", loader, tenant="t") == "x"
-        await cache.delete("k", tenant="t")
-        assert await cache.get("k", tenant="t") is None
-
-
 async def test_same_name_with_other_options_is_an_error(hub: Lowtide) -> None:
     assert hub.cache("p", ttl=10) is hub.cache("p", ttl=10)
     with pytest.raises(ConfigError, match="already exists"):
