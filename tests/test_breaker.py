@@ -9,11 +9,8 @@ from contextlib import AsyncExitStack
 import pytest
 
 from lowtide import CircuitOpen, Lowtide, Transition
+from lowtide.testing import ledger_total
 from tests.helpers import Boom, eventually, fail
-
-
-def breaker_commands(lt: Lowtide) -> int:
-    return sum(r.count for r in lt.ledger.snapshot().rows if r.component == "breaker")
 
 
 @pytest.fixture
@@ -34,11 +31,11 @@ async def test_healthy_calls_cost_nothing(lowtide_url: str) -> None:
         breaker = lt.circuit_breaker("salesforce", min_calls=5)
         async with breaker.guard("t1"):
             pass  # the first call reads the fleet state once (1 GET)
-        assert breaker_commands(lt) == 1
+        assert ledger_total(lt, component="breaker") == 1
         for _ in range(10_000):
             async with breaker.guard("t1"):
                 pass
-        assert breaker_commands(lt) == 1
+        assert ledger_total(lt, component="breaker") == 1
         assert breaker.state("t1") == "closed"
 
 
@@ -52,22 +49,24 @@ async def test_a_trip_on_one_machine_opens_the_fleet(lowtide_url: str) -> None:
         bb.on_transition(seen.append)
         async with bb.guard("t1"):
             pass  # b knows t1 (reads the absent state once)
-        before_a, before_b = breaker_commands(a), breaker_commands(b)
+        before_a = ledger_total(a, component="breaker")
+        before_b = ledger_total(b, component="breaker")
         await fail(ba, "t1", 5)
         assert ba.state("t1") == "open"
-        assert breaker_commands(a) - before_a == 2  # its first read + 1 SET of the open state
+        # its first read + 1 SET of the open state
+        assert ledger_total(a, component="breaker") - before_a == 2
         await eventually(lambda: bb.state_cache.stats.invalidations >= 1)
         with pytest.raises(CircuitOpen) as info:
             async with bb.guard("t1"):
                 pytest.fail("must not run")
         assert 25 < info.value.retry_after <= 30
-        assert breaker_commands(b) - before_b == 1  # learned it with one GET
+        assert ledger_total(b, component="breaker") - before_b == 1  # learned it with one GET
         assert [(t.old, t.new) for t in seen] == [("closed", "open")]
         for _ in range(100):
             with pytest.raises(CircuitOpen):
                 async with bb.guard("t1"):
                     pass
-        assert breaker_commands(b) - before_b == 1  # rejections cost nothing
+        assert ledger_total(b, component="breaker") - before_b == 1  # rejections cost nothing
         async with bb.guard("t2"):  # other tenants are unaffected
             pass
 

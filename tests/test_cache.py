@@ -20,27 +20,10 @@ from lowtide import (
     tenant_scope,
 )
 from lowtide.context import Attribution
-from lowtide.testing import ValkeyServer, commandstats_delta
+from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
 from tests.helpers import eventually
 
 A = Attribution("test", "-")
-
-
-def commands(lt: Lowtide) -> dict[str, int]:
-    """The ledger's per-command totals for the cache component."""
-    snap = lt.ledger.snapshot()
-    out: dict[str, int] = {}
-    for row in snap.rows:
-        if row.component in ("cache", "tenants"):
-            out[row.command] = out.get(row.command, 0) + row.count
-    return out
-
-
-def diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    keys = set(before) | set(after)
-    return {
-        k: after.get(k, 0) - before.get(k, 0) for k in keys if after.get(k, 0) != before.get(k, 0)
-    }
 
 
 @pytest.fixture
@@ -52,23 +35,23 @@ async def hub(lowtide_url: str) -> AsyncIterator[Lowtide]:
 
 async def test_costs_hit_zero_miss_one_get_write_one_set(hub: Lowtide) -> None:
     cache = hub.cache("profiles", ttl=60)
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     assert await cache.get("u1", tenant="t1") is None  # miss: 1 GET
     assert await cache.get("u1", tenant="t1") is None  # remembered absence: 0
     await cache.set("u1", {"name": "Ada"}, tenant="t1")  # 1 SET
-    c1 = commands(hub)
-    assert diff(c0, c1) == {"get": 1, "set": 1}
+    c1 = ledger_commands(hub, component="cache")
+    assert changes(c0, c1) == {"get": 1, "set": 1}
     # tracking merges invalidations of one server cycle, so the writer does not keep its own
     # copy past the echo: the next read fetches it once (1 GET), then L1 answers
     await asyncio.sleep(0.05)
     assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    assert diff(c1, commands(hub)) == {"get": 1}
-    c2 = commands(hub)
+    assert changes(c1, ledger_commands(hub, component="cache")) == {"get": 1}
+    c2 = ledger_commands(hub, component="cache")
     for _ in range(100):
         assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
     await asyncio.sleep(0.05)
     assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    assert diff(c2, commands(hub)) == {}
+    assert changes(c2, ledger_commands(hub, component="cache")) == {}
     assert cache.stats.hits >= 101
 
 
@@ -100,7 +83,7 @@ async def test_ledger_matches_the_server_for_cache_traffic(
     lowtide_fresh_server: ValkeyServer,
 ) -> None:
     server = lowtide_fresh_server
-    before = server.commandstats()
+    before = server_commands(server)
     async with Lowtide(server.url) as lt:
         assert await lt.invalidations.wait_healthy(5)
         cache = lt.cache("c")
@@ -112,9 +95,8 @@ async def test_ledger_matches_the_server_for_cache_traffic(
         await cache.set_many({"m1": 1, "m2": 2}, tenant="t")
         await cache.delete("m1", tenant="t")
         by_command = lt.ledger.snapshot().by_command
-    delta = commandstats_delta(before, server.commandstats())
-    delta["info"] -= 1  # the harness's own INFO that read `before`
-    assert {k: v for k, v in delta.items() if v} == by_command
+    # minus the harness's own INFO that read `before`
+    assert changes(before, server_commands(server), minus={"info": 1}) == by_command
 
 
 async def test_a_write_on_one_machine_drops_the_copy_on_another(lowtide_url: str) -> None:
@@ -124,10 +106,11 @@ async def test_a_write_on_one_machine_drops_the_copy_on_another(lowtide_url: str
         ca, cb = a.cache("profiles"), b.cache("profiles")
         await ca.set("u1", {"v": 1}, tenant="t1")
         assert await cb.get("u1", tenant="t1") == {"v": 1}  # b fills its L1
-        before = commands(b)
+        before = ledger_commands(b, component="cache")
         await ca.set("u1", {"v": 2}, tenant="t1")
         await eventually(lambda: cb.stats.invalidations >= 1)
-        assert diff(before, commands(b)) == {}  # lazy: the push made b send nothing
+        # lazy: the push made b send nothing
+        assert changes(before, ledger_commands(b, component="cache")) == {}
         assert await cb.get("u1", tenant="t1") == {"v": 2}
         await ca.delete("u1", tenant="t1")
         await eventually(lambda: cb.stats.invalidations >= 2)
@@ -156,13 +139,13 @@ async def test_single_flight_one_get_one_load_one_set(hub: Lowtide) -> None:
         await asyncio.sleep(0.05)
         return {"n": 1}
 
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     results = await asyncio.gather(
         *(cache.get_or_load("r", loader, tenant="t1") for _ in range(50))
     )
     assert results == [{"n": 1}] * 50
     assert calls == 1
-    assert diff(c0, commands(hub)) == {"get": 1, "set": 1}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {"get": 1, "set": 1}
     assert cache.stats.coalesced == 49
 
 
@@ -191,11 +174,11 @@ async def test_negative_caching_of_loader_none(hub: Lowtide) -> None:
         calls += 1
 
     assert await cache.get_or_load("ghost", loader, tenant="t1") is None
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     for _ in range(10):
         assert await cache.get_or_load("ghost", loader, tenant="t1") is None
     assert calls == 1
-    assert diff(c0, commands(hub)) == {}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {}
 
 
 async def test_loader_errors_propagate_when_nothing_stale_is_left(
@@ -269,9 +252,9 @@ async def test_redis_down_serves_stale_and_keeps_local_writes(hub: Lowtide) -> N
     hub.resume()
     assert await hub.wait_for(Mode.DISTRIBUTED, 5)
     assert await hub.invalidations.wait_healthy(5)
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     assert await cache.get("u2", tenant="t1") is None  # local-only write: L2 never had it
-    assert diff(c0, commands(hub)) == {"get": 1}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {"get": 1}
 
 
 async def test_listener_loss_demotes_l1_until_resubscribed(
@@ -282,10 +265,10 @@ async def test_listener_loss_demotes_l1_until_resubscribed(
     assert await cache.get("u1", tenant="t1") == "v1"
     lowtide_server.command("CLIENT", "KILL", "TYPE", "pubsub")
     await eventually(lambda: not hub.invalidations.healthy)
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     assert await cache.get("u1", tenant="t1") == "v1"  # from L2, not from untrusted L1
     assert await cache.get("u1", tenant="t1") == "v1"  # still not filled: listener is down
-    assert diff(c0, commands(hub)) == {"get": 2}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {"get": 2}
 
 
 async def test_tenants_are_isolated_whatever_their_ids(hub: Lowtide) -> None:
@@ -325,7 +308,7 @@ async def test_bad_values_raise_typed_errors_and_change_nothing(
 ) -> None:
     cache = hub.cache("blobs", max_value_bytes=1000)
     await cache.set("k", "good", tenant="t")
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     with pytest.raises(SerializationError):
         await cache.set("k", {1, 2}, tenant="t")
     with pytest.raises(SerializationError):
@@ -333,7 +316,7 @@ async def test_bad_values_raise_typed_errors_and_change_nothing(
     with pytest.raises(ValueTooLarge) as info:
         await cache.set("k", "x" * 2000, tenant="t")
     assert info.value.size > info.value.limit == 1000
-    assert diff(c0, commands(hub)) == {}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {}
     assert await cache.get("k", tenant="t") == "good"
     assert await cache.get("a", tenant="t") is None
     # a pickle (or anything else) planted in Redis is refused, never executed
@@ -347,16 +330,16 @@ async def test_bad_values_raise_typed_errors_and_change_nothing(
 
 async def test_get_many_and_set_many(hub: Lowtide) -> None:
     cache = hub.cache("profiles")
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     await cache.set_many({"a": 1, "b": 2, "c": 3}, tenant="t")
-    assert diff(c0, commands(hub)) == {"set": 3}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {"set": 3}
     cache.clear_local()
-    c1 = commands(hub)
+    c1 = ledger_commands(hub, component="cache")
     got = await cache.get_many(["a", "b", "c", "d"], tenant="t")
     assert got == {"a": 1, "b": 2, "c": 3, "d": None}
-    assert diff(c1, commands(hub)) == {"mget": 1}
+    assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": 1}
     assert await cache.get_many(["a", "b", "c", "d"], tenant="t") == got
-    assert diff(c1, commands(hub)) == {"mget": 1}
+    assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": 1}
 
 
 async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None:
@@ -379,9 +362,9 @@ async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None
         await eventually(lambda: version == 2)
         await asyncio.sleep(0.05)  # the refresh's write and its echo
         assert await cache.get_or_load("fx", loader, tenant="t") == 2  # from L1 or 1 GET
-        c0 = commands(lt)
+        c0 = ledger_commands(lt, component="cache")
         assert await cache.get_or_load("fx", loader, tenant="t") == 2
-        assert diff(c0, commands(lt)) == {}
+        assert changes(c0, ledger_commands(lt, component="cache")) == {}
         assert version == 2  # the loader ran once for the refresh, not again
         assert cache.stats.refreshes == 1
 
@@ -396,17 +379,17 @@ async def test_pubsub_backplane_mode(lowtide_url: str) -> None:
         assert await b.invalidations.wait_healthy(5)
         assert a.health()["invalidation"]["mode"] == "pubsub"
         ca, cb = a.cache("p"), b.cache("p")
-        c0 = commands(a)
+        c0 = ledger_commands(a, component="cache")
         await ca.set("k", 1, tenant="t")
-        assert diff(c0, commands(a)) == {"set": 1, "publish": 1}
+        assert changes(c0, ledger_commands(a, component="cache")) == {"set": 1, "publish": 1}
         assert await cb.get("k", tenant="t") == 1
         await ca.set("k", 2, tenant="t")
         await eventually(lambda: cb.stats.invalidations >= 1)
         assert await cb.get("k", tenant="t") == 2
         await asyncio.sleep(0.05)
-        c1 = commands(a)
+        c1 = ledger_commands(a, component="cache")
         assert await ca.get("k", tenant="t") == 2  # own echo swallowed: still a hit
-        assert diff(c1, commands(a)) == {}
+        assert changes(c1, ledger_commands(a, component="cache")) == {}
 
 
 async def test_ttl_mode_needs_no_listener_and_bounds_staleness(lowtide_url: str) -> None:
@@ -414,12 +397,12 @@ async def test_ttl_mode_needs_no_listener_and_bounds_staleness(lowtide_url: str)
     async with Lowtide(lowtide_url, clock=clock, invalidation="ttl") as lt:
         cache = lt.cache("p", max_staleness=5)
         await cache.set("k", 1, tenant="t")
-        c0 = commands(lt)
+        c0 = ledger_commands(lt, component="cache")
         assert await cache.get("k", tenant="t") == 1
-        assert diff(c0, commands(lt)) == {}
+        assert changes(c0, ledger_commands(lt, component="cache")) == {}
         clock.advance(6)
         assert await cache.get("k", tenant="t") == 1
-        assert diff(c0, commands(lt)) == {"get": 1}
+        assert changes(c0, ledger_commands(lt, component="cache")) == {"get": 1}
         assert lt.health()["invalidation"]["mode"] == "ttl"
 
 

@@ -7,18 +7,10 @@ import asyncio
 import pytest
 
 from lowtide import Lowtide, build_key
-from lowtide.testing import Cluster
+from lowtide.testing import Cluster, changes, server_commands
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.cluster
-
-
-def cluster_commandstats(cluster: Cluster) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for node in cluster.masters:
-        for k, v in node.server.commandstats().items():
-            out[k] = out.get(k, 0) + v
-    return out
 
 
 async def test_cache_and_invalidation_across_nodes(lowtide_cluster: Cluster) -> None:
@@ -46,18 +38,15 @@ async def test_cache_and_invalidation_across_nodes(lowtide_cluster: Cluster) -> 
 
 
 async def test_ledger_reconciles_with_the_nodes(lowtide_cluster: Cluster) -> None:
-    before = cluster_commandstats(lowtide_cluster)
+    before = server_commands(lowtide_cluster)
     async with Lowtide(lowtide_cluster.url, fleet_switch=False) as lt:
         cache = lt.cache("c", per_tenant=False)
         for i in range(40):
             await cache.set(f"k{i}", i)
             await cache.get(f"x{i}")
         snap = lt.ledger.snapshot()
-    after = cluster_commandstats(lowtide_cluster)
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    delta["info"] -= len(lowtide_cluster.masters)  # the harness's own readings
-    delta = {k: v for k, v in delta.items() if v}
-    assert delta == snap.by_command
+    harness = {"info": len(lowtide_cluster.masters)}  # the harness's own readings
+    assert changes(before, server_commands(lowtide_cluster), minus=harness) == snap.by_command
 
 
 async def test_limiter_and_breaker_on_a_cluster(lowtide_cluster: Cluster) -> None:

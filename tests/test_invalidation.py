@@ -8,7 +8,7 @@ import pytest
 
 from lowtide import Lowtide, ManualClock, Mode, build_key
 from lowtide.context import Attribution
-from lowtide.testing import ValkeyServer
+from lowtide.testing import ValkeyServer, changes, server_commands
 from tests.helpers import eventually
 
 A = Attribution("test", "-")
@@ -90,16 +90,14 @@ async def test_suspend_flushes_and_resume_resubscribes(lowtide_fresh_server: Val
 
 async def test_listener_commands_are_in_the_ledger(lowtide_fresh_server: ValkeyServer) -> None:
     server = lowtide_fresh_server
-    before = server.commandstats()
+    before = server_commands(server)
     async with Lowtide(server.url) as lt:
         assert await lt.invalidations.wait_healthy(5)
         assert lt.switch is not None
         await eventually(lambda: lt.switch is not None and lt.switch.checks >= 1)
         snap = lt.ledger.snapshot()
-    delta = {k: v for k, v in server.commandstats().items() if v - before.get(k, 0)}
-    delta = {k: v - before.get(k, 0) for k, v in delta.items()}
-    delta["info"] -= 1
-    assert {k: v for k, v in delta.items() if v} == snap.by_command
+    # minus the harness's own INFO that read `before`
+    assert changes(before, server_commands(server), minus={"info": 1}) == snap.by_command
     assert snap.by_command["client|tracking"] == 1
     assert snap.by_command["subscribe"] == 1
     assert snap.by_command["client|id"] == 1
