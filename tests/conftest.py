@@ -18,6 +18,9 @@ helpers ``Boom``/``fail``.
 
 * ``tests/unit/``: needs no server at all (``pytest tests/unit``; marked ``unit``, see
   ``tests/unit/conftest.py``, which makes any server start there an error);
+* ``tests/test_cache_contract.py``: ``CacheContract``, the tiered cache's behaviour across hubs,
+  run in every listener mode of :data:`tests.deployments.LISTENER_MODES` (tracking over RESP2
+  and RESP3, the pub/sub backplane, a cluster) through the ``deployment`` fixture below;
 * ``tests/test_*.py``: everything else, on real servers (``-m "not cluster"`` skips the ones
   that start a multi-node cluster);
 * ``tests/workers/``: programs run as real processes by fleet tests.
@@ -29,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.deployments import Deployment, ListenerMode, deploy
+
 UNIT = Path(__file__).parent / "unit"
 
 
@@ -37,3 +42,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if UNIT in item.path.parents:
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    """Real servers in the listener mode given as ``request.param`` (``indirect=True`` with
+    :data:`tests.deployments.LISTENER_MODES`); a single-node mode uses ``lowtide_server``, the
+    cluster mode ``lowtide_cluster`` (module-scoped), both emptied before the test."""
+    mode: ListenerMode = request.param
+    return deploy(request, mode)

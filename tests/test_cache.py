@@ -1,4 +1,8 @@
-"""The tiered cache on a real server: costs, invalidation, single-flight, fail-safe, isolation."""
+"""The tiered cache on a real server: single-flight, fail-safe, refresh, isolation, typed errors.
+
+Behaviour across hubs (costs, push invalidation, own writes, races, staleness, listener loss) is
+in tests/test_cache_contract.py, run in every invalidation listener mode.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ from lowtide import (
     InvalidKeyError,
     Lowtide,
     ManualClock,
-    Mode,
     SerializationError,
     TenantRequired,
     ValueTooLarge,
@@ -20,7 +23,7 @@ from lowtide import (
     tenant_scope,
 )
 from lowtide.context import Attribution
-from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
+from lowtide.testing import ValkeyServer, changes, ledger_commands
 from tests.helpers import eventually
 
 A = Attribution("test", "-")
@@ -31,102 +34,6 @@ async def hub(lowtide_url: str) -> AsyncIterator[Lowtide]:
     async with Lowtide(lowtide_url, instance="a") as lt:
         assert await lt.invalidations.wait_healthy(5)
         yield lt
-
-
-async def test_costs_hit_zero_miss_one_get_write_one_set(hub: Lowtide) -> None:
-    cache = hub.cache("profiles", ttl=60)
-    c0 = ledger_commands(hub, component="cache")
-    assert await cache.get("u1", tenant="t1") is None  # miss: 1 GET
-    assert await cache.get("u1", tenant="t1") is None  # remembered absence: 0
-    await cache.set("u1", {"name": "Ada"}, tenant="t1")  # 1 SET
-    c1 = ledger_commands(hub, component="cache")
-    assert changes(c0, c1) == {"get": 1, "set": 1}
-    # tracking merges invalidations of one server cycle, so the writer does not keep its own
-    # copy past the echo: the next read fetches it once (1 GET), then L1 answers
-    await asyncio.sleep(0.05)
-    assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    assert changes(c1, ledger_commands(hub, component="cache")) == {"get": 1}
-    c2 = ledger_commands(hub, component="cache")
-    for _ in range(100):
-        assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    await asyncio.sleep(0.05)
-    assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    assert changes(c2, ledger_commands(hub, component="cache")) == {}
-    assert cache.stats.hits >= 101
-
-
-async def test_concurrent_writers_on_two_machines_leave_no_stale_copy(lowtide_url: str) -> None:
-    # the reviewer's case: CLIENT TRACKING sends one message for writes in one server cycle
-    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
-        ca, cb = a.cache("race"), b.cache("race")
-        keys = [f"k{i}" for i in range(200)]
-
-        async def writes(cache: object, tag: str) -> None:
-            for k in keys:
-                await cache.set(k, tag, tenant="t")  # type: ignore[attr-defined]
-
-        await asyncio.gather(writes(ca, "a"), writes(cb, "b"))
-        await asyncio.sleep(0.2)  # every push delivered
-        for k in keys:
-            truth = await a.gateway.call(A, "GET", build_key("lt", "cache", "race", "t", k))
-            assert truth is not None
-            for cache in (ca, cb):
-                local = cache.peek(k, tenant="t")
-                if local is not None:
-                    assert local == (await cache.get(k, tenant="t"))
-                    assert local.encode() in truth  # any copy kept equals Redis
-
-
-async def test_ledger_matches_the_server_for_cache_traffic(
-    lowtide_fresh_server: ValkeyServer,
-) -> None:
-    server = lowtide_fresh_server
-    before = server_commands(server)
-    async with Lowtide(server.url) as lt:
-        assert await lt.invalidations.wait_healthy(5)
-        cache = lt.cache("c")
-        for i in range(20):
-            await cache.set(f"k{i}", i, tenant="t")
-            await cache.get(f"k{i}", tenant="t")
-            await cache.get(f"x{i}", tenant="t")
-        await cache.get_many([f"k{i}" for i in range(30)], tenant="t")
-        await cache.set_many({"m1": 1, "m2": 2}, tenant="t")
-        await cache.delete("m1", tenant="t")
-        by_command = lt.ledger.snapshot().by_command
-    # minus the harness's own INFO that read `before`
-    assert changes(before, server_commands(server), minus={"info": 1}) == by_command
-
-
-async def test_a_write_on_one_machine_drops_the_copy_on_another(lowtide_url: str) -> None:
-    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
-        ca, cb = a.cache("profiles"), b.cache("profiles")
-        await ca.set("u1", {"v": 1}, tenant="t1")
-        assert await cb.get("u1", tenant="t1") == {"v": 1}  # b fills its L1
-        before = ledger_commands(b, component="cache")
-        await ca.set("u1", {"v": 2}, tenant="t1")
-        await eventually(lambda: cb.stats.invalidations >= 1)
-        # lazy: the push made b send nothing
-        assert changes(before, ledger_commands(b, component="cache")) == {}
-        assert await cb.get("u1", tenant="t1") == {"v": 2}
-        await ca.delete("u1", tenant="t1")
-        await eventually(lambda: cb.stats.invalidations >= 2)
-        assert await cb.get("u1", tenant="t1") is None
-
-
-async def test_writes_by_other_programs_invalidate_too(
-    hub: Lowtide, lowtide_server: ValkeyServer
-) -> None:
-    cache = hub.cache("profiles")
-    await cache.set("u1", "old", tenant="t1")
-    assert await cache.get("u1", tenant="t1") == "old"
-    rk = build_key("lt", "cache", "profiles", "t1", "u1")
-    lowtide_server.command("DEL", rk)  # redis-cli, another service...
-    await eventually(lambda: cache.stats.invalidations >= 1)
-    assert await cache.get("u1", tenant="t1") is None
 
 
 async def test_single_flight_one_get_one_load_one_set(hub: Lowtide) -> None:
@@ -234,43 +141,6 @@ async def test_fail_safe_after_expiry_with_throttle(lowtide_url: str) -> None:
         assert calls == 2
 
 
-async def test_redis_down_serves_stale_and_keeps_local_writes(hub: Lowtide) -> None:
-    cache = hub.cache("profiles")
-    await cache.set("u1", "v1", tenant="t1")
-    hub.suspend()
-    assert hub.mode is Mode.SUSPENDED
-    assert await cache.get("u1", tenant="t1") == "v1"  # fail-safe from L1, no exception
-    assert cache.stats.stale_served == 1
-    await cache.set("u2", "local", tenant="t1")  # kept locally
-    assert await cache.get("u2", tenant="t1") == "local"
-    assert await cache.get("never", tenant="t1") is None
-
-    async def loader() -> str:
-        return "loaded"
-
-    assert await cache.get_or_load("u3", loader, tenant="t1") == "loaded"
-    hub.resume()
-    assert await hub.wait_for(Mode.DISTRIBUTED, 5)
-    assert await hub.invalidations.wait_healthy(5)
-    c0 = ledger_commands(hub, component="cache")
-    assert await cache.get("u2", tenant="t1") is None  # local-only write: L2 never had it
-    assert changes(c0, ledger_commands(hub, component="cache")) == {"get": 1}
-
-
-async def test_listener_loss_demotes_l1_until_resubscribed(
-    hub: Lowtide, lowtide_server: ValkeyServer
-) -> None:
-    cache = hub.cache("profiles")
-    await cache.set("u1", "v1", tenant="t1")
-    assert await cache.get("u1", tenant="t1") == "v1"
-    lowtide_server.command("CLIENT", "KILL", "TYPE", "pubsub")
-    await eventually(lambda: not hub.invalidations.healthy)
-    c0 = ledger_commands(hub, component="cache")
-    assert await cache.get("u1", tenant="t1") == "v1"  # from L2, not from untrusted L1
-    assert await cache.get("u1", tenant="t1") == "v1"  # still not filled: listener is down
-    assert changes(c0, ledger_commands(hub, component="cache")) == {"get": 2}
-
-
 async def test_tenants_are_isolated_whatever_their_ids(hub: Lowtide) -> None:
     cache = hub.cache("profiles")
     hostile = ["t1", "t1:", "t1:x", "{t1}", "t1\x00", "t 1", "%3A", "t" * 256]
@@ -328,20 +198,6 @@ async def test_bad_values_raise_typed_errors_and_change_nothing(
         await cache.get("evil", tenant="t")
 
 
-async def test_get_many_and_set_many(hub: Lowtide) -> None:
-    cache = hub.cache("profiles")
-    c0 = ledger_commands(hub, component="cache")
-    await cache.set_many({"a": 1, "b": 2, "c": 3}, tenant="t")
-    assert changes(c0, ledger_commands(hub, component="cache")) == {"set": 3}
-    cache.clear_local()
-    c1 = ledger_commands(hub, component="cache")
-    got = await cache.get_many(["a", "b", "c", "d"], tenant="t")
-    assert got == {"a": 1, "b": 2, "c": 3, "d": None}
-    assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": 1}
-    assert await cache.get_many(["a", "b", "c", "d"], tenant="t") == got
-    assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": 1}
-
-
 async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None:
     clock = ManualClock()
     async with Lowtide(lowtide_url, clock=clock) as lt:
@@ -367,29 +223,6 @@ async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None
         assert changes(c0, ledger_commands(lt, component="cache")) == {}
         assert version == 2  # the loader ran once for the refresh, not again
         assert cache.stats.refreshes == 1
-
-
-async def test_pubsub_backplane_mode(lowtide_url: str) -> None:
-    opts = {"invalidation": "pubsub"}
-    async with (
-        Lowtide(lowtide_url, instance="a", **opts) as a,
-        Lowtide(lowtide_url, instance="b", **opts) as b,
-    ):
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
-        assert a.health()["invalidation"]["mode"] == "pubsub"
-        ca, cb = a.cache("p"), b.cache("p")
-        c0 = ledger_commands(a, component="cache")
-        await ca.set("k", 1, tenant="t")
-        assert changes(c0, ledger_commands(a, component="cache")) == {"set": 1, "publish": 1}
-        assert await cb.get("k", tenant="t") == 1
-        await ca.set("k", 2, tenant="t")
-        await eventually(lambda: cb.stats.invalidations >= 1)
-        assert await cb.get("k", tenant="t") == 2
-        await asyncio.sleep(0.05)
-        c1 = ledger_commands(a, component="cache")
-        assert await ca.get("k", tenant="t") == 2  # own echo swallowed: still a hit
-        assert changes(c1, ledger_commands(a, component="cache")) == {}
 
 
 async def test_ttl_mode_needs_no_listener_and_bounds_staleness(lowtide_url: str) -> None:
@@ -434,46 +267,3 @@ async def test_auto_mode_falls_back_to_pubsub_where_tracking_is_refused(
         await ca.set("k", 2, tenant="t")
         await eventually(lambda: cb.stats.invalidations >= 1)
         assert await cb.get("k", tenant="t") == 2
-
-
-async def test_a_bad_key_in_a_pushed_batch_does_not_hide_the_others(
-    hub: Lowtide, lowtide_server: ValkeyServer
-) -> None:
-    cache = hub.cache("profiles")
-    rk = build_key("lt", "cache", "profiles", "t", "k")
-    await cache.set("k", "v1", tenant="t")
-    await asyncio.sleep(0.05)
-    assert await cache.get("k", tenant="t") == "v1"  # held in L1
-    # one script, so one pushed batch: a key under the cache prefix that does not decode
-    # (%FF is not UTF-8), then ours
-    lowtide_server.command(
-        "EVAL",
-        "redis.call('SET', KEYS[1], 'x'); redis.call('SET', KEYS[2], ARGV[1]); return 1",
-        "2",
-        "lt:c:profiles:t:%FF",
-        rk,
-        "foreign",
-    )
-    await eventually(lambda: cache.peek("k", tenant="t") is None)
-
-
-async def test_a_load_never_overwrites_a_concurrent_write(hub: Lowtide) -> None:
-    cache = hub.cache("profiles")
-    other = hub.cache("profiles")
-    gate = asyncio.Event()
-
-    async def slow_loader() -> str:
-        await gate.wait()
-        return "old"
-
-    load = asyncio.ensure_future(cache.get_or_load("k", slow_loader, tenant="t"))
-    await asyncio.sleep(0.02)  # the load found L2 empty and is waiting on the loader
-    await other.set("k", "new", tenant="t")  # a write lands meanwhile
-    await asyncio.sleep(0.02)
-    gate.set()
-    assert await load == "old"  # the caller gets what it loaded...
-    rk = build_key("lt", "cache", "profiles", "t", "k")
-    raw = await hub.gateway.call(A, "GET", rk)
-    assert b"new" in raw  # ...but Redis keeps the newer write
-    await asyncio.sleep(0.05)
-    assert await cache.get("k", tenant="t") == "new"

@@ -1,4 +1,8 @@
-"""lowtide on a real 3-master Redis Cluster: detection, routing, per-node invalidation, limits."""
+"""lowtide on a real 3-master Redis Cluster: the ledger, limits, failover, the demo.
+
+The cache's contract (per-node invalidation included) runs on a cluster too, in
+tests/test_cache_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +15,6 @@ from lowtide.testing import Cluster, changes, server_commands
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.cluster
-
-
-async def test_cache_and_invalidation_across_nodes(lowtide_cluster: Cluster) -> None:
-    url = lowtide_cluster.url
-    async with Lowtide(url, instance="a") as a, Lowtide(url, instance="b") as b:
-        assert a.gateway.cluster
-        assert a.gateway.primaries() is not None
-        ca, cb = a.cache("profiles"), b.cache("profiles")
-        assert await a.invalidations.wait_healthy(10)
-        assert await b.invalidations.wait_healthy(10)
-        assert len(a.invalidations.connections) == 3  # one listener per primary
-        keys = [f"user:{i}" for i in range(30)]  # spread over every node's slots
-        for k in keys:
-            await ca.set(k, 1, tenant="t1")
-            assert await cb.get(k, tenant="t1") == 1  # b fills its L1
-        for k in keys:
-            await ca.set(k, 2, tenant="t1")
-        await eventually(lambda: cb.stats.invalidations >= len(keys))
-        for k in keys:
-            assert await cb.get(k, tenant="t1") == 2
-        before = cb.stats.hits
-        for k in keys:
-            assert await cb.get(k, tenant="t1") == 2
-        assert cb.stats.hits == before + len(keys)
 
 
 async def test_ledger_reconciles_with_the_nodes(lowtide_cluster: Cluster) -> None:
