@@ -97,6 +97,10 @@ class Deployment:
             raise reply
         return reply
 
+    def knows(self, command: str) -> bool:
+        """True if the server has ``command`` (server naming: ``client|tracking``)."""
+        return self.servers[0].command("COMMAND", "INFO", command) != [None]
+
     def commandstats(self) -> dict[str, int]:
         """INFO commandstats, summed over the primaries (one INFO each)."""
         return server_commands(self.servers)
