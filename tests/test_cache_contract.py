@@ -37,6 +37,14 @@ async def healthy(*hubs: Lowtide) -> None:
         assert await hub.invalidations.wait_healthy(HEALTHY_WITHIN)
 
 
+async def backplane_fence(deployment: Deployment, hub: Lowtide) -> None:
+    """Publish a message on the backplane and wait until ``hub`` heard it: whatever was
+    published before it has been delivered (one connection, in order)."""
+    received = hub.invalidations.received
+    deployment.command("PUBLISH", hub.invalidations.channel, cache_key("fence", "t", "x"))
+    await eventually(lambda: hub.invalidations.received > received)
+
+
 def in_the_slot_of(rk: str, base: str) -> str:
     """``base`` plus a number, chosen so that the key shares ``rk``'s cluster slot."""
     slot = key_slot(rk.encode())
@@ -172,9 +180,7 @@ class CacheContract:
                 return
             # the backplane carries only what lowtide's writers PUBLISH: once a message sent
             # after the DEL has arrived, nothing about the DEL can still be on its way...
-            received = hub.invalidations.received
-            deployment.command("PUBLISH", hub.invalidations.channel, cache_key("p", "t", "x"))
-            await eventually(lambda: hub.invalidations.received > received)
+            await backplane_fence(deployment, hub)
             assert cache.stats.invalidations == seen
             before = ledger_commands(hub, component="cache")
             assert await cache.get("u1", tenant="t1") == "old"  # ...so L1 still answers
@@ -182,6 +188,32 @@ class CacheContract:
             clock.advance(5.1)  # but never for longer than max_staleness
             assert await cache.get("u1", tenant="t1") is None
             assert changes(before, ledger_commands(hub, component="cache")) == {"get": 1}
+
+    async def test_a_flushall_demotes_every_copy(self, deployment: Deployment) -> None:
+        clock = ManualClock()
+        async with deployment.hub(clock=clock) as hub:
+            await healthy(hub)
+            cache = hub.cache("profiles", max_staleness=5)
+            keys = [f"u{i}" for i in range(10)]  # on a cluster: on every node
+            for k in keys:
+                await cache.set(k, "v", tenant="t1")
+            await asyncio.sleep(0.05)  # the writes' own echoes
+            for k in keys:
+                assert await cache.get(k, tenant="t1") == "v"  # held in L1 now
+            for server in deployment.servers:
+                server.flushall()  # redis-cli FLUSHALL, on every primary
+            if deployment.mode.sees_foreign_writes:
+                # the server pushes "drop everything": every copy is demoted at once
+                await eventually(lambda: all(cache.peek(k, tenant="t1") is None for k in keys))
+            else:
+                # not on the backplane: copies answer until max_staleness, then L2 does
+                await backplane_fence(deployment, hub)
+                assert [cache.peek(k, tenant="t1") for k in keys] == ["v"] * len(keys)
+                clock.advance(5.1)
+            before = ledger_commands(hub, component="cache")
+            for k in keys:
+                assert await cache.get(k, tenant="t1") is None
+            assert changes(before, ledger_commands(hub, component="cache")) == {"get": len(keys)}
 
     async def test_an_l1_copy_is_served_for_at_most_max_staleness(
         self, deployment: Deployment
