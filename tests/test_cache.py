@@ -1,4 +1,8 @@
-"""The tiered cache on a real server: costs, invalidation, single-flight, fail-safe, isolation."""
+"""The tiered cache on a real server: single-flight, fail-safe, refresh, isolation, typed errors.
+
+Behaviour across hubs (costs, push invalidation, own writes, races, staleness, listener loss) is
+in tests/test_cache_contract.py, run in every invalidation listener mode.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ from lowtide import (
     InvalidKeyError,
     Lowtide,
     ManualClock,
-    Mode,
     SerializationError,
     TenantRequired,
     ValueTooLarge,
@@ -20,27 +23,10 @@ from lowtide import (
     tenant_scope,
 )
 from lowtide.context import Attribution
-from lowtide.testing import ValkeyServer, commandstats_delta
+from lowtide.testing import ValkeyServer, changes, ledger_commands
 from tests.helpers import eventually
 
 A = Attribution("test", "-")
-
-
-def commands(lt: Lowtide) -> dict[str, int]:
-    """The ledger's per-command totals for the cache component."""
-    snap = lt.ledger.snapshot()
-    out: dict[str, int] = {}
-    for row in snap.rows:
-        if row.component in ("cache", "tenants"):
-            out[row.command] = out.get(row.command, 0) + row.count
-    return out
-
-
-def diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    keys = set(before) | set(after)
-    return {
-        k: after.get(k, 0) - before.get(k, 0) for k in keys if after.get(k, 0) != before.get(k, 0)
-    }
 
 
 @pytest.fixture
@@ -48,102 +34,6 @@ async def hub(lowtide_url: str) -> AsyncIterator[Lowtide]:
     async with Lowtide(lowtide_url, instance="a") as lt:
         assert await lt.invalidations.wait_healthy(5)
         yield lt
-
-
-async def test_costs_hit_zero_miss_one_get_write_one_set(hub: Lowtide) -> None:
-    cache = hub.cache("profiles", ttl=60)
-    c0 = commands(hub)
-    assert await cache.get("u1", tenant="t1") is None  # miss: 1 GET
-    assert await cache.get("u1", tenant="t1") is None  # remembered absence: 0
-    await cache.set("u1", {"name": "Ada"}, tenant="t1")  # 1 SET
-    c1 = commands(hub)
-    assert diff(c0, c1) == {"get": 1, "set": 1}
-    # tracking merges invalidations of one server cycle, so the writer does not keep its own
-    # copy past the echo: the next read fetches it once (1 GET), then L1 answers
-    await asyncio.sleep(0.05)
-    assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    assert diff(c1, commands(hub)) == {"get": 1}
-    c2 = commands(hub)
-    for _ in range(100):
-        assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    await asyncio.sleep(0.05)
-    assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
-    assert diff(c2, commands(hub)) == {}
-    assert cache.stats.hits >= 101
-
-
-async def test_concurrent_writers_on_two_machines_leave_no_stale_copy(lowtide_url: str) -> None:
-    # the reviewer's case: CLIENT TRACKING sends one message for writes in one server cycle
-    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
-        ca, cb = a.cache("race"), b.cache("race")
-        keys = [f"k{i}" for i in range(200)]
-
-        async def writes(cache: object, tag: str) -> None:
-            for k in keys:
-                await cache.set(k, tag, tenant="t")  # type: ignore[attr-defined]
-
-        await asyncio.gather(writes(ca, "a"), writes(cb, "b"))
-        await asyncio.sleep(0.2)  # every push delivered
-        for k in keys:
-            truth = await a.gateway.call(A, "GET", build_key("lt", "cache", "race", "t", k))
-            assert truth is not None
-            for cache in (ca, cb):
-                local = cache.peek(k, tenant="t")
-                if local is not None:
-                    assert local == (await cache.get(k, tenant="t"))
-                    assert local.encode() in truth  # any copy kept equals Redis
-
-
-async def test_ledger_matches_the_server_for_cache_traffic(
-    lowtide_fresh_server: ValkeyServer,
-) -> None:
-    server = lowtide_fresh_server
-    before = server.commandstats()
-    async with Lowtide(server.url) as lt:
-        assert await lt.invalidations.wait_healthy(5)
-        cache = lt.cache("c")
-        for i in range(20):
-            await cache.set(f"k{i}", i, tenant="t")
-            await cache.get(f"k{i}", tenant="t")
-            await cache.get(f"x{i}", tenant="t")
-        await cache.get_many([f"k{i}" for i in range(30)], tenant="t")
-        await cache.set_many({"m1": 1, "m2": 2}, tenant="t")
-        await cache.delete("m1", tenant="t")
-        by_command = lt.ledger.snapshot().by_command
-    delta = commandstats_delta(before, server.commandstats())
-    delta["info"] -= 1  # the harness's own INFO that read `before`
-    assert {k: v for k, v in delta.items() if v} == by_command
-
-
-async def test_a_write_on_one_machine_drops_the_copy_on_another(lowtide_url: str) -> None:
-    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
-        ca, cb = a.cache("profiles"), b.cache("profiles")
-        await ca.set("u1", {"v": 1}, tenant="t1")
-        assert await cb.get("u1", tenant="t1") == {"v": 1}  # b fills its L1
-        before = commands(b)
-        await ca.set("u1", {"v": 2}, tenant="t1")
-        await eventually(lambda: cb.stats.invalidations >= 1)
-        assert diff(before, commands(b)) == {}  # lazy: the push made b send nothing
-        assert await cb.get("u1", tenant="t1") == {"v": 2}
-        await ca.delete("u1", tenant="t1")
-        await eventually(lambda: cb.stats.invalidations >= 2)
-        assert await cb.get("u1", tenant="t1") is None
-
-
-async def test_writes_by_other_programs_invalidate_too(
-    hub: Lowtide, lowtide_server: ValkeyServer
-) -> None:
-    cache = hub.cache("profiles")
-    await cache.set("u1", "old", tenant="t1")
-    assert await cache.get("u1", tenant="t1") == "old"
-    rk = build_key("lt", "cache", "profiles", "t1", "u1")
-    lowtide_server.command("DEL", rk)  # redis-cli, another service...
-    await eventually(lambda: cache.stats.invalidations >= 1)
-    assert await cache.get("u1", tenant="t1") is None
 
 
 async def test_single_flight_one_get_one_load_one_set(hub: Lowtide) -> None:
@@ -156,13 +46,13 @@ async def test_single_flight_one_get_one_load_one_set(hub: Lowtide) -> None:
         await asyncio.sleep(0.05)
         return {"n": 1}
 
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     results = await asyncio.gather(
         *(cache.get_or_load("r", loader, tenant="t1") for _ in range(50))
     )
     assert results == [{"n": 1}] * 50
     assert calls == 1
-    assert diff(c0, commands(hub)) == {"get": 1, "set": 1}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {"get": 1, "set": 1}
     assert cache.stats.coalesced == 49
 
 
@@ -191,11 +81,11 @@ async def test_negative_caching_of_loader_none(hub: Lowtide) -> None:
         calls += 1
 
     assert await cache.get_or_load("ghost", loader, tenant="t1") is None
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     for _ in range(10):
         assert await cache.get_or_load("ghost", loader, tenant="t1") is None
     assert calls == 1
-    assert diff(c0, commands(hub)) == {}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {}
 
 
 async def test_loader_errors_propagate_when_nothing_stale_is_left(
@@ -251,43 +141,6 @@ async def test_fail_safe_after_expiry_with_throttle(lowtide_url: str) -> None:
         assert calls == 2
 
 
-async def test_redis_down_serves_stale_and_keeps_local_writes(hub: Lowtide) -> None:
-    cache = hub.cache("profiles")
-    await cache.set("u1", "v1", tenant="t1")
-    hub.suspend()
-    assert hub.mode is Mode.SUSPENDED
-    assert await cache.get("u1", tenant="t1") == "v1"  # fail-safe from L1, no exception
-    assert cache.stats.stale_served == 1
-    await cache.set("u2", "local", tenant="t1")  # kept locally
-    assert await cache.get("u2", tenant="t1") == "local"
-    assert await cache.get("never", tenant="t1") is None
-
-    async def loader() -> str:
-        return "loaded"
-
-    assert await cache.get_or_load("u3", loader, tenant="t1") == "loaded"
-    hub.resume()
-    assert await hub.wait_for(Mode.DISTRIBUTED, 5)
-    assert await hub.invalidations.wait_healthy(5)
-    c0 = commands(hub)
-    assert await cache.get("u2", tenant="t1") is None  # local-only write: L2 never had it
-    assert diff(c0, commands(hub)) == {"get": 1}
-
-
-async def test_listener_loss_demotes_l1_until_resubscribed(
-    hub: Lowtide, lowtide_server: ValkeyServer
-) -> None:
-    cache = hub.cache("profiles")
-    await cache.set("u1", "v1", tenant="t1")
-    assert await cache.get("u1", tenant="t1") == "v1"
-    lowtide_server.command("CLIENT", "KILL", "TYPE", "pubsub")
-    await eventually(lambda: not hub.invalidations.healthy)
-    c0 = commands(hub)
-    assert await cache.get("u1", tenant="t1") == "v1"  # from L2, not from untrusted L1
-    assert await cache.get("u1", tenant="t1") == "v1"  # still not filled: listener is down
-    assert diff(c0, commands(hub)) == {"get": 2}
-
-
 async def test_tenants_are_isolated_whatever_their_ids(hub: Lowtide) -> None:
     cache = hub.cache("profiles")
     hostile = ["t1", "t1:", "t1:x", "{t1}", "t1\x00", "t 1", "%3A", "t" * 256]
@@ -325,7 +178,7 @@ async def test_bad_values_raise_typed_errors_and_change_nothing(
 ) -> None:
     cache = hub.cache("blobs", max_value_bytes=1000)
     await cache.set("k", "good", tenant="t")
-    c0 = commands(hub)
+    c0 = ledger_commands(hub, component="cache")
     with pytest.raises(SerializationError):
         await cache.set("k", {1, 2}, tenant="t")
     with pytest.raises(SerializationError):
@@ -333,7 +186,7 @@ async def test_bad_values_raise_typed_errors_and_change_nothing(
     with pytest.raises(ValueTooLarge) as info:
         await cache.set("k", "x" * 2000, tenant="t")
     assert info.value.size > info.value.limit == 1000
-    assert diff(c0, commands(hub)) == {}
+    assert changes(c0, ledger_commands(hub, component="cache")) == {}
     assert await cache.get("k", tenant="t") == "good"
     assert await cache.get("a", tenant="t") is None
     # a pickle (or anything else) planted in Redis is refused, never executed
@@ -343,20 +196,6 @@ async def test_bad_values_raise_typed_errors_and_change_nothing(
     lowtide_server.command("SET", rk, pickle.dumps({"x": 1}))
     with pytest.raises(SerializationError):
         await cache.get("evil", tenant="t")
-
-
-async def test_get_many_and_set_many(hub: Lowtide) -> None:
-    cache = hub.cache("profiles")
-    c0 = commands(hub)
-    await cache.set_many({"a": 1, "b": 2, "c": 3}, tenant="t")
-    assert diff(c0, commands(hub)) == {"set": 3}
-    cache.clear_local()
-    c1 = commands(hub)
-    got = await cache.get_many(["a", "b", "c", "d"], tenant="t")
-    assert got == {"a": 1, "b": 2, "c": 3, "d": None}
-    assert diff(c1, commands(hub)) == {"mget": 1}
-    assert await cache.get_many(["a", "b", "c", "d"], tenant="t") == got
-    assert diff(c1, commands(hub)) == {"mget": 1}
 
 
 async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None:
@@ -379,34 +218,11 @@ async def test_eager_refresh_reloads_in_the_background(lowtide_url: str) -> None
         await eventually(lambda: version == 2)
         await asyncio.sleep(0.05)  # the refresh's write and its echo
         assert await cache.get_or_load("fx", loader, tenant="t") == 2  # from L1 or 1 GET
-        c0 = commands(lt)
+        c0 = ledger_commands(lt, component="cache")
         assert await cache.get_or_load("fx", loader, tenant="t") == 2
-        assert diff(c0, commands(lt)) == {}
+        assert changes(c0, ledger_commands(lt, component="cache")) == {}
         assert version == 2  # the loader ran once for the refresh, not again
         assert cache.stats.refreshes == 1
-
-
-async def test_pubsub_backplane_mode(lowtide_url: str) -> None:
-    opts = {"invalidation": "pubsub"}
-    async with (
-        Lowtide(lowtide_url, instance="a", **opts) as a,
-        Lowtide(lowtide_url, instance="b", **opts) as b,
-    ):
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
-        assert a.health()["invalidation"]["mode"] == "pubsub"
-        ca, cb = a.cache("p"), b.cache("p")
-        c0 = commands(a)
-        await ca.set("k", 1, tenant="t")
-        assert diff(c0, commands(a)) == {"set": 1, "publish": 1}
-        assert await cb.get("k", tenant="t") == 1
-        await ca.set("k", 2, tenant="t")
-        await eventually(lambda: cb.stats.invalidations >= 1)
-        assert await cb.get("k", tenant="t") == 2
-        await asyncio.sleep(0.05)
-        c1 = commands(a)
-        assert await ca.get("k", tenant="t") == 2  # own echo swallowed: still a hit
-        assert diff(c1, commands(a)) == {}
 
 
 async def test_ttl_mode_needs_no_listener_and_bounds_staleness(lowtide_url: str) -> None:
@@ -414,27 +230,13 @@ async def test_ttl_mode_needs_no_listener_and_bounds_staleness(lowtide_url: str)
     async with Lowtide(lowtide_url, clock=clock, invalidation="ttl") as lt:
         cache = lt.cache("p", max_staleness=5)
         await cache.set("k", 1, tenant="t")
-        c0 = commands(lt)
+        c0 = ledger_commands(lt, component="cache")
         assert await cache.get("k", tenant="t") == 1
-        assert diff(c0, commands(lt)) == {}
+        assert changes(c0, ledger_commands(lt, component="cache")) == {}
         clock.advance(6)
         assert await cache.get("k", tenant="t") == 1
-        assert diff(c0, commands(lt)) == {"get": 1}
+        assert changes(c0, ledger_commands(lt, component="cache")) == {"get": 1}
         assert lt.health()["invalidation"]["mode"] == "ttl"
-
-
-async def test_local_only_hub_caches_in_process() -> None:
-    async with Lowtide(None) as lt:
-        cache = lt.cache("p")
-        await cache.set("k", [1, 2], tenant="t")
-        assert await cache.get("k", tenant="t") == [1, 2]
-
-        async def loader() -> str:
-            return "x"
-
-        assert await cache.get_or_load("j", loader, tenant="t") == "x"
-        await cache.delete("k", tenant="t")
-        assert await cache.get("k", tenant="t") is None
 
 
 async def test_same_name_with_other_options_is_an_error(hub: Lowtide) -> None:
@@ -465,46 +267,3 @@ async def test_auto_mode_falls_back_to_pubsub_where_tracking_is_refused(
         await ca.set("k", 2, tenant="t")
         await eventually(lambda: cb.stats.invalidations >= 1)
         assert await cb.get("k", tenant="t") == 2
-
-
-async def test_a_bad_key_in_a_pushed_batch_does_not_hide_the_others(
-    hub: Lowtide, lowtide_server: ValkeyServer
-) -> None:
-    cache = hub.cache("profiles")
-    rk = build_key("lt", "cache", "profiles", "t", "k")
-    await cache.set("k", "v1", tenant="t")
-    await asyncio.sleep(0.05)
-    assert await cache.get("k", tenant="t") == "v1"  # held in L1
-    # one script, so one pushed batch: a key under the cache prefix that does not decode
-    # (%FF is not UTF-8), then ours
-    lowtide_server.command(
-        "EVAL",
-        "redis.call('SET', KEYS[1], 'x'); redis.call('SET', KEYS[2], ARGV[1]); return 1",
-        "2",
-        "lt:c:profiles:t:%FF",
-        rk,
-        "foreign",
-    )
-    await eventually(lambda: cache.peek("k", tenant="t") is None)
-
-
-async def test_a_load_never_overwrites_a_concurrent_write(hub: Lowtide) -> None:
-    cache = hub.cache("profiles")
-    other = hub.cache("profiles")
-    gate = asyncio.Event()
-
-    async def slow_loader() -> str:
-        await gate.wait()
-        return "old"
-
-    load = asyncio.ensure_future(cache.get_or_load("k", slow_loader, tenant="t"))
-    await asyncio.sleep(0.02)  # the load found L2 empty and is waiting on the loader
-    await other.set("k", "new", tenant="t")  # a write lands meanwhile
-    await asyncio.sleep(0.02)
-    gate.set()
-    assert await load == "old"  # the caller gets what it loaded...
-    rk = build_key("lt", "cache", "profiles", "t", "k")
-    raw = await hub.gateway.call(A, "GET", rk)
-    assert b"new" in raw  # ...but Redis keeps the newer write
-    await asyncio.sleep(0.05)
-    assert await cache.get("k", tenant="t") == "new"

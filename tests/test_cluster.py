@@ -1,4 +1,8 @@
-"""lowtide on a real 3-master Redis Cluster: detection, routing, per-node invalidation, limits."""
+"""lowtide on a real 3-master Redis Cluster: the ledger, limits, failover, the demo.
+
+The cache's contract (per-node invalidation included) runs on a cluster too, in
+tests/test_cache_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +11,22 @@ import asyncio
 import pytest
 
 from lowtide import Lowtide, build_key
-from lowtide.testing import Cluster
+from lowtide.testing import Cluster, changes, server_commands
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.cluster
 
 
-def cluster_commandstats(cluster: Cluster) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for node in cluster.masters:
-        for k, v in node.server.commandstats().items():
-            out[k] = out.get(k, 0) + v
-    return out
-
-
-async def test_cache_and_invalidation_across_nodes(lowtide_cluster: Cluster) -> None:
-    url = lowtide_cluster.url
-    async with Lowtide(url, instance="a") as a, Lowtide(url, instance="b") as b:
-        assert a.gateway.cluster
-        assert a.gateway.primaries() is not None
-        ca, cb = a.cache("profiles"), b.cache("profiles")
-        assert await a.invalidations.wait_healthy(10)
-        assert await b.invalidations.wait_healthy(10)
-        assert len(a.invalidations.connections) == 3  # one listener per primary
-        keys = [f"user:{i}" for i in range(30)]  # spread over every node's slots
-        for k in keys:
-            await ca.set(k, 1, tenant="t1")
-            assert await cb.get(k, tenant="t1") == 1  # b fills its L1
-        for k in keys:
-            await ca.set(k, 2, tenant="t1")
-        await eventually(lambda: cb.stats.invalidations >= len(keys))
-        for k in keys:
-            assert await cb.get(k, tenant="t1") == 2
-        before = cb.stats.hits
-        for k in keys:
-            assert await cb.get(k, tenant="t1") == 2
-        assert cb.stats.hits == before + len(keys)
-
-
 async def test_ledger_reconciles_with_the_nodes(lowtide_cluster: Cluster) -> None:
-    before = cluster_commandstats(lowtide_cluster)
+    before = server_commands(lowtide_cluster)
     async with Lowtide(lowtide_cluster.url, fleet_switch=False) as lt:
         cache = lt.cache("c", per_tenant=False)
         for i in range(40):
             await cache.set(f"k{i}", i)
             await cache.get(f"x{i}")
         snap = lt.ledger.snapshot()
-    after = cluster_commandstats(lowtide_cluster)
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    delta["info"] -= len(lowtide_cluster.masters)  # the harness's own readings
-    delta = {k: v for k, v in delta.items() if v}
-    assert delta == snap.by_command
+    harness = {"info": len(lowtide_cluster.masters)}  # the harness's own readings
+    assert changes(before, server_commands(lowtide_cluster), minus=harness) == snap.by_command
 
 
 async def test_limiter_and_breaker_on_a_cluster(lowtide_cluster: Cluster) -> None:

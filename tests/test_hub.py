@@ -7,24 +7,11 @@ import logging
 import pytest
 
 from lowtide import Lowtide, LowtideError, ManualClock, Mode, RedisUnavailable
-from lowtide.backoff import Backoff
 from lowtide.context import Attribution
 from lowtide.testing import ValkeyServer
 from tests.helpers import eventually
 
 A = Attribution("test", "-")
-
-
-async def test_local_only_without_url() -> None:
-    async with Lowtide(None) as lt:
-        assert lt.mode is Mode.LOCAL
-        assert lt.health()["status"] == "ok"
-        assert lt.health()["redis"]["configured"] is False
-        with pytest.raises(RedisUnavailable) as info:
-            _ = lt.gateway
-        assert info.value.reason == "local"
-        lt.suspend()
-        assert lt.mode is Mode.LOCAL
 
 
 async def test_suspend_from_env_opens_no_connection(lowtide_fresh_server: ValkeyServer) -> None:
@@ -114,19 +101,6 @@ async def test_outage_degrades_then_recovers_with_bounded_attempts() -> None:
         assert changes == ["distributed->degraded", "degraded->distributed"]
     finally:
         server.stop()
-
-
-def test_backoff_is_capped_jittered_and_never_below_the_floor() -> None:
-    import random
-
-    b = Backoff(1.0, 4.0, rng=random.Random(7))
-    delays = [b.next_delay() for _ in range(20)]
-    assert all(1.0 <= d <= 4.0 for d in delays)
-    assert delays[0] <= 2.0
-    assert min(delays[5:]) >= 2.0
-    assert len({round(d, 6) for d in delays[5:]}) > 1  # jittered, not a fixed beat
-    b.reset()
-    assert b.next_delay() <= 2.0
 
 
 async def test_passwords_never_reach_repr_health_or_logs(caplog: pytest.LogCaptureFixture) -> None:

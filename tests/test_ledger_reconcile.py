@@ -9,21 +9,14 @@ import pytest
 from lowtide import Lowtide, RedisCommandError
 from lowtide.context import Attribution
 from lowtide.redis import Script
-from lowtide.testing import ValkeyServer, commandstats_delta
+from lowtide.testing import ValkeyServer, changes, server_commands
 
 INCR_AND_EXPIRE = Script.from_package("selftest_counter")
 
 
-def _expected(ledger_by_command: dict[str, int], harness: dict[str, int]) -> dict[str, int]:
-    out = dict(ledger_by_command)
-    for k, v in harness.items():
-        out[k] = out.get(k, 0) + v
-    return out
-
-
 async def test_mixed_workload_reconciles_exactly(lowtide_fresh_server: ValkeyServer) -> None:
     server = lowtide_fresh_server
-    before = server.commandstats()
+    before = server_commands(server)
     harness = {"info": 1}  # the INFO that read `before`
 
     async with Lowtide(server.url) as lt:
@@ -58,10 +51,8 @@ async def test_mixed_workload_reconciles_exactly(lowtide_fresh_server: ValkeySer
         snap_inside = lt.ledger.snapshot()
     snap = lt.ledger.snapshot()
 
-    after = server.commandstats()
-    delta = commandstats_delta(before, after)
     assert snap.by_command == snap_inside.by_command  # close sends nothing
-    assert delta == _expected(snap.by_command, harness)
+    assert changes(before, server_commands(server), minus=harness) == snap.by_command
     # spot-check the parts a naive wrapper would miss
     assert snap.by_command["multi"] == 1
     assert snap.by_command["exec"] == 1
@@ -79,16 +70,14 @@ async def test_mixed_workload_reconciles_exactly(lowtide_fresh_server: ValkeySer
 
 async def test_handshake_with_password_and_db_is_counted() -> None:
     with ValkeyServer(password="hunter2") as server:
-        before = server.commandstats()  # AUTH + INFO
+        before = server_commands(server)  # AUTH + INFO
         url = f"redis://:hunter2@{server.host}:{server.port}/3"
         async with Lowtide(url, fleet_switch=False) as lt:
             await lt.gateway.call(Attribution("test", "-"), "SET", "a", "1")
             snap = lt.ledger.snapshot()
-        after = server.commandstats()
-    delta = commandstats_delta(before, after)
+        after = server_commands(server)
     # the first reading's INFO is counted after it ran; the second's AUTH before INFO ran
-    expected = _expected(snap.by_command, {"auth": 1, "info": 1})
-    assert delta == expected
+    assert changes(before, after, minus={"auth": 1, "info": 1}) == snap.by_command
     assert snap.by_command["auth"] == 1
     assert snap.by_command["select"] == 1
     assert snap.by_component["connection"] == 2

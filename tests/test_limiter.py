@@ -16,15 +16,8 @@ import pytest
 
 from lowtide import Lowtide, ManualClock, Mode, RateLimited, TenantRequired, tenant_scope
 from lowtide.limiter.core import window_index
+from lowtide.testing import ledger_commands, ledger_total
 from tests.helpers import eventually
-
-
-def limiter_commands(lt: Lowtide) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in lt.ledger.snapshot().rows:
-        if r.component == "limiter":
-            out[r.command] = out.get(r.command, 0) + r.count
-    return out
 
 
 def run_fleet(
@@ -103,8 +96,9 @@ async def test_under_the_limit_leases_cut_commands(hub: Lowtide) -> None:
     limiter = hub.rate_limiter("hubspot", limit=10_000, per=60, fleet_size=4)
     for _ in range(1000):
         assert (await limiter.acquire("t1")).allowed
-    spent = sum(limiter_commands(hub).values())
-    assert spent <= 100, limiter_commands(hub)  # <= 100 per 1,000 decisions under the limit
+    spent = ledger_total(hub, component="limiter")
+    # <= 100 per 1,000 decisions under the limit
+    assert spent <= 100, ledger_commands(hub, component="limiter")
     assert limiter.stats["reservations"] < 20
 
 
@@ -115,10 +109,10 @@ async def test_denials_are_cached_and_cost_nothing(hub: Lowtide) -> None:
     d = await limiter.acquire("t1")
     assert not d.allowed
     assert 0 < d.retry_after <= 60
-    before = limiter_commands(hub)
+    before = ledger_commands(hub, component="limiter")
     for _ in range(1000):
         assert not (await limiter.acquire("t1")).allowed
-    assert limiter_commands(hub) == before
+    assert ledger_commands(hub, component="limiter") == before
     assert (await limiter.acquire("t2")).allowed  # one budget per tenant
 
 

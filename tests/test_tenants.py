@@ -7,11 +7,8 @@ import asyncio
 import pytest
 
 from lowtide import InvalidKeyError, Lowtide
+from lowtide.testing import ledger_total
 from tests.helpers import eventually
-
-
-def commands(lt: Lowtide) -> int:
-    return sum(r.count for r in lt.ledger.snapshot().rows if r.component == "tenants")
 
 
 async def test_known_external_id_costs_nothing_after_first_resolve(lowtide_url: str) -> None:
@@ -28,14 +25,15 @@ async def test_known_external_id_costs_nothing_after_first_resolve(lowtide_url: 
         first = await asyncio.gather(*(tenants.resolve("slack", "T024BE7LD") for _ in range(20)))
         assert first == ["t1"] * 20
         assert calls == [("slack", "T024BE7LD")]  # single-flight: one database lookup
-        assert commands(lt) == 2  # 1 GET (miss) + 1 SET (share with the fleet)
+        # 1 GET (miss) + 1 SET (share with the fleet)
+        assert ledger_total(lt, component="tenants") == 2
         await asyncio.sleep(0.05)  # the SET's own invalidation arrives
         assert await tenants.resolve("slack", "T024BE7LD") == "t1"  # at most 1 GET re-read
-        assert commands(lt) <= 3
-        spent = commands(lt)
+        assert ledger_total(lt, component="tenants") <= 3
+        spent = ledger_total(lt, component="tenants")
         for _ in range(1000):
             assert await tenants.resolve("slack", "T024BE7LD") == "t1"
-        assert commands(lt) == spent  # 1000 webhooks: 0 commands
+        assert ledger_total(lt, component="tenants") == spent  # 1000 webhooks: 0 commands
         # unknown ids are remembered as unknown for negative_ttl
         assert await tenants.resolve("slack", "UNKNOWN") is None
         assert await tenants.resolve("slack", "UNKNOWN") is None
@@ -55,9 +53,9 @@ async def test_remember_on_one_machine_is_seen_by_another(lowtide_url: str) -> N
         cache_b = tb.cache("hubspot")
         await eventually(lambda: cache_b.stats.invalidations >= 1)
         assert await tb.resolve("hubspot", "portal-9") == "t7"
-        spent = commands(b)
+        spent = ledger_total(b, component="tenants")
         assert await tb.resolve("hubspot", "portal-9") == "t7"
-        assert commands(b) == spent
+        assert ledger_total(b, component="tenants") == spent
         await ta.forget("hubspot", "portal-9")
         await eventually(lambda: cache_b.stats.invalidations >= 2)
         assert await tb.resolve("hubspot", "portal-9") is None

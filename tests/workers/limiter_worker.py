@@ -13,6 +13,7 @@ import sys
 import time
 
 from lowtide import Lowtide
+from lowtide.testing import ledger_total
 
 
 async def main(argv: list[str]) -> dict[str, object]:
@@ -36,7 +37,7 @@ async def main(argv: list[str]) -> dict[str, object]:
             else:
                 denied += 1
                 await asyncio.sleep(min(d.retry_after, 0.002))
-        commands = sum(r.count for r in lt.ledger.snapshot().rows if r.component == "limiter")
+        commands = ledger_total(lt, component="limiter")
         return {"admitted": admitted, "denied": denied, "commands": commands}
 
 
