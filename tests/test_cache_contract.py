@@ -19,7 +19,7 @@ from redis.crc import key_slot
 from lowtide import Cache, Lowtide, ManualClock, Mode, build_key
 from lowtide.context import Attribution
 from lowtide.testing import changes, ledger_commands
-from tests.deployments import LISTENER_MODES, TRACKING_RESP3, Deployment
+from tests.deployments import LISTENER_MODES, Deployment
 from tests.helpers import eventually
 
 A = Attribution("test", "-")
@@ -56,27 +56,6 @@ def in_the_slot_of(rk: str, base: str) -> str:
 
 #: one script writes both keys: their invalidations arrive in one pushed batch
 SET_BOTH = "redis.call('SET', KEYS[1], 'x'); redis.call('SET', KEYS[2], ARGV[1]); return 1"
-
-# Known bugs, found by running the contract in every mode (each test marked strict: it fails the
-# suite once fixed, so the mark is removed with the fix).
-PUBSUB_ECHO_BUG = (
-    "pub/sub echo counting keeps an overwritten copy: when two messages for a key (the writer's "
-    "own echo and another writer's) arrive while its SET+PUBLISH is in flight, the write verdict "
-    "(cache/tiered.py, after_write: echo=1 if seen == 0 else 0) fills a fresh copy with echo=0; "
-    "if the other writer's SET landed last, no later message demotes it and the writer serves "
-    "its own old value as fresh for up to min(ttl, max_staleness). seen >= 2 must not fill fresh"
-)
-RESP3_HANDSHAKE_BUG = (
-    "with listener_resp3=True redis-py 8 sends CLIENT MAINT_NOTIFICATIONS in the listener's "
-    "HELLO 3 handshake; a server without it (Valkey 9.1) rejects the unknown subcommand (INFO "
-    "errorstats ERR, not commandstats), but the ledger counts client|maint_notifications: "
-    "by_command no longer equals the server's INFO commandstats"
-)
-CLUSTER_MGET_BUG = (
-    "Cache.get_many sends one MGET of keys in different slots: on a cluster redis-py raises "
-    "RedisClusterException('MGET - all keys must map to the same key slot'), which also escapes "
-    "the gateway untranslated (not a RedisCommandError/RedisUnavailable)"
-)
 
 
 class CacheContract:
@@ -256,8 +235,6 @@ class CacheContract:
         self, deployment: Deployment, request: pytest.FixtureRequest
     ) -> None:
         # the reviewer's case: CLIENT TRACKING sends one message for writes in one server cycle
-        if deployment.mode.keeps_own_writes:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=PUBSUB_ECHO_BUG))
         # A race shows in some rounds only (about 60 % of them, where there is one). Where a
         # writer keeps its own copy (echo counting) run enough rounds that it cannot hide.
         rounds = 15 if deployment.mode.keeps_own_writes else 3
@@ -285,10 +262,6 @@ class CacheContract:
     async def test_the_ledger_matches_the_server_for_cache_traffic(
         self, deployment: Deployment, request: pytest.FixtureRequest
     ) -> None:
-        if deployment.mode.cluster:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=CLUSTER_MGET_BUG))
-        if deployment.mode is TRACKING_RESP3 and not deployment.knows("client|maint_notifications"):
-            request.applymarker(pytest.mark.xfail(strict=True, reason=RESP3_HANDSHAKE_BUG))
         before = deployment.commandstats()
         async with deployment.hub() as lt:
             await healthy(lt)
@@ -386,8 +359,6 @@ class CacheContract:
     async def test_get_many_and_set_many(
         self, deployment: Deployment, request: pytest.FixtureRequest
     ) -> None:
-        if deployment.mode.cluster:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=CLUSTER_MGET_BUG))
         async with deployment.hub() as hub:
             await healthy(hub)
             cache = hub.cache("profiles")
@@ -400,9 +371,14 @@ class CacheContract:
             c1 = ledger_commands(hub, component="cache")
             got = await cache.get_many(["a", "b", "c", "d"], tenant="t")
             assert got == {"a": 1, "b": 2, "c": 3, "d": None}
-            assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": 1}
+            # one MGET; on a cluster one per hash slot of the keys (sent in one round trip)
+            slots = {
+                key_slot(build_key("lt", "cache", "profiles", "t", k).encode()) for k in "abcd"
+            }
+            mgets = len(slots) if deployment.mode.cluster else 1
+            assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": mgets}
             assert await cache.get_many(["a", "b", "c", "d"], tenant="t") == got
-            assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": 1}
+            assert changes(c1, ledger_commands(hub, component="cache")) == {"mget": mgets}
 
 
 @pytest.mark.parametrize("deployment", LISTENER_MODES, indirect=True)

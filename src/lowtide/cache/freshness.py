@@ -206,8 +206,12 @@ def after_write(seen: int | None, mode: InvalidationMode | None, *, distributed:
       stale copy. The copy is kept only until the echo arrives (which demotes it; the next read
       fetches it, 1 GET, and it still serves fail-safe reads meanwhile). If a message already
       arrived, it may have covered a later write too: :class:`Demote` at once.
-    * pub/sub: exactly one message per write; swallow ours (``Fill(echo=1)``) so any later one
-      demotes the copy; if one already arrived, expect none (``Fill(echo=0)``).
+    * pub/sub: exactly one message per write. None arrived yet: swallow ours when it comes
+      (``Fill(echo=1)``), so any later one demotes the copy. One arrived: it is ours (a later
+      write's message will demote the copy) or another writer's (then ours is still to come
+      and demotes it): ``Fill(echo=0)`` is safe either way. Two or more arrived: ours and
+      another writer's, whose write may have landed after ours with no message left to tell:
+      :class:`Demote`.
     """
     if mode is None:
         return _FILL
@@ -215,4 +219,6 @@ def after_write(seen: int | None, mode: InvalidationMode | None, *, distributed:
         return DROP
     if mode is not InvalidationMode.PUBSUB:
         return DEMOTE if seen > 0 else _FILL
+    if seen >= 2:
+        return DEMOTE
     return _FILL_EXPECTING_ECHO if seen == 0 else _FILL

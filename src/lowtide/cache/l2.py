@@ -8,7 +8,7 @@ needs to decide what L1 may keep (:mod:`lowtide.cache.freshness`).
 
 Commands (each attributed to the cache's component and key family, per tenant):
 
-* :meth:`L2.get`: 1 GET; :meth:`L2.mget`: 1 MGET;
+* :meth:`L2.get`: 1 GET; :meth:`L2.mget`: 1 MGET (on a cluster, 1 per hash slot);
 * :meth:`L2.set`: 1 SET PX (NX for a loaded value), +1 PUBLISH in pub/sub backplane mode;
 * :meth:`L2.set_many`: 1 SET PX per value, +1 PUBLISH of every key in backplane mode;
 * :meth:`L2.delete`: 1 DEL, +1 PUBLISH in backplane mode (no token: a delete fills nothing).
@@ -148,7 +148,7 @@ class L2:
         behind.
         """
         with Guarded(self.guard(), rks) as g:
-            replies = await self._hub.gateway.call(self.attribution(tenant), "MGET", *rks)
+            replies = await self._hub.gateway.mget(self.attribution(tenant), rks)
         return list(replies), g.seen
 
     # -- writes ---------------------------------------------------------------------------------

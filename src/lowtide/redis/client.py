@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from redis.asyncio import Redis
@@ -14,6 +15,20 @@ from lowtide.redis.connection import CountingConnection, counting_class_for
 from lowtide.settings import Settings
 
 __all__ = ["make_client", "make_pool", "plain_client"]
+
+
+def _maint_notifications_off() -> Any:
+    """``MaintNotificationsConfig(enabled=False)`` where redis-py has it (8.x), else None."""
+    if "maint_notifications_config" not in inspect.signature(ConnectionPool.__init__).parameters:
+        return None
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # pragma: no cover - redis-py without the feature
+        return None
+    return MaintNotificationsConfig(enabled=False)
+
+
+_MAINT_OFF = _maint_notifications_off()
 
 
 def make_pool(
@@ -48,6 +63,10 @@ def make_pool(
         retry=Retry(NoBackoff(), 0),
         max_connections=max_connections or settings.max_connections,
     )
+    if protocol == 3 and _MAINT_OFF is not None:
+        # redis-py 8 would send CLIENT MAINT_NOTIFICATIONS in the RESP3 handshake: one more
+        # command per connection (refused by servers without it), and not lowtide's to send
+        kwargs["maint_notifications_config"] = _MAINT_OFF
     return ConnectionPool(**kwargs)
 
 

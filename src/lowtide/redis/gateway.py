@@ -40,6 +40,8 @@ def _cap(op_timeout: float) -> float:
 
 
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError)
+#: every error a send may raise: redis-py's (RedisClusterException is not a RedisError), I/O
+_DRIVER = (rexc.RedisError, rexc.RedisClusterException, OSError, TimeoutError)
 # redis-py strips the error code from replies it maps to its own classes; put it back
 _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (rexc.OutOfMemoryError, "OOM"),
@@ -228,7 +230,7 @@ class Gateway:
             else:
                 async with deadline(self.op_timeout, cap=self.op_cap):
                     yield
-        except (rexc.RedisError, OSError, TimeoutError) as exc:
+        except _DRIVER as exc:
             name = command if isinstance(command, str) else command_name(command)
             raise self._translate(exc, name) from exc
         finally:
@@ -257,6 +259,14 @@ class Gateway:
         """Run one command labelled with ``attribution``; returns the raw reply."""
         async with self._sending(attribution, args, data=True):
             return await self._send(*args)
+
+    async def mget(self, attribution: Attribution, keys: Sequence[str]) -> list[Any]:
+        """The values of ``keys``: 1 MGET on one server; on a cluster one MGET per hash slot,
+        sent to every node in one round trip (a cross-slot MGET is refused there)."""
+        if not isinstance(self.client, RedisCluster):
+            return list(await self.call(attribution, "MGET", *keys))
+        async with self._sending(attribution, "mget", data=True):
+            return list(await self.client.mget_nonatomic(list(keys)))
 
     async def control(self, attribution: Attribution, *args: Any) -> Any:
         """Run a control-plane command even while closed (kill switch, listener self-test).
