@@ -23,15 +23,23 @@ helpers ``Boom``/``fail``.
   and RESP3, the pub/sub backplane, a cluster) through the ``deployment`` fixture below;
 * ``tests/test_*.py``: everything else, on real servers (``-m "not cluster"`` skips the ones
   that start a multi-node cluster);
+* ``tests/production/``: the guarantees under production conditions (more callers than
+  connections, outer timeouts, blips, lost replies, killed processes, the kill switch), each
+  counted by the server where it is about commands;
 * ``tests/workers/``: programs run as real processes by fleet tests.
+
+The ``proxied`` fixture below puts a :class:`~lowtide.testing.FaultProxy` (refuse, blackhole,
+latency, stalled replies, cut) in front of a fresh server.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lowtide.testing import FaultProxy, ValkeyServer
 from tests.deployments import Deployment, ListenerMode, deploy
 
 UNIT = Path(__file__).parent / "unit"
@@ -51,3 +59,10 @@ def deployment(request: pytest.FixtureRequest) -> Deployment:
     cluster mode ``lowtide_cluster`` (module-scoped), both emptied before the test."""
     mode: ListenerMode = request.param
     return deploy(request, mode)
+
+
+@pytest.fixture
+def proxied() -> Iterator[tuple[ValkeyServer, FaultProxy]]:
+    """A fresh server and a fault-injecting proxy in front of it (connect to ``proxy.url``)."""
+    with ValkeyServer() as server, FaultProxy(server.host, server.port) as proxy:
+        yield server, proxy

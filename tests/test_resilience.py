@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,12 +12,6 @@ from lowtide import Lowtide, Mode, RedisCommandError, build_key
 from lowtide.context import Attribution
 from lowtide.testing import FaultProxy, ValkeyServer
 from tests.helpers import eventually
-
-
-@pytest.fixture
-def proxied() -> Iterator[tuple[ValkeyServer, FaultProxy]]:
-    with ValkeyServer() as server, FaultProxy(server.host, server.port) as proxy:
-        yield server, proxy
 
 
 async def test_outage_under_load_no_exceptions_bounded_reconnects_fast_recovery(

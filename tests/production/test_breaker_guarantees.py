@@ -12,18 +12,7 @@ import pytest
 from lowtide import CircuitBreaker, CircuitOpen, Lowtide
 from lowtide.keys import build_key
 from lowtide.testing import ValkeyServer
-from tests.helpers import eventually
-
-
-class Boom(Exception):
-    pass
-
-
-async def fail(breaker: CircuitBreaker, tenant: str, n: int) -> None:
-    for _ in range(n):
-        with pytest.raises((Boom, CircuitOpen)):
-            async with breaker.guard(tenant):
-                raise Boom
+from tests.helpers import eventually, fail
 
 
 async def hubs(stack: AsyncExitStack, url: str, n: int) -> list[Lowtide]:

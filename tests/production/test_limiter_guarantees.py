@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-
-import pytest
 
 from lowtide import Lowtide, Mode
 from lowtide.limiter.core import window_index
 from lowtide.testing import FaultProxy, ValkeyServer
 
 LIMIT, PER = 20, 10.0
-
-
-@pytest.fixture
-def proxied() -> Iterator[tuple[ValkeyServer, FaultProxy]]:
-    with ValkeyServer() as server, FaultProxy(server.host, server.port) as proxy:
-        yield server, proxy
 
 
 async def test_a_blip_mid_window_never_admits_a_fresh_share(

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from lowtide import Lowtide, Mode
 from lowtide.context import Attribution
@@ -18,12 +15,6 @@ PLANS = {"pro": 1_000_000}
 
 def plan_of(tenant: str) -> str:
     return "pro"
-
-
-@pytest.fixture
-def proxied() -> Iterator[tuple[ValkeyServer, FaultProxy]]:
-    with ValkeyServer() as server, FaultProxy(server.host, server.port) as proxy:
-        yield server, proxy
 
 
 def fleet_total(server: ValkeyServer, key: str) -> int:
