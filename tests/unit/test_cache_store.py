@@ -6,9 +6,7 @@ from lowtide.cache.store import ENTRY_OVERHEAD, Entry, L1Store
 
 
 def entry(size: int = 0, epoch: int = 0) -> Entry:
-    return Entry(
-        "v", size=size + ENTRY_OVERHEAD, epoch=epoch, filled=0, fresh_until=9, stale_until=9
-    )
+    return Entry("v", size=size + ENTRY_OVERHEAD, epoch=epoch, fresh_until=9, stale_until=9)
 
 
 def test_global_entry_bound_evicts_least_recently_used() -> None:

@@ -32,7 +32,7 @@ def flights(
 
 
 def entry(value: object) -> Entry:
-    return Entry(value, size=0, epoch=0, filled=0, fresh_until=0, stale_until=1e9)
+    return Entry(value, size=0, epoch=0, fresh_until=0, stale_until=1e9)
 
 
 async def test_concurrent_callers_share_one_flight() -> None:

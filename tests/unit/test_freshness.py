@@ -55,9 +55,7 @@ def options(draw: st.DrawFn) -> CacheOptions:
 
 
 def entry(value: object, *, fresh_until: float, stale_until: float, epoch: int = 0) -> Entry:
-    return Entry(
-        value, size=0, epoch=epoch, filled=0, fresh_until=fresh_until, stale_until=stale_until
-    )
+    return Entry(value, size=0, epoch=epoch, fresh_until=fresh_until, stale_until=stale_until)
 
 
 # -- fill deadlines ---------------------------------------------------------------------------

@@ -97,8 +97,9 @@ class SingleFlight:
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), soft_timeout)
             except TimeoutError:
-                if self._lookup(k) is not entry:  # invalidated meanwhile: wait for the answer
-                    return await asyncio.shield(fut)
+                now = self._lookup(k)
+                if now is not entry or (now is not None and now.superseded):
+                    return await asyncio.shield(fut)  # replaced or pushed meanwhile: wait
                 self._stats.soft_timeouts += 1
                 self._stats.stale_served += 1
                 raise SoftTimeout(last_good) from None

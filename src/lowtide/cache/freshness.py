@@ -102,15 +102,21 @@ def fill_deadlines(
     *,
     stale_ok: bool = True,
     demoted: bool = False,
+    sent: float | None = None,
 ) -> Deadlines:
     """The deadlines of a copy filled at ``now``.
+
+    ``sent`` is when the read that brought the value was sent: the copy's freshness is counted
+    from then, since a write landing after the server answered and before the reply arrived is
+    not seen (``cap`` is a bound on how old a served value may be, not on how long it is kept).
 
     ``lifetime`` is how long the value itself lives (what is left of the L2 value's life, or
     the TTL it was written with), ``cap`` the :func:`fresh_cap`. ``stale_ok=False`` (negative
     entries) gives no fail-safe life; ``demoted`` copies are known but not provably current:
     never fresh, kept for fail-safe reads only.
     """
-    fresh = min(lifetime, cap)
+    age = now - sent if sent is not None and sent < now else 0.0
+    fresh = max(0.0, min(lifetime, cap - age))
     refresh_at = math.inf
     if options.eager_refresh is not None and fresh > 0:
         refresh_at = now + fresh * options.eager_refresh

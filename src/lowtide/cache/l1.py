@@ -66,6 +66,7 @@ class L1:
         echo: int,
         stale_ok: bool = True,
         demoted: bool = False,
+        sent: float | None = None,
     ) -> None:
         """Keep ``value`` (``size`` encoded bytes, alive for ``lifetime`` seconds) for ``k``
         (see :func:`~lowtide.cache.freshness.fill_deadlines`), expecting ``echo`` pushes of
@@ -76,14 +77,15 @@ class L1:
             return
         now = self._now()
         cap = fresh_cap(self.options, tracking_keepalive=self._tracking_keepalive())
-        d = fill_deadlines(now, lifetime, cap, self.options, stale_ok=stale_ok, demoted=demoted)
+        d = fill_deadlines(
+            now, lifetime, cap, self.options, stale_ok=stale_ok, demoted=demoted, sent=sent
+        )
         store.put(
             k,
             Entry(
                 value,
                 size=size + ENTRY_OVERHEAD,
                 epoch=store.epoch,
-                filled=now,
                 fresh_until=d.fresh_until,
                 stale_until=d.stale_until,
                 refresh_at=d.refresh_at,
@@ -116,12 +118,19 @@ class L1:
             # for fail-safe reads (a read while Redis answers replaces or drops it)
             e.fresh_until = 0.0
             e.refresh_at = math.inf
+            e.superseded = True
             self.stats.invalidations += 1
         return False
 
     def has_stale(self, k: Key) -> bool:
         """True if fail-safe could answer for ``k`` now."""
         return has_stale(self.store.map.get(k), self._now(), fail_safe=self.options.fail_safe)
+
+    def has_last_good(self, k: Key) -> bool:
+        """True if a slow read of ``k`` may be answered from L1 (soft timeout): a fail-safe
+        value that no push has superseded."""
+        e = self.store.map.get(k)
+        return e is not None and not e.superseded and self.has_stale(k)
 
     def stale(self, k: Key) -> Any:
         """Fail-safe: the last good value of ``k`` if still allowed (counted), else None."""

@@ -53,11 +53,11 @@ class Entry:
     __slots__ = (
         "echo",
         "epoch",
-        "filled",
         "fresh_until",
         "refresh_at",
         "size",
         "stale_until",
+        "superseded",
         "value",
     )
 
@@ -67,7 +67,6 @@ class Entry:
         *,
         size: int,
         epoch: int,
-        filled: float,
         fresh_until: float,
         stale_until: float,
         refresh_at: float = float("inf"),
@@ -76,12 +75,14 @@ class Entry:
         self.value = value
         self.size = size
         self.epoch = epoch
-        self.filled = filled
         self.fresh_until = fresh_until
         self.stale_until = stale_until
         self.refresh_at = refresh_at
         #: invalidation messages still expected for this process's own write of the entry
         self.echo = echo
+        #: a push said another writer replaced the value: it may answer only while Redis is
+        #: unavailable (fail-safe), never as the "last good value" of a slow read
+        self.superseded = False
 
 
 class _Usage:

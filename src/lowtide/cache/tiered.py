@@ -225,6 +225,7 @@ class Cache:
             for key in missing:
                 out[key] = self._l1.stale((t, key))
             return out
+        sent = self._now()
         try:
             replies, seens = await self._l2.mget(t, rks)
         except RedisUnavailable:
@@ -232,7 +233,7 @@ class Cache:
                 out[key] = self._l1.stale((t, key))
             return out
         for key, raw, seen in zip(missing, replies, seens, strict=True):
-            found, value, _ = self._accept((t, key), raw, seen)
+            found, value, _ = self._accept((t, key), raw, seen, sent)
             out[key] = value if found else None
         return out
 
@@ -342,17 +343,21 @@ class Cache:
         return bool(found), value, float(remaining)
 
     async def _fetch(self, k: Key) -> tuple[bool, Any, float]:
+        sent = self._now()
         raw, seen = await self._l2.get(k[0], self._l2.key(k))
-        return self._accept(k, raw, seen)
+        return self._accept(k, raw, seen, sent)
 
-    def _accept(self, k: Key, raw: bytes | None, seen: int | None) -> tuple[bool, Any, float]:
-        """Decode an L2 reply and fill L1 if the race guard allows (``seen == 0``)."""
+    def _accept(
+        self, k: Key, raw: bytes | None, seen: int | None, sent: float
+    ) -> tuple[bool, Any, float]:
+        """Decode an L2 reply sent at ``sent`` and fill L1 if the race guard allows
+        (``seen == 0``); the copy's freshness is counted from ``sent``."""
         fill = may_fill(seen, self._hub.distributed)
         if raw is None:
             self.stats.l2_misses += 1
             self._store.drop(k)  # L2 says there is no value: nothing stale may come back
             if fill:
-                self._l1.fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False)
+                self._l1.fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False, sent=sent)
             return False, None, 0.0
         expires_ms, payload = unwrap(raw)
         remaining = remaining_life(expires_ms, self._l2.wall(), self.options.ttl)
@@ -362,7 +367,7 @@ class Cache:
         value = self.codec.decode(payload)
         self.stats.l2_hits += 1
         if fill:
-            self._l1.fill(k, value, len(payload), remaining, echo=0)
+            self._l1.fill(k, value, len(payload), remaining, echo=0, sent=sent)
         return True, value, remaining
 
     async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
@@ -451,7 +456,7 @@ class Cache:
             self.stats,
             soft_timeout=self.options.soft_timeout,
             lookup=self._map_get,
-            has_stale=self._l1.has_stale,
+            has_stale=self._l1.has_last_good,
             log=log,
             what=self._what,
         )

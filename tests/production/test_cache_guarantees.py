@@ -1,0 +1,87 @@
+"""The tiered cache under production conditions: slow replies, foreign writers, skewed clocks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from lowtide import Lowtide
+from lowtide.testing import FaultProxy, ValkeyServer
+
+
+async def test_a_slow_read_never_serves_a_value_a_push_replaced(
+    proxied: tuple[ValkeyServer, FaultProxy],
+) -> None:
+    server, proxy = proxied
+    async with (
+        Lowtide(proxy.url, instance="reader", op_timeout=2.0) as a,
+        Lowtide(server.url, instance="writer") as b,
+    ):
+        ca, cb = a.cache("profiles", soft_timeout=0.1), b.cache("profiles")
+        await cb.set("k", "v1", tenant="t")
+        await asyncio.sleep(0.2)  # b's push has reached a: a's read below may fill L1
+        assert await ca.get("k", tenant="t") == "v1"
+        assert ca.peek("k", tenant="t") == "v1"  # now in a's L1
+        await cb.set("k", "v2", tenant="t")  # another machine replaces it: a gets the push
+        for _ in range(200):
+            if ca.stats.invalidations:
+                break
+            await asyncio.sleep(0.01)
+        assert ca.stats.invalidations == 1
+        proxy.set_latency(0.3)  # Redis answers, slowly (slower than the soft timeout)
+        t0 = time.monotonic()
+        assert await ca.get("k", tenant="t") == "v2"  # waited for the answer: not v1
+        assert time.monotonic() - t0 >= 0.3
+        assert ca.stats.soft_timeouts == 0
+
+
+async def test_a_slow_read_may_answer_with_a_value_nobody_replaced(
+    proxied: tuple[ValkeyServer, FaultProxy],
+) -> None:
+    server, proxy = proxied
+    async with (
+        Lowtide(proxy.url, instance="reader", op_timeout=2.0) as a,
+        Lowtide(server.url, instance="writer") as b,
+    ):
+        cache = a.cache("profiles", soft_timeout=0.1)
+        await b.cache("profiles").set("k", "v1", tenant="t")
+        await asyncio.sleep(0.2)  # the write's push has come and gone
+        assert await cache.get("k", tenant="t") == "v1"  # read into L1
+        a.caches.demote_all()  # not fresh any more, but nobody wrote it since
+        proxy.set_latency(0.3)
+        t0 = time.monotonic()
+        assert await cache.get("k", tenant="t") == "v1"  # the last good value, after 0.1 s
+        assert time.monotonic() - t0 < 0.3
+        assert cache.stats.soft_timeouts == 1
+
+
+async def test_staleness_is_counted_from_when_the_read_was_sent(
+    proxied: tuple[ValkeyServer, FaultProxy],
+) -> None:
+    # pub/sub mode (Upstash's): a write by a program that does not PUBLISH is bounded only by
+    # max_staleness, and that bound must hold even when the write lands while our GET's reply
+    # is on its way back
+    server, proxy = proxied
+    bound = 1.0
+    async with (
+        Lowtide(proxy.url, instance="reader", invalidation="pubsub", op_timeout=3.0) as a,
+        Lowtide(server.url, instance="other", invalidation="ttl") as other,  # never publishes
+    ):
+        ca = a.cache("profiles", max_staleness=bound, soft_timeout=None)
+        co = other.cache("profiles")
+        await co.set("k", "old", tenant="t")
+        proxy.set_latency(0.3)  # each way: the server answers 0.3 s after we send
+        read = asyncio.create_task(ca.get("k", tenant="t"))
+        await asyncio.sleep(0.45)  # the server has answered; the reply is still on its way
+        await co.set("k", "new", tenant="t")
+        written = time.monotonic()
+        assert await read == "old"
+        ages = []
+        while True:
+            value = await ca.get("k", tenant="t")
+            if value == "new":
+                break
+            ages.append(time.monotonic() - written)
+            await asyncio.sleep(0.02)
+        assert ages  # the old copy was served from L1 for a while ...
+        assert max(ages) <= bound  # ... but never past the bound
