@@ -65,7 +65,8 @@ async def test_mixed_workload_reconciles_exactly(lowtide_fresh_server: ValkeySer
     assert snap.by_component["other"] == 55 + 4  # GETs + MULTI, INCR, GET, EXEC
     assert snap.by_tenant["t2"] == 55 + 4
     assert snap.by_family["lt:z:other:*"] == 55 + 4
-    assert snap.by_component["hub"] == 2  # the start-up PING and INFO cluster (detection)
+    # the start-up PING, INFO cluster (detection) and TIME (the server clock, for expiries)
+    assert snap.by_component["hub"] == 3
 
 
 async def test_handshake_with_password_and_db_is_counted() -> None:
@@ -96,10 +97,10 @@ async def test_upstash_profile_bills_by_its_rules(lowtide_fresh_server: ValkeySe
         await lt.gateway.run_script(a, INCR_AND_EXPIRE, ["s"], [1])
         snap = lt.ledger.snapshot("upstash")
         redis_view = lt.ledger.snapshot()
-    # PING and INFO cluster at start free; SET 2; GET 1; INFO 0; EVALSHA 1 + EVAL 1 +
-    # INCRBY 2 + PEXPIRE 2
-    assert snap.billed == 2 + 1 + 0 + 1 + 1 + 2 + 2
-    assert snap.total == 2 + 1 + 1 + 1 + 2 + 2
+    # PING and INFO cluster at start free, TIME at start 1; SET 2; GET 1; INFO 0; EVALSHA 1 +
+    # EVAL 1 + INCRBY 2 + PEXPIRE 2
+    assert snap.billed == 1 + 2 + 1 + 0 + 1 + 1 + 2 + 2
+    assert snap.total == 3 + 1 + 1 + 1 + 2 + 2
     assert snap.usd_per_month > 0
     assert redis_view.billed == redis_view.total
     assert redis_view.usd_per_month == 0.0

@@ -138,6 +138,15 @@ class Connectivity:
         self.server_clock_offset = server - (t0 + t1) / 2
         self._clock_synced = True
 
+    async def _sync_quietly(self) -> None:
+        """Measure the server clock once Redis is in use (every machine then agrees on
+        envelope expiries and windows, whatever its own clock says); a failure leaves this
+        machine's clock in use until the next success."""
+        try:
+            await self.sync_server_clock()
+        except LowtideError as exc:
+            log.debug("server clock not measured yet: %s", exc)
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, gate: Callable[[], Awaitable[str | None]] | None = None) -> None:
         """Set the first mode: local, suspended by env, distributed, or degraded (reconnecting).
@@ -160,6 +169,7 @@ class Connectivity:
                     self.set_mode(Mode.SUSPENDED, "fleet", reason)
                 else:
                     self.set_mode(Mode.DISTRIBUTED, "start")
+                    await self._sync_quietly()
             else:
                 self.set_mode(Mode.DEGRADED, "start", self.last_error or "")
                 self._start_recovery(immediate=False)
@@ -330,6 +340,7 @@ class Connectivity:
             if await self._probe():
                 if self._degraded():
                     self.set_mode(Mode.DISTRIBUTED, "recovered")
+                    await self._sync_quietly()
                 return
 
     def _degraded(self) -> bool:

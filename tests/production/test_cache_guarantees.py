@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lowtide import Lowtide
+from lowtide import Lowtide, ManualClock
 from lowtide.testing import FaultProxy, ValkeyServer
 
 
@@ -85,3 +85,28 @@ async def test_staleness_is_counted_from_when_the_read_was_sent(
             await asyncio.sleep(0.02)
         assert ages  # the old copy was served from L1 for a while ...
         assert max(ages) <= bound  # ... but never past the bound
+
+
+async def test_a_writer_whose_clock_is_400_s_behind_is_read_like_any_other(
+    lowtide_url: str,
+) -> None:
+    skewed = ManualClock(wall_start=time.time() - 400)  # another machine's clock, 400 s slow
+    async with (
+        Lowtide(lowtide_url, instance="slow-clock", clock=skewed) as writer,
+        Lowtide(lowtide_url, instance="reader") as reader,
+    ):
+        await writer.cache("skew", ttl=300).set("k", "v", tenant="t")
+        cache = reader.cache("skew", ttl=300)
+        assert await cache.get("k", tenant="t") == "v"  # not expired 100 s before it was written
+        loads = 0
+
+        async def load() -> str:
+            nonlocal loads
+            loads += 1
+            return "loaded"
+
+        wc = writer.cache("skew", ttl=300)
+        assert await wc.get_or_load("k2", load, tenant="t") == "loaded"
+        assert await cache.get("k2", tenant="t") == "loaded"  # the skewed writer's load is kept
+        assert await wc.get_or_load("k2", load, tenant="t") == "loaded"
+        assert loads == 1
