@@ -110,3 +110,22 @@ async def test_a_writer_whose_clock_is_400_s_behind_is_read_like_any_other(
         assert await cache.get("k2", tenant="t") == "loaded"  # the skewed writer's load is kept
         assert await wc.get_or_load("k2", load, tenant="t") == "loaded"
         assert loads == 1
+
+
+async def test_closing_the_hub_stops_a_load_a_soft_timeout_left_running(lowtide_url: str) -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def slow_load() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(5)
+        finally:
+            finished.set()
+        return "late"
+
+    async with Lowtide(lowtide_url) as lt:
+        cache = lt.cache("closing")
+        task = asyncio.create_task(cache.get_or_load("k", slow_load, tenant="t"))
+        await started.wait()
+        task.cancel()  # the caller gives up; the shielded load runs on in the background
+    assert finished.is_set()  # ... until the hub closed: it does not outlive its cache

@@ -110,5 +110,11 @@ class SingleFlight:
         self._background.spawn(self.join(k, start))
 
     async def aclose(self) -> None:
-        """Cancel the background tasks (a shielded flight itself runs to its end)."""
+        """Cancel the background tasks and every flight still running (a load a soft timeout
+        left behind included), and wait for them: nothing runs on after the cache is closed."""
         await self._background.aclose()
+        flights = list(self._flights.values())
+        for fut in flights:
+            fut.cancel()
+        if flights:
+            await asyncio.wait(flights, timeout=5.0)
