@@ -11,6 +11,7 @@ import pytest
 from lowtide.cache.flight import SingleFlight, SoftTimeout
 from lowtide.cache.options import CacheStats
 from lowtide.cache.store import Entry, Key
+from lowtide.errors import LowtideError
 
 K: Key = ("t", "k")
 
@@ -139,6 +140,8 @@ async def test_a_background_join_shares_the_flight_and_is_cancelled_on_close() -
     await asyncio.sleep(0)
     assert calls == 1
     assert stats.coalesced == 1
-    await sf.aclose()  # cancels the background join; the shielded flight itself goes on
+    await sf.aclose()  # cancels the background join and the flight itself
     gate.set()
-    assert await caller == "v"
+    with pytest.raises(LowtideError, match="closed"):  # a typed error, not a CancelledError
+        await caller
+    assert calls == 1

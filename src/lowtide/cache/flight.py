@@ -20,6 +20,7 @@ from typing import Any
 from lowtide._tasks import BackgroundTasks
 from lowtide.cache.options import CacheStats
 from lowtide.cache.store import Entry, Key
+from lowtide.errors import LowtideError
 
 __all__ = ["SingleFlight", "SoftTimeout"]
 
@@ -95,15 +96,15 @@ class SingleFlight:
             entry = self._lookup(k)
             last_good = entry.value if entry is not None else None
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), soft_timeout)
+                return await asyncio.wait_for(_outcome(fut), soft_timeout)
             except TimeoutError:
                 now = self._lookup(k)
                 if now is not entry or (now is not None and now.superseded):
-                    return await asyncio.shield(fut)  # replaced or pushed meanwhile: wait
+                    return await _outcome(fut)  # replaced or pushed meanwhile: wait
                 self._stats.soft_timeouts += 1
                 self._stats.stale_served += 1
                 raise SoftTimeout(last_good) from None
-        return await asyncio.shield(fut)
+        return await _outcome(fut)
 
     def in_background(self, k: Key, start: Callable[[], Awaitable[Any]]) -> None:
         """Join (or start) the flight of ``k`` from a background task owned here."""
@@ -118,3 +119,18 @@ class SingleFlight:
             fut.cancel()
         if flights:
             await asyncio.wait(flights, timeout=5.0)
+
+
+async def _outcome(fut: asyncio.Future[Any]) -> Any:
+    """The result of a shared flight; a caller is not cancelled with it.
+
+    A flight cancelled because its cache closed raises :class:`LowtideError` in the callers
+    still waiting (their own cancellation still propagates as CancelledError).
+    """
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if fut.cancelled() and (task is None or not task.cancelling()):
+            raise LowtideError("the cache was closed while this read or load ran") from None
+        raise
