@@ -67,3 +67,13 @@ async def test_different_algorithms_for_one_name_never_over_admit(lowtide_url: s
         got_b = [(await lb.acquire("t1")).allowed for _ in range(10)]
         assert not any(got_b)  # b cannot share a's budget: it refuses
         assert lb.info()["config_conflict"] == "fixed_window/5/3600.0"
+
+
+async def test_a_shared_limiter_ignores_tenant_everywhere(lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        shared = lt.rate_limiter("shared-429", limit=100, per=60, per_tenant=False)
+        assert (await shared.acquire()).allowed
+        await shared.penalize("t1", retry_after=30)  # a tenant given to a shared limiter ...
+        assert not (await shared.acquire()).allowed  # ... still stops the one shared budget
+        assert not (await shared.acquire("t2")).allowed
+        shared.drop_lease("t9")  # and names the shared lease too

@@ -236,8 +236,8 @@ class RateLimiter:
 
         1 SET PX; this hub stops at once, the others when the push reaches them.
         """
-        if not retry_after > 0:
-            raise ConfigError(f"retry_after: must be > 0 seconds, got {retry_after!r}")
+        seconds("retry_after", retry_after)
+        tenant = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
         lease = self._lease(tenant)
         until = self._server_now() + retry_after
         lease.blocked_until = max(lease.blocked_until, until)
@@ -262,6 +262,7 @@ class RateLimiter:
     def drop_lease(self, tenant: str | None = None) -> None:
         """Give up the tokens this hub holds for ``tenant`` (0 commands): the next decision
         reserves again. Unspent tokens are under-use, never overshoot."""
+        tenant = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
         lease = self._leases.peek(tenant)
         if lease is not None:
             lease.tokens = 0
