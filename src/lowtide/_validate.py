@@ -12,7 +12,7 @@ from typing import Any
 
 from lowtide.errors import ConfigError
 
-__all__ = ["fraction", "integer", "is_number", "optional_seconds", "seconds"]
+__all__ = ["MAX_SECONDS", "fraction", "integer", "is_number", "optional_seconds", "seconds"]
 
 
 def is_number(value: Any) -> bool:
@@ -20,21 +20,31 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
-def seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """A duration in seconds, ``> 0`` (or ``>= 0`` with ``allow_zero``)."""
+#: the longest duration accepted (10 years): beyond it, conversions to the milliseconds of
+#: Redis's PX/PEXPIRE overflow, and nothing sensible lasts longer
+MAX_SECONDS = 10 * 365 * 86_400.0
+
+
+def seconds(name: str, value: Any, *, allow_zero: bool = False, minimum: float = 0.0) -> float:
+    """A finite duration in seconds, ``> 0`` (or ``>= 0`` with ``allow_zero``), at least
+    ``minimum`` and at most :data:`MAX_SECONDS`."""
     bound = ">= 0" if allow_zero else "> 0"
     if not is_number(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}: expected a number of seconds {bound}, got {value!r}")
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise ConfigError(f"{name}: expected at most {MAX_SECONDS:.0f} seconds, got {value!r}")
+    if value != 0 and value < minimum:
+        raise ConfigError(f"{name}: expected at least {minimum:g} seconds, got {value!r}")
     return float(value)
 
 
 def optional_seconds(name: str, value: Any) -> float | None:
-    """A duration ``> 0`` or None."""
+    """A duration ``> 0`` (finite, at most :data:`MAX_SECONDS`) or None."""
     if value is None:
         return None
     if not is_number(value) or not value > 0:
         raise ConfigError(f"{name}: expected seconds > 0 or None, got {value!r}")
-    return float(value)
+    return seconds(name, value)
 
 
 def integer(name: str, value: Any, *, minimum: int = 1) -> int:

@@ -33,6 +33,7 @@ from lowtide.limiter import LimiterKwargs, RateLimiter
 from lowtide.modes import Mode, ModeChange
 from lowtide.quotas import PlanOf, Quotas, QuotasKwargs
 from lowtide.redis import Gateway
+from lowtide.redis.client import check_url
 from lowtide.settings import Settings
 from lowtide.tenants import TenantLoader, TenantResolver, TenantsKwargs
 
@@ -66,6 +67,7 @@ class Lowtide:
                 options["url"] = url
             if options:
                 settings = settings.with_(**options)
+        check_url(settings)  # a URL redis-py cannot use is a ConfigError now, not at start
         self._settings = settings
         self._clock: Clock = clock or SystemClock()
         self.ledger = Ledger(

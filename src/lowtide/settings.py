@@ -55,23 +55,38 @@ def parse_bool(value: str | bool, *, name: str = "switch") -> bool:
     raise ConfigError(f"{name}: expected true/false, 1/0, yes/no or on/off, got {value!r}")
 
 
-def redact_url(url: str | None) -> str | None:
-    """Return ``url`` with any password replaced by ``***`` (user names are kept)."""
+#: query options whose value is a secret (``?password=``, ``ssl_keyfile_password=``, tokens)
+_SECRET_OPTION = re.compile(
+    r"(?i)(^|[?&;])([^=&;#]*(?:pass|pwd|secret|token|auth|credential)[^=&;#]*)=([^&;#]*)"
+)
+
+
+def redact_url(url: object) -> str | None:
+    """Return ``url`` with every secret replaced by ``***``, whatever the URL's form.
+
+    Masked: the password of ``user:password@`` (and the whole userinfo of ``secret@``, which
+    redis-py reads as a password), found at the *last* ``@`` so a password containing ``/``,
+    ``?``, ``#`` or ``@`` is masked whole even when the URL cannot be parsed; and the value of
+    any query option that names a secret (``?password=``, ``ssl_keyfile_password=``...).
+    When in doubt more is masked, never less. User names, hosts, ports and paths are kept.
+    """
     if url is None:
         return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-    masked = f"{user}:***@{hostport}" if user else f":***@{hostport}"
-    if ":" not in userinfo and userinfo:
-        # redis://secret@host means "password only" to redis-py
-        masked = f"***@{hostport}"
-    return parts._replace(netloc=masked).geturl()
+    if not isinstance(url, str):
+        return "<not a url>"
+    text = url
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        at = rest.rfind("@")
+        if at >= 0:
+            userinfo, hostpart = rest[:at], rest[at + 1 :]
+            if ":" in userinfo:
+                user = userinfo.split(":", 1)[0]
+                masked = f"{user}:***" if user and "/" not in user else ":***"
+            else:
+                masked = "***"  # redis://secret@host: a password alone
+            text = f"{scheme}://{masked}@{hostpart}"
+    return _SECRET_OPTION.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", text)
 
 
 def validate_url(url: str) -> str:
@@ -87,7 +102,13 @@ def validate_url(url: str) -> str:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"url: cannot parse {shown!r}: {exc}") from None
+        if "@" not in url:  # no user info: the parser's message (a bad port...) is safe
+            raise ConfigError(f"url: cannot parse {shown!r}: {exc}") from None
+        # the parser's own message may quote part of a password: never show it
+        raise ConfigError(
+            f"url: cannot parse {shown!r} (a password with / ? # or @ must be "
+            "percent-encoded, e.g. %2F %3F %23 %40)"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ConfigError(
@@ -189,8 +210,9 @@ class Settings:
             "start_wait",
         ):
             seconds(name, getattr(self, name), allow_zero=True)
-        for name in ("metrics_interval", "op_timeout", "connect_timeout"):
-            seconds(name, getattr(self, name))
+        seconds("metrics_interval", self.metrics_interval, minimum=1.0)
+        for name in ("op_timeout", "connect_timeout"):
+            seconds(name, getattr(self, name), minimum=0.001)
         if self.reconnect_max < self.reconnect_min:
             raise ConfigError("reconnect_max: must be >= reconnect_min")
         if self.invalidation not in INVALIDATION_MODES:
@@ -259,9 +281,11 @@ class Settings:
             return None
 
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}  # setting -> the variable that supplied it
         hit = pick("LOWTIDE_REDIS_URL", "REDIS_URL")
         if hit:
             values["url"] = hit[1].strip()
+            sources["url"] = hit[0]
         for key, names in (
             ("suspend", ("LOWTIDE_SUSPEND", "SUSPEND_REDIS")),
             ("track_metrics", ("LOWTIDE_TRACK_METRICS", "TRACK_REDIS_METRICS")),
@@ -272,6 +296,7 @@ class Settings:
             hit = pick(*names)
             if hit:
                 values[key] = parse_bool(hit[1], name=hit[0])
+                sources[key] = hit[0]
         for key, var in (
             ("namespace", "LOWTIDE_NAMESPACE"),
             ("instance", "LOWTIDE_INSTANCE"),
@@ -282,6 +307,7 @@ class Settings:
             if hit:
                 lower = key in ("provider", "invalidation")
                 values[key] = hit[1].strip().lower() if lower else hit[1].strip()
+                sources[key] = hit[0]
         for key, var, kind in (
             ("read_regions", "LOWTIDE_READ_REGIONS", int),
             ("max_value_bytes", "LOWTIDE_MAX_VALUE_BYTES", int),
@@ -296,10 +322,20 @@ class Settings:
             if hit:
                 try:
                     values[key] = kind(hit[1].strip())
+                    sources[key] = hit[0]
                 except ValueError:
                     raise ConfigError(
                         f"{var}: expected {'an integer' if kind is int else 'a number'}, "
                         f"got {hit[1]!r}"
                     ) from None
         values.update(overrides)
-        return cls(**values)
+        for key in overrides:
+            sources.pop(key, None)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            # name the variable the operator has to fix, not only the setting it fed
+            setting = str(exc).split(":", 1)[0]
+            if setting in sources:
+                raise ConfigError(f"{sources[setting]}: {exc}") from None
+            raise

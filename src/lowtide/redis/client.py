@@ -6,15 +6,44 @@ import inspect
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import ConnectionPool, parse_url
+from redis.asyncio.connection import Connection, ConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from lowtide.errors import ConfigError
 from lowtide.ledger import Ledger
 from lowtide.redis.connection import CountingConnection, counting_class_for
-from lowtide.settings import Settings
+from lowtide.settings import Settings, redact_url
 
-__all__ = ["make_client", "make_pool", "plain_client"]
+__all__ = ["check_url", "make_client", "make_pool", "plain_client"]
+
+#: options lowtide sets itself on every connection (a URL may not set them)
+_OURS = {"connection_class", "lowtide_ledger", "protocol", "driver_info", "retry"}
+
+
+def check_url(settings: Settings) -> None:
+    """Raise :class:`ConfigError` (naming ``url``, secrets masked) when redis-py could not
+    build a connection from ``settings.url``: an unknown query option, a malformed value.
+
+    Run when a hub is built, so :meth:`Lowtide.start` never meets it (it never raises for
+    connection problems, but a URL that cannot work is a configuration error).
+    """
+    if settings.url is None:
+        return
+    shown = settings.redacted_url
+    try:
+        kwargs: dict[str, Any] = dict(parse_url(settings.url))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"url: {shown!r}: {redact_url(str(exc))}") from None
+    cls = kwargs.pop("connection_class", Connection)
+    accepted: set[str] = set()
+    for klass in getattr(cls, "__mro__", ()):
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            accepted.update(inspect.signature(init).parameters)
+    unknown = sorted(k for k in kwargs if k not in accepted or k in _OURS)
+    if unknown:
+        raise ConfigError(f"url: unknown option(s) {', '.join(unknown)} in {shown!r}")
 
 
 def _maint_notifications_off() -> Any:
