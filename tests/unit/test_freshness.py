@@ -234,7 +234,7 @@ def test_after_write_never_keeps_a_fresh_copy_an_invalidation_may_have_overtaken
         assert verdict == (Fill(echo=1) if seen == 0 else Fill(echo=0) if seen == 1 else DEMOTE)
     else:
         # tracking merges messages: never count echoes, never keep past a message
-        assert verdict == (Fill(echo=0) if seen == 0 else DEMOTE)
+        assert verdict == (Fill(echo=0, own_echo=True) if seen == 0 else DEMOTE)
     if mode is not InvalidationMode.PUBSUB:
         assert not (isinstance(verdict, Fill) and verdict.echo)
         if seen:

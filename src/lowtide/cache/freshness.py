@@ -174,9 +174,16 @@ def throttled_until(entry: Entry, now: float, throttle: float) -> float:
 # -- the echo verdict -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """Keep the written value as fresh, swallowing ``echo`` invalidations still to come."""
+    """Keep the written value as fresh, swallowing ``echo`` invalidations still to come.
+
+    ``own_echo``: the next invalidation is most likely this write's own (CLIENT TRACKING, none
+    arrived yet): it ends the copy's freshness like any other, but does not mark the value as
+    replaced by someone else (so a slow read may still answer with it, see
+    :attr:`~lowtide.cache.store.Entry.superseded`).
+    """
 
     echo: int = 0
+    own_echo: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +201,7 @@ DEMOTE: Final = Demote()
 DROP: Final = Drop()
 _FILL: Final = Fill(0)
 _FILL_EXPECTING_ECHO: Final = Fill(1)
+_FILL_OWN_ECHO_DUE: Final = Fill(0, own_echo=True)
 
 Verdict = Fill | Demote | Drop
 
@@ -224,7 +232,7 @@ def after_write(seen: int | None, mode: InvalidationMode | None, *, distributed:
     if seen is None or not distributed:
         return DROP
     if mode is not InvalidationMode.PUBSUB:
-        return DEMOTE if seen > 0 else _FILL
+        return DEMOTE if seen > 0 else _FILL_OWN_ECHO_DUE
     if seen >= 2:
         return DEMOTE
     return _FILL_EXPECTING_ECHO if seen == 0 else _FILL

@@ -96,8 +96,11 @@ class L1:
     def keep(self, k: Key, value: Any, size: int, ttl: float, verdict: Verdict) -> None:
         """Apply the :func:`~lowtide.cache.freshness.after_write` verdict of a write."""
         match verdict:
-            case Fill(echo=echo):
+            case Fill(echo=echo, own_echo=own_echo):
                 self.fill(k, value, size, ttl, echo=echo)
+                e = self.store.map.get(k)
+                if own_echo and e is not None:
+                    e.own_echo = True
             case Demote():
                 self.fill(k, value, size, ttl, echo=0, demoted=True)
             case Drop():
@@ -114,11 +117,15 @@ class L1:
             self.stats.echoes += 1
             return True
         if e is not None:
-            # another writer changed it: never fresh again, but kept as the last known value
-            # for fail-safe reads (a read while Redis answers replaces or drops it)
+            # another writer changed it (or, with own_echo, most likely this process's write
+            # came back): never fresh again, but kept as the last known value for fail-safe
+            # reads (a read while Redis answers replaces or drops it)
             e.fresh_until = 0.0
             e.refresh_at = math.inf
-            e.superseded = True
+            if e.own_echo:
+                e.own_echo = False
+            else:
+                e.superseded = True
             self.stats.invalidations += 1
         return False
 

@@ -54,6 +54,7 @@ class Entry:
         "echo",
         "epoch",
         "fresh_until",
+        "own_echo",
         "refresh_at",
         "size",
         "stale_until",
@@ -83,6 +84,8 @@ class Entry:
         #: a push said another writer replaced the value: it may answer only while Redis is
         #: unavailable (fail-safe), never as the "last good value" of a slow read
         self.superseded = False
+        #: the next push is most likely this process's own write coming back (tracking)
+        self.own_echo = False
 
 
 class _Usage:
