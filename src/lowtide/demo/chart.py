@@ -2,7 +2,7 @@
 
 The seeds' dashboard showed a flat line at ~1,525 GETs/min; the chart shows that line for the
 naive strategy, where the seeds' fix brings it, and where lowtide does, one after the other on
-one time axis (needs matplotlib, part of the ``cli`` extra).
+one time axis (needs matplotlib: the ``chart`` extra, or ``demo`` for everything).
 """
 
 from __future__ import annotations
