@@ -253,7 +253,10 @@ class Connectivity:
         if mode is Mode.DISTRIBUTED:
             self._backoff.reset()
         level = logging.WARNING if mode is Mode.DEGRADED else logging.INFO
-        log.log(level, "lowtide mode %s -> %s (%s) %s", old.value, mode.value, reason, detail)
+        if len(self._changes) == 1:  # the first mode: there was none before it
+            log.log(level, "lowtide mode %s (%s) %s", mode.value, reason, detail)
+        else:
+            log.log(level, "lowtide mode %s -> %s (%s) %s", old.value, mode.value, reason, detail)
         self._listeners.emit(change)
         for w in self._waiters:
             if not w.done():
