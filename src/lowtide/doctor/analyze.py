@@ -105,6 +105,8 @@ class Report:
     families: list[dict[str, Any]] = field(default_factory=list)
     by_command: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    #: MONITOR lines skipped as malformed (neither a command nor ``OK``)
+    skipped_lines: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""

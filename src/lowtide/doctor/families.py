@@ -28,7 +28,7 @@ def family_of(key: str) -> str:
     """The family of ``key`` (see module docs)."""
     try:
         parsed = parse_key(key)
-    except InvalidKeyError:
+    except (InvalidKeyError, ValueError):  # ValueError: a bad %-escape or bad UTF-8 in a segment
         parsed = None
     if parsed is not None:
         return lowtide_family(parsed.namespace, parsed.component, parsed.name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lowtide.context import Attribution
 from lowtide.doctor.analyze import Report, analyse, report_from_commandstats
-from lowtide.doctor.monitor import parse_lines
+from lowtide.doctor.monitor import Command, ParseStats, parse_lines
 from lowtide.errors import RedisCommandError
 from lowtide.hub import Lowtide
 from lowtide.redis.info import parse_commandstats
@@ -19,12 +19,22 @@ __all__ = ["diagnose_live", "diagnose_log"]
 _DOCTOR = Attribution("doctor", "-", None)
 
 
+def _span(cmds: list[Command]) -> float:
+    """Seconds from the first to the last command (lines may be out of order)."""
+    if len(cmds) < 2:
+        return 1.0
+    times = [c.ts for c in cmds]
+    return max(times) - min(times)
+
+
 def diagnose_log(path: Path, *, provider: str = "upstash") -> Report:
-    """Analyse a saved MONITOR log (``redis-cli monitor > file``)."""
+    """Analyse a saved MONITOR log (``redis-cli monitor > file``); bad lines are counted."""
+    stats = ParseStats()
     with path.open(encoding="utf-8", errors="replace") as f:
-        cmds = list(parse_lines(f))
-    seconds = (cmds[-1].ts - cmds[0].ts) if len(cmds) > 1 else 1.0
-    return analyse(cmds, seconds, provider=provider, source=f"monitor log {path.name}")
+        cmds = list(parse_lines(f, stats))
+    report = analyse(cmds, _span(cmds), provider=provider, source=f"monitor log {path.name}")
+    report.skipped_lines = stats.skipped
+    return report
 
 
 async def diagnose_live(url: str, seconds: float, *, provider: str = "upstash") -> Report:
@@ -35,8 +45,11 @@ async def diagnose_live(url: str, seconds: float, *, provider: str = "upstash") 
         try:
             t0 = time.time()
             lines = await sample_monitor(hub.settings, seconds)
-            cmds = list(parse_lines(lines))
-            return analyse(cmds, time.time() - t0, provider=provider, source="monitor")
+            stats = ParseStats()
+            cmds = list(parse_lines(lines, stats))
+            report = analyse(cmds, time.time() - t0, provider=provider, source="monitor")
+            report.skipped_lines = stats.skipped
+            return report
         except RedisCommandError:
             pass  # MONITOR refused (Upstash, ACL): fall back to the server's counters
         before = parse_commandstats(await hub.gateway.call(_DOCTOR, "INFO", "commandstats"))

@@ -3,7 +3,7 @@
 from lowtide.ledger.ledger import OTHER_TENANT, Ledger
 from lowtide.ledger.naming import command_name
 from lowtide.ledger.providers import BillingProfile, billing_profile, profile_for_provider
-from lowtide.ledger.snapshot import LedgerRow, LedgerSnapshot, MinuteBucket
+from lowtide.ledger.snapshot import LedgerRow, LedgerSnapshot, LedgerTotals, MinuteBucket
 
 __all__ = [
     "OTHER_TENANT",
@@ -11,6 +11,7 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "LedgerSnapshot",
+    "LedgerTotals",
     "MinuteBucket",
     "billing_profile",
     "command_name",

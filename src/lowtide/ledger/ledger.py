@@ -3,21 +3,27 @@
 The counting connection (:mod:`lowtide.redis.connection`) calls :meth:`Ledger.record` with the
 names of the commands it has just written, each labelled with the :class:`Attribution` that was
 current when the command was packed. Lua scripts report the commands they ran and the gateway
-adds them with :meth:`Ledger.record_inner`. Billing is applied at snapshot time, so the hot path
-is two dict updates per command.
+adds them with :meth:`Ledger.record_inner`.
+
+The hot path is one dict lookup and a few integer additions per command: each row keeps
+references to the running totals it feeds (its command, its (component, command, family)
+group, its tenant's billed units), so the views health and metrics read (:meth:`Ledger.totals`,
+:meth:`Ledger.groups`, :meth:`Ledger.top_tenants`, :meth:`Ledger.tenant_rows`) never walk the
+rows. Only :meth:`Ledger.snapshot` copies and sorts every row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Collection, Iterable, Mapping
 from typing import Final
 
 from lowtide.clock import Clock, SystemClock
 from lowtide.context import Attribution
 from lowtide.ledger.providers import BillingProfile, billing_profile
-from lowtide.ledger.snapshot import LedgerRow, LedgerSnapshot, MinuteBucket
+from lowtide.ledger.snapshot import LedgerRow, LedgerSnapshot, LedgerTotals, MinuteBucket
 
-__all__ = ["OTHER_TENANT", "Ledger"]
+__all__ = ["OTHER_TENANT", "Group", "Ledger"]
 
 #: tenant label used once the ledger holds ``max_rows`` distinct rows
 OTHER_TENANT: Final = "~other"
@@ -25,6 +31,38 @@ _MINUTES_KEPT: Final = 60
 _PROJECTION_WINDOW_S: Final = 600.0
 
 _Key = tuple[str, Attribution]
+#: (component, command, key family, whether the commands had a tenant)
+Group = tuple[str, str, str, bool]
+
+
+class _Total:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+class _Tenant:
+    """One tenant's billed units under the ledger's profile, and its rows."""
+
+    __slots__ = ("billed", "rows")
+
+    def __init__(self) -> None:
+        self.billed = 0
+        self.rows: list[tuple[_Key, _Row]] = []
+
+
+class _Row:
+    """One ledger row's count and the running totals every command of it adds to."""
+
+    __slots__ = ("command", "group", "n", "tenant", "units")
+
+    def __init__(self, command: _Total, group: _Total, tenant: _Tenant | None, units: int) -> None:
+        self.n = 0
+        self.command = command
+        self.group = group
+        self.tenant = tenant
+        self.units = units
 
 
 def _row_order(kv: tuple[_Key, int]) -> tuple[int, str, str, str, str]:
@@ -48,14 +86,19 @@ class Ledger:
         clock: Clock | None = None,
         max_rows: int = 50_000,
     ) -> None:
-        self.profile = profile or billing_profile("redis")
+        self._profile = profile or billing_profile("redis")
         self.instance = instance
         self.provider = provider
         self._clock = clock or SystemClock()
         self._now = self._clock.monotonic
         self._max_rows = max_rows
-        self._counts: dict[_Key, int] = {}
+        self._rows: dict[_Key, _Row] = {}
+        # running totals, each fed by the rows that reference it
+        self._commands: dict[str, _Total] = {}
+        self._groups: dict[Group, _Total] = {}
+        self._tenants: dict[str, _Tenant] = {}
         self._inner: int = 0
+        self._generation = 0
         # cumulative per-command totals at the first record of each minute: per-minute series
         # come from differences, so the hot path updates one dict entry per command
         self._marks: dict[int, dict[str, int]] = {}
@@ -63,22 +106,43 @@ class Ledger:
         self._started = self._clock.monotonic()
         self._wall_offset = self._clock.time() - self._started
 
+    @property
+    def profile(self) -> BillingProfile:
+        """The billing profile the running billed totals use."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, profile: BillingProfile) -> None:
+        self._profile = profile
+        for t in self._tenants.values():
+            t.billed = 0
+        for (name, _), row in self._rows.items():
+            row.units = profile.units(name)
+            if row.tenant is not None:
+                row.tenant.billed += row.units * row.n
+
+    @property
+    def generation(self) -> int:
+        """How many times :meth:`reset` ran: counters read before and after do not compare."""
+        return self._generation
+
     # -- hot path -------------------------------------------------------------------------
     def record(self, entries: Iterable[tuple[str, Attribution]]) -> None:
         """Count commands just written to a connection: ``(command name, attribution)`` pairs."""
         minute = int(self._now() // 60)
         if minute != self._minute:
             self._roll(minute)
-        counts = self._counts
+        rows = self._rows
         for entry in entries:
-            try:
-                counts[entry] += 1
-            except KeyError:
-                if len(counts) >= self._max_rows:
-                    entry = self._fold(entry)
-                    counts[entry] = counts.get(entry, 0) + 1
-                else:
-                    counts[entry] = 1
+            row = rows.get(entry)
+            if row is None:
+                row = self._new_row(entry)
+            row.n += 1
+            row.command.n += 1
+            row.group.n += 1
+            tenant = row.tenant
+            if tenant is not None:
+                tenant.billed += row.units
 
     def record_inner(self, commands: Mapping[str, int], attribution: Attribution) -> None:
         """Count commands a Lua script ran with ``redis.call`` (the server counts them too)."""
@@ -88,9 +152,30 @@ class Ledger:
             self._inner += n
         self.record(entries)
 
-    def _fold(self, entry: _Key) -> _Key:
+    def _new_row(self, entry: _Key) -> _Row:
+        if len(self._rows) >= self._max_rows:
+            name, att = entry
+            entry = name, Attribution(att.component, att.family, OTHER_TENANT)
+            row = self._rows.get(entry)
+            if row is not None:
+                return row
         name, att = entry
-        return name, Attribution(att.component, att.family, OTHER_TENANT)
+        command = self._commands.get(name)
+        if command is None:
+            command = self._commands[name] = _Total()
+        group_key = (att.component, name, att.family, att.tenant is not None)
+        group = self._groups.get(group_key)
+        if group is None:
+            group = self._groups[group_key] = _Total()
+        tenant: _Tenant | None = None
+        if att.tenant is not None:
+            tenant = self._tenants.get(att.tenant)
+            if tenant is None:
+                tenant = self._tenants[att.tenant] = _Tenant()
+        row = self._rows[entry] = _Row(command, group, tenant, self._profile.units(name))
+        if tenant is not None:
+            tenant.rows.append((entry, row))
+        return row
 
     def _roll(self, minute: int) -> None:
         self._minute = minute
@@ -99,18 +184,82 @@ class Ledger:
             del self._marks[old]
 
     def _by_command(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (name, _), n in self._counts.items():
-            out[name] = out.get(name, 0) + n
-        return out
+        return {name: t.n for name, t in list(self._commands.items())}
 
-    # -- views ----------------------------------------------------------------------------
+    def _resolve(self, profile: BillingProfile | str | None) -> BillingProfile:
+        if isinstance(profile, str):
+            return billing_profile(profile, self._profile.read_regions)
+        return profile or self._profile
+
+    # -- views that never walk the rows ---------------------------------------------------
+    @property
+    def total(self) -> int:
+        """Commands counted so far."""
+        return sum(t.n for t in list(self._commands.values()))
+
+    def totals(self, profile: BillingProfile | str | None = None) -> LedgerTotals:
+        """Totals and projection billed under ``profile`` (default: the ledger's), no rows.
+
+        Costs O(distinct commands x minutes kept), whatever the number of rows or tenants.
+        """
+        prof = self._resolve(profile)
+        now = self._clock.monotonic()
+        by_command = self._by_command()
+        per_minute, per_day, billed_per_day = self._projection(prof, by_command, now)
+        return LedgerTotals(
+            instance=self.instance,
+            provider=self.provider,
+            profile=prof.name,
+            taken_at=self._clock.time(),
+            elapsed_s=now - self._started,
+            total=sum(by_command.values()),
+            billed=prof.billed(by_command),
+            script_inner=self._inner,
+            by_command=by_command,
+            per_minute=per_minute,
+            per_day=per_day,
+            billed_per_day=billed_per_day,
+            usd_per_month=prof.usd(billed_per_day * 30),
+        )
+
+    def groups(self) -> dict[Group, int]:
+        """Commands by (component, command, key family, had a tenant): no tenant dimension.
+
+        Bounded by the code's components, commands and key families (families never hold
+        ids), not by the number of tenants.
+        """
+        return {g: t.n for g, t in list(self._groups.items())}
+
+    def top_tenants(self, n: int, *, exclude: Collection[str] = ()) -> list[tuple[str, int]]:
+        """The ``n`` tenants with the most billed units (ledger profile), heaviest first.
+
+        Tenants in ``exclude`` and tenants with no billed unit are left out; ties go to the
+        greater tenant id. One pass over a per-tenant total (``heapq.nlargest``), no sort.
+        """
+        if n <= 0:
+            return []
+        candidates = (
+            (t, s.billed)
+            for t, s in list(self._tenants.items())
+            if s.billed > 0 and t not in exclude
+        )
+        return heapq.nlargest(n, candidates, key=lambda kv: (kv[1], kv[0]))
+
+    def tenant_rows(self, tenant: str) -> dict[tuple[str, str, str], int]:
+        """Commands of one tenant by (component, command, key family): that tenant's rows only."""
+        t = self._tenants.get(tenant)
+        if t is None:
+            return {}
+        return {(att.component, name, att.family): row.n for (name, att), row in list(t.rows)}
+
     def billed_by_tenant(self, profile: BillingProfile | None = None) -> dict[str, int]:
         """Billed units so far per tenant (commands with no tenant are left out)."""
-        prof = profile or self.profile
+        prof = profile or self._profile
+        if prof == self._profile:
+            return {t: s.billed for t, s in list(self._tenants.items()) if s.billed}
         units: dict[str, int] = {}
         out: dict[str, int] = {}
-        for (name, att), n in list(self._counts.items()):
+        for (name, att), row in list(self._rows.items()):
             tenant = att.tenant
             if tenant is None:
                 continue
@@ -118,47 +267,25 @@ class Ledger:
             if u is None:
                 u = units[name] = prof.units(name)
             if u:
-                out[tenant] = out.get(tenant, 0) + u * n
+                out[tenant] = out.get(tenant, 0) + u * row.n
         return out
-
-    @property
-    def total(self) -> int:
-        """Commands counted so far."""
-        return sum(self._counts.values())
 
     def reset(self) -> None:
         """Forget every count and restart the projection window."""
-        self._counts.clear()
+        self._rows.clear()
+        self._commands.clear()
+        self._groups.clear()
+        self._tenants.clear()
         self._marks.clear()
         self._minute = None
         self._inner = 0
+        self._generation += 1
         self._started = self._clock.monotonic()
 
-    def snapshot(self, profile: BillingProfile | str | None = None) -> LedgerSnapshot:
-        """A frozen copy of the counts, billed under ``profile`` (default: the ledger's)."""
-        prof = (
-            billing_profile(profile, self.profile.read_regions)
-            if isinstance(profile, str)
-            else profile or self.profile
-        )
-        now = self._clock.monotonic()
-        by_command: dict[str, int] = {}
-        by_component: dict[str, int] = {}
-        by_family: dict[str, int] = {}
-        by_tenant: dict[str, int] = {}
-        rows: list[LedgerRow] = []
-        for (name, att), n in sorted(self._counts.items(), key=_row_order):
-            by_command[name] = by_command.get(name, 0) + n
-            by_component[att.component] = by_component.get(att.component, 0) + n
-            by_family[att.family] = by_family.get(att.family, 0) + n
-            t = "-" if att.tenant is None else att.tenant
-            by_tenant[t] = by_tenant.get(t, 0) + n
-            rows.append(
-                LedgerRow(att.component, name, att.family, att.tenant, n, prof.units(name) * n)
-            )
-        total = sum(by_command.values())
-        billed = prof.billed(by_command)
-
+    def _projection(
+        self, prof: BillingProfile, by_command: dict[str, int], now: float
+    ) -> tuple[tuple[MinuteBucket, ...], float, float]:
+        """Per-minute buckets, and commands and billed units per day at the recent rate."""
         marks = sorted(self._marks.items())
         buckets: list[tuple[int, dict[str, int]]] = []
         for i, (m, mark) in enumerate(marks):
@@ -181,16 +308,41 @@ class Ledger:
         )
         # the window is whole minutes from first_minute, but never before the ledger started
         span = max(now - max(self._started, first_minute * 60.0), 1.0)
-        per_day = recent_cmds / span * 86_400
-        billed_per_day = recent_billed / span * 86_400
+        return per_minute, recent_cmds / span * 86_400, recent_billed / span * 86_400
+
+    # -- the full copy --------------------------------------------------------------------
+    def snapshot(self, profile: BillingProfile | str | None = None) -> LedgerSnapshot:
+        """A frozen copy of every row, billed under ``profile`` (default: the ledger's).
+
+        Walks and sorts every row: for health and metrics use :meth:`totals`,
+        :meth:`groups` and :meth:`top_tenants`, which do not.
+        """
+        prof = self._resolve(profile)
+        now = self._clock.monotonic()
+        counts = [(key, row.n) for key, row in list(self._rows.items())]
+        by_command: dict[str, int] = {}
+        by_component: dict[str, int] = {}
+        by_family: dict[str, int] = {}
+        by_tenant: dict[str, int] = {}
+        rows: list[LedgerRow] = []
+        for (name, att), n in sorted(counts, key=_row_order):
+            by_command[name] = by_command.get(name, 0) + n
+            by_component[att.component] = by_component.get(att.component, 0) + n
+            by_family[att.family] = by_family.get(att.family, 0) + n
+            t = "-" if att.tenant is None else att.tenant
+            by_tenant[t] = by_tenant.get(t, 0) + n
+            rows.append(
+                LedgerRow(att.component, name, att.family, att.tenant, n, prof.units(name) * n)
+            )
+        per_minute, per_day, billed_per_day = self._projection(prof, by_command, now)
         return LedgerSnapshot(
             instance=self.instance,
             provider=self.provider,
             profile=prof.name,
             taken_at=self._clock.time(),
             elapsed_s=now - self._started,
-            total=total,
-            billed=billed,
+            total=sum(by_command.values()),
+            billed=prof.billed(by_command),
             script_inner=self._inner,
             by_command=by_command,
             by_component=by_component,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["LedgerRow", "LedgerSnapshot", "MinuteBucket"]
+__all__ = ["LedgerRow", "LedgerSnapshot", "LedgerTotals", "MinuteBucket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,33 @@ class MinuteBucket:
     start: float
     commands: int
     billed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotals:
+    """The ledger's running totals and projection, without its rows.
+
+    What ``lt.health()`` reports. Reading it costs the same with 10 or 50,000 ledger rows: it
+    comes from per-command totals the ledger keeps as it counts (see
+    :meth:`~lowtide.ledger.Ledger.totals`).
+    """
+
+    instance: str
+    provider: str
+    profile: str
+    taken_at: float
+    elapsed_s: float
+    total: int
+    billed: int
+    script_inner: int
+    by_command: dict[str, int]
+    per_minute: tuple[MinuteBucket, ...]
+    #: projected commands per day at the recent rate (last 10 minutes at most)
+    per_day: float
+    #: projected billed units per day at the recent rate
+    billed_per_day: float
+    #: projected dollars per 30-day month under the billing profile
+    usd_per_month: float
 
 
 @dataclass(frozen=True, slots=True)

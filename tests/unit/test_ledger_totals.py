@@ -1,0 +1,94 @@
+"""The ledger's running totals (what health and metrics read) always equal a full snapshot's."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lowtide import ManualClock
+from lowtide.context import Attribution
+from lowtide.ledger import Ledger, billing_profile
+
+COMMANDS = st.sampled_from(["get", "set", "ping", "info", "evalsha", "client|tracking"])
+ATTRIBUTIONS = st.builds(
+    Attribution,
+    st.sampled_from(["cache", "limiter", "hub"]),
+    st.sampled_from(["lt:c:a:*", "lt:r:b:*", "-"]),
+    st.one_of(st.none(), st.sampled_from([f"t{i}" for i in range(12)])),
+)
+OPS = st.lists(
+    st.one_of(
+        st.lists(st.tuples(COMMANDS, ATTRIBUTIONS), max_size=6).map(lambda e: ("record", e)),
+        st.integers(0, 200).map(lambda s: ("advance", s)),
+        st.sampled_from([("profile", "upstash"), ("profile", "redis"), ("reset", None)]),
+    ),
+    max_size=40,
+)
+
+
+def check(ledger: Ledger) -> None:
+    snap = ledger.snapshot()
+    totals = ledger.totals()
+    assert ledger.total == totals.total == snap.total
+    assert totals.billed == snap.billed
+    assert totals.by_command == snap.by_command
+    assert (totals.per_day, totals.billed_per_day) == (snap.per_day, snap.billed_per_day)
+    assert totals.usd_per_month == snap.usd_per_month
+    assert totals.per_minute == snap.per_minute
+    groups: dict[tuple[str, str, str, bool], int] = {}
+    billed: dict[str, int] = {}
+    per_tenant: dict[str, dict[tuple[str, str, str], int]] = {}
+    for r in snap.rows:
+        g = (r.component, r.command, r.family, r.tenant is not None)
+        groups[g] = groups.get(g, 0) + r.count
+        if r.tenant is not None:
+            if r.billed:
+                billed[r.tenant] = billed.get(r.tenant, 0) + r.billed
+            rows = per_tenant.setdefault(r.tenant, {})
+            rows[(r.component, r.command, r.family)] = r.count
+    assert ledger.groups() == groups
+    assert ledger.billed_by_tenant() == billed
+    for tenant, rows in per_tenant.items():
+        assert ledger.tenant_rows(tenant) == rows
+    heaviest = sorted(((n, t) for t, n in billed.items()), reverse=True)[:3]
+    assert ledger.top_tenants(3) == [(t, n) for n, t in heaviest]
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPS, st.integers(3, 40))
+def test_running_totals_equal_the_snapshot(ops: list[tuple[str, object]], max_rows: int) -> None:
+    clock = ManualClock()
+    ledger = Ledger(billing_profile("upstash", read_regions=1), clock=clock, max_rows=max_rows)
+    for op, arg in ops:
+        if op == "record":
+            ledger.record(arg)  # type: ignore[arg-type]
+        elif op == "advance":
+            clock.advance(float(arg))  # type: ignore[arg-type]
+        elif op == "profile":
+            ledger.profile = billing_profile(str(arg))
+        else:
+            ledger.reset()
+        check(ledger)
+
+
+def test_top_tenants_excludes_and_skips_unbilled_tenants() -> None:
+    ledger = Ledger(billing_profile("upstash"), clock=ManualClock())
+    for i, n in enumerate([5, 1, 9, 3]):
+        ledger.record([("get", Attribution("cache", "f", f"t{i}"))] * n)
+    ledger.record([("ping", Attribution("cache", "f", "free-only"))] * 50)  # billed 0 on Upstash
+    assert ledger.top_tenants(2) == [("t2", 9), ("t0", 5)]
+    assert ledger.top_tenants(2, exclude={"t2"}) == [("t0", 5), ("t3", 3)]
+    assert ledger.top_tenants(10)[-1] == ("t1", 1)
+    assert "free-only" not in dict(ledger.top_tenants(10))
+    assert ledger.top_tenants(0) == []
+
+
+def test_reset_bumps_the_generation() -> None:
+    ledger = Ledger(clock=ManualClock())
+    ledger.record([("get", Attribution("cache", "f", "t"))])
+    assert ledger.generation == 0
+    ledger.reset()
+    assert ledger.generation == 1
+    assert ledger.totals().total == 0
+    assert ledger.groups() == {}
+    assert ledger.tenant_rows("t") == {}
