@@ -1,4 +1,4 @@
-"""Cost growth: billed commands/day of each strategy at 1x, 10x and 100x the seeds' traffic.
+"""Cost growth: billed commands/day of each strategy at 1x, 10x and 100x the incident's traffic.
 
 Each scale runs ``lowtide demo``'s three strategies (4 machines as real processes, one embedded
 Valkey, commands counted by the server); the warm-up history is scaled so that every run replays
@@ -24,7 +24,7 @@ SCALES = (1.0, 10.0, 100.0)
 async def run(seconds: float, read_mostly: bool, dense: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "scales": list(SCALES),
-        "profile": "dense" if dense else "read-mostly" if read_mostly else "seeds",
+        "profile": "dense" if dense else "read-mostly" if read_mostly else "incident",
         "billed_per_day": {},
         "gets_per_day": {},
         "lower_bound_per_day": [],
@@ -58,12 +58,12 @@ def chart(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colours = {"naive": "#d62728", "seed-fix": "#ff7f0e", "lowtide": "#1f77b4"}
+    colours = {"naive": "#d62728", "ttl-fix": "#ff7f0e", "lowtide": "#1f77b4"}
     for name, values in data["billed_per_day"].items():
         ax.plot(data["scales"], values, marker="o", label=name, color=colours.get(name))
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("traffic (x the seeds' workload)")
+    ax.set_xlabel("traffic (x the incident's workload)")
     ax.set_ylabel("billed commands per day (server-counted)")
     ax.set_title("Cost growth with traffic")
     ax.grid(alpha=0.3, which="both")

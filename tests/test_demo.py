@@ -35,7 +35,7 @@ def test_demo_runs_three_strategies_and_writes_json_and_chart(
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert set(data["strategies"]) == {"naive", "seed-fix", "lowtide"}
+    assert set(data["strategies"]) == {"naive", "ttl-fix", "lowtide"}
     for s in data["strategies"].values():
         for field in (
             "gets_per_day",

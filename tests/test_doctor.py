@@ -1,4 +1,4 @@
-"""``lowtide doctor``: MONITOR parsing, id masking, findings on a live server running the seeds'
+"""``lowtide doctor``: MONITOR parsing, id masking, findings on a live server running the incident's
 naive code, and the JSON shape."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DATA = Path(__file__).parent / "data"
 
 
 async def naive_app(url: str, seconds: float) -> None:
-    """The seeds' code: quota GET before every cache GET, discovery GETs, a PING loop."""
+    """The incident's code: quota GET before every cache GET, discovery GETs, a PING loop."""
     r = plain_client(url)
     await r.set("discovery:slack:T024BE7LD", "tenant-001")
     for t in range(5):

@@ -14,7 +14,8 @@ class Backoff:
     ``d = min(cap, floor * 2**(n+1))``.
 
     The floor keeps a process at no more than one reconnection attempt per ``floor`` seconds
-    (the seeds' first suspect for a flat command line was a retry loop without backoff).
+    (a retry loop without backoff was the incident team's first suspect for their flat
+    command line).
     """
 
     def __init__(self, floor: float = 1.0, cap: float = 4.0, rng: random.Random | None = None):

@@ -150,7 +150,7 @@ class Settings:
     instance: str = field(default_factory=_default_instance)
     #: server kind; ``upstash`` switches billing rules and invalidation to pub/sub
     provider: Provider = "redis"
-    #: start suspended: never open a connection (the seeds' SUSPEND_REDIS)
+    #: start suspended: never open a connection (SUSPEND_REDIS, the incident team's switch)
     suspend: bool = False
     #: write a ``Redis Metrics`` log line every ``metrics_interval`` (TRACK_REDIS_METRICS)
     track_metrics: bool = False

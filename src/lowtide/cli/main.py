@@ -125,7 +125,7 @@ def selftest(
 
 def _render_demo(result: DemoResult) -> None:
     names = list(result.strategies)
-    table = Table(title="Measured results (the seeds' 'Expected Results Summary', measured)")
+    table = Table(title="Measured results (the incident report's expected results, measured)")
     table.add_column("")
     for n in names:
         table.add_column(n, justify="right")
@@ -149,7 +149,7 @@ def _render_demo(result: DemoResult) -> None:
     console.print(table)
     console.print(
         f"lower bound for this trace (any correct protocol): "
-        f"{result.lower_bound_per_day:,.0f} commands/day; the seeds' model: "
+        f"{result.lower_bound_per_day:,.0f} commands/day; the incident report's model: "
         f"{result.naive_gets_per_day_model:,.0f} GETs/day"
     )
     lt = result.strategies.get("lowtide")
@@ -170,7 +170,7 @@ def demo(
     ] = None,
     seconds: Annotated[float, typer.Option(help="measured seconds per strategy")] = 15.0,
     machines: Annotated[int, typer.Option(help="machines (real processes) per strategy")] = 4,
-    scale: Annotated[float, typer.Option(help="multiply the seeds' traffic rates")] = 1.0,
+    scale: Annotated[float, typer.Option(help="multiply the incident's traffic rates")] = 1.0,
     warmup: Annotated[
         float, typer.Option(help="seconds of trace history replayed fast before measuring")
     ] = 600.0,
@@ -182,13 +182,13 @@ def demo(
         Path | None, typer.Option(help="write a PNG of commands per minute here")
     ] = None,
 ) -> None:
-    """Replay the seeds' incident (naive, their fix, lowtide) on a real server and measure it."""
+    """Replay the incident (the naive code, its TTL fix, lowtide) on a real server; measure."""
     if seconds <= 0 or machines < 1 or scale <= 0 or warmup < 0:
         raise typer.BadParameter("seconds and scale must be > 0, machines >= 1, warmup >= 0")
     config = DemoConfig(seconds=seconds, machines=machines, scale=scale, warmup=warmup, seed=seed)
     console.print(
         f"[bold]lowtide demo[/bold]: {machines} machines x 3 strategies, {seconds:g} s measured "
-        f"each after {warmup:g} s of history replayed fast; the seeds' workload at x{scale:g} "
+        f"each after {warmup:g} s of history replayed fast; the incident's workload at x{scale:g} "
         f"(~{config.naive_gets_per_min:,.0f} naive GETs/min)"
     )
     with (
@@ -197,7 +197,7 @@ def demo(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
         ) as bar,
     ):
-        tasks = {n: bar.add_task(f"{n:>9}", total=1.0) for n in ("naive", "seed-fix", "lowtide")}
+        tasks = {n: bar.add_task(f"{n:>9}", total=1.0) for n in ("naive", "ttl-fix", "lowtide")}
 
         def report(name: str, fraction: float) -> None:
             bar.update(tasks[name], completed=fraction)

@@ -1,4 +1,4 @@
-"""``lowtide demo``: the seeds' incident and its fixes, replayed on a real server.
+"""``lowtide demo``: the incident and its fixes, replayed on a real server.
 
 ``trace`` builds the workload, ``strategies`` holds the three ways to serve it, ``worker`` is
 one machine (a real process), ``runner`` measures a run from the server's side, ``analysis``

@@ -1,8 +1,9 @@
 """The demo's chart: Redis commands per minute, per strategy, as the server counted them.
 
-The seeds' dashboard showed a flat line at ~1,525 GETs/min; the chart shows that line for the
-naive strategy, where the seeds' fix brings it, and where lowtide does, one after the other on
-one time axis (needs matplotlib: the ``chart`` extra, or ``demo`` for everything).
+The incident's dashboard showed a flat line at ~1,525 GETs/min; the chart shows that line for
+the naive strategy, where the incident team's TTL fix brings it, and where lowtide does, one
+after the other on one time axis (needs matplotlib: the ``chart`` extra, or ``demo`` for
+everything).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["write_chart"]
 
-COLOURS = {"naive": "#d62728", "seed-fix": "#ff7f0e", "lowtide": "#1f77b4"}
+COLOURS = {"naive": "#d62728", "ttl-fix": "#ff7f0e", "lowtide": "#1f77b4"}
 
 
 def _smooth(values: list[float], width: int = 5) -> list[float]:
@@ -59,7 +60,7 @@ def write_chart(result: DemoResult, path: Path) -> Path:
     model = result.config.naive_gets_per_min
     ax.axhline(model, color="#999999", linewidth=1, linestyle=":")
     ax.annotate(
-        f"the seeds' {model:,.0f} GETs/min",
+        f"the incident's {model:,.0f} GETs/min",
         (0, model),
         textcoords="offset points",
         xytext=(4, 4),

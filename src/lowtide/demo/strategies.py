@@ -1,11 +1,12 @@
 """The three ways a machine can serve the demo's workload.
 
-* :class:`Naive`: the seeds' code before the fix: a quota GET and a data GET per cache operation,
-  a discovery GET per webhook, a rate-limit GET and a circuit-breaker GET per outbound call, plus
-  the writes that code needs (fills, the limiter's INCR, the breaker's failure counter).
-* :class:`SeedFix`: the seeds' fix: quota read directly with its verdict cached 60 s, limiter
-  verdicts cached 5 s and breaker state 10 s in process memory, discovery keys pre-warmed in
-  Redis with a 1 h TTL.
+* :class:`Naive`: the incident's code before the fix: a quota GET and a data GET per cache
+  operation, a discovery GET per webhook, a rate-limit GET and a circuit-breaker GET per
+  outbound call, plus the writes that code needs (fills, the limiter's INCR, the breaker's
+  failure counter).
+* :class:`TtlFix`: the incident team's fix: quota read directly with its verdict cached 60 s,
+  limiter verdicts cached 5 s and breaker state 10 s in process memory, discovery keys
+  pre-warmed in Redis with a 1 h TTL.
 * :class:`LowtideStrategy`: this library with its defaults.
 
 All three use the same "database" (the trace's history, 2 ms per query) and the same dependency
@@ -27,7 +28,7 @@ from lowtide.errors import CircuitOpen
 from lowtide.hub import Lowtide
 from lowtide.redis import plain_client
 
-__all__ = ["STRATEGIES", "Database", "LowtideStrategy", "Naive", "SeedFix", "Strategy"]
+__all__ = ["STRATEGIES", "Database", "LowtideStrategy", "Naive", "Strategy", "TtlFix"]
 
 FAIL_THRESHOLD = 3  # failures in WINDOW seconds that open a breaker (all strategies)
 WINDOW = 10.0
@@ -98,7 +99,7 @@ class Strategy(Protocol):
 
 
 class _Baseline:
-    """What naive and seed-fix share: a plain redis-py client and the seeds' key layout."""
+    """What naive and ttl-fix share: a plain redis-py client and the incident's key layout."""
 
     name = "baseline"
 
@@ -113,7 +114,7 @@ class _Baseline:
 
     async def setup(self, machine: int) -> None:
         info = await self.r.info("cluster")
-        if str(info.get("cluster_enabled")) == "1":  # what the seeds' app would use there
+        if str(info.get("cluster_enabled")) == "1":  # what the incident's app would use there
             await self.r.aclose()
             self.r = plain_client(self.url, cluster=True)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_usage())
@@ -203,15 +204,15 @@ class _Baseline:
 
 
 class Naive(_Baseline):
-    """The seeds' code before the fix."""
+    """The incident's code before the fix."""
 
     name = "naive"
 
 
-class SeedFix(_Baseline):
-    """The seeds' fix: local verdict caches (60 s quota, 5 s limiter, 10 s breaker)."""
+class TtlFix(_Baseline):
+    """The incident team's fix: local verdict caches (60 s quota, 5 s limiter, 10 s breaker)."""
 
-    name = "seed-fix"
+    name = "ttl-fix"
 
     def __init__(self, url: str, namespace: str, db: Database) -> None:
         super().__init__(url, namespace, db)
@@ -248,7 +249,7 @@ class SeedFix(_Baseline):
         key = f"{tenant}:{connector}"
         cached = self._limits.get(key)
         if cached is not None and time.time() - cached[1] < 5.0:
-            return cached[0]  # the seeds' 5 s verdict cache: admits without counting
+            return cached[0]  # the fix's 5 s verdict cache: admits without counting
         allowed = await super().limiter_allows(tenant, connector)
         self._limits[key] = (allowed, time.time())
         return allowed
@@ -344,15 +345,15 @@ class LowtideStrategy:
         await self.hub.close()
 
 
-STRATEGIES = ("naive", "seed-fix", "lowtide")
+STRATEGIES = ("naive", "ttl-fix", "lowtide")
 
 
 def make_strategy(name: str, url: str, namespace: str, db: Database, machine: int) -> Strategy:
     """The strategy called ``name``."""
     if name == "naive":
         return Naive(url, namespace, db)
-    if name == "seed-fix":
-        return SeedFix(url, namespace, db)
+    if name == "ttl-fix":
+        return TtlFix(url, namespace, db)
     if name == "lowtide":
         return LowtideStrategy(url, namespace, db, machine)
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")

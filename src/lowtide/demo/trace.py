@@ -1,7 +1,8 @@
-"""The demo's workload: one seeded trace, calibrated to the seeds, that every strategy replays.
+"""The demo's workload: one seeded trace, calibrated to the incident report, replayed by every
+strategy.
 
 At ``scale=1`` the fleet sees, per minute, 500 cache operations, 125 inbound webhooks and 200
-outbound integration calls. The seeds' code spends 2 GETs per cache operation, 1 per webhook and
+outbound integration calls. The incident's code spends 2 GETs per cache operation, 1 per webhook and
 2 per call, so those rates are their ~1,525 GETs/min (~2.2M/day). Tenants and keys have skewed
 (Zipf) popularity, 2% of cache operations are writes (each a new version of the value), each
 (tenant, connector) may make ``limit`` calls per ``per`` seconds (busy tenants want more), and
@@ -55,7 +56,7 @@ class DemoConfig:
 
     @property
     def naive_gets_per_min(self) -> float:
-        """GETs per minute the seeds' code spends on this workload."""
+        """GETs per minute the incident's code spends on this workload."""
         return self.scale * (
             2 * self.cache_ops_per_min + self.webhooks_per_min + 2 * self.calls_per_min
         )

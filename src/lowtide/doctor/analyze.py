@@ -3,7 +3,7 @@
 Findings (each with the key family and a plain-words detail):
 
 * ``amplification``: a family read in lock-step with another (the same connection reads family A
-  right before most reads of family B): the seeds' quota GET before every cache GET.
+  right before most reads of family B): the incident's quota GET before every cache GET.
 * ``static_reads``: the same few keys read again and again with no writes during the sample:
   an in-process cache would answer them with 0 commands.
 * ``background_loop``: a family (or command) arriving at a flat, regular rate: a poller or a

@@ -11,9 +11,10 @@ app.add_middleware(TenantMiddleware, header="x-tenant-id")
 app.router.routes.extend(routes(lt))       # GET /health, GET /metrics
 ```
 
-``/health`` answers in the seeds' shape, ``{"status": "ok", "services": {"redis": "ok"}}``, plus
-lowtide's detail under ``"lowtide"`` (no secrets). The app keeps working when Redis is away, so
-the endpoint answers 200 unless ``fail_when_degraded=True``.
+``/health`` answers in the shape the incident team's app used,
+``{"status": "ok", "services": {"redis": "ok"}}``, plus lowtide's detail under ``"lowtide"``
+(no secrets). The app keeps working when Redis is away, so the endpoint answers 200 unless
+``fail_when_degraded=True``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def health_body(hub: Lowtide) -> dict[str, Any]:
 
 
 def health_route(hub: Lowtide, path: str = "/health", *, fail_when_degraded: bool = False) -> Route:
-    """``GET /health`` in the seeds' shape (see module docs)."""
+    """``GET /health`` in the shape the incident team's app used (see module docs)."""
 
     async def health(request: Request) -> Response:
         body = health_body(hub)
