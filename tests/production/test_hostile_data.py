@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
-from lowtide import Lowtide
+from lowtide import Lowtide, SerializationError, ValueTooLarge, build_key
+from lowtide.cache.envelope import unwrap, wrap
+from lowtide.codec import JsonCodec
 from lowtide.testing import ValkeyServer, ledger_total
 from tests.helpers import eventually
+
+CODEC = JsonCodec()
 
 MAX_GAP = 0.2  # seconds a 10 ms ticker may be held up
 
@@ -135,3 +139,130 @@ async def test_a_large_set_many_is_published_in_batches_a_reader_never_takes_for
         assert cb.peek("k3", tenant="t") is None  # every key reached b
         assert cb.peek("unrelated", tenant="t") == "v"  # and nothing else was flushed
         assert await cb.get("k3", tenant="t") == 3
+
+
+# -- item 3: oversized and invalid planted values ------------------------------------------------
+def plant(server: ValkeyServer, key: str, value: object, *, ttl_ms: int | None = None) -> None:
+    """Write ``value`` as a lowtide cache value (envelope + JSON codec) with the raw client."""
+    raw = wrap(CODEC.encode(value), 0)
+    args: tuple[object, ...] = (
+        ("SET", key, raw) if ttl_ms is None else ("SET", key, raw, "PX", ttl_ms)
+    )
+    assert server.command(*args) == "OK"
+
+
+async def plant_heard(hub: Lowtide, server: ValkeyServer, key: str, value: object) -> None:
+    """:func:`plant`, then wait until ``hub`` heard its push (a read in flight meanwhile would
+    rightly not be remembered)."""
+    received = hub.invalidations.received
+    plant(server, key, value)
+    await eventually(lambda: hub.invalidations.received > received)
+
+
+def gets(hub: Lowtide, component: str) -> int:
+    return ledger_total(hub, component=component, command="get")
+
+
+async def test_a_planted_value_over_the_limit_is_refused_once_and_not_downloaded_again(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        cache = lt.cache("profiles")  # max_value_bytes: 1 MiB (the settings' default)
+        rk = build_key("lt", "cache", "profiles", "t", "big")
+        await plant_heard(lt, server, rk, "x" * (32 << 20))  # 32 MiB
+        for _ in range(5):
+            with pytest.raises(ValueTooLarge) as info:
+                await cache.get("big", tenant="t")
+            assert info.value.size > info.value.limit == 1 << 20
+        assert gets(lt, "cache") == 1  # downloaded once, not five times
+        stats = cache.info()
+        assert (stats["unreadable"], stats["oversized"], stats["unreadable_hits"]) == (1, 1, 4)
+        # get_or_load loads and overwrites it, like any unreadable value
+        loaded = await cache.get_or_load("big", _const("small"), tenant="t")
+        assert loaded == "small"
+        assert unwrap(server.command("GET", rk))[1] == CODEC.encode("small")
+        assert await cache.get("big", tenant="t") == "small"
+        # exactly at the limit is a value like any other
+        at_limit = "y" * ((1 << 20) - 3)  # tag + two quotes
+        assert len(CODEC.encode(at_limit)) == 1 << 20
+        plant(server, build_key("lt", "cache", "profiles", "t", "edge"), at_limit)
+        assert await cache.get("edge", tenant="t") == at_limit
+
+
+async def test_a_push_makes_a_refused_key_readable_again(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        cache = lt.cache("small", max_value_bytes=100)
+        rk = build_key("lt", "cache", "small", "t", "k")
+        await plant_heard(lt, server, rk, "x" * 1000)
+        with pytest.raises(ValueTooLarge):
+            await cache.get("k", tenant="t")
+        with pytest.raises(ValueTooLarge):
+            await cache.get("k", tenant="t")  # remembered: no command
+        received = lt.invalidations.received
+        server.command("SET", rk, b"garbage")  # still unreadable, and the push is heard
+        await eventually(lambda: lt.invalidations.received > received)
+        with pytest.raises(SerializationError):
+            await cache.get("k", tenant="t")
+        await plant_heard(lt, server, rk, "fine")
+        assert await cache.get("k", tenant="t") == "fine"
+        assert gets(lt, "cache") == 3
+        assert cache.info()["unreadable"] == 2
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "t" * (4 << 20),
+        "",
+        "t" * 257,
+        42,
+        ["t1"],
+        {"tenant": "t1"},
+        None,
+        "\ud800".encode("utf-8", "surrogatepass"),
+    ],
+    ids=["4MiB", "empty", "257-chars", "int", "list", "dict", "null", "bad-utf8"],
+)
+async def test_tenant_ids_read_back_are_validated_like_ids_written(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    calls: list[str] = []
+
+    async def find(connector: str, external_id: str) -> str | None:
+        calls.append(external_id)
+        return "t-real"
+
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        rk = build_key("lt", "tenants", "slack", None, "T1")
+        if isinstance(planted, bytes):
+            server.command("SET", rk, wrap(b'j"' + planted + b'"', 0))
+        else:
+            plant(server, rk, planted)
+        plain = lt.tenants()
+        assert await plain.resolve("slack", "T1") is None  # never the planted value
+        assert plain.stats["unreadable"] == 1
+        assert plain.cache("slack").info()["unreadable"] == 1
+        with_loader = Lowtide(server.url, instance="other")
+        async with with_loader:
+            assert await with_loader.invalidations.wait_healthy(5)
+            resolver = with_loader.tenants(loader=find)
+            assert await resolver.resolve("slack", "T1") == "t-real"  # loaded again
+            assert calls == ["T1"]
+        assert unwrap(server.command("GET", rk))[1] == CODEC.encode("t-real")  # overwritten
+        await asyncio.sleep(0.05)
+        assert await plain.resolve("slack", "T1") == "t-real"
+
+
+def _const(value: object) -> Callable[[], Awaitable[object]]:
+    async def load() -> object:
+        return value
+
+    return load

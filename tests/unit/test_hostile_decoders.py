@@ -4,14 +4,22 @@ else, never returns a value outside its bounds, and its work is bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lowtide import InvalidKeyError, SerializationError, ValueTooLarge
 from lowtide._untrusted import Warnings, number, printable, shown, whole
+from lowtide.cache.envelope import ENVELOPE_BYTES, unwrap
+from lowtide.cache.options import CacheOptions, CacheStats
+from lowtide.cache.values import MAX_REFUSED, Values
+from lowtide.codec import JsonCodec
+from lowtide.keys import MAX_TENANT_LENGTH, check_tenant_id
 from lowtide.redis.tracking import (
     MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES,
@@ -20,6 +28,7 @@ from lowtide.redis.tracking import (
     message_keys,
     publish_batches,
 )
+from lowtide.tenants import TenantIdCodec
 
 FUZZ = settings(max_examples=200, deadline=None)
 PREFIXES = (b"lt:c:", b"lt:t:", b"lt:b:", b"lt:x:")
@@ -187,3 +196,119 @@ def test_warnings_are_rate_limited_per_kind(caplog: pytest.LogCaptureFixture) ->
         "other kind",
         "later 4 (2 more like this since the last warning)",
     ]
+
+
+# -- cache values: the envelope, the size limit on reads, the codecs --------------------------
+def _values(limit: int) -> Values:
+    options = CacheOptions(ttl=60.0, max_staleness=10.0, max_value_bytes=limit)
+    return Values(
+        JsonCodec(), options, 1 << 20, CacheStats(), what="cache 'x'", now=lambda: 0.0, epoch=int
+    )
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_envelope_unwrap_of_any_bytes(raw: bytes) -> None:
+    try:
+        expires_ms, payload = unwrap(raw)
+    except SerializationError:
+        return
+    assert 0 <= expires_ms < 2**64
+    assert raw.endswith(payload)
+
+
+@FUZZ
+@given(st.binary(max_size=120), st.integers(min_value=1, max_value=100))
+def test_values_refuse_what_is_over_the_limit_before_decoding(raw: bytes, limit: int) -> None:
+    values = _values(limit)
+    if len(raw) - ENVELOPE_BYTES > limit:
+        with pytest.raises(ValueTooLarge) as info:
+            values.unwrap(raw)
+        assert info.value.size == len(raw) - ENVELOPE_BYTES
+        assert values._stats.oversized == 1
+        return
+    try:
+        _, payload = values.unwrap(raw)
+    except SerializationError:
+        return
+    assert len(payload) <= limit
+    with contextlib.suppress(SerializationError):
+        values.decode(payload)
+
+
+def test_values_remember_a_refused_key_until_it_changes() -> None:
+    now = [0.0]
+    epoch = [0]
+    stats = CacheStats()
+    options = CacheOptions(ttl=60.0, max_staleness=10.0, max_value_bytes=10)
+    values = Values(
+        JsonCodec(), options, 1 << 20, stats, what="c", now=lambda: now[0], epoch=lambda: epoch[0]
+    )
+    k = ("t", "k")
+    values.refuse(k, ValueTooLarge("big", size=11, limit=10), remember=True)
+    first, second = values.refused(k), values.refused(k)
+    assert isinstance(first, ValueTooLarge)
+    assert first is not second  # a fresh error each time (no traceback piling up)
+    assert stats.unreadable_hits == 2
+    values.forget(k)
+    assert values.refused(k) is None
+    values.refuse(k, SerializationError("x"), remember=True)
+    epoch[0] += 1  # a flush
+    assert values.refused(k) is None
+    values.refuse(k, SerializationError("x"), remember=True)
+    now[0] = 10.0  # min(ttl, max_staleness) later
+    assert values.refused(k) is None
+    values.refuse(k, SerializationError("x"), remember=False)  # a read the race guard refused
+    assert values.refused(k) is None
+    for i in range(MAX_REFUSED + 10):
+        values.refuse(("t", str(i)), SerializationError("x"), remember=True)
+    assert len(values._refused) == MAX_REFUSED
+    assert stats.unreadable == 4 + MAX_REFUSED + 10
+
+
+@FUZZ
+@given(json_like)
+def test_json_codec_decodes_any_json_it_is_handed_or_refuses_it(value: object) -> None:
+    try:
+        data = b"j" + orjson.dumps(value)
+    except TypeError:
+        return  # not JSON at all (bytes, out-of-range integers)
+    with contextlib.suppress(SerializationError):
+        JsonCodec().decode(data)
+
+
+@FUZZ
+@given(json_like | st.binary(max_size=40))
+def test_tenant_ids_read_back_are_valid_ids_or_refused(value: object) -> None:
+    codec = TenantIdCodec()
+    if isinstance(value, bytes):
+        data = b"j" + value
+    else:
+        try:
+            data = b"j" + orjson.dumps(value)
+        except TypeError:
+            return
+    try:
+        tenant = codec.decode(data)
+    except SerializationError:
+        return
+    assert check_tenant_id(tenant) == tenant
+
+
+@FUZZ
+@given(st.text(min_size=1, max_size=MAX_TENANT_LENGTH))
+def test_valid_tenant_ids_round_trip_through_the_tenant_codec(tenant: str) -> None:
+    try:
+        check_tenant_id(tenant)
+    except InvalidKeyError:
+        return  # lone surrogates
+    assert TenantIdCodec().decode(TenantIdCodec().encode(tenant)) == tenant
+    assert len(TenantIdCodec().encode(tenant)) <= MAX_TENANT_LENGTH * 6 + 16
+
+
+def test_the_tenant_codec_refuses_what_build_key_refuses() -> None:
+    for bad in ("", "t" * (MAX_TENANT_LENGTH + 1), 42, None, ["t"]):
+        with pytest.raises(SerializationError):
+            TenantIdCodec().encode(bad)
+        with pytest.raises(SerializationError):
+            TenantIdCodec().decode(b"j" + orjson.dumps(bad))
