@@ -8,17 +8,18 @@ Each test plants the bad value with the harness's raw client (no lowtide code on
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
-from lowtide import Lowtide, SerializationError, ValueTooLarge, build_key
+from lowtide import CircuitOpen, Lowtide, SerializationError, ValueTooLarge, build_key
 from lowtide.cache.envelope import unwrap, wrap
 from lowtide.codec import JsonCodec
 from lowtide.testing import ValkeyServer, ledger_total
-from tests.helpers import eventually
+from tests.helpers import eventually, fail
 
 CODEC = JsonCodec()
 
@@ -143,8 +144,9 @@ async def test_a_large_set_many_is_published_in_batches_a_reader_never_takes_for
 
 # -- item 3: oversized and invalid planted values ------------------------------------------------
 def plant(server: ValkeyServer, key: str, value: object, *, ttl_ms: int | None = None) -> None:
-    """Write ``value`` as a lowtide cache value (envelope + JSON codec) with the raw client."""
-    raw = wrap(CODEC.encode(value), 0)
+    """Write ``value`` as a lowtide cache value (envelope + the JSON codec's tag) with the raw
+    client; stdlib JSON, so integers beyond 64 bits can be planted too."""
+    raw = wrap(b"j" + json.dumps(value).encode(), 0)
     args: tuple[object, ...] = (
         ("SET", key, raw) if ttl_ms is None else ("SET", key, raw, "PX", ttl_ms)
     )
@@ -266,3 +268,85 @@ def _const(value: object) -> Callable[[], Awaitable[object]]:
         return value
 
     return load
+
+
+# -- item 4: wrong-typed control state ----------------------------------------------------------
+FAR = 1e18  # a deadline no breaker or penalty can have
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {"until": "soon"},
+        [1],
+        None,
+        "open",
+        {"until": FAR},
+        {"until": 1e300},
+        {"until": -5},
+        {"until": True},
+        {"gen": 1},
+        {"until": 0, "gen": "x"},
+        {"until": 0, "gen": 10**30},
+        {"until": 0, "opens": 10**9},
+        {"until": 0, "opens": -1},
+        b'j{"until": NaN}',
+        b"\x80\x04pickle",
+        "x" * 10_000,  # over the state cache's 256 bytes
+        ("hash",),  # WRONGTYPE
+    ],
+    ids=repr,
+)
+async def test_bad_breaker_state_is_no_fleet_state_and_never_raises(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        breaker = lt.circuit_breaker("crm", min_calls=5, open_for=1.0)
+        rk = build_key("lt", "breaker", "crm", "t1", "state")
+        received = lt.invalidations.received
+        if isinstance(planted, bytes):
+            server.command("SET", rk, wrap(planted, 0))
+        elif isinstance(planted, tuple):
+            server.command("HSET", rk, "until", "1")
+        else:
+            plant(server, rk, planted)
+        await eventually(lambda: lt.invalidations.received > received)
+        for _ in range(3):
+            async with breaker.guard("t1"):
+                pass  # runs: the planted value is no fleet state
+            assert breaker.state("t1") == "closed"
+        assert await breaker.fleet_state("t1") is None
+        if planted is not None:  # a JSON null reads as "no value", like no key at all
+            assert breaker.info()["bad_state"] >= 1
+        assert breaker.info()["rejected"] == 0
+        # the breaker still works: local failures trip it, and its own state replaces the bad one
+        await fail(breaker, "t1", 5)
+        assert breaker.state("t1") == "open"
+        with pytest.raises(CircuitOpen):
+            async with breaker.guard("t1"):
+                pass
+        if not isinstance(planted, tuple):
+            assert (await breaker.fleet_state("t1") or {}).get("opens") == 0
+
+
+async def test_a_well_formed_fleet_state_within_bounds_is_still_adopted(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        await lt.sync_server_clock()
+        breaker = lt.circuit_breaker("crm", open_for=10.0)  # max_open: 100 s
+        now = lt.server_time()
+        plant(server, build_key("lt", "breaker", "crm", "t1", "state"), {"until": now + 50})
+        with pytest.raises(CircuitOpen) as info:
+            async with breaker.guard("t1"):
+                pass
+        assert 45 < info.value.retry_after <= 50
+        assert breaker.state("t1") == "open"
+        plant(server, build_key("lt", "breaker", "crm", "t2", "state"), {"until": now + 500})
+        async with breaker.guard("t2"):
+            pass  # 500 s ahead is more than max_open (+ a minute): ignored
+        assert breaker.info()["bad_state"] == 1

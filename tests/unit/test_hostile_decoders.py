@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lowtide import InvalidKeyError, SerializationError, ValueTooLarge
-from lowtide._untrusted import Warnings, number, printable, shown, whole
+from lowtide._untrusted import CLOCK_SLACK, Warnings, number, printable, shown, whole
+from lowtide.breaker.state import MAX_GEN, MAX_OPENS, FleetState, parse_state
 from lowtide.cache.envelope import ENVELOPE_BYTES, unwrap
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.values import MAX_REFUSED, Values
@@ -312,3 +313,50 @@ def test_the_tenant_codec_refuses_what_build_key_refuses() -> None:
             TenantIdCodec().encode(bad)
         with pytest.raises(SerializationError):
             TenantIdCodec().decode(b"j" + orjson.dumps(bad))
+
+
+# -- breaker state -------------------------------------------------------------------------------
+state_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "until": json_like | st.floats(min_value=-1e20, max_value=1e20),
+        "gen": json_like | st.integers(min_value=-1, max_value=2**64),
+        "opens": json_like | st.integers(min_value=-1, max_value=2000),
+    },
+)
+
+
+@FUZZ
+@given(state_fields | json_like, st.floats(min_value=0, max_value=4e9), st.floats(1, 1e5))
+def test_breaker_state_parser_accepts_only_well_formed_states(
+    value: object, now: float, max_open: float
+) -> None:
+    state = parse_state(value, now=now, max_open=max_open)
+    if state is None:
+        return
+    assert isinstance(value, dict)
+    assert math.isfinite(state.until)
+    assert 0 <= state.until <= now + max_open + CLOCK_SLACK
+    assert 0 <= state.gen <= MAX_GEN
+    assert 0 <= state.opens <= MAX_OPENS
+    assert parse_state(state.to_dict(), now=now, max_open=max_open) == state
+
+
+def test_breaker_state_parser_examples() -> None:
+    now = 1_700_000_000.0
+    ok = {"until": now + 30, "gen": 1_700_000_000_000, "opens": 2}
+    assert parse_state(ok, now=now, max_open=300) == FleetState(now + 30, 1_700_000_000_000, 2)
+    assert parse_state({"until": now}, now=now, max_open=300) == FleetState(now, 0, 0)
+    for bad in (
+        {"until": "soon"},
+        [1],
+        None,
+        {"until": float("nan")},
+        {"until": float("inf")},
+        {"until": now + 1e9},
+        {"until": True},
+        {"until": now, "gen": 1.5},
+        {"until": now, "gen": True},
+        {"until": now, "opens": 10**6},
+    ):
+        assert parse_state(bad, now=now, max_open=300) is None, bad
