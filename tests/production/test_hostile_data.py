@@ -18,6 +18,7 @@ import pytest
 from lowtide import CircuitOpen, Lowtide, SerializationError, ValueTooLarge, build_key
 from lowtide.cache.envelope import unwrap, wrap
 from lowtide.codec import JsonCodec
+from lowtide.limiter.core import window_index
 from lowtide.testing import ValkeyServer, ledger_total
 from tests.helpers import eventually, fail
 
@@ -350,3 +351,119 @@ async def test_a_well_formed_fleet_state_within_bounds_is_still_adopted(
         async with breaker.guard("t2"):
             pass  # 500 s ahead is more than max_open (+ a minute): ignored
         assert breaker.info()["bad_state"] == 1
+
+
+def penalty_key(limiter: str, tenant: str) -> str:
+    return build_key("lt", "control", f"{limiter}.penalty", tenant, "until")
+
+
+@pytest.mark.parametrize(
+    "planted",
+    ["soon", FAR, "far+2h", True, [1], {"until": 1}, b"\x80garbage", ("hash",), "x" * 1000],
+    ids=repr,
+)
+async def test_bad_penalties_are_ignored_and_counted(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        await lt.sync_server_clock()
+        limiter = lt.rate_limiter("crm", 5, 60.0)  # max_penalty: 3600 s
+        assert limiter.max_penalty == 3600.0
+        rk = penalty_key("crm", "t1")
+        if planted == "far+2h":
+            planted = lt.server_time() + 7200
+        if isinstance(planted, bytes):
+            server.command("SET", rk, wrap(planted, 0))
+        elif isinstance(planted, tuple):
+            server.command("HSET", rk, "until", "1")
+        else:
+            plant(server, rk, planted)
+        decisions = [await limiter.acquire("t1") for _ in range(7)]
+        assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2  # the limit, as usual
+        assert max(d.retry_after for d in decisions) <= 60.0
+        assert limiter.info()["bad_penalties"] >= 1
+        await limiter.prefetch("t1")  # never raises either
+
+
+async def test_a_penalty_is_at_most_max_penalty_written_or_read(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        await lt.sync_server_clock()
+        limiter = lt.rate_limiter("crm", 5, 1.0, max_penalty=120.0)
+        plant(server, penalty_key("crm", "t1"), lt.server_time() + 100)  # within bounds
+        decision = await limiter.acquire("t1")
+        assert not decision.allowed
+        assert 95 < decision.retry_after <= 100
+        await limiter.penalize("t2", 86_400.0)  # a provider's Retry-After of a day
+        assert 0 < server.command("PTTL", penalty_key("crm", "t2")) <= 120_000
+        decision = await limiter.acquire("t2")
+        assert not decision.allowed
+        assert decision.retry_after <= 120.0
+        assert limiter.info()["bad_penalties"] == 0
+
+
+@pytest.mark.parametrize("planted", [b"abc", b"-1000000", b"9223372036854775807", ("hash",)])
+async def test_bad_counters_never_raise_and_never_admit_more_than_the_limit(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        await lt.sync_server_clock()
+        limiter = lt.rate_limiter("crm", 5, 60.0, fleet_size=1)
+        w = window_index(lt.server_time(), 60.0)
+        for index in (w, w + 1):  # this window and the next (a test near a window's end)
+            rk = build_key("lt", "limiter", "crm", "t1", f"w{index}")
+            if isinstance(planted, tuple):
+                server.command("HSET", rk, "n", "1")
+            else:
+                server.command("SET", rk, planted)
+        allowed = sum([(await limiter.acquire("t1")).allowed for _ in range(20)])
+        assert allowed <= 5
+        assert limiter.info()["bad_state"] >= 1
+
+
+@pytest.mark.parametrize("planted", [b"zzz", b"1e300", b"-1e300", ("hash",)])
+async def test_bad_token_bucket_state_never_raises_nor_blocks_for_ever(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        limiter = lt.rate_limiter("crm", 5, 60.0, algorithm="token_bucket", fleet_size=1)
+        rk = build_key("lt", "limiter", "crm", "t1", "tat")
+        if isinstance(planted, tuple):
+            server.command("HSET", rk, "n", "1")
+        else:
+            server.command("SET", rk, planted)
+        decisions = [await limiter.acquire("t1") for _ in range(20)]
+        assert sum(d.allowed for d in decisions) <= 5
+        assert max(d.retry_after for d in decisions) <= 60.0
+
+
+@pytest.mark.parametrize(
+    "planted", [b"garbage", "fixed_window/0/60.0", "fixed_window/1_0/60.0", [1], ("hash",)]
+)
+async def test_a_bad_stored_limiter_configuration_is_overwritten(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        rk = build_key("lt", "control", "crm.config", None, "config")
+        if isinstance(planted, bytes):
+            server.command("SET", rk, wrap(planted, 0))
+        elif isinstance(planted, tuple):
+            server.command("HSET", rk, "n", "1")
+        else:
+            plant(server, rk, planted)
+        limiter = lt.rate_limiter("crm", 5, 60.0)
+        assert (await limiter.acquire("t1")).allowed
+        info = limiter.info()
+        assert (info["enforced_limit"], info["config_conflict"], info["bad_config"]) == (5, None, 1)
+        assert unwrap(server.command("GET", rk))[1] == CODEC.encode("fixed_window/5/60.0")

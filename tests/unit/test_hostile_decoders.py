@@ -21,6 +21,8 @@ from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.values import MAX_REFUSED, Values
 from lowtide.codec import JsonCodec
 from lowtide.keys import MAX_TENANT_LENGTH, check_tenant_id
+from lowtide.limiter.agreement import LimitConfig
+from lowtide.limiter.state import BadState, check_bucket_reply, check_window_reply
 from lowtide.redis.tracking import (
     MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES,
@@ -360,3 +362,62 @@ def test_breaker_state_parser_examples() -> None:
         {"until": now, "opens": 10**6},
     ):
         assert parse_state(bad, now=now, max_open=300) is None, bad
+
+
+# -- limiter state -------------------------------------------------------------------------------
+reply_part = json_like | st.binary(max_size=30) | st.integers(min_value=-(2**70), max_value=2**70)
+
+
+@FUZZ
+@given(reply_part, st.integers(min_value=1, max_value=1000))
+def test_window_counter_replies_are_checked(counter: object, charged: int) -> None:
+    try:
+        value = check_window_reply(counter, charged)
+    except BadState:
+        return
+    assert type(value) is int
+    assert value >= charged
+
+
+@FUZZ
+@given(st.lists(reply_part, min_size=0, max_size=4) | reply_part, st.floats(1, 1e6))
+def test_token_bucket_replies_are_checked(reply: object, max_wait_ms: float) -> None:
+    try:
+        granted, retry_ms, left = check_bucket_reply(reply, max_wait_ms)
+    except BadState:
+        return
+    assert granted >= 0
+    assert left >= 0
+    assert 0 <= retry_ms <= max_wait_ms
+
+
+def test_token_bucket_replies_as_the_script_sends_them() -> None:
+    assert check_bucket_reply([3, b"0", 7], 100.0) == (3, 0.0, 7)
+    assert check_bucket_reply([0, b"12.500", 0], 100.0) == (0, 12.5, 0)
+    for bad in ([0, b"1e300", 0], [0, b"nan", 0], [-1, b"0", 0], [0, b"0"], None, b"x"):
+        with pytest.raises(BadState):
+            check_bucket_reply(bad, 100.0)
+
+
+@FUZZ
+@given(
+    st.text(max_size=120)
+    | st.builds(
+        "/".join,
+        st.tuples(
+            st.sampled_from(["fixed_window", "token_bucket", "x"]),
+            st.text(max_size=25),
+            st.text(max_size=25),
+        ),
+    )
+    | json_like
+)
+def test_stored_limiter_configurations_are_parsed_defensively(value: object) -> None:
+    config = LimitConfig.parse(value)
+    if config is None:
+        return
+    assert config.algorithm in ("fixed_window", "token_bucket")
+    assert 1 <= config.limit < 10**18
+    assert math.isfinite(config.per)
+    assert config.per > 0
+    assert LimitConfig.parse(config.text()) == config
