@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
-from lowtide import CircuitOpen, Lowtide, SerializationError, ValueTooLarge, build_key
+from lowtide import (
+    CircuitOpen,
+    Lowtide,
+    Mode,
+    ModeChange,
+    SerializationError,
+    ValueTooLarge,
+    build_key,
+)
 from lowtide.cache.envelope import unwrap, wrap
 from lowtide.codec import JsonCodec
+from lowtide.control import MAX_REASON
 from lowtide.limiter.core import window_index
 from lowtide.testing import ValkeyServer, ledger_total
 from tests.helpers import eventually, fail
@@ -467,3 +477,72 @@ async def test_a_bad_stored_limiter_configuration_is_overwritten(
         info = limiter.info()
         assert (info["enforced_limit"], info["config_conflict"], info["bad_config"]) == (5, None, 1)
         assert unwrap(server.command("GET", rk))[1] == CODEC.encode("fixed_window/5/60.0")
+
+
+SWITCH = "lt:x:switch::fleet"
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        b"garbage",
+        b"[1]",
+        b'"suspended"',
+        b"null",
+        b'{"state": "active"}',
+        b'{"state": ["suspended"]}',
+        b"[" * 100_000,
+        b'{"state": "suspended", "pad": "' + b"x" * 5000 + b'"}',  # over 4 KiB
+        ("hash",),
+    ],
+    ids=lambda v: repr(v)[:40],
+)
+async def test_a_switch_value_that_is_no_well_formed_suspension_is_ignored(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        switch = lt.switch
+        assert switch is not None
+        checks = switch.checks
+        if isinstance(planted, tuple):
+            server.command("HSET", SWITCH, "state", "suspended")
+        else:
+            server.command("SET", SWITCH, planted)
+        server.command("PUBLISH", "lt:invalidate", SWITCH)  # as lowtide suspend does
+        await eventually(lambda: switch.checks > checks)
+        await asyncio.sleep(0.1)
+        assert lt.mode is Mode.DISTRIBUTED
+        assert switch.invalid >= 1
+        assert await switch.suspension() is None
+        # a hub started now is not suspended by it either
+        async with Lowtide(server.url, instance="late") as late:
+            assert late.mode is Mode.DISTRIBUTED
+
+
+async def test_garbage_over_a_suspension_resumes_and_the_reason_cannot_forge_log_lines(
+    lowtide_fresh_server: ValkeyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = lowtide_fresh_server
+    changes: list[ModeChange] = []
+    async with Lowtide(server.url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        lt.on_mode_change(changes.append)
+        reason = "incident 7\n2024-01-01 INFO lowtide: all good\x1b[2J" + "!" * 1000
+        with caplog.at_level(logging.INFO, "lowtide"):
+            server.command(
+                "SET", SWITCH, json.dumps({"state": "suspended", "reason": reason, "at": 1.0})
+            )
+            await eventually(lambda: lt.mode is Mode.SUSPENDED)
+        detail = changes[-1].detail
+        assert detail.startswith("incident 7?2024-01-01 INFO")
+        assert detail.isprintable()
+        assert len(detail) == MAX_REASON
+        assert not any("\n" in r.getMessage() for r in caplog.records)
+        assert lt.switch is not None
+        assert lt.switch.state is not None
+        assert lt.switch.state["reason"] == detail
+        server.command("SET", SWITCH, b"\x00not json")  # a stray write: read as off
+        await eventually(lambda: lt.mode is Mode.DISTRIBUTED)
+        assert lt.switch.invalid == 1

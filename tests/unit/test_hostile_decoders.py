@@ -5,6 +5,7 @@ else, never returns a value outside its bounds, and its work is bounded."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 
@@ -20,6 +21,7 @@ from lowtide.cache.envelope import ENVELOPE_BYTES, unwrap
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.values import MAX_REFUSED, Values
 from lowtide.codec import JsonCodec
+from lowtide.control import MAX_REASON, MAX_SWITCH_BYTES, parse_switch
 from lowtide.keys import MAX_TENANT_LENGTH, check_tenant_id
 from lowtide.limiter.agreement import LimitConfig
 from lowtide.limiter.state import BadState, check_bucket_reply, check_window_reply
@@ -421,3 +423,39 @@ def test_stored_limiter_configurations_are_parsed_defensively(value: object) -> 
     assert math.isfinite(config.per)
     assert config.per > 0
     assert LimitConfig.parse(config.text()) == config
+
+
+# -- the kill switch -------------------------------------------------------------------------------
+@FUZZ
+@given(
+    st.binary(max_size=200)
+    | json_like.map(lambda v: json.dumps(v, default=repr).encode())
+    | st.fixed_dictionaries(
+        {"state": st.sampled_from(["suspended", "active"]) | json_like},
+        optional={"reason": json_like | st.text(max_size=400), "at": json_like},
+    ).map(lambda v: json.dumps(v, default=repr).encode())
+)
+def test_only_a_well_formed_suspension_suspends(raw: bytes) -> None:
+    state = parse_switch(raw)
+    if state is None:
+        return
+    assert set(state) == {"state", "reason", "at"}
+    assert state["state"] == "suspended"
+    assert isinstance(state["reason"], str)
+    assert state["reason"].isprintable()
+    assert 0 < len(state["reason"]) <= MAX_REASON
+    assert state["at"] is None or math.isfinite(state["at"])
+
+
+def test_switch_examples() -> None:
+    ok = parse_switch(b'{"state": "suspended", "reason": "incident 42", "at": 1.5}')
+    assert ok == {"state": "suspended", "reason": "incident 42", "at": 1.5}
+    assert parse_switch(b'{"state": "suspended"}') == {
+        "state": "suspended",
+        "reason": "fleet switch",
+        "at": None,
+    }
+    for bad in (b"garbage", b"[1]", b"null", b'"suspended"', b"{}", b"[" * 5000, None, 42):
+        assert parse_switch(bad) is None
+    big = b'{"state": "suspended", "x": "' + b"y" * MAX_SWITCH_BYTES + b'"}'
+    assert parse_switch(big) is None
