@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +29,10 @@ from lowtide import (
 from lowtide.cache.envelope import unwrap, wrap
 from lowtide.codec import JsonCodec
 from lowtide.control import MAX_REASON
+from lowtide.fleet import MAX_FLEET_SIZE
+from lowtide.fleetview import read_fleet
 from lowtide.limiter.core import window_index
+from lowtide.periodic import Periodic
 from lowtide.testing import ValkeyServer, ledger_total
 from tests.helpers import eventually, fail
 
@@ -546,3 +550,83 @@ async def test_garbage_over_a_suspension_resumes_and_the_reason_cannot_forge_log
         server.command("SET", SWITCH, b"\x00not json")  # a stray write: read as off
         await eventually(lambda: lt.mode is Mode.DISTRIBUTED)
         assert lt.switch.invalid == 1
+
+
+@pytest.mark.parametrize(
+    "planted", [b"text", b"1000000000000", b"-5", b"1e3", b" 7", b"10001", ("hash",)], ids=repr
+)
+async def test_bad_heartbeat_counts_never_become_the_fleet_size(
+    lowtide_fresh_server: ValkeyServer, planted: object
+) -> None:
+    server = lowtide_fresh_server
+    async with Lowtide(server.url) as lt:
+        fleet = lt.fleet
+        index = math.floor(lt.clock.time() / fleet.interval)
+        for i in (index - 1, index, index + 1):  # previous, current (and the next, at an edge)
+            key = build_key("lt", "fleet", "hb", None, str(i))
+            if isinstance(planted, tuple):
+                server.command("HSET", key, "n", "1")
+            else:
+                server.command("SET", key, planted)
+        size = await fleet.beat()
+        assert size == fleet.size
+        assert 1 <= size <= MAX_FLEET_SIZE
+        assert fleet.bad_heartbeats >= 1
+        assert size <= 2  # at most this hub's own beat (when the planted key was usable)
+
+
+async def test_a_periodic_job_outlives_any_exception_from_a_tick(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    class Flaky(Periodic):
+        def __init__(self, hub: Lowtide) -> None:
+            super().__init__(hub, 0.01)
+            self.ticks = 0
+
+        async def tick(self) -> None:
+            self.ticks += 1
+            if self.ticks <= 3:
+                raise ValueError("invalid literal for int() with base 10: b'text\\nforged'")
+
+    async with Lowtide(lowtide_fresh_server.url) as lt:
+        job = Flaky(lt)
+        job.start()
+        try:
+            await eventually(lambda: job.ticks >= 6)
+            assert job.failures == 3
+        finally:
+            await job.aclose()
+
+
+async def test_malformed_fleet_snapshots_are_skipped_and_counted(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    bad = [
+        b"garbage",
+        b"[1]",
+        b'{"instance": 5}',
+        b'{"instance": "x", "billed_per_day": "lots"}',
+        b'{"instance": "x", "billed_per_day": -1}',
+        b'{"instance": "x", "by_family": [1]}',
+        b'{"instance": "x", "saved": {"cache": "many"}}',
+        b"[" * 100_000,
+        b'{"instance": "' + b"x" * (2 << 20) + b'"}',
+    ]
+    for i, raw in enumerate(bad):
+        server.command("SET", f"lt:m:snap::evil{i}", raw)
+    server.command("HSET", "lt:m:snap::hash", "a", "1")  # MGET answers nil for it
+    spoof = {"instance": "spoof", "billed_per_day": 1e6, "extra": {"ignored": True}}
+    server.command("SET", "lt:m:snap::spoof", json.dumps(spoof))
+    async with (
+        Lowtide(server.url, instance="web-1", fleet_view=True) as a,
+        Lowtide(server.url, instance="reader") as reader,
+    ):
+        assert a.publisher is not None
+        await a.publisher.publish()
+        stats: dict[str, int] = {}
+        snaps = await read_fleet(reader, stats=stats)
+        assert [s["instance"] for s in snaps] == ["spoof", "web-1"]  # busiest first
+        assert "extra" not in snaps[0]
+        assert snaps[0]["by_family"] == {}  # missing tables at their zero value
+        assert stats == {"snapshots": 2, "malformed": len(bad), "left_out": 0}

@@ -22,6 +22,8 @@ from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.values import MAX_REFUSED, Values
 from lowtide.codec import JsonCodec
 from lowtide.control import MAX_REASON, MAX_SWITCH_BYTES, parse_switch
+from lowtide.fleet import MAX_FLEET_SIZE, heartbeat_count
+from lowtide.fleetview import parse_snapshot
 from lowtide.keys import MAX_TENANT_LENGTH, check_tenant_id
 from lowtide.limiter.agreement import LimitConfig
 from lowtide.limiter.state import BadState, check_bucket_reply, check_window_reply
@@ -459,3 +461,78 @@ def test_switch_examples() -> None:
         assert parse_switch(bad) is None
     big = b'{"state": "suspended", "x": "' + b"y" * MAX_SWITCH_BYTES + b'"}'
     assert parse_switch(big) is None
+
+
+# -- heartbeats and fleet snapshots ----------------------------------------------------------------
+@FUZZ
+@given(st.binary(max_size=25) | json_like | st.integers())
+def test_heartbeat_counts_are_bounded(value: object) -> None:
+    n = heartbeat_count(value)
+    if n is not None:
+        assert type(n) is int
+        assert 0 <= n <= MAX_FLEET_SIZE
+
+
+def test_heartbeat_count_examples() -> None:
+    assert heartbeat_count(None) == 0
+    assert heartbeat_count(b"42") == 42
+    assert heartbeat_count(7) == 7
+    for bad in (b"text", b"1000000000000", b"-5", b" 7", b"1_0", b"\xd9\xa1", 10**12, True, -1):
+        assert heartbeat_count(bad) is None
+
+
+snapshot_like = st.fixed_dictionaries(
+    {"instance": st.text(max_size=10) | json_like},
+    optional={
+        "mode": st.text(max_size=10) | json_like,
+        "billed_per_day": st.floats(allow_nan=False, allow_infinity=False) | json_like,
+        "commands": st.integers(min_value=-5, max_value=10**6) | json_like,
+        "by_family": st.dictionaries(st.text(max_size=10), st.integers(-5, 100) | json_like),
+        "saved": json_like,
+    },
+)
+
+
+@FUZZ
+@given(
+    st.binary(max_size=200)
+    | json_like.map(lambda v: json.dumps(v, default=repr).encode())
+    | snapshot_like.map(lambda v: json.dumps(v, default=repr).encode())
+)
+def test_fleet_snapshots_are_checked_before_use(raw: bytes) -> None:
+    snap = parse_snapshot(raw)
+    if snap is None:
+        return
+    for name in ("instance", "provider", "mode"):
+        assert isinstance(snap[name], str)
+    for name in ("at", "elapsed_s", "commands", "billed", "per_day", "billed_per_day"):
+        assert math.isfinite(snap[name])
+        assert snap[name] >= 0
+    for name in ("by_component", "by_command", "by_family", "by_tenant", "saved"):
+        assert isinstance(snap[name], dict)
+        assert all(isinstance(k, str) for k in snap[name])
+        assert all(math.isfinite(v) and v >= 0 for v in snap[name].values())
+    # what lowtide top computes from it
+    float(snap["billed_per_day"])
+    sum(snap["saved"].values())
+
+
+def test_a_published_snapshot_reads_back_unchanged() -> None:
+    snap = {
+        "instance": "web-1",
+        "provider": "upstash",
+        "mode": "distributed",
+        "at": 1_700_000_000.5,
+        "elapsed_s": 61.0,
+        "commands": 120,
+        "billed": 118,
+        "per_day": 170_000.0,
+        "billed_per_day": 168_000.0,
+        "usd_per_month": 10.08,
+        "by_component": {"cache": 100, "limiter": 20},
+        "by_command": {"get": 100},
+        "by_family": {"lt:c:profiles:*": 100},
+        "by_tenant": {"t1": 100},
+        "saved": {"cache": 900},
+    }
+    assert parse_snapshot(json.dumps(snap).encode()) == snap
