@@ -303,7 +303,7 @@ FAR = 1e18  # a deadline no breaker or penalty can have
         {"gen": 1},
         {"until": 0, "gen": "x"},
         {"until": 0, "gen": 10**30},
-        {"until": 0, "opens": 10**9},
+        {"until": 0, "opens": 2.5},
         {"until": 0, "opens": -1},
         b'j{"until": NaN}',
         b"\x80\x04pickle",

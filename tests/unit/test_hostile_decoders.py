@@ -353,6 +353,8 @@ def test_breaker_state_parser_examples() -> None:
     ok = {"until": now + 30, "gen": 1_700_000_000_000, "opens": 2}
     assert parse_state(ok, now=now, max_open=300) == FleetState(now + 30, 1_700_000_000_000, 2)
     assert parse_state({"until": now}, now=now, max_open=300) == FleetState(now, 0, 0)
+    many = {"until": now, "opens": 10**6}  # a dependency down for weeks: counted at most 1000
+    assert parse_state(many, now=now, max_open=300) == FleetState(now, 0, MAX_OPENS)
     for bad in (
         {"until": "soon"},
         [1],
@@ -363,7 +365,8 @@ def test_breaker_state_parser_examples() -> None:
         {"until": True},
         {"until": now, "gen": 1.5},
         {"until": now, "gen": True},
-        {"until": now, "opens": 10**6},
+        {"until": now, "opens": -1},
+        {"until": now, "opens": 1.0},
     ):
         assert parse_state(bad, now=now, max_open=300) is None, bad
 

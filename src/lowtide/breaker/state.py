@@ -5,9 +5,9 @@ Stored value (JSON, through the tiered cache): ``{"until": <server unix seconds>
 "opens": <int>}``. :func:`parse_state` accepts only that shape: a dict whose ``until`` is a
 finite number no further ahead than the longest open period (``max_open``) plus
 :data:`~lowtide._untrusted.CLOCK_SLACK`, whose ``gen`` is an int in ``[0, 2**63)`` and whose
-``opens`` is an int in ``[0, MAX_OPENS]`` (both default to 0 when missing). Anything else is
-read as "no fleet state": the hub decides locally, so a planted ``{"until": 1e18}`` cannot
-hold a tenant's breaker open for longer than one ``max_open``.
+``opens`` is an int >= 0 (read as at most :data:`MAX_OPENS`; both default to 0 when missing).
+Anything else is read as "no fleet state": the hub decides locally, so one planted value
+cannot hold a tenant's breaker open for longer than ``max_open`` plus a minute.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ __all__ = ["MAX_GEN", "MAX_OPENS", "FleetState", "parse_state"]
 
 #: largest open generation accepted (generations are server milliseconds)
 MAX_GEN: Final = 2**63 - 1
-#: most re-openings accepted (the open period stops doubling after 20 anyway)
+#: re-openings counted at most (the open period stops doubling after 20 anyway; a tenant whose
+#: dependency stays down for weeks may legitimately exceed any small bound)
 MAX_OPENS: Final = 1000
 
 
@@ -45,7 +46,7 @@ def parse_state(value: object, *, now: float, max_open: float) -> FleetState | N
         return None
     until = number(value.get("until"), lo=0.0, hi=now + max_open + CLOCK_SLACK)
     gen = whole(value.get("gen", 0), lo=0, hi=MAX_GEN)
-    opens = whole(value.get("opens", 0), lo=0, hi=MAX_OPENS)
+    opens = whole(value.get("opens", 0), lo=0, hi=MAX_GEN)
     if until is None or gen is None or opens is None:
         return None
-    return FleetState(until, gen, opens)
+    return FleetState(until, gen, min(opens, MAX_OPENS))
