@@ -32,6 +32,7 @@ __all__ = [
     "TRACKED",
     "ParsedKey",
     "build_key",
+    "check_tenant_id",
     "escape",
     "family",
     "parse_key",
@@ -105,6 +106,15 @@ def _check_text(value: object, what: str, limit: int, *, allow_empty: bool) -> s
     return value
 
 
+def check_tenant_id(value: object) -> str:
+    """``value`` if :func:`build_key` accepts it as a tenant id: a non-empty str of at most
+    :data:`MAX_TENANT_LENGTH` characters that is valid unicode; else :class:`InvalidKeyError`.
+
+    For tenant ids read back from Redis (untrusted) as much as for those written.
+    """
+    return _check_text(value, "tenant id", MAX_TENANT_LENGTH, allow_empty=False)
+
+
 def build_key(
     namespace: str,
     component: str,
@@ -130,7 +140,7 @@ def build_key(
     _check_text(namespace, "namespace", 64, allow_empty=False)
     _check_text(name, "name", MAX_KEY_LENGTH, allow_empty=False)
     if tenant is not None:
-        _check_text(tenant, "tenant id", MAX_TENANT_LENGTH, allow_empty=False)
+        check_tenant_id(tenant)
     _check_text(key, "key", MAX_KEY_LENGTH, allow_empty=True)
     t = "" if tenant is None else escape(tenant)
     if hashtag:

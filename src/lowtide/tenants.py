@@ -10,17 +10,24 @@ GET). :class:`TenantResolver` keeps the mapping in a tiered cache per connector 
   (1 DEL); other machines drop their copy on the push;
 * an unknown id is remembered as unknown for ``negative_ttl`` (0 commands per repeated unknown
   webhook), and concurrent resolves of one id share one L2 read and one loader call.
+
+A tenant id read back from Redis is checked exactly like one written
+(:func:`lowtide.keys.check_tenant_id`: a non-empty str of at most 256 characters, valid
+unicode; and no larger than the cache's ``max_value_bytes``): anything else is an unreadable
+value, never returned. With a loader it is loaded again and overwritten; without one,
+:meth:`TenantResolver.resolve` answers ``None`` (unknown), counted in ``stats["unreadable"]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from lowtide.cache.options import pushed_state
 from lowtide.cache.tiered import Cache
+from lowtide.codec import JsonCodec
 from lowtide.errors import InvalidKeyError, SerializationError
-from lowtide.keys import MAX_TENANT_LENGTH
+from lowtide.keys import MAX_TENANT_LENGTH, check_tenant_id
 
 if TYPE_CHECKING:
     from lowtide.cache.registry import CacheHub
@@ -32,6 +39,30 @@ MAX_CONNECTORS = 256
 
 #: ``async (connector, external_id) -> tenant id or None`` (your database lookup)
 TenantLoader = Callable[[str, str], Awaitable[str | None]]
+
+
+class TenantIdCodec(JsonCodec):
+    """The JSON codec, for values that must be tenant ids: anything else is refused when
+    written and when read back (:class:`SerializationError`: the cache's unreadable value)."""
+
+    def encode(self, value: Any) -> bytes:
+        """Tagged bytes for a valid tenant id."""
+        return super().encode(_tenant_id(value))
+
+    def decode(self, data: bytes) -> Any:
+        """The tenant id ``data`` holds; SerializationError if it is not a valid one."""
+        return _tenant_id(super().decode(data))
+
+
+def _tenant_id(value: object) -> str:
+    try:
+        return check_tenant_id(value)
+    except InvalidKeyError as exc:
+        raise SerializationError(f"not a tenant id: {exc}") from None
+
+
+#: one instance for every connector's cache (the registry compares codecs by identity)
+TENANT_IDS = TenantIdCodec()
 
 
 class TenantsKwargs(TypedDict, total=False):
@@ -67,8 +98,11 @@ class TenantResolver:
             negative_ttl=negative_ttl,
             eager_refresh=0.9,
             per_tenant=False,
-            max_value_bytes=MAX_TENANT_LENGTH * 4 + 16,
+            # the longest id encoded: 256 characters JSON may escape as \\uXXXX (6 bytes)
+            max_value_bytes=MAX_TENANT_LENGTH * 6 + 16,
         )
+        #: ``unreadable``: resolves (without a loader) that found an invalid value in Redis
+        self.stats = {"unreadable": 0}
         build = hub.caches.cache
         self._connectors: set[str] = set()
 
@@ -80,7 +114,7 @@ class TenantResolver:
                         "code, not from requests"
                     )
                 self._connectors.add(connector)
-            return build(connector, self._options, component="tenants", codec=None)
+            return build(connector, self._options, component="tenants", codec=TENANT_IDS)
 
         self._cache_for: Callable[[str], Cache] = cache_for
 
@@ -89,37 +123,40 @@ class TenantResolver:
         return self._cache_for(connector)
 
     async def resolve(self, connector: str, external_id: str) -> str | None:
-        """The tenant id of ``external_id`` on ``connector``, or None if unknown."""
+        """The tenant id of ``external_id`` on ``connector``, or None if unknown.
+
+        An invalid value in Redis is never returned (see module docs).
+        """
         cache = self._cache_for(connector)
         loader = self._loader
         if loader is None:
-            value = await cache.get(external_id)
+            try:
+                return await cache.get(external_id)  # type: ignore[no-any-return]
+            except SerializationError:  # counted and logged by the cache
+                self.stats["unreadable"] += 1
+                return None
         else:
 
             async def load() -> str | None:
                 tenant = await loader(connector, external_id)
-                if tenant is not None and (
-                    not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_LENGTH
-                ):
-                    raise SerializationError(
-                        f"tenant loader returned {type(tenant).__name__} {str(tenant)[:50]!r}: "
-                        "expected a non-empty str tenant id (nothing was cached)"
-                    )
+                if tenant is not None:
+                    try:
+                        check_tenant_id(tenant)
+                    except InvalidKeyError:
+                        raise SerializationError(
+                            f"tenant loader returned {type(tenant).__name__} "
+                            f"{str(tenant)[:50]!r}: expected a non-empty str tenant id "
+                            "(nothing was cached)"
+                        ) from None
                 return tenant
 
+            # an unreadable value is loaded again and overwritten by the cache
             value = await cache.get_or_load(external_id, load)
-        if value is not None and not isinstance(value, str):
-            raise SerializationError(
-                f"tenant mapping for {connector!r} holds a {type(value).__name__}, not a str"
-            )
-        return value
+        return value if value is None else _tenant_id(value)
 
     async def remember(self, connector: str, external_id: str, tenant: str) -> None:
         """Store the mapping (e.g. right after OAuth): 1 SET; every machine's old copy drops."""
-        if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_LENGTH:
-            raise InvalidKeyError(
-                f"tenant id must be a non-empty str of at most {MAX_TENANT_LENGTH} characters"
-            )
+        check_tenant_id(tenant)
         await self._cache_for(connector).set(external_id, tenant)
 
     async def forget(self, connector: str, external_id: str) -> None:

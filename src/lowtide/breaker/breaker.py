@@ -15,6 +15,12 @@ Per (breaker, tenant):
   period (doubling, capped at ``max_open``).
 
 While Redis is unavailable every machine runs its breaker locally (and probes locally).
+
+The fleet state read back is untrusted: :func:`~lowtide.breaker.state.parse_state` accepts only
+a well-formed one (``until`` within ``max_open`` of now); anything else (wrong types, NaN, a
+deadline years ahead, a value the cache cannot read) is read as "no fleet state", counted in
+``stats["bad_state"]`` and logged at most once a minute. ``guard()`` and ``state()`` never
+raise for it.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from lowtide._listeners import Listeners
 from lowtide._tasks import BackgroundTasks
+from lowtide._untrusted import Warnings, shown
 from lowtide._validate import fraction, integer, optional_seconds, seconds
 from lowtide.breaker.core import BreakerCore, State
 from lowtide.breaker.probe import ProbeLeases
+from lowtide.breaker.state import FleetState, parse_state
 from lowtide.cache.options import CacheOptions, pushed_state
 from lowtide.cache.store import Key
-from lowtide.errors import CircuitOpen, LowtideError
+from lowtide.errors import CircuitOpen, LowtideError, RedisCommandError, SerializationError
 from lowtide.keys import build_key, family
 from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant, tenant_kwargs
 
@@ -148,7 +156,9 @@ class CircuitBreaker:
             "trips": 0,
             "failures": 0,
             "cancelled": 0,
+            "bad_state": 0,  # fleet states read back that were not well-formed (ignored)
         }
+        self._warnings = Warnings(log)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} tenants={len(self._cores)}>"
@@ -173,9 +183,12 @@ class CircuitBreaker:
         t = self._tenant(tenant)
         core = self._cores.peek(t)
         now = self._server_now()
-        fleet = self._states.peek("state", **self._kw(t))
-        if isinstance(fleet, dict):
-            return State.OPEN.value if now < float(fleet["until"]) else State.HALF_OPEN.value
+        # a bad value in L1 was counted when it was read; here it is only ignored
+        fleet = parse_state(
+            self._states.peek("state", **self._kw(t)), now=now, max_open=self.max_open
+        )
+        if fleet is not None:
+            return State.OPEN.value if now < fleet.until else State.HALF_OPEN.value
         if core is None:
             return State.CLOSED.value
         return core.current(now).value
@@ -232,8 +245,9 @@ class CircuitBreaker:
 
     async def fleet_state(self, tenant: str | None = None) -> dict[str, Any] | None:
         """The fleet's shared state for ``tenant`` (0 commands from L1, else 1 GET), or None
-        when no hub has it open (or Redis cannot tell)."""
-        return await self._fleet_state(tenant)
+        when no hub has it open (or Redis cannot tell, or holds no well-formed state)."""
+        fleet = await self._fleet_state(tenant)
+        return None if fleet is None else fleet.to_dict()
 
     def info(self) -> dict[str, Any]:
         """Configuration, counters and how many tenants are open here."""
@@ -288,24 +302,36 @@ class CircuitBreaker:
             retry_after=max(0.0, retry_after),
         )
 
-    async def _fleet_state(self, tenant: str | None) -> dict[str, Any] | None:
+    async def _fleet_state(self, tenant: str | None) -> FleetState | None:
         try:
             value = await self._states.get("state", **self._kw(tenant))
+        except (SerializationError, RedisCommandError) as exc:  # unreadable, or WRONGTYPE
+            value = exc
         except LowtideError:
-            return None  # unreadable state: decide locally
-        return value if isinstance(value, dict) and "until" in value else None
+            return None  # Redis cannot tell: decide locally
+        if value is None:
+            return None
+        fleet = parse_state(value, now=self._server_now(), max_open=self.max_open)
+        if fleet is None:  # not a well-formed state: decide locally
+            self.stats["bad_state"] += 1
+            self._warnings.warn(
+                "state",
+                "breaker %r: ignoring a fleet state that is not well-formed: %s",
+                self.name,
+                shown(value),
+            )
+        return fleet
 
     def _adopt(
-        self, tenant: str | None, core: BreakerCore, fleet: dict[str, Any] | None, now: float
+        self, tenant: str | None, core: BreakerCore, fleet: FleetState | None, now: float
     ) -> None:
         """Bring this hub's view of ``tenant`` in line with the fleet state just read."""
         if fleet is not None:
-            gen = int(fleet.get("gen", 0))
             old = core.current(now)
-            if self._fleet_gen.get(tenant) != gen or core.state is State.CLOSED:
-                self._fleet_gen[tenant] = gen
-                core.reopens = int(fleet.get("opens", 0))
-                core.trip(now, float(fleet["until"]))
+            if self._fleet_gen.get(tenant) != fleet.gen or core.state is State.CLOSED:
+                self._fleet_gen[tenant] = fleet.gen
+                core.reopens = fleet.opens
+                core.trip(now, fleet.until)
                 self._emit(tenant, old, core.current(now), "fleet")
         elif tenant in self._fleet_gen:  # the fleet state is gone: someone's probe succeeded
             del self._fleet_gen[tenant]
@@ -320,7 +346,7 @@ class CircuitBreaker:
         now = self._server_now()
         self._adopt(tenant, core, fleet, now)
         if fleet is not None:
-            until, gen = float(fleet["until"]), int(fleet.get("gen", 0))
+            until, gen = fleet.until, fleet.gen
             if now < until:
                 raise self._reject(until - now)
             if core.probing or self._probe_lost.get(tenant, 0.0) > now:

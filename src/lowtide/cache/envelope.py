@@ -12,11 +12,13 @@ from typing import Final
 
 from lowtide.errors import SerializationError
 
-__all__ = ["unwrap", "wrap"]
+__all__ = ["ENVELOPE_BYTES", "unwrap", "wrap"]
 
 _MAGIC: Final = b"L"
 _HEADER: Final = struct.Struct(">Q")
 _SIZE: Final = 1 + _HEADER.size
+#: bytes the envelope adds to the codec's bytes
+ENVELOPE_BYTES: Final = _SIZE
 
 
 def wrap(payload: bytes, expires_ms: int) -> bytes:

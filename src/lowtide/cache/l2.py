@@ -10,7 +10,8 @@ Commands (each attributed to the cache's component and key family, per tenant):
 
 * :meth:`L2.get`: 1 GET; :meth:`L2.mget`: 1 MGET (on a cluster, 1 per hash slot);
 * :meth:`L2.set`: 1 SET PX (NX for a loaded value), +1 PUBLISH in pub/sub backplane mode;
-* :meth:`L2.set_many`: 1 SET PX per value, +1 PUBLISH of every key in backplane mode;
+* :meth:`L2.set_many`: 1 SET PX per value, +1 PUBLISH of every key in backplane mode (one more
+  per 10,000 keys or 1 MiB of keys: a reader takes a larger message for a flush);
 * :meth:`L2.delete`: 1 DEL, +1 PUBLISH in backplane mode (no token: a delete fills nothing).
 
 Values are stored in the envelope of :mod:`lowtide.cache.envelope` (expiry on the
@@ -29,6 +30,7 @@ from lowtide.cache.store import Key
 from lowtide.errors import RedisCommandError
 from lowtide.keys import build_key, family
 from lowtide.modes import InvalidationMode
+from lowtide.redis.tracking import publish_batches
 from lowtide.tenancy import Attributions
 
 if TYPE_CHECKING:
@@ -205,7 +207,7 @@ class L2:
         ]
         rks = [rk for rk, _ in items]
         if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, "\n".join(rks)))
+            cmds += [("PUBLISH", inv.channel, batch) for batch in publish_batches(rks)]
         with Guarded(inv, rks) as g:
             await self.send(tenant, cmds)
         return g

@@ -90,6 +90,9 @@ class CacheStats:
     refreshes: int = 0  # eager background refreshes started
     coalesced: int = 0  # callers that joined a single-flight instead of sending their own
     soft_timeouts: int = 0  # slow reads/loads answered with the last good value
+    unreadable: int = 0  # L2 values refused: not lowtide's, corrupt, wrong type, too large
+    oversized: int = 0  # of those, larger than max_value_bytes (never decoded)
+    unreadable_hits: int = 0  # reads refused from memory of an unreadable value, no command
 
     def to_dict(self) -> dict[str, int]:
         """The counters as a dict."""

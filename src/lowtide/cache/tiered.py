@@ -21,7 +21,8 @@ written meanwhile is demoted and read again from L2.
 This module holds the public API and the load orchestration; the rules live in
 :mod:`~lowtide.cache.freshness` (pure), single-flight in :mod:`~lowtide.cache.flight`, the
 Redis commands and their race guard in :mod:`~lowtide.cache.l2`, fills, echoes and fail-safe
-reads in :mod:`~lowtide.cache.l1` (over :mod:`~lowtide.cache.store`).
+reads in :mod:`~lowtide.cache.l1` (over :mod:`~lowtide.cache.store`), the codec, the size limit
+(applied to reads too) and unreadable values in :mod:`~lowtide.cache.values`.
 
 Names: ``key`` is the caller's key, ``k`` the L1 key ``(tenant, key)``, ``rk`` the Redis key
 built from it; ``_now`` is the hub clock's monotonic time (L1 deadlines), ``L2.wall`` the
@@ -37,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from lowtide._listeners import Listeners
 from lowtide._validate import seconds
-from lowtide.cache.envelope import unwrap
 from lowtide.cache.flight import SingleFlight, SoftTimeout
 from lowtide.cache.freshness import (
     answer,
@@ -51,15 +51,10 @@ from lowtide.cache.l1 import L1
 from lowtide.cache.l2 import L2, Guarded
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import ABSENT, LOADED_NONE, Key
+from lowtide.cache.values import Values
 from lowtide.codec import Codec, JsonCodec
 from lowtide.context import _tenant
-from lowtide.errors import (
-    LowtideError,
-    RedisCommandError,
-    RedisUnavailable,
-    SerializationError,
-    ValueTooLarge,
-)
+from lowtide.errors import LowtideError, RedisCommandError, RedisUnavailable, SerializationError
 from lowtide.keys import build_key, family
 from lowtide.tenancy import resolve_tenant
 
@@ -100,6 +95,16 @@ class Cache:
             options, self.stats, now=self._now, tracking_keepalive=self._l2.tracking_keepalive
         )
         self._store = self._l1.store
+        #: encoding, the size limit both ways, and keys whose L2 value could not be read
+        self._values = Values(
+            self.codec,
+            options,
+            hub.settings.max_value_bytes,
+            self.stats,
+            what=self._what,
+            now=self._now,
+            epoch=lambda: self._store.epoch,
+        )
         self._map_get = self._store.map.get
         self._touch = self._store.touch
         self._per_tenant = options.per_tenant
@@ -185,7 +190,7 @@ class Cache:
         k = (self._check_tenant(tenant), key)
         rk = self._l2.key(k)
         ttl = self._ttl(ttl)
-        payload = self._encode(value)
+        payload = self._values.encode(value)
         await self._write(k, rk, value, payload, ttl)
 
     async def delete(self, key: str, *, tenant: str | None = None) -> None:
@@ -193,6 +198,7 @@ class Cache:
         k = (self._check_tenant(tenant), key)
         rk = self._l2.key(k)
         self._store.drop(k)
+        self._values.forget(k)
         if not self._l2.open:
             return
         try:
@@ -247,11 +253,13 @@ class Cache:
         t = self._check_tenant(tenant)
         ttl = self._ttl(ttl)
         prepared = [
-            ((t, key), self._l2.key((t, key)), value, self._encode(value))
+            ((t, key), self._l2.key((t, key)), value, self._values.encode(value))
             for key, value in items.items()
         ]
         if not prepared:
             return
+        for k, _, _, _ in prepared:
+            self._values.forget(k)
         if self._l2.open:
             try:
                 g = await self._l2.set_many(
@@ -276,7 +284,9 @@ class Cache:
 
     def local_delete(self, key: str, *, tenant: str | None = None) -> bool:
         """Drop ``key`` from this process's L1 only (0 commands); True if it was there."""
-        return self._store.drop((self._check_tenant(tenant), key))
+        k = (self._check_tenant(tenant), key)
+        self._values.forget(k)
+        return self._store.drop(k)
 
     def clear_local(self) -> None:
         """Drop every L1 entry of this cache in this process (0 commands)."""
@@ -316,6 +326,7 @@ class Cache:
 
     # -- called by the registry ------------------------------------------------------------
     def _invalidate(self, k: Key) -> None:
+        self._values.forget(k)
         if self._l1.invalidate(k):
             return  # the echo of this process's own write
         if self._watchers:
@@ -343,6 +354,9 @@ class Cache:
         return bool(found), value, float(remaining)
 
     async def _fetch(self, k: Key) -> tuple[bool, Any, float]:
+        refused = self._values.refused(k)
+        if refused is not None:  # known unreadable: not downloaded again (see cache.values)
+            raise refused
         sent = self._now()
         raw, seen = await self._l2.get(k[0], self._l2.key(k))
         return self._accept(k, raw, seen, sent)
@@ -359,12 +373,16 @@ class Cache:
             if fill:
                 self._l1.fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False, sent=sent)
             return False, None, 0.0
-        expires_ms, payload = unwrap(raw)
-        remaining = remaining_life(expires_ms, self._l2.wall(), self.options.ttl)
-        if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
-            self.stats.l2_misses += 1
-            return False, None, 0.0
-        value = self.codec.decode(payload)
+        try:
+            expires_ms, payload = self._values.unwrap(raw)  # refuses an oversized value
+            remaining = remaining_life(expires_ms, self._l2.wall(), self.options.ttl)
+            if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
+                self.stats.l2_misses += 1
+                return False, None, 0.0
+            value = self._values.decode(payload)
+        except SerializationError as exc:
+            self._values.refuse(k, exc, remember=fill)
+            raise
         self.stats.l2_hits += 1
         if fill:
             self._l1.fill(k, value, len(payload), remaining, echo=0, sent=sent)
@@ -383,8 +401,9 @@ class Cache:
             except RedisUnavailable:
                 found, value, remaining = False, None, 0.0
             except (SerializationError, RedisCommandError) as exc:
-                # unreadable (another codec, a foreign writer, WRONGTYPE): load and overwrite
-                log.warning("cache %r: unreadable value in Redis, reloading: %s", self.name, exc)
+                # unreadable (another codec, a foreign writer, too large, WRONGTYPE): load and
+                # overwrite (counted and logged, rate-limited, by self._values)
+                log.debug("cache %r: unreadable value in Redis, reloading: %s", self.name, exc)
                 found, value, remaining = False, None, 0.0
                 l2_empty = False
             if found and not (
@@ -415,7 +434,7 @@ class Cache:
                 )
             return None
         try:
-            payload = self._encode(value)
+            payload = self._values.encode(value)
         except (LowtideError, TypeError):
             log.warning("cache %r: loader returned a value that cannot be cached", self.name)
             raise
@@ -437,6 +456,7 @@ class Cache:
         *,
         only_if_absent: bool = False,
     ) -> None:
+        self._values.forget(k)
         if self._l2.open:
             try:
                 stored, g = await self._l2.set(k[0], rk, payload, ttl, nx=only_if_absent)
@@ -469,17 +489,3 @@ class Cache:
 
     def _ttl(self, ttl: float | None) -> float:
         return self.options.ttl if ttl is None else seconds("ttl", ttl)
-
-    def _encode(self, value: Any) -> bytes:
-        if value is None:
-            raise TypeError("None cannot be cached (it means 'no value'); use delete()")
-        payload = self.codec.encode(value)
-        limit = min(self.options.max_value_bytes, self._hub.settings.max_value_bytes)
-        if len(payload) > limit:
-            raise ValueTooLarge(
-                f"value for cache {self.name!r} is {len(payload)} bytes encoded; "
-                f"the limit is {limit}",
-                size=len(payload),
-                limit=limit,
-            )
-        return payload

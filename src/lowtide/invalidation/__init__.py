@@ -36,7 +36,7 @@ from lowtide.invalidation.guard import RaceGuard
 from lowtide.keys import build_key, prefix
 from lowtide.modes import InvalidationMode, Mode, ModeChange
 from lowtide.redis.cluster import node_url
-from lowtide.redis.tracking import TrackingConnection
+from lowtide.redis.tracking import MessageStats, TrackingConnection
 from lowtide.settings import Settings
 
 if TYPE_CHECKING:
@@ -74,6 +74,9 @@ class Invalidations:
         self.mode = InvalidationMode.TTL if self.setting == "ttl" else InvalidationMode.OFF
         self.healthy = False
         self.received = 0
+        #: pushed messages refused or cut down (bounded work per message; see
+        #: :func:`lowtide.redis.tracking.message_keys`)
+        self.refused = MessageStats()
         self.last_error: str | None = None
         self._subscribers: Listeners[list[str] | None] = Listeners(log, "invalidation subscriber")
         self._on_healthy: Listeners[None] = Listeners(log, "invalidation healthy-callback")
@@ -118,6 +121,11 @@ class Invalidations:
             "healthy": self.healthy,
             "listener": listener,
             "received": self.received,
+            # messages read as a flush because they were over the bounds; messages with keys
+            # that are not lowtide's (or of an unexpected shape); keys skipped in them
+            "oversized_messages": self.refused.oversized,
+            "malformed_messages": self.refused.malformed,
+            "skipped_keys": self.refused.skipped_keys,
             "last_error": self.last_error,
         }
 
@@ -279,7 +287,10 @@ class Invalidations:
         targets = self._targets()
         topology = self._hub.gateway.primaries()
         resp3 = self._hub.settings.listener_resp3 and not self._use_pubsub
-        conns = [TrackingConnection(s, self._hub.ledger, resp3=resp3) for s, _ in targets]
+        conns = [
+            TrackingConnection(s, self._hub.ledger, resp3=resp3, stats=self.refused)
+            for s, _ in targets
+        ]
         self._conns = conns
         for conn in conns:
             if self._use_pubsub:
@@ -324,7 +335,11 @@ class Invalidations:
                 self._probes_pending.difference_update(keys)
                 if not self._probes_pending:
                     probe.set_result(None)
-            self._dispatch(keys)
+            if keys is None or keys:  # nothing to do for a message whose keys were all skipped
+                self._dispatch(keys)
+            # let the loop run between messages: a flood of pushes already buffered would
+            # otherwise be read and dispatched without a single yield
+            await asyncio.sleep(0)
 
     async def _selftest(self, readers: list[asyncio.Task[None]], probes: list[str]) -> None:
         self._probe_seen = asyncio.get_running_loop().create_future()

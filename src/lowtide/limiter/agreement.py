@@ -16,17 +16,25 @@ one GET per process per limiter:
 * Different algorithm or window: the budgets cannot be compared, so a process whose
   configuration differs from the stored one **refuses every call** (and logs an error naming
   both) until they agree. Never over the limit, whichever process is right.
+
+The stored value is untrusted: :meth:`LimitConfig.parse` accepts only ``algorithm/limit/per``
+with a known algorithm, a limit of 1 to 18 ASCII digits and a finite ``per`` > 0 (at most 100
+characters). Anything else, or a value the cache cannot read (another codec, a hash: WRONGTYPE),
+is treated as no stored configuration: this process writes its own over it, and counts it in
+:attr:`FleetConfig.bad`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from lowtide._untrusted import Warnings
 from lowtide.cache.options import pushed_state
-from lowtide.errors import LowtideError
+from lowtide.errors import LowtideError, RedisCommandError, SerializationError
 
 if TYPE_CHECKING:
     from lowtide.cache import Cache, CacheHub
@@ -37,6 +45,8 @@ log = logging.getLogger("lowtide.limiter")
 
 #: lifetime of the stored configuration (renewed by the first process that finds it gone)
 CONFIG_TTL = 3600.0
+_LIMIT = re.compile(r"[0-9]{1,18}")
+_UNREADABLE = object()
 
 
 class LimitConfig(NamedTuple):
@@ -57,6 +67,8 @@ class LimitConfig(NamedTuple):
             return None
         parts = value.split("/")
         if len(parts) != 3 or parts[0] not in ("fixed_window", "token_bucket"):
+            return None
+        if not _LIMIT.fullmatch(parts[1]):
             return None
         try:
             limit, per = int(parts[1]), float(parts[2])
@@ -79,6 +91,9 @@ class FleetConfig:
         #: the stored configuration this process cannot share a budget with, if any
         self.conflict: LimitConfig | None = None
         self._name = name
+        #: stored configurations that were not one (malformed or unreadable): overwritten
+        self.bad = 0
+        self._warnings = Warnings(log)
         self._settled = False
         self._on_change = on_change
         push = hub.settings.invalidation != "ttl"
@@ -106,7 +121,20 @@ class FleetConfig:
         if self._settled:
             return
         try:
-            stored = LimitConfig.parse(await self._cache.get("config"))
+            try:
+                value = await self._cache.get("config")
+            except (SerializationError, RedisCommandError):
+                value = _UNREADABLE  # not a configuration (overwritten below)
+            stored = LimitConfig.parse(value)
+            if stored is None and value is not None:
+                self.bad += 1
+                self._warnings.warn(
+                    "config",
+                    "rate limiter %r: the stored configuration is not one; writing this "
+                    "process's (%s) over it",
+                    self._name,
+                    self.mine.text(),
+                )
             if stored is None or (
                 (stored.algorithm, stored.per) == (self.mine.algorithm, self.mine.per)
                 and self.mine.limit < stored.limit

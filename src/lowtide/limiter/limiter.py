@@ -12,7 +12,13 @@ one atomic command and spends it locally, so a decision costs ~1/B commands:
 
 A refusal is cached until the window ends (or the bucket refills): repeated denials cost 0
 commands. ``penalize()`` shares a provider's 429/Retry-After with one ``SET PX`` on a tracked
-key; other hubs drop their leases on the push and read it once.
+key; other hubs drop their leases on the push and read it once. A penalty is at most
+``max_penalty`` long (default: an hour, or ten windows if longer), written or read back.
+
+Shared state read back is checked (:mod:`lowtide.limiter.state`): a penalty that is not a
+deadline within ``max_penalty`` is ignored (``bad_penalties``); a counter or bucket reply that
+no lowtide writer could have caused, or an error reply, makes this decision local, as when Redis
+is away (``bad_state``). Never over the limit, never an exception to the caller.
 
 When Redis is unavailable (or the hub is suspended) the limiter follows ``on_redis_error``:
 ``local_share`` admits ``limit / fleet size`` per window locally (and charges what it admitted to
@@ -29,10 +35,16 @@ import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from lowtide._validate import integer, seconds
-from lowtide.cache.options import pushed_state
+from lowtide._untrusted import CLOCK_SLACK, Warnings
+from lowtide._validate import integer, optional_seconds, seconds
 from lowtide.cache.store import Key
-from lowtide.errors import ConfigError, LowtideError, RateLimited, RedisUnavailable
+from lowtide.errors import (
+    ConfigError,
+    LowtideError,
+    RateLimited,
+    RedisCommandError,
+    RedisUnavailable,
+)
 from lowtide.keys import build_key, family
 from lowtide.limiter.agreement import FleetConfig, LimitConfig
 from lowtide.limiter.core import (
@@ -42,6 +54,13 @@ from lowtide.limiter.core import (
     next_lease_size,
     window_end,
     window_index,
+)
+from lowtide.limiter.state import (
+    BadState,
+    Penalties,
+    check_bucket_reply,
+    check_window_reply,
+    default_max_penalty,
 )
 from lowtide.modes import Mode, ModeChange
 from lowtide.redis.scripts import Script
@@ -70,6 +89,7 @@ class LimiterKwargs(TypedDict, total=False):
     lease_horizon: float
     per_tenant: bool
     max_tenants: int
+    max_penalty: float | None
 
 
 class _Lease:
@@ -127,6 +147,7 @@ class RateLimiter:
         lease_horizon: float = 1.0,
         per_tenant: bool = True,
         max_tenants: int = 10_000,
+        max_penalty: float | None = None,
     ) -> None:
         integer("limit", limit)
         seconds("per", per)
@@ -139,6 +160,7 @@ class RateLimiter:
         integer("max_lease", max_lease)
         seconds("lease_horizon", lease_horizon)
         integer("max_tenants", max_tenants)
+        optional_seconds("max_penalty", max_penalty)
         ns = hub.settings.namespace
         build_key(ns, "limiter", name, None, "")  # validates the name
         self.name = name
@@ -169,22 +191,19 @@ class RateLimiter:
         self._agreement = FleetConfig(
             hub, name, LimitConfig(algorithm, limit, self.per), self._limit_changed
         )
-        self._penalties: Cache = hub.caches.cache(
-            f"{name}.penalty",
-            pushed_state(
-                # penalties change only through penalize(), whose writes are pushed: L1 may
-                # keep the answer "no penalty" long (except with no push at all)
-                max_staleness=_unpushed_bound(hub),
-                entry_bytes=300,
-                fail_safe=False,
-                max_value_bytes=64,
-                per_tenant=per_tenant,
-            ),
-            component="control",
-            codec=None,
+        #: the longest penalty written or honoured (seconds)
+        self.max_penalty = float(max_penalty or default_max_penalty(self.per))
+        self._penalties = Penalties(
+            hub,
+            name,
+            per_tenant=per_tenant,
+            max_penalty=self.max_penalty,
+            on_change=self._on_penalty_change,
         )
-        self._penalties.watch(self._on_penalty_change)
         self.stats = {"decisions": 0, "allowed": 0, "denied": 0, "reservations": 0, "local": 0}
+        #: reservations decided locally because Redis held impossible limiter state
+        self.stats["bad_state"] = 0
+        self._warnings = Warnings(log)
         self._needs_fleet = on_redis_error == "local_share" and fleet_size is None
         #: server time at which Redis became unavailable (None while distributed): the window
         #: under way then may already be in use by other hubs (see fallback_budget)
@@ -232,32 +251,30 @@ class RateLimiter:
         yield decision
 
     async def penalize(self, tenant: str | None, retry_after: float) -> None:
-        """Stop calls for ``tenant`` fleet-wide for ``retry_after`` seconds (a provider's 429).
+        """Stop calls for ``tenant`` fleet-wide for ``retry_after`` seconds (a provider's 429),
+        at most ``max_penalty`` (a longer ``retry_after`` is cut to it).
 
         1 SET PX; this hub stops at once, the others when the push reaches them.
         """
-        seconds("retry_after", retry_after)
+        retry_after = min(seconds("retry_after", retry_after), self.max_penalty)
         tenant = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
         lease = self._lease(tenant)
         until = self._server_now() + retry_after
         lease.blocked_until = max(lease.blocked_until, until)
         lease.tokens = 0
         with contextlib.suppress(RedisUnavailable):
-            await self._penalties.set(
-                "until", round(until, 3), ttl=retry_after, **self._tenant_kw(tenant)
-            )
+            await self._penalties.write(self._tenant_kw(tenant), until, retry_after)
 
     async def prefetch(self, tenant: str | None = None) -> None:
         """Read ``tenant``'s shared penalty state now (at most 1 GET), so the first decision
         does not wait for it: e.g. right after a tenant connects an integration."""
         t = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
-        with contextlib.suppress(RedisUnavailable):
-            await self._penalties.get("until", **self._tenant_kw(t))
+        await self._penalties.read(self._tenant_kw(t), self._server_now())
 
     @property
     def penalty_cache(self) -> Cache:
         """The tiered cache holding shared penalties (component ``control``)."""
-        return self._penalties
+        return self._penalties.cache
 
     def drop_lease(self, tenant: str | None = None) -> None:
         """Give up the tokens this hub holds for ``tenant`` (0 commands): the next decision
@@ -279,6 +296,9 @@ class RateLimiter:
             "per": self.per,
             "algorithm": self.algorithm,
             "tenants": len(self._leases),
+            "max_penalty": self.max_penalty,
+            "bad_penalties": self._penalties.bad,
+            "bad_config": self._agreement.bad,
             **self.stats,
         }
 
@@ -319,6 +339,10 @@ class RateLimiter:
             try:
                 await self._reserve(tenant, lease, now)
             except RedisUnavailable:
+                return self._fallback(lease, self._server_now())
+            except (RedisCommandError, BadState) as exc:  # impossible state: decide locally
+                self.stats["bad_state"] += 1
+                self._warnings.warn("state", "%s: deciding locally: %s", self._what, exc)
                 return self._fallback(lease, self._server_now())
             finally:
                 lease.pending = None
@@ -369,11 +393,10 @@ class RateLimiter:
         if self._agreement.conflict is not None:  # cannot share a budget: refuse
             lease.blocked_until = now + min(self.per, 1.0)
             return
-        with contextlib.suppress(RedisUnavailable):
-            until = await self._penalties.get("until", **self._tenant_kw(tenant))
-            if isinstance(until, int | float) and until > now:
-                lease.blocked_until = float(until)
-                return
+        until = await self._penalties.read(self._tenant_kw(tenant), now)
+        if until is not None:
+            lease.blocked_until = until
+            return
         fleet = self.fleet_size or self._hub.fleet.size
         limit = self._agreement.limit
         cap = min(self.max_lease, max(1, limit // max(1, fleet)))
@@ -408,7 +431,7 @@ class RateLimiter:
         key = build_key(self._ns, "limiter", self.name, tenant, f"w{w}")
         gw = self._hub.gateway
         att = self._att(tenant)
-        counter = int(await gw.call(att, "INCRBY", key, charge))
+        counter = check_window_reply(await gw.call(att, "INCRBY", key, charge), charge)
         lease.unreported = 0
         if counter == charge:  # first reservation of the window: give the key a lifetime
             ttl_ms = math.ceil((window_end(w, self.per) - now + self.per) * 1000)
@@ -437,11 +460,11 @@ class RateLimiter:
                 size,
             ],
         )
-        granted = int(reply[0])
-        retry_ms = float(reply[1])
+        max_wait_ms = (self._interval + self.horizon + CLOCK_SLACK) * 1000
+        granted, retry_ms, left = check_bucket_reply(reply, max_wait_ms)
         lease.tokens = granted
         lease.expires = now + self.horizon
-        lease.fleet_remaining = int(reply[2])
+        lease.fleet_remaining = left
         if granted == 0:
             lease.blocked_until = now + retry_ms / 1000
 
@@ -463,8 +486,3 @@ class RateLimiter:
         held = self._leases.peek(k[0])
         if held is not None:
             held.tokens = 0
-
-
-def _unpushed_bound(hub: CacheHub) -> float:
-    """How long pushed control state may stay in L1: long with push, the bound without."""
-    return hub.settings.max_staleness if hub.settings.invalidation == "ttl" else 3600.0

@@ -10,6 +10,20 @@ Backplane set-up, where the server has no CLIENT TRACKING (Upstash): ``SUBSCRIBE
 only; writers PUBLISH the keys they changed, newline-separated (keys built by
 :func:`lowtide.keys.build_key` never contain whitespace).
 
+Every message is untrusted (PUBLISH permission is enough to send one), so the work per message
+is bounded before anything is decoded (:func:`message_keys`):
+
+* a payload over :data:`MAX_MESSAGE_BYTES` (1 MiB) or with more than :data:`MAX_MESSAGE_KEYS`
+  (10,000) keys is read as "flush everything" (``None``), counted in
+  :attr:`MessageStats.oversized`: always safe (copies are demoted, not trusted), where dropping
+  it could lose a real invalidation. lowtide's own writers never send one (one key per write,
+  :func:`publish_batches` splits a batch), and the key a server pushes in one tracking message
+  are those changed in one event-loop cycle, so only a huge pipelined write reaches the bound;
+* a key that cannot be a tracked lowtide key (another prefix, empty, longer than
+  :data:`MAX_KEY_BYTES`) is skipped by a byte comparison, counted in
+  :attr:`MessageStats.skipped_keys` (and its message in :attr:`MessageStats.malformed`);
+* a message of an unexpected shape is dropped and counted in :attr:`MessageStats.malformed`.
+
 Tracking state lives on this connection (REDIRECT to itself, BCAST), so data connections need no
 set-up and losing a pooled data connection loses nothing. RESP2 is used on purpose: with RESP3
 the server sends invalidations as push frames that a Pub/Sub reader drops (the cashews + redis-py
@@ -20,23 +34,155 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
 
+from lowtide._untrusted import Warnings, shown
 from lowtide.context import Attribution, _attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
+from lowtide.keys import MAX_KEY_LENGTH, MAX_TENANT_LENGTH
 from lowtide.ledger import Ledger
 from lowtide.redis.client import make_pool
 from lowtide.settings import Settings
 
-__all__ = ["INVALIDATE_CHANNEL", "TrackingConnection"]
+__all__ = [
+    "INVALIDATE_CHANNEL",
+    "MAX_KEY_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_MESSAGE_KEYS",
+    "MessageStats",
+    "TrackingConnection",
+    "message_keys",
+    "publish_batches",
+]
 
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 LISTENER = Attribution("invalidation", "-", None)
+log = logging.getLogger("lowtide.invalidation")
+
+#: the longest key :func:`lowtide.keys.build_key` can make, in bytes: namespace (64), name and
+#: key (4096 each), tenant (256) characters, each at worst an escaped 3-byte character
+#: (``%E3%80%80``, 9 bytes), plus the four separators and a hash tag
+MAX_KEY_BYTES: Final = 9 * (64 + 2 * MAX_KEY_LENGTH + MAX_TENANT_LENGTH) + 6
+#: the largest pushed payload whose keys are read one by one (larger: "flush everything");
+#: more than ten of the longest possible keys
+MAX_MESSAGE_BYTES: Final = 1 << 20
+#: the most keys read from one message (more: "flush everything"); about 25 ms of dispatch
+MAX_MESSAGE_KEYS: Final = 10_000
+
+
+@dataclass(slots=True)
+class MessageStats:
+    """What the listener refused in pushed messages (shared by a listener's connections)."""
+
+    #: messages over :data:`MAX_MESSAGE_BYTES` or :data:`MAX_MESSAGE_KEYS`: read as a flush
+    oversized: int = 0
+    #: messages of an unexpected shape, or holding at least one key that is not lowtide's
+    malformed: int = 0
+    #: keys skipped: not under a tracked prefix, empty, or longer than :data:`MAX_KEY_BYTES`
+    skipped_keys: int = 0
+    warnings: Warnings = field(default_factory=lambda: Warnings(log), repr=False)
+
+    def to_dict(self) -> dict[str, int]:
+        """The counters."""
+        return {
+            "oversized": self.oversized,
+            "malformed": self.malformed,
+            "skipped_keys": self.skipped_keys,
+        }
+
+
+def message_keys(
+    payload: object, prefixes: tuple[bytes, ...], stats: MessageStats, *, split: bool
+) -> list[str] | None:
+    """The keys of one pushed message (see module docs), or None for "flush everything".
+
+    ``payload`` is what the server sent: a list of keys (a tracking message) or one bulk
+    string, which holds newline-separated keys when ``split`` (the pub/sub backplane). Keys not
+    under ``prefixes`` are skipped. Bounded work: sizes are checked before anything is decoded.
+    """
+    if isinstance(payload, bytes):
+        if len(payload) > MAX_MESSAGE_BYTES:
+            _oversized(stats, f"{len(payload)} bytes")
+            return None
+        if split:
+            lines = payload.count(b"\n")
+            if lines >= MAX_MESSAGE_KEYS:
+                _oversized(stats, f"{lines + 1} keys")
+                return None
+            raw: Iterable[object] = payload.split(b"\n")
+        else:
+            raw = (payload,)
+    elif isinstance(payload, list):
+        if len(payload) > MAX_MESSAGE_KEYS:
+            _oversized(stats, f"{len(payload)} keys")
+            return None
+        if sum(len(k) for k in payload if isinstance(k, bytes)) > MAX_MESSAGE_BYTES:
+            _oversized(stats, "over 1 MiB of keys")
+            return None
+        raw = payload
+    else:
+        stats.malformed += 1
+        stats.warnings.warn(
+            "shape", "invalidation message of an unexpected shape ignored: %s", shown(payload)
+        )
+        return []
+    keys: list[str] = []
+    skipped = 0
+    bad: object = None
+    for k in raw:
+        if isinstance(k, bytes) and 0 < len(k) <= MAX_KEY_BYTES and k.startswith(prefixes):
+            keys.append(k.decode("utf-8", "surrogateescape"))
+        else:
+            skipped += 1
+            bad = k
+    if skipped:
+        stats.skipped_keys += skipped
+        stats.malformed += 1
+        stats.warnings.warn(
+            "keys",
+            "invalidation message with %d key(s) that are not lowtide's, skipped (e.g. %s)",
+            skipped,
+            shown(bad),
+        )
+    return keys
+
+
+def _oversized(stats: MessageStats, what: str) -> None:
+    """Count and (rate-limited) log a message over the bounds; the caller flushes."""
+    stats.oversized += 1
+    stats.warnings.warn(
+        "oversized",
+        "invalidation message over the bounds (%s): flushing process memory instead of "
+        "reading it (limits: %d bytes, %d keys)",
+        what,
+        MAX_MESSAGE_BYTES,
+        MAX_MESSAGE_KEYS,
+    )
+
+
+def publish_batches(keys: Sequence[str]) -> list[str]:
+    """Backplane payloads for ``keys``: newline-joined, each within :data:`MAX_MESSAGE_KEYS`
+    keys and :data:`MAX_MESSAGE_BYTES` bytes, so a reader never takes one for a flush."""
+    out: list[str] = []
+    batch: list[str] = []
+    size = 0
+    for k in keys:
+        n = len(k.encode("utf-8", "surrogateescape")) + 1
+        if batch and (len(batch) >= MAX_MESSAGE_KEYS or size + n > MAX_MESSAGE_BYTES):
+            out.append("\n".join(batch))
+            batch, size = [], 0
+        batch.append(k)
+        size += n
+    if batch:
+        out.append("\n".join(batch))
+    return out
 
 
 async def _keep(response: Any) -> Any:
@@ -51,10 +197,20 @@ def _text(v: Any) -> str:
 class TrackingConnection:
     """A connection in BCAST tracking mode; :meth:`read` yields invalidated keys."""
 
-    def __init__(self, settings: Settings, ledger: Ledger | None, *, resp3: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger | None,
+        *,
+        resp3: bool = False,
+        stats: MessageStats | None = None,
+    ) -> None:
         # no socket timeout: reads block until a message or a keepalive PONG arrives
         #: RESP3: invalidations arrive as push frames on this connection (HELLO 3, no REDIRECT)
         self.resp3 = resp3
+        #: what :meth:`read` refused (see :func:`message_keys`)
+        self.stats = stats if stats is not None else MessageStats()
+        self._prefixes: tuple[bytes, ...] = ()
         self._pool = make_pool(
             settings,
             ledger,
@@ -95,7 +251,9 @@ class TrackingConnection:
         """Connect, turn BCAST tracking on for ``prefixes`` and subscribe (raises on failure).
 
         With ``backplane`` set, skip tracking and subscribe to that pub/sub channel instead.
+        Pushed keys outside ``prefixes`` are skipped by :meth:`read`.
         """
+        self._prefixes = tuple(p.encode("utf-8") for p in prefixes)
         try:
             get: Callable[[], Awaitable[AbstractConnection]] = self._pool.get_connection
             self._conn = await get()
@@ -169,18 +327,14 @@ class TrackingConnection:
             if self.resp3 and kind == "invalidate" and len(msg) >= 2:
                 if msg[1] is None:
                     return None
-                return [_text(k) for k in msg[1]] if isinstance(msg[1], list) else [_text(msg[1])]
+                return message_keys(msg[1], self._prefixes, self.stats, split=False)
             if kind == "pong":
                 return "pong"
             if kind == "message" and len(msg) >= 3 and _text(msg[1]) == self.channel:
-                keys = msg[2]
-                if keys is None:
+                if msg[2] is None:
                     return None
-                if isinstance(keys, list):
-                    return [_text(k) for k in keys]
-                if self.channel != INVALIDATE_CHANNEL:
-                    return _text(keys).split("\n")
-                return [_text(keys)]
+                split = self.channel != INVALIDATE_CHANNEL
+                return message_keys(msg[2], self._prefixes, self.stats, split=split)
 
     async def close(self) -> None:
         """Close the connection (tracking state on the server goes with it)."""
