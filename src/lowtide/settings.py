@@ -76,6 +76,8 @@ def redact_url(url: object) -> str | None:
         return "<not a url>"
     text = url
     scheme, sep, rest = text.partition("://")
+    if not sep:
+        return "***"  # not a URL at all: it may be a password pasted into the wrong variable
     if sep:
         at = rest.rfind("@")
         if at >= 0:
