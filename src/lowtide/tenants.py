@@ -1,6 +1,6 @@
 """Tenant discovery: ``(connector, external id) -> tenant id``, cached like any tiered value.
 
-Every inbound webhook has to find its tenant (the seeds' ``discovery:{connector}:{external_id}``
+Every inbound webhook has to find its tenant (the incident's ``discovery:{connector}:{external_id}``
 GET). :class:`TenantResolver` keeps the mapping in a tiered cache per connector (component
 ``tenants``, key family ``<ns>:t:<connector>:*``), so:
 
