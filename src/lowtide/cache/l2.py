@@ -8,7 +8,10 @@ needs to decide what L1 may keep (:mod:`lowtide.cache.freshness`).
 
 Commands (each attributed to the cache's component and key family, per tenant):
 
-* :meth:`L2.get`: 1 GET; :meth:`L2.mget`: 1 MGET (on a cluster, 1 per hash slot);
+* :meth:`L2.get`: 1 GET; but the misses of one tenant's keys that reach Redis in the same
+  event-loop turn (a burst of concurrent cold reads) are sent together as 1 MGET
+  (``batch_reads``, on by default; each caller keeps its own race-guard token);
+* :meth:`L2.mget`: 1 MGET (on a cluster, 1 per hash slot);
 * :meth:`L2.set`: 1 SET PX (NX for a loaded value), +1 PUBLISH in pub/sub backplane mode;
 * :meth:`L2.set_many`: 1 SET PX per value, +1 PUBLISH of every key in backplane mode (one more
   per 10,000 keys or 1 MiB of keys: a reader takes a larger message for a flush);
@@ -20,10 +23,13 @@ server-aligned clock, so machines with skewed clocks agree).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from lowtide._tasks import BackgroundTasks
 from lowtide.cache.envelope import wrap
 from lowtide.cache.freshness import Verdict, after_write
 from lowtide.cache.store import Key
@@ -37,6 +43,14 @@ if TYPE_CHECKING:
     from lowtide.runtime import HubView, InvalidationFeed
 
 __all__ = ["L2", "Guarded"]
+
+log = logging.getLogger("lowtide.cache")
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    # a batched reply whose caller went away must not log "exception was never retrieved"
+    if not fut.cancelled():
+        fut.exception()
 
 
 class Guarded:
@@ -82,10 +96,24 @@ class Guarded:
 class L2:
     """The Redis side of one cache (see module docs)."""
 
-    __slots__ = ("_hub", "_wall", "attribution", "component", "name", "namespace")
+    __slots__ = (
+        "_batch",
+        "_hub",
+        "_pending",
+        "_tasks",
+        "_wall",
+        "attribution",
+        "component",
+        "name",
+        "namespace",
+    )
 
-    def __init__(self, hub: HubView, component: str, name: str) -> None:
+    def __init__(self, hub: HubView, component: str, name: str, *, batch: bool = True) -> None:
         self._hub = hub
+        self._batch = batch
+        #: reads waiting for this turn's MGET, per tenant: Redis key -> its reply's future
+        self._pending: dict[str | None, dict[str, asyncio.Future[Any]]] = {}
+        self._tasks = BackgroundTasks(log, f"cache {name!r} reads", level=logging.DEBUG)
         self.namespace = hub.settings.namespace
         self.component = component
         self.name = name
@@ -138,8 +166,56 @@ class L2:
     async def get(self, tenant: str | None, rk: str) -> tuple[bytes | None, int | None]:
         """1 GET: ``(raw reply, invalidations of rk seen while it was in flight)``."""
         with Guarded(self.guard(), (rk,)) as g:
-            raw = await self._hub.gateway.call(self.attribution(tenant), "GET", rk)
+            if self._batch:
+                raw = await asyncio.shield(self._join_batch(tenant, rk))
+            else:
+                raw = await self._hub.gateway.call(self.attribution(tenant), "GET", rk)
         return raw, g.seen[0]
+
+    def _join_batch(self, tenant: str | None, rk: str) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        batch = self._pending.get(tenant)
+        if batch is None:
+            batch = self._pending[tenant] = {}
+            loop.call_soon(self._send_batch, tenant)  # after every read of this turn joined
+        fut = batch.get(rk)
+        if fut is None:
+            fut = batch[rk] = loop.create_future()
+            fut.add_done_callback(_retrieved)
+        return fut
+
+    def _send_batch(self, tenant: str | None) -> None:
+        batch = self._pending.pop(tenant, None)
+        if batch:
+            self._tasks.spawn(self._fetch_batch(tenant, batch))
+
+    async def _fetch_batch(self, tenant: str | None, batch: dict[str, asyncio.Future[Any]]) -> None:
+        keys = list(batch)
+        att = self.attribution(tenant)
+        try:
+            if len(keys) == 1:
+                replies: list[Any] = [await self._hub.gateway.call(att, "GET", keys[0])]
+            else:
+                replies = await self._hub.gateway.mget(att, keys)
+        except BaseException as exc:
+            for fut in batch.values():
+                if fut.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for rk, raw in zip(keys, replies, strict=True):
+            fut = batch[rk]
+            if not fut.done():
+                fut.set_result(raw)
+
+    async def aclose(self) -> None:
+        """Cancel the batched reads still in flight (the hub calls it on close)."""
+        await self._tasks.aclose()
 
     async def mget(
         self, tenant: str | None, rks: Sequence[str]

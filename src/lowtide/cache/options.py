@@ -40,6 +40,8 @@ class CacheOptions:
     max_value_bytes: int = 1_048_576
     #: False for data that belongs to no tenant (then ``tenant=`` must not be given)
     per_tenant: bool = True
+    #: misses of one tenant's keys issued in the same event-loop turn share one MGET
+    batch_reads: bool = True
 
     def __post_init__(self) -> None:
         seconds("ttl", self.ttl)
@@ -71,6 +73,7 @@ class CacheKwargs(TypedDict, total=False):
     soft_timeout: float | None
     max_value_bytes: int
     per_tenant: bool
+    batch_reads: bool
 
 
 @dataclass(slots=True)

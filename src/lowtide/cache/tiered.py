@@ -90,7 +90,7 @@ class Cache:
         self._hub = hub
         self._what = f"cache {name!r}"
         self._now = hub.clock.monotonic
-        self._l2 = L2(hub, component, name)
+        self._l2 = L2(hub, component, name, batch=options.batch_reads)
         self._l1 = L1(
             options, self.stats, now=self._now, tracking_keepalive=self._l2.tracking_keepalive
         )
@@ -323,6 +323,7 @@ class Cache:
         """Stop this cache's background refreshes (the hub calls it on close)."""
         await self._loads.aclose()
         await self._reads.aclose()
+        await self._l2.aclose()
 
     # -- called by the registry ------------------------------------------------------------
     def _invalidate(self, k: Key) -> None:
