@@ -129,3 +129,17 @@ async def test_closing_the_hub_stops_a_load_a_soft_timeout_left_running(lowtide_
         await started.wait()
         task.cancel()  # the caller gives up; the shielded load runs on in the background
     assert finished.is_set()  # ... until the hub closed: it does not outlive its cache
+
+
+async def test_get_or_load_misses_are_counted_like_get_misses(lowtide_url: str) -> None:
+    async def load() -> str:
+        return "v"
+
+    async with Lowtide(lowtide_url) as lt:
+        cache = lt.cache("misses")
+        await cache.get_or_load("a", load, tenant="t")  # not in L1: a miss (load, SET)
+        await asyncio.sleep(0.1)  # the server's message about that write ends the copy
+        await cache.get_or_load("a", load, tenant="t")  # a miss again (1 GET fills L1)
+        await cache.get_or_load("a", load, tenant="t")  # L1: a hit
+        await cache.get("b", tenant="t")  # a miss
+        assert (cache.stats.misses, cache.stats.hits) == (3, 1)

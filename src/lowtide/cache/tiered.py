@@ -171,6 +171,7 @@ class Cache:
         k = (self._check_tenant(tenant), key)
         if not callable(loader):
             raise TypeError("loader must be an async callable taking no arguments")
+        self.stats.misses += 1  # not fresh in L1 (hit-ratio dashboards count these)
         try:
             return await self._loads.join(
                 k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
