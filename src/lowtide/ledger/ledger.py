@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from lowtide.clock import Clock, SystemClock
 from lowtide.context import Attribution
@@ -203,24 +203,27 @@ class Ledger:
         Costs O(distinct commands x minutes kept), whatever the number of rows or tenants.
         """
         prof = self._resolve(profile)
+        return LedgerTotals(**self._summary(prof, self._by_command()))
+
+    def _summary(self, prof: BillingProfile, by_command: dict[str, int]) -> dict[str, Any]:
+        """The fields :class:`LedgerTotals` and :class:`LedgerSnapshot` share."""
         now = self._clock.monotonic()
-        by_command = self._by_command()
         per_minute, per_day, billed_per_day = self._projection(prof, by_command, now)
-        return LedgerTotals(
-            instance=self.instance,
-            provider=self.provider,
-            profile=prof.name,
-            taken_at=self._clock.time(),
-            elapsed_s=now - self._started,
-            total=sum(by_command.values()),
-            billed=prof.billed(by_command),
-            script_inner=self._inner,
-            by_command=by_command,
-            per_minute=per_minute,
-            per_day=per_day,
-            billed_per_day=billed_per_day,
-            usd_per_month=prof.usd(billed_per_day * 30),
-        )
+        return {
+            "instance": self.instance,
+            "provider": self.provider,
+            "profile": prof.name,
+            "taken_at": self._clock.time(),
+            "elapsed_s": now - self._started,
+            "total": sum(by_command.values()),
+            "billed": prof.billed(by_command),
+            "script_inner": self._inner,
+            "by_command": by_command,
+            "per_minute": per_minute,
+            "per_day": per_day,
+            "billed_per_day": billed_per_day,
+            "usd_per_month": prof.usd(billed_per_day * 30),
+        }
 
     def groups(self) -> dict[Group, int]:
         """Commands by (component, command, key family, had a tenant): no tenant dimension.
@@ -318,7 +321,6 @@ class Ledger:
         :meth:`groups` and :meth:`top_tenants`, which do not.
         """
         prof = self._resolve(profile)
-        now = self._clock.monotonic()
         counts = [(key, row.n) for key, row in list(self._rows.items())]
         by_command: dict[str, int] = {}
         by_component: dict[str, int] = {}
@@ -334,23 +336,10 @@ class Ledger:
             rows.append(
                 LedgerRow(att.component, name, att.family, att.tenant, n, prof.units(name) * n)
             )
-        per_minute, per_day, billed_per_day = self._projection(prof, by_command, now)
         return LedgerSnapshot(
-            instance=self.instance,
-            provider=self.provider,
-            profile=prof.name,
-            taken_at=self._clock.time(),
-            elapsed_s=now - self._started,
-            total=sum(by_command.values()),
-            billed=prof.billed(by_command),
-            script_inner=self._inner,
-            by_command=by_command,
+            **self._summary(prof, by_command),
             by_component=by_component,
             by_family=by_family,
             by_tenant=by_tenant,
             rows=tuple(rows),
-            per_minute=per_minute,
-            per_day=per_day,
-            billed_per_day=billed_per_day,
-            usd_per_month=prof.usd(billed_per_day * 30),
         )
