@@ -9,6 +9,7 @@ import msgspec
 import orjson
 
 from benchmarks._common import per_call_us, table, write
+from lowtide.codec import JsonCodec
 
 SMALL = {"tenant": "t1", "plan": "pro", "quota": 5_000_000, "ok": True}
 PROFILE = {
@@ -27,6 +28,7 @@ BIG = {"items": [dict(PROFILE, id=i) for i in range(100)]}
 def main() -> None:
     """Measure and report."""
     enc, dec = msgspec.json.Encoder(), msgspec.json.Decoder()
+    codec = JsonCodec()
     rows = []
     results = {}
     for name, value, n in (
@@ -42,6 +44,9 @@ def main() -> None:
             "msgspec_encode_us": per_call_us(lambda v=value: enc.encode(v), n),
             "orjson_decode_us": per_call_us(lambda b=ob: orjson.loads(b), n),
             "msgspec_decode_us": per_call_us(lambda b=mb: dec.decode(b), n),
+            # lowtide's JsonCodec: the same orjson call after the walk that refuses values
+            # that would not read back as written
+            "lowtide_encode_us": per_call_us(lambda v=value: codec.encode(v), n),
         }
         results[name] = r
         rows.append(
@@ -50,6 +55,7 @@ def main() -> None:
                 f"{r[k]:.2f}"
                 for k in (
                     "orjson_encode_us",
+                    "lowtide_encode_us",
                     "msgspec_encode_us",
                     "orjson_decode_us",
                     "msgspec_decode_us",
@@ -62,6 +68,7 @@ def main() -> None:
                 "value",
                 "bytes",
                 "orjson enc µs",
+                "JsonCodec enc µs",
                 "msgspec enc µs",
                 "orjson dec µs",
                 "msgspec dec µs",
