@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - only without the cli extra
 from lowtide import ConfigError, Lowtide, LowtideError, Settings, __version__
 from lowtide.cli.output import cell, parse_snapshot, printable
 from lowtide.cli.selftest import SelftestResult, run_selftest
+from lowtide.cli.version import add_version_option
 from lowtide.context import Attribution
 from lowtide.control import write_switch
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
@@ -38,6 +39,8 @@ app = typer.Typer(
 )
 # our own messages use markup; every untrusted value goes through output.cell() / _say() as Text
 console = Console(emoji=False)
+
+add_version_option(app, console)
 
 
 def _say(message: object, style: str = "") -> None:
