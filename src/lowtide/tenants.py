@@ -131,7 +131,8 @@ class TenantResolver:
         loader = self._loader
         if loader is None:
             try:
-                return await cache.get(external_id)  # type: ignore[no-any-return]
+                value = await cache.get(external_id)
+                return value if isinstance(value, str) else None
             except SerializationError:  # counted and logged by the cache
                 self.stats["unreadable"] += 1
                 return None

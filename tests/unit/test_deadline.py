@@ -1,4 +1,8 @@
-"""The lag-tolerant deadline (no server: asyncio only)."""
+"""The lag-tolerant deadline (no server: asyncio only).
+
+These tests call ``time.sleep`` inside loop callbacks on purpose: a blocked event loop is the
+condition under test, and no injected clock can block a real loop.
+"""
 
 from __future__ import annotations
 
