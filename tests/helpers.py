@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from lowtide import CircuitBreaker, CircuitOpen
+from lowtide import CircuitBreaker, CircuitOpen, Quotas
+from lowtide.testing import ValkeyServer
 
 
 async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
@@ -30,3 +31,14 @@ async def fail(breaker: CircuitBreaker, tenant: str, n: int) -> None:
         with pytest.raises((Boom, CircuitOpen)):
             async with breaker.guard(tenant):
                 raise Boom
+
+
+def server_fleet_total(server: ValkeyServer, quotas: Quotas, tenant: str) -> int:
+    """A tenant's fleet-wide quota units as the server holds them, summed without lowtide's
+    code: every process the period's directory lists, that process's field for ``tenant``."""
+    total = 0
+    for name in server.command("HKEYS", quotas.directory_key()) or []:
+        name = name.decode() if isinstance(name, bytes) else name
+        if name.startswith("s:"):
+            total += int(server.command("HGET", quotas.counter_key(name[2:]), tenant) or 0)
+    return total

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lowtide import Lowtide, ManualClock, Mode, QuotaEvent
 from lowtide.testing import ValkeyServer, ledger_total
-from tests.helpers import eventually
+from tests.helpers import eventually, server_fleet_total
 
 PLANS = {"free": 30, "pro": 1_000_000}
 
@@ -16,10 +16,10 @@ def plan_of(tenant: str) -> str:
 
 
 def fleet_usage(server: ValkeyServer, lt: Lowtide, tenant: str) -> int:
+    """The tenant's fleet total as the server holds it, read without lowtide's code."""
     q = lt.quota_manager
     assert q is not None
-    fields = server.command("HVALS", q.counter_key(tenant)) or []
-    return sum(int(v) for v in fields)
+    return server_fleet_total(server, q, tenant)
 
 
 async def test_totals_equal_the_ledger_and_operations_cost_nothing_extra(
@@ -37,14 +37,16 @@ async def test_totals_equal_the_ledger_and_operations_cost_nothing_extra(
         assert "quota" not in snap.by_component  # counting cost nothing per operation
         assert snap.by_tenant["pro-a"] == 50  # exactly 1 SET + 1 GET per iteration
         assert await quotas.flush() == 3
-        # per tenant: 1 HSET (this process's absolute count) + 1 HVALS (the fleet total, read
-        # because the plan has a limit) + 1 PEXPIRE (this process's field is new)
-        assert lt.ledger.snapshot().by_component["quota"] == 3 * 3
+        # for all tenants together: 1 HSET (this process's absolute counts) + 1 HKEYS (the
+        # directory); the first time in a period also 1 HSET (listed in the directory) and
+        # 2 PEXPIRE. No fleet total is read: 50 units are far from a 1,000,000 plan.
+        assert lt.ledger.snapshot().by_component["quota"] == 5
         billed = lt.ledger.billed_by_tenant()
         for t in ("pro-a", "pro-b", "pro-c"):
             assert fleet_usage(lowtide_server, lt, t) == billed[t] == 50
         await cache.set("more", 1, tenant="pro-a")
-        await quotas.flush()
+        assert await quotas.flush() == 1
+        assert lt.ledger.snapshot().by_component["quota"] == 5 + 2  # 1 HSET + 1 HKEYS
         assert fleet_usage(lowtide_server, lt, "pro-a") == lt.ledger.billed_by_tenant()["pro-a"]
         assert quotas.usage("pro-a") == 51
 

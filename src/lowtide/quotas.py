@@ -3,19 +3,26 @@
 A quota check that reads a counter costs one GET per operation (the incident: every cache
 operation paid one, and it recursed into the cache). Here it costs **0 commands per
 operation**: the ledger already counts every command the hub sends, per tenant, so
-:class:`Quotas` only reads those counts and, in batches, reports them to a fleet-wide hash per
-(tenant, period) in which every hub process owns one field::
+:class:`Quotas` only reads those counts and, in batches, reports them (layout in
+:mod:`lowtide.quota_layout`)::
 
-    HSET  <ns>:q:usage:<tenant>:<period>.<index>  <instance>.<boot id>  <units so far>
-    HVALS <ns>:q:usage:<tenant>:<period>.<index>          # only for tenants whose plan has a limit
+    HSET  <ns>:q:usage::<period>.<index>.<process>  <tenant> <units> <tenant> <units> ...
+    HKEYS <ns>:q:usage::<period>.<index>            # the directory: processes, tenants near a plan
 
-(one pipeline per flush for every tenant due, so one round trip; ``PEXPIRE`` once, when this
-process's field is new.) The value written is this process's **absolute** count for the
-period, so a flush is idempotent: a reply lost after the server applied it, and the flush sent
-again, counts nothing twice. The sum of the fields (``HVALS``) is the fleet's total, which sets
-the verdict. A tenant flushes every ``flush_interval`` seconds (default 300, each tenant at its
-own offset so flushes spread out), or at the next one-second check when its unflushed units
-exceed ``early_fraction`` of what its plan has left.
+Every ``flush_interval`` seconds (default 300, at a per-process offset so a fleet's flushes
+spread out) a process reports **all** its tenants in one ``HSET`` and reads the directory: 2
+commands per flush, whatever the number of tenants. The values are this process's **absolute**
+counts for the period, so a flush is idempotent: a reply lost after the server applied it, and
+the flush sent again, counts nothing twice.
+
+The fleet's total of a tenant is the sum of its field over the processes the directory lists
+(one ``HMGET`` per process), read only for tenants whose plan has a limit and that are near it:
+marked near in the directory, or estimated at :data:`NEAR` (half) of their plan by this process
+(total at the last read + this process's units since then x processes reporting). The busiest
+process of a tenant overestimates, so it reads in time and marks the tenant near; from then on
+every process reads that tenant at each flush. A process flushes early, at the next one-second
+check, when a limited tenant's unflushed units exceed ``early_fraction`` of what its plan has
+left.
 
 A tenant at or over its plan goes **local-only**: the gateway refuses its commands without I/O
 (components fall back to local state: the cache serves L1, limiters their local share) until the
@@ -24,7 +31,7 @@ ends are reported in the new period.
 
 What a crash can lose: a failed flush keeps everything for the next one. With ``spool`` (a
 JSON file) the absolute counts are written to it every second while they change, and at
-shutdown; the next process that loads the file reports them under the old process's field
+shutdown; the next process that loads the file reports them under the old process's name
 (idempotent again), so a process killed with SIGKILL loses at most the units it counted in the
 last second. Without a spool, a crash loses what was counted since the last flush (at most
 ``flush_interval`` seconds of traffic). The quota's own commands carry no tenant, so they never
@@ -36,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import math
 import os
@@ -47,10 +53,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 from lowtide._listeners import Listeners
+from lowtide._untrusted import Warnings
 from lowtide._validate import fraction, seconds
 from lowtide.context import Attribution
 from lowtide.errors import ConfigError, LowtideError
-from lowtide.keys import build_key, family
+from lowtide.keys import family
+from lowtide.quota_layout import (
+    directory_key,
+    near_field,
+    parse_directory,
+    source_field,
+    sum_counts,
+    usage_key,
+)
+from lowtide.quota_spool import read_spool, write_spool
 
 if TYPE_CHECKING:
     from lowtide.blocklist import TenantBlockList
@@ -62,6 +78,8 @@ log = logging.getLogger("lowtide.quotas")
 Period = Literal["hour", "day", "month"]
 PlanOf = Callable[[str], "str | Awaitable[str | None] | None"]
 _PERIOD_S = {"hour": 3600.0, "day": 86_400.0, "month": 30 * 86_400.0}
+#: a limited tenant's fleet total is read once it is (or is estimated to be) this share of its plan
+NEAR = 0.5
 
 
 class QuotaEvent(NamedTuple):
@@ -129,16 +147,25 @@ class Quotas:
         #: counts of earlier processes (from the spool) still to report: (index, source, counts)
         self._orphans: list[tuple[int, str, dict[str, int]]] = []
         self._spooled: dict[str, int] | None = None  # counts at the last spool write
-        self._used: dict[str, int] = {}  # fleet total per tenant in the current period
-        self._last_flush: dict[str, float] = {}
+        #: fleet total per tenant at its last read, and this process's units at that read
+        self._used: dict[str, int] = {}
+        self._read_at: dict[str, int] = {}
+        #: tenants the directory marks near their plan this period (read at every flush)
+        self._near: set[str] = set()
+        self._registered: int | None = None  # the period index this process is listed in
         self._plans_seen: dict[str, tuple[str | None, float]] = {}
         self._period_index = self._index()
-        self._started = hub.clock.monotonic()
+        # the first regular flush comes at a per-process offset, so a fleet's flushes spread out
+        offset = (zlib.crc32(self.source.encode()) % 1000) / 1000 * flush_interval
+        self._last_flush = hub.clock.monotonic() - offset
+        self._warnings = Warnings(log)
         self._listeners: Listeners[QuotaEvent] = Listeners(log, "quota listener")
         self._over: dict[str, QuotaEvent] = {}
         self._task: asyncio.Task[None] | None = None
         self.flushes = 0
         self.flush_errors = 0
+        #: entries read from Redis that were not counts or known fields (ignored)
+        self.bad_entries = 0
         self._load_spool()
 
     # -- public API ---------------------------------------------------------------------------
@@ -153,20 +180,30 @@ class Quotas:
     def usage(self, tenant: str) -> int:
         """Billed units of ``tenant`` this period as far as this process knows (fleet total at
         the last flush plus what this process has not flushed yet)."""
-        local = self._hub.ledger.billed_by_tenant().get(tenant, 0)
-        pending = local - self._flushed.get(tenant, 0)
-        return self._used.get(tenant, 0) + max(0, pending)
+        mine = self._hub.ledger.billed_by_tenant().get(tenant, 0) - self._base.get(tenant, 0)
+        return self._used.get(tenant, 0) + max(0, mine - self._read_at.get(tenant, 0))
 
-    def counter_key(self, tenant: str) -> str:
-        """The Redis key of ``tenant``'s usage hash for the current period (one field per
-        process, the fleet's total is the sum of the fields)."""
-        return self._key(tenant, self._index())
+    def counter_key(self, source: str | None = None) -> str:
+        """The Redis key of a process's usage hash for the current period (tenant -> that
+        process's units): this process's, or that of ``source`` as listed in
+        :meth:`directory_key`. The fleet's total is the sum over the processes listed there."""
+        return usage_key(self._ns, self.period, self._index(), source or self.source)
+
+    def directory_key(self) -> str:
+        """The Redis key of the current period's directory (processes that reported, tenants
+        near their plan)."""
+        return directory_key(self._ns, self.period, self._index())
 
     async def fleet_total(self, tenant: str) -> int:
-        """The fleet's billed units of ``tenant`` this period as flushed so far (1 HVALS)."""
-        return _sum_fields(
-            await self._hub.gateway.call(self._att, "HVALS", self.counter_key(tenant))
+        """The fleet's billed units of ``tenant`` this period as flushed so far (1 ``HKEYS`` +
+        1 ``HMGET`` per process that reported)."""
+        idx = self._index()
+        reply = await self._hub.gateway.call(
+            self._att, "HKEYS", directory_key(self._ns, self.period, idx)
         )
+        found = parse_directory(reply)
+        totals = await self._read(idx, found.sources, [tenant])
+        return totals.get(tenant, 0)
 
     def start(self) -> None:
         """Start the background flusher (idempotent; :meth:`Lowtide.quotas` calls it)."""
@@ -174,37 +211,38 @@ class Quotas:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def flush(self, *, everything: bool = True) -> int:
-        """Flush now (every tenant with unreported units, or only those due); returns how many
-        tenants were reported. Idempotent: each value written is an absolute count."""
+        """Report now (or, with ``everything=False``, only if a flush is due); returns how many
+        tenants were reported. Idempotent: each value written is an absolute count.
+
+        Costs 1 ``HSET`` (every tenant with new units) + 1 ``HKEYS`` (the directory), plus
+        ``HMGET`` per process that reported when a limited tenant needs its fleet total read
+        (near its plan, see the module docs), plus once per period 1 ``HSET`` + 2 ``PEXPIRE``.
+        """
         self._roll_period()
         if not self._hub.distributed:
             return 0
         now = self._hub.clock.monotonic()
-        totals = self._hub.ledger.billed_by_tenant()
-        due: list[tuple[str, int, bool]] = []  # tenant, ledger total, read the fleet total
-        for tenant, total in totals.items():
-            unreported = total - self._flushed.get(tenant, 0)
-            if unreported <= 0:
-                continue
-            if not everything and not await self._is_due(tenant, unreported, now):
-                continue
-            _, limit = await self._plan(tenant)
-            due.append((tenant, total, limit is not None))
-        orphans, self._orphans = self._orphans, []
-        if not due and not orphans:
+        counts, totals = self._unreported_counts()
+        if not everything and not await self._is_due(counts, totals, now):
             return 0
+        orphans, self._orphans = self._orphans, []
         idx = self._period_index
+        directory = directory_key(self._ns, self.period, idx)
         cmds: list[tuple[Any, ...]] = []
-        for tenant, total, read in due:
-            key = self._key(tenant, idx)
-            cmds.append(("HSET", key, self.source, total - self._base.get(tenant, 0)))
-            if read:
-                cmds.append(("HVALS", key))
+        if counts:
+            cmds.append(
+                ("HSET", usage_key(self._ns, self.period, idx, self.source), *_pairs(counts))
+            )
+        register = bool(counts) and self._registered != idx
+        if register:
+            cmds.append(("HSET", directory, source_field(self.source), 1))
         written: list[str] = []
-        for index, source, counts in orphans:
-            for tenant, units in counts.items():
-                written.append(self._key(tenant, index))
-                cmds.append(("HSET", written[-1], source, units))
+        for index, source, units in orphans:
+            written += [usage_key(self._ns, self.period, index, source)]
+            written += [directory_key(self._ns, self.period, index)]
+            cmds.append(("HSET", written[-2], *_pairs(units)))
+            cmds.append(("HSET", written[-1], source_field(source), 1))
+        cmds.append(("HKEYS", directory))
         try:
             replies = await self._hub.gateway.pipeline(self._att, cmds)
         except LowtideError as exc:
@@ -212,28 +250,30 @@ class Quotas:
             self.flush_errors += 1
             log.debug("quota flush failed (kept for the next one): %s", exc)
             return 0
-        expire: list[tuple[Any, ...]] = []
-        pos = 0
-        for tenant, total, read in due:
-            created, pos = replies[pos], pos + 1
-            fleet = replies[pos] if read else None
-            pos += 1 if read else 0
-            if isinstance(created, Exception) or isinstance(fleet, Exception):
-                self.flush_errors += 1
-                continue
-            self._flushed[tenant] = total
-            self._last_flush[tenant] = now
-            if created == 1:  # this process's field is new: give the hash a lifetime
-                expire.append(("PEXPIRE", self._key(tenant, idx), self._ttl_ms()))
-            if read:
-                self._used[tenant] = _sum_fields(fleet)
-                await self._verdict(tenant, self._used[tenant])
-        expire += [("PEXPIRE", key, self._ttl_ms()) for key in written]
+        if any(isinstance(r, Exception) for r in replies):
+            self._orphans = orphans + self._orphans
+            self.flush_errors += 1
+            log.debug("quota flush got an error reply (kept for the next one): %s", replies)
+            return 0
+        expire = list(written)
+        if counts:
+            for tenant in counts:
+                self._flushed[tenant] = totals[tenant]
+            if register:
+                self._registered = idx
+                expire += [usage_key(self._ns, self.period, idx, self.source), directory]
+        self._last_flush = now
+        found = parse_directory(replies[-1])
+        self._note_bad(found.bad)
+        self._near |= found.near
+        await self._read_near(idx, found.sources)
         if expire:
             with contextlib.suppress(LowtideError):
-                await self._hub.gateway.pipeline(self._att, expire)
+                await self._hub.gateway.pipeline(
+                    self._att, [("PEXPIRE", key, self._ttl_ms()) for key in dict.fromkeys(expire)]
+                )
         self.flushes += 1
-        return len(due)
+        return len(counts)
 
     async def aclose(self) -> None:
         """Stop, flush what is left, and spool what could not be flushed."""
@@ -252,7 +292,9 @@ class Quotas:
             "period": self.period,
             "flushes": self.flushes,
             "flush_errors": self.flush_errors,
-            "tenants": len(self._used),
+            "tenants": len(self._flushed),
+            "near": len(self._near),
+            "bad_entries": self.bad_entries,
             "over_quota": sorted(self._hub_blocked()),
         }
 
@@ -262,9 +304,6 @@ class Quotas:
 
     def _index(self) -> int:
         return math.floor(self._hub.clock.time() / _PERIOD_S[self.period])
-
-    def _key(self, tenant: str, index: int) -> str:
-        return build_key(self._ns, "quota", "usage", tenant, f"{self.period}.{index}")
 
     def _ttl_ms(self) -> int:
         return math.ceil((_PERIOD_S[self.period] + 86_400) * 1000)
@@ -288,19 +327,90 @@ class Quotas:
             plan = cached[0]
         return plan, (self.plans.get(plan) if plan is not None else None)
 
-    async def _is_due(self, tenant: str, delta: int, now: float) -> bool:
-        last = self._last_flush.get(tenant)
-        if last is None:
-            # first flush of a tenant at a stable offset within the interval, so a fleet's
-            # flushes spread evenly instead of arriving together
-            last = self._started - (zlib.crc32(tenant.encode()) % 1000) / 1000 * self.flush_interval
-        if now - last >= self.flush_interval:
+    async def _is_due(self, counts: dict[str, int], totals: dict[str, int], now: float) -> bool:
+        """A flush is due every ``flush_interval``, or early when a limited tenant's unflushed
+        units reach ``early_fraction`` of what its plan has left."""
+        if now - self._last_flush >= self.flush_interval:
             return True
-        _, limit = await self._plan(tenant)
-        if limit is None:
-            return False
-        left = limit - self._used.get(tenant, 0)
-        return delta >= self.early_fraction * max(left, 0)
+        for tenant in counts:
+            _, limit = await self._plan(tenant)
+            if limit is None:
+                continue
+            pending = totals[tenant] - self._flushed.get(tenant, 0)
+            if pending >= self.early_fraction * max(limit - self.usage(tenant) + pending, 0):
+                return True
+        return False
+
+    def _unreported_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """This process's absolute units this period for every tenant with units not yet
+        reported, and the ledger totals they were computed from."""
+        totals = self._hub.ledger.billed_by_tenant()
+        counts = {
+            t: n - self._base.get(t, 0)
+            for t, n in totals.items()
+            if n > self._flushed.get(t, 0) and n > self._base.get(t, 0)
+        }
+        return counts, totals
+
+    async def _read_near(self, idx: int, sources: list[str]) -> None:
+        """Read the fleet totals of the limited tenants that need it: those the directory marks
+        near their plan, and those whose estimate (last total read + this process's units since
+        then x processes reporting) reaches :data:`NEAR` of their plan. The busiest process of
+        a tenant overestimates its total, so it reads in time and marks the tenant near for
+        every process."""
+        mine = self._counts()
+        processes = max(1, len(sources))
+        wanted: dict[str, int] = {}
+        for tenant, units in mine.items():
+            _, limit = await self._plan(tenant)
+            if limit is None:
+                continue
+            grown = units - self._read_at.get(tenant, 0)
+            if (
+                tenant in self._near
+                or self._used.get(tenant, 0) + grown * processes >= NEAR * limit
+            ):
+                wanted[tenant] = limit
+        if not wanted or not sources:
+            return
+        tenants = list(wanted)
+        try:
+            totals = await self._read(idx, sources, tenants)
+        except LowtideError as exc:
+            log.debug("quota read failed (tried again at the next flush): %s", exc)
+            return
+        mark: list[str] = []
+        for tenant in tenants:
+            self._used[tenant] = totals[tenant]
+            self._read_at[tenant] = mine[tenant]
+            if tenant not in self._near and totals[tenant] >= NEAR * wanted[tenant]:
+                self._near.add(tenant)
+                mark += [near_field(tenant), "1"]
+            await self._verdict(tenant, totals[tenant])
+        if mark:
+            with contextlib.suppress(LowtideError):
+                await self._hub.gateway.call(
+                    self._att, "HSET", directory_key(self._ns, self.period, idx), *mark
+                )
+
+    async def _read(self, idx: int, sources: list[str], tenants: list[str]) -> dict[str, int]:
+        """The fleet totals of ``tenants`` (1 ``HMGET`` per process in ``sources``)."""
+        if not sources:
+            return dict.fromkeys(tenants, 0)
+        rows = await self._hub.gateway.pipeline(
+            self._att,
+            [("HMGET", usage_key(self._ns, self.period, idx, src), *tenants) for src in sources],
+        )
+        totals, bad = sum_counts(rows, tenants)
+        self._note_bad(bad)
+        return totals
+
+    def _note_bad(self, bad: int) -> None:
+        if bad:
+            self.bad_entries += bad
+            self._warnings.warn(
+                "entry", "ignoring %d quota entries that are not counts or known fields", bad
+            )
 
     async def _verdict(self, tenant: str, used: int) -> None:
         plan, limit = await self._plan(tenant)
@@ -328,7 +438,8 @@ class Quotas:
         self._base = dict(self._flushed)
         self._period_index = idx
         self._used.clear()
-        self._last_flush.clear()
+        self._read_at.clear()
+        self._near.clear()
         self._hub_blocked().clear()
         over, self._over = self._over, {}
         for event in over.values():
@@ -354,35 +465,8 @@ class Quotas:
         return {t: n for t, n in counts.items() if n > 0}
 
     def _load_spool(self) -> None:
-        if self.spool is None or not self.spool.exists():
-            return
-        try:
-            data = json.loads(self.spool.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("could not read the quota spool %s: %s", self.spool, exc)
-            return
-        for entry in data.get("pending", []) if isinstance(data, dict) else []:
-            try:
-                index, source, counts = entry["index"], entry["source"], entry["counts"]
-            except (KeyError, TypeError):
-                continue
-            if not (
-                isinstance(index, int) and isinstance(source, str) and isinstance(counts, dict)
-            ):
-                continue
-            clean = {
-                t: n
-                for t, n in counts.items()
-                if isinstance(t, str) and isinstance(n, int) and not isinstance(n, bool) and n > 0
-            }
-            if clean:
-                self._orphans.append((index, source, clean))
-        # files written before absolute counts: {"unflushed": {tenant: units}}
-        legacy = data.get("unflushed") if isinstance(data, dict) else None
-        if isinstance(legacy, dict):
-            clean = {t: n for t, n in legacy.items() if isinstance(t, str) and isinstance(n, int)}
-            if clean:
-                self._orphans.append((self._period_index, f"spool.{secrets.token_hex(4)}", clean))
+        if self.spool is not None:
+            self._orphans += read_spool(self.spool, self._period_index)
 
     def _unreported(self) -> dict[str, int]:
         totals = self._hub.ledger.billed_by_tenant()
@@ -405,26 +489,10 @@ class Quotas:
         pending = [{"index": i, "source": src, "counts": c} for i, src, c in self._orphans]
         if counts and (not final or self._unreported()):
             pending.append({"index": self._period_index, "source": self.source, "counts": counts})
-        try:
-            if pending:
-                tmp = self.spool.with_name(self.spool.name + ".tmp")
-                tmp.write_text(json.dumps({"period": self.period, "pending": pending}))
-                tmp.replace(self.spool)
-            else:
-                self.spool.unlink(missing_ok=True)
+        if write_spool(self.spool, self.period, pending):
             self._spooled = counts
-        except OSError as exc:
-            log.warning("could not write the quota spool %s: %s", self.spool, exc)
 
 
-def _sum_fields(reply: Any) -> int:
-    """The fleet total from an HVALS reply (values that are not counts are ignored)."""
-    total = 0
-    for value in reply if isinstance(reply, list) else []:
-        try:
-            n = int(value)
-        except (TypeError, ValueError):
-            continue
-        if n > 0:
-            total += n
-    return total
+def _pairs(counts: dict[str, int]) -> list[Any]:
+    """``HSET`` field-value arguments for ``counts``."""
+    return [x for pair in counts.items() for x in pair]

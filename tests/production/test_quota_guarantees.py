@@ -9,16 +9,13 @@ from pathlib import Path
 from lowtide import Lowtide, Mode
 from lowtide.context import Attribution
 from lowtide.testing import FaultProxy, ValkeyServer
+from tests.helpers import server_fleet_total
 
 PLANS = {"pro": 1_000_000}
 
 
 def plan_of(tenant: str) -> str:
     return "pro"
-
-
-def fleet_total(server: ValkeyServer, key: str) -> int:
-    return sum(int(v) for v in server.command("HVALS", key) or [])
 
 
 async def test_a_flush_whose_reply_was_lost_is_not_counted_twice(
@@ -38,7 +35,7 @@ async def test_a_flush_whose_reply_was_lost_is_not_counted_twice(
         assert await quotas.flush() == 1  # sent again
         billed = lt.ledger.billed_by_tenant()["pro-1"]
         assert billed == 54
-        assert fleet_total(server, quotas.counter_key("pro-1")) == 54
+        assert server_fleet_total(server, quotas, "pro-1") == 54
         assert await quotas.fleet_total("pro-1") == 54
 
 
