@@ -213,3 +213,26 @@ async def test_fleet_size_comes_from_heartbeats(lowtide_url: str) -> None:
         clock.advance(3600)  # the next window began while Redis was away
         allowed = [(await limiter.acquire("t1")).allowed for _ in range(40)]
         assert allowed.count(True) == 30  # local share: 90 / 3 machines
+
+
+async def test_a_heartbeat_is_one_command_and_a_ring_slot_is_cleared_before_reuse(
+    lowtide_url: str,
+) -> None:
+    clock = ManualClock(wall_start=1_900_000_000.0)
+    async with AsyncExitStack() as stack:
+        hubs = [
+            await stack.enter_async_context(Lowtide(lowtide_url, clock=clock, instance=f"r{i}"))
+            for i in range(4)
+        ]
+        for lt in hubs:
+            await lt.fleet.beat()  # first beat: BITFIELD + PEXPIRE
+        for _ in range(9):  # more than once round the ring of 8
+            clock.advance(60)
+            sizes = [await lt.fleet.beat() for lt in hubs]
+            assert sizes == [4, 4, 4, 4]  # never 8: an old count was cleared before reuse
+        for lt in hubs:
+            assert ledger_commands(lt, component="fleet") == {"bitfield": 10, "pexpire": 1}
+        clock.advance(60)
+        assert [await lt.fleet.beat() for lt in hubs[:2]] == [4, 4]  # the previous interval
+        clock.advance(60)
+        assert await hubs[0].fleet.beat() == 2  # two hubs left
