@@ -209,3 +209,19 @@ def test_an_unknown_provider_is_refused_with_the_accepted_ones() -> None:
     )
     assert result.exit_code == 2
     assert all(p in result.output for p in PROVIDERS)
+
+
+async def test_doctor_on_a_quiet_server_reports_nothing_and_says_the_sample_is_short(
+    lowtide_fresh_server: ValkeyServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "doctor.json"
+    args = ["doctor", "--url", lowtide_fresh_server.url, "--seconds", "0.5", "--json", str(out)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("0 commands in 0.5s (monitor)")
+    assert "a short sample (0 commands in 0.5s)" in result.output
+    assert "no commands from other clients during the sample" in result.output
+    report = json.loads(out.read_text())
+    assert report["commands"] == 0
+    assert report["by_command"] == {}
+    assert report["warnings"]

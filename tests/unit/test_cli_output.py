@@ -128,9 +128,11 @@ def test_top_shows_each_snapshots_age_and_marks_stale_ones() -> None:
 
 def test_an_empty_fleet_says_how_to_publish() -> None:
     text = render(fleet_tables(view([])), 100).replace("\n", " ")
-    assert "0 hub(s) publishing" in text
+    assert "no hub publishes a snapshot in namespace 'lt'" in text
     assert "LOWTIDE_FLEET_VIEW=true" in text
-    assert "$" not in text
+    assert "┏" not in text  # no empty tables
+    junk = render(fleet_tables(view([[1], "x"])), 100)
+    assert "2 malformed snapshot(s) skipped" in junk
 
 
 def test_dollars_only_for_hubs_whose_provider_has_prices() -> None:
@@ -183,7 +185,10 @@ snapshot_fields = st.dictionaries(
 def test_any_planted_snapshot_is_shown_or_skipped_never_fatal(snaps: list[Any]) -> None:
     shown = view(snaps)
     text = render(fleet_tables(shown))
-    assert f"{len(shown.snapshots)} hub(s) publishing" in text
+    if shown.snapshots:
+        assert f"{len(shown.snapshots)} hub(s) publishing" in text
+    else:
+        assert "no hub publishes a snapshot" in text
     if shown.skipped:
         assert f"{shown.skipped} malformed snapshot(s) skipped" in text
     for p in shown.snapshots:

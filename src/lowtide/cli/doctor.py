@@ -45,6 +45,9 @@ def render_report(report: Report) -> None:
         say(warning, "yellow")
     if report.skipped_lines:
         say(f"{report.skipped_lines:,} malformed MONITOR line(s) skipped", "yellow")
+    if not report.families:
+        console.print("no commands from other clients during the sample")
+        return
     table = Table(title="Where the commands come from (key families, ids masked)")
     for col in ("family", "command", "count", "per day"):
         table.add_column(col, justify="right" if col in ("count", "per day") else "left")

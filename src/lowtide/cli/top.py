@@ -122,8 +122,11 @@ def fleet_tables(view: FleetView) -> Group:
     if view.switch is not None:
         parts.append(_switch_line(view))
     snaps = view.snapshots
-    if not snaps:
+    if not snaps:  # a hint, not empty tables
         parts.append(Text(_HINT.format(ns=view.namespace, ttl=TTL_MS / 60_000), "yellow"))
+        if view.skipped:
+            parts.append(Text(f"{view.skipped} malformed snapshot(s) skipped", "yellow"))
+        return Group(*parts)
     priced = [_priced(s["provider"]) for s in snaps]
     inst = Table(title=f"lowtide fleet: {len(snaps)} hub(s) publishing")
     columns = ["instance", "mode", "age", "commands/day", "billed/day"]

@@ -10,7 +10,6 @@ the doctor's own (that INFO), which is taken off.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from lowtide.doctor.analyze import Report, analyse, check_provider, report_from_commandstats
@@ -54,9 +53,7 @@ async def diagnose_live(
     where = settings.redacted_url
     try:
         try:
-            t0 = time.monotonic()
-            lines = await sample_monitor(settings, seconds)
-            elapsed = time.monotonic() - t0
+            lines, elapsed = await sample_monitor(settings, seconds)
         except RedisCommandError:  # MONITOR refused: fall back to the server's counters
             delta, elapsed = await sample_commandstats(settings, seconds)
             return report_from_commandstats(delta, elapsed, provider=provider)

@@ -23,14 +23,16 @@ from lowtide.settings import Settings
 __all__ = ["sample_commandstats", "sample_monitor"]
 
 
-async def sample_monitor(settings: Settings, seconds: float) -> list[str]:
-    """Every MONITOR line the server sends during ``seconds`` (1 MONITOR command).
+async def sample_monitor(settings: Settings, seconds: float) -> tuple[list[str], float]:
+    """Every MONITOR line the server sends during ``seconds`` (1 MONITOR command), and the
+    seconds the sample lasted (from MONITOR's OK; shorter if the server closes the connection).
 
     Raises RedisCommandError where MONITOR is refused (Upstash, ACLs) and RedisUnavailable when
     the server cannot be reached.
     """
     pool = make_pool(settings, None, max_connections=1, socket_timeout=math.inf)
     lines: list[str] = []
+    elapsed = 0.0
     try:
         get: Callable[[], Awaitable[AbstractConnection]] = pool.get_connection
         conn = await get()
@@ -39,7 +41,8 @@ async def sample_monitor(settings: Settings, seconds: float) -> list[str]:
         if isinstance(first, rexc.ResponseError):
             raise RedisCommandError(str(first), command="monitor")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
+        start = loop.time()
+        deadline = start + seconds
         while (left := deadline - loop.time()) > 0:
             reply: Any = await conn.read_response(timeout=left)
             if reply is None:
@@ -47,13 +50,14 @@ async def sample_monitor(settings: Settings, seconds: float) -> list[str]:
             lines.append(
                 reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
             )
+        elapsed = loop.time() - start
     except rexc.ResponseError as exc:
         raise RedisCommandError(str(exc), command="monitor") from exc
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         raise RedisUnavailable(f"monitor: {exc}") from exc
     finally:
         await pool.disconnect()
-    return lines
+    return lines, elapsed
 
 
 async def sample_commandstats(settings: Settings, seconds: float) -> tuple[dict[str, int], float]:
