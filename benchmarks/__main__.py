@@ -1,11 +1,13 @@
-"""Every benchmark in one run, on this machine: ``python -m benchmarks [--quick]``.
+"""Every benchmark in one run, on this machine: ``python -m benchmarks [--quick] [--write]``.
 
 Runs, one after another (each starts its own embedded server): the L1 map comparison, the codec
 comparison, the ledger overhead, the cache (latency vs cashews/aiocache/redis-py and commands per
 operation), the limiter and breaker (vs limits, pybreaker, purgatory), memory with 100,000
 tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic. Each writes its JSON to
-``benchmarks/results/``; this collects them into ``benchmarks/results.json`` and prints where
-everything is. The soak (``python -m benchmarks.soak``) is separate: it takes 10 minutes.
+``benchmarks/out/``; this collects them into ``benchmarks/out/results.json`` and
+``results.md`` and prints where everything is. With ``--write`` all of it goes to the tracked
+files instead (``benchmarks/results/``, ``benchmarks/results.json``, ``benchmarks/results.md``).
+The soak (``python -m benchmarks.soak``) is separate: it takes 10 minutes.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).parent
+from benchmarks._common import HERE, RESULTS, WRITE
+
 MODULES = ["l1_maps", "codec", "ledger", "cache", "coordination", "memory", "growth"]
 
 
@@ -29,7 +31,7 @@ def main() -> None:
         print(f"\n===== benchmarks.{name} =====", flush=True)
         t0 = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", f"benchmarks.{name}"],
+            [sys.executable, "-m", f"benchmarks.{name}", *(["--write"] if WRITE else [])],
             check=True,
             cwd=HERE.parent,
             capture_output=True,
@@ -43,15 +45,17 @@ def main() -> None:
             if line.startswith("|") or (line and not line.startswith("wrote"))
         ]
         report += [f"## {name}", "", *tables, ""]
-    (HERE / "results.md").write_text("\n".join(report) + "\n")
+    summary = HERE if WRITE else RESULTS
+    summary.mkdir(exist_ok=True)
+    (summary / "results.md").write_text("\n".join(report) + "\n")
     combined: dict[str, object] = {"seconds": timings}
     for name in modules:
-        path = HERE / "results" / f"{name}.json"
+        path = RESULTS / f"{name}.json"
         if path.exists():
             combined[name] = json.loads(path.read_text())
-    out = HERE / "results.json"
+    out = summary / "results.json"
     out.write_text(json.dumps(combined, indent=2, sort_keys=True))
-    print(f"\nwrote {out} and {HERE / 'results.md'}")
+    print(f"\nwrote {out} and {summary / 'results.md'}")
     print(", ".join(f"{k} {v}s" for k, v in timings.items()))
 
 

@@ -1,4 +1,10 @@
-"""Shared helpers: timing with repeats, machine description, JSON output."""
+"""Shared helpers: timing with repeats, machine description, JSON output.
+
+Results go to ``benchmarks/out/`` (not tracked by git), so running a benchmark never rewrites
+the recorded results; ``--write`` (accepted by every benchmark, taken off ``sys.argv`` here
+before a module parses its own arguments) writes them to ``benchmarks/results/``, the tracked
+files the docs quote.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,19 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+HERE = Path(__file__).parent
+#: True when this run records its results (``--write``)
+WRITE = "--write" in sys.argv
+if WRITE:
+    sys.argv.remove("--write")
+#: where results and charts are written (see module docs)
+RESULTS = HERE / ("results" if WRITE else "out")
 
 
 def machine() -> dict[str, Any]:
@@ -36,7 +49,7 @@ def per_call_us(fn: Callable[[], object], number: int, repeat: int = 7) -> float
 
 
 def write(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plus the machine) to benchmarks/results/<name>.json."""
+    """Write ``payload`` (plus the machine) to :data:`RESULTS`/<name>.json."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=True))

@@ -1,14 +1,25 @@
-"""The CLI's self-test reconciles on a real server, embedded or given by URL."""
+"""The CLI on real servers: the self-test reconciles (embedded server or URL), help is plain
+text and names both URL variables, an unreachable server is named with its reason, settings
+errors name their variable, and ``lowtide server`` runs a server until a signal stops it."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from lowtide.cli.main import app
-from lowtide.testing import ValkeyServer
+from lowtide.testing import ValkeyServer, raw_command
+from tests.terminal import run_in_terminal
 
 runner = CliRunner()
 
@@ -47,3 +58,126 @@ def test_selftest_rejects_bad_url() -> None:
     assert result.exit_code == 2
     assert "unsupported scheme" in result.output
     assert "pw123" not in result.output
+
+
+COMMANDS = ["selftest", "demo", "top", "doctor", "suspend", "resume", "server", "version"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_is_plain_text_and_names_every_url_variable(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "``" not in result.output
+    assert ":func:" not in result.output
+    if "--url" in result.output and command not in ("selftest", "demo"):  # those start a server
+        assert "LOWTIDE_REDIS_URL" in result.output
+        assert "REDIS_URL" in result.output.replace("LOWTIDE_REDIS_URL", "")
+
+
+def test_every_command_is_listed() -> None:
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert re.search(rf"\b{command}\b", result.output), command
+
+
+@pytest.mark.parametrize("args", [["top", "--once"], ["suspend"], ["resume"], ["doctor"]])
+def test_an_unreachable_server_is_named_with_the_reason_and_nothing_else(args: list[str]) -> None:
+    server = ValkeyServer().start()
+    url = server.url
+    server.stop()
+    seconds = ["--seconds", "1"] if args == ["doctor"] else []
+    rc, shown = run_in_terminal([*args, "--url", url, *seconds], 100)
+    assert rc == 2, shown
+    assert f"cannot reach {url}" in shown
+    assert "error 111 connecting" in shown.lower()  # the reason
+    assert "suspended" not in shown
+    assert "Traceback" not in shown
+
+
+def test_a_url_from_redis_url_is_used(lowtide_fresh_server: ValkeyServer) -> None:
+    result = runner.invoke(
+        app, ["top", "--once"], env={"REDIS_URL": lowtide_fresh_server.url, "LOWTIDE_REDIS_URL": ""}
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["top", "--once"], env={"REDIS_URL": "", "LOWTIDE_REDIS_URL": ""})
+    assert result.exit_code == 2
+    assert "LOWTIDE_REDIS_URL / REDIS_URL" in result.output
+    assert "lowtide server" in result.output
+
+
+def test_a_bad_setting_names_its_environment_variable(lowtide_fresh_server: ValkeyServer) -> None:
+    result = runner.invoke(
+        app,
+        ["top", "--once", "--url", lowtide_fresh_server.url],
+        env={"LOWTIDE_CONNECT_TIMEOUT": "-1"},
+    )
+    assert result.exit_code == 2
+    assert "LOWTIDE_CONNECT_TIMEOUT" in result.output
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, within: float = 20.0) -> re.Match[str]:
+    """Read the program's output until ``pattern`` matches a line (with a deadline)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + within
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise AssertionError(f"no {pattern!r} in {''.join(seen)!r}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_lowtide_server_prints_a_url_that_answers_and_stops_on_a_signal(
+    stop: signal.Signals,
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lowtide.cli.main", "server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        m = read_until(proc, r"running at (redis://(127\.0\.0\.1):(\d+))")
+        url, host, port = m.group(1), m.group(2), int(m.group(3))
+        read_until(proc, rf"export LOWTIDE_REDIS_URL={re.escape(url)}")
+        assert raw_command(host, port, "PING") == "PONG"
+        info = raw_command(host, port, "INFO", "server")
+        pid = int(re.search(rb"process_id:(\d+)", info).group(1))  # type: ignore[union-attr]
+        proc.send_signal(stop)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout is not None
+        assert "stopped" in proc.stdout.read()
+        with pytest.raises(ConnectionRefusedError):
+            raw_command(host, port, "PING", timeout=1.0)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the valkey-server process is gone too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_lowtide_server_on_a_taken_port_says_so(lowtide_fresh_server: ValkeyServer) -> None:
+    result = runner.invoke(app, ["server", "--port", str(lowtide_fresh_server.port)])
+    assert result.exit_code == 2
+    assert "is taken" in result.output
+    assert lowtide_fresh_server.command("PING") == "PONG"  # and left alone
+
+
+def test_verbose_shows_the_first_mode_as_itself_not_as_a_change_from_suspended() -> None:
+    server = ValkeyServer().start()
+    url = server.url
+    server.stop()
+    rc, shown = run_in_terminal(["--verbose", "top", "--once", "--url", url], 200)
+    assert rc == 2, shown
+    assert re.search(r"WARNING lowtide: lowtide mode degraded \(start\)", shown), shown
+    assert "->" not in shown  # nothing was suspended, and nothing changed mode

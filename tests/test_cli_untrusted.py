@@ -1,9 +1,10 @@
 """``lowtide top`` and ``lowtide doctor`` on hostile names and malformed data, on real servers.
 
 Tenant ids, instance names and keys that look like rich markup (``acme[/eu]``, ``flags:[/red]``)
-or emoji codes (``lt:x:selftest:*``, ``user:id:*``) print verbatim through the real CLI at 80
-columns; malformed snapshots and MONITOR lines are skipped and counted; ``--json`` files are
-written before anything is printed.
+or emoji codes (``lt:x:selftest:*``, ``user:id:*``) print verbatim through the real command in
+a real terminal 80 and 40 columns wide (in a narrow column a key folds over lines, never cut);
+malformed snapshots and MONITOR lines are skipped and counted; ``--json`` files are written
+before anything is printed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,13 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import lowtide.cli.main as cli
+import lowtide.cli.doctor
 from lowtide import Lowtide
-from lowtide.fleetview import read_fleet
+from lowtide.cli.main import app
+from lowtide.cli.top import fleet_tables, read_view
 from lowtide.redis import plain_client
 from lowtide.testing import ValkeyServer
+from tests.terminal import column, run_in_terminal
 
 EMOJI = ("❌", "🆔", "🅱", "👍")
 INSTANCE = "w:x:[/1]"
@@ -38,7 +40,7 @@ JUNK = {
 
 
 def invoke(args: list[str]) -> Any:
-    return CliRunner().invoke(cli.app, args, env={"COLUMNS": "80"})
+    return CliRunner().invoke(app, args, env={"COLUMNS": "80"})
 
 
 def render(renderable: Any) -> str:
@@ -63,20 +65,14 @@ async def test_top_shows_a_hostile_tenant_verbatim_and_skips_malformed_snapshots
             server.command("SET", f"lt:m:snap::{name}", value)
 
         async with Lowtide(server.url, instance="reader") as reader:
-            snaps, unreadable = await cli._read_snapshots(reader)
-            try:
-                await read_fleet(reader)
-                fallback = False
-            except Exception:  # read_fleet itself fails on one of them: top reads them itself
-                fallback = True
-        text = render(cli._fleet_tables(snaps, unreadable))
+            view = await read_view(reader, "lt")
+        assert view.skipped == len(JUNK)
+        text = render(fleet_tables(view))
         assert INSTANCE in text
         assert TENANT in text
         assert "1 hub(s) publishing" in text
         assert "junk-" not in text
-        m = re.search(r"(\d+) malformed snapshot\(s\) skipped", text)
-        skipped = int(m.group(1)) if m else 0
-        assert skipped == len(JUNK) if fallback else skipped <= len(JUNK)
+        assert f"{len(JUNK)} malformed snapshot(s) skipped" in text
 
         out = tmp_path / "fleet.json"
         result = await asyncio.to_thread(
@@ -89,6 +85,16 @@ async def test_top_shows_a_hostile_tenant_verbatim_and_skips_malformed_snapshots
         written = json.loads(out.read_text())
         assert [s["instance"] for s in written] == [INSTANCE]
         assert written[0]["by_tenant"][TENANT] >= 1
+
+        for width in (80, 40):  # the real command in a real terminal
+            rc, shown = await asyncio.to_thread(
+                run_in_terminal, ["top", "--url", server.url, "--once"], width
+            )
+            assert rc == 0, shown
+            assert column(shown, "publishing", 0) == [INSTANCE]
+            assert TENANT in column(shown, "by tenant", 0)
+            assert not any(e in shown for e in EMOJI)
+            assert max(map(len, shown.splitlines())) <= width
 
 
 MONITOR_LOG = "\n".join(
@@ -133,6 +139,19 @@ def test_doctor_log_with_hostile_keys_prints_them_verbatim_and_counts_bad_lines(
     assert report["skipped_lines"] == 2
     assert report["commands"] == 19
     assert {f["family"] for f in report["families"]} == set(FAMILIES)
+    expected = [(f["family"], f["command"]) for f in report["families"]]
+    for width in (80, 40):  # the real command in a real terminal
+        out.unlink()
+        rc, shown = run_in_terminal(
+            ["doctor", "--monitor-log", str(log), "--json", str(out)], width
+        )
+        assert rc == 0, shown
+        title = "Where the commands come from"
+        assert list(zip(column(shown, title, 0), column(shown, title, 1), strict=True)) == expected
+        assert column(shown, "Findings", 1, starts=0) == ["flags:[/red]"]
+        assert not any(e in shown for e in EMOJI)
+        assert max(map(len, shown.splitlines())) <= width
+        assert json.loads(out.read_text())["families"] == report["families"]
 
 
 def test_doctor_writes_its_json_before_printing(
@@ -145,7 +164,7 @@ def test_doctor_writes_its_json_before_printing(
     def broken_terminal(report: object) -> None:
         raise OSError("the terminal went away")
 
-    monkeypatch.setattr(cli, "_render_doctor", broken_terminal)
+    monkeypatch.setattr(lowtide.cli.doctor, "render_report", broken_terminal)
     result = invoke(["doctor", "--monitor-log", str(log), "--json", str(out)])
     assert result.exit_code != 0
     assert json.loads(out.read_text())["skipped_lines"] == 2

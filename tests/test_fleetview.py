@@ -1,9 +1,12 @@
-"""Fleet view: hubs publish one snapshot per minute; ``lowtide top`` shows the fleet."""
+"""Fleet view: hubs publish one snapshot per minute; ``lowtide top`` shows the fleet (each
+snapshot's age, dollars only where the provider has prices, the fleet-wide switch, and a hint
+when nothing is published)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 from lowtide import Lowtide
 from lowtide.cli.main import app
 from lowtide.fleetview import read_fleet
+from lowtide.modes import Mode
 from lowtide.testing import ValkeyServer
 from tests.helpers import eventually
 
@@ -51,3 +55,59 @@ async def test_hubs_publish_and_top_reads_them(
         assert "web-1" in result.output
         assert "by component" in result.output
         assert {s["instance"] for s in json.loads(out.read_text())} == {"web-1", "web-2"}
+
+
+async def test_top_on_an_empty_fleet_says_how_to_publish(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    args = ["top", "--url", lowtide_fresh_server.url, "--once"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "no hub publishes a snapshot in namespace 'lt'" in result.output
+    assert "LOWTIDE_FLEET_VIEW=true" in result.output
+
+
+async def test_top_shows_ages_prices_and_a_suspended_fleet(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    url = lowtide_fresh_server.url
+    runner = CliRunner()
+    async with Lowtide(url, instance="web-1", fleet_view=True) as hub:
+        assert hub.publisher is not None
+        await eventually(lambda: hub.publisher is not None and hub.publisher.published >= 1)
+        top = ["top", "--url", url, "--once"]
+        result = await asyncio.to_thread(runner.invoke, app, top, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        row = next(line for line in result.output.splitlines() if "web-1" in line)
+        assert re.search(r"│\s+\d+s\s+│", row), row  # its age
+        assert "$" not in row  # provider redis: counted, not priced
+        assert "no $ figures" in result.output
+
+        suspend = ["suspend", "--url", url, "--reason", "incident 42"]
+        done = await asyncio.to_thread(runner.invoke, app, suspend)
+        assert done.exit_code == 0, done.output
+        await eventually(lambda: hub.mode is Mode.SUSPENDED)
+        # top is not suspended by the switch it shows
+        result = await asyncio.to_thread(runner.invoke, app, top, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        first = result.output.splitlines()[0]
+        assert "fleet SUSPENDED" in first
+        assert "incident 42" in first
+        assert "web-1" in result.output  # its last snapshot, still there
+        done = await asyncio.to_thread(runner.invoke, app, ["resume", "--url", url])
+        assert done.exit_code == 0, done.output
+        await eventually(lambda: hub.mode is Mode.DISTRIBUTED)
+        result = await asyncio.to_thread(runner.invoke, app, top, env={"COLUMNS": "200"})
+        assert "SUSPENDED" not in result.output
+
+
+async def test_top_prices_hubs_on_a_priced_provider(lowtide_fresh_server: ValkeyServer) -> None:
+    url = lowtide_fresh_server.url
+    async with Lowtide(url, instance="paid", fleet_view=True, provider="upstash") as hub:
+        assert hub.publisher is not None
+        await hub.publisher.publish()
+        args = ["top", "--url", url, "--once"]
+        result = await asyncio.to_thread(CliRunner().invoke, app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "$/month" in result.output
+    assert re.search(r"fleet: \$\d+\.\d\d/month projected", result.output)

@@ -1,20 +1,26 @@
-"""The CLI's output of untrusted strings and its checks of fleet snapshots, with no server.
+"""The CLI's output of untrusted strings and ``lowtide top``'s screen, with no server.
 
-Rendered through a real 80-column console: what a terminal shows is what is asserted.
+Snapshots go through the check ``top`` reads them with (:func:`lowtide.fleetview.parse_snapshot`);
+rendered through a real console of 80 (and 40) columns: what a terminal shows is asserted.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import re
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from lowtide.cli.main import _fleet_tables
-from lowtide.cli.output import MAX_CELL, cell, parse_snapshot, printable
+from lowtide.cli.output import MAX_CELL, cell, printable
+from lowtide.cli.top import STALE_AFTER, FleetView, fleet_tables
+from lowtide.fleetview import parse_snapshot
+
+NOW = 1.7e9 + 30
 
 HOSTILE = [
     "acme[/eu]",
@@ -39,7 +45,7 @@ def snapshot(**fields: Any) -> dict[str, Any]:
         "instance": "web-1",
         "provider": "upstash",
         "mode": "distributed",
-        "at": 1.7e9,
+        "at": NOW - 30,
         "elapsed_s": 60.0,
         "commands": 100,
         "billed": 90,
@@ -61,6 +67,18 @@ def test_hostile_strings_print_verbatim_in_cells_and_messages() -> None:
     assert render(cell("a\x1b[2Jb\nc\u202ed")).strip() == "a\\x1b[2Jb\\nc\\u202ed"
     long = "t" * (MAX_CELL + 10)
     assert printable(long) == "t" * MAX_CELL + f"... ({MAX_CELL + 10:,} characters)"
+
+
+def encode(raw: Any) -> str:
+    return json.dumps(raw, allow_nan=True)  # as planted: NaN goes in as the token NaN
+
+
+def view(raws: list[Any], **fields: Any) -> FleetView:
+    """What ``top`` builds from these values read from Redis (each checked, busiest first)."""
+    checked = [parse_snapshot(encode(r)) for r in raws]
+    good = [c for c in checked if c is not None]
+    good.sort(key=lambda s: -float(s["billed_per_day"]))
+    return FleetView("lt", good, len(checked) - len(good), read_at=NOW, **fields)
 
 
 def test_top_shows_hostile_names_verbatim_and_counts_malformed_snapshots() -> None:
@@ -86,24 +104,60 @@ def test_top_shows_hostile_names_verbatim_and_counts_malformed_snapshots() -> No
         snapshot(saved={"cache": True}),
         snapshot(by_family={f"f{i}": 1 for i in range(1001)}),
     ]
-    text = render(_fleet_tables([good, *malformed, other], unreadable=2))
+    text = render(fleet_tables(view([good, *malformed, other])))
     for s in ("web:x:[/1]", "acme[/eu]", "user:id:*", "flags:[/red]", "lt:x:selftest:*"):
         assert s in text
     assert "❌" not in text
     assert "🆔" not in text
     assert "2 hub(s) publishing" in text
-    assert f"{len(malformed) + 2} malformed snapshot(s) skipped" in text
+    assert f"{len(malformed)} malformed snapshot(s) skipped" in text
     assert text.index("web-2") < text.index("web:x:[/1]")  # busiest first
 
 
-def test_checked_snapshots_keep_their_fields_and_dump_to_json() -> None:
-    raw = snapshot(extra=[[[[1]]]])
-    checked = parse_snapshot(raw)
-    assert checked is not None
-    d = checked.to_dict()
-    assert d == {k: v for k, v in raw.items() if k != "extra"}
-    assert json.loads(json.dumps(d)) == d
-    assert parse_snapshot({}) is not None  # missing fields read as ?, 0 or empty (older hubs)
+def test_top_shows_each_snapshots_age_and_marks_stale_ones() -> None:
+    fresh = snapshot(instance="fresh", at=NOW - 12)
+    stale = snapshot(instance="gone", at=NOW - STALE_AFTER - 30)
+    text = render(fleet_tables(view([fresh, stale])), 120)
+    fresh_row = next(line for line in text.splitlines() if "fresh" in line)
+    gone_row = next(line for line in text.splitlines() if "gone" in line)
+    assert " 12s " in fresh_row
+    assert "stale" not in fresh_row
+    assert "2m stale" in gone_row
+    assert "stale: no snapshot for over 90s" in text
+
+
+def test_an_empty_fleet_says_how_to_publish() -> None:
+    text = render(fleet_tables(view([])), 100).replace("\n", " ")
+    assert "no hub publishes a snapshot in namespace 'lt'" in text
+    assert "LOWTIDE_FLEET_VIEW=true" in text
+    assert "┏" not in text  # no empty tables
+    junk = render(fleet_tables(view([[1], "x"])), 100)
+    assert "2 malformed snapshot(s) skipped" in junk
+
+
+def test_dollars_only_for_hubs_whose_provider_has_prices() -> None:
+    unpriced = [
+        snapshot(instance=f"web-{p}", provider=p, usd_per_month=0.0)
+        for p in ("redis", "valkey", "dragonfly")
+    ]
+    text = render(fleet_tables(view(unpriced)), 120)
+    assert "$/month" not in text
+    assert "$0" not in text
+    assert "no $ figures" in text.replace("\n", " ")
+    mixed = render(fleet_tables(view([*unpriced, snapshot(instance="up")])), 120)
+    assert "$/month" in mixed
+    assert "$7.78" in mixed
+    assert "3 hub(s) without prices" in mixed
+    row = next(line for line in mixed.splitlines() if "web-redis" in line)
+    assert re.search(r"│\s+-\s+│", row), row  # its $ cell
+
+
+def test_a_suspended_fleet_is_shown_above_the_tables() -> None:
+    switch = {"state": "suspended", "reason": "incident [/red] 42", "at": NOW - 40}
+    text = render(fleet_tables(view([snapshot()], switch=switch)), 120)
+    first = text.splitlines()[0]
+    assert "fleet SUSPENDED for 40s" in first
+    assert "incident [/red] 42" in first
 
 
 json_values = st.recursive(
@@ -128,11 +182,15 @@ snapshot_fields = st.dictionaries(
         max_size=5,
     )
 )
-def test_any_decoded_snapshot_is_shown_or_skipped_never_fatal(snaps: list[Any]) -> None:
-    text = render(_fleet_tables(snaps))
-    shown = [p for p in map(parse_snapshot, snaps) if p is not None]
-    assert f"{len(shown)} hub(s) publishing" in text
-    if len(shown) < len(snaps):
-        assert f"{len(snaps) - len(shown)} malformed snapshot(s) skipped" in text
-    for p in shown:
-        json.dumps(p.to_dict(), allow_nan=False)
+def test_any_planted_snapshot_is_shown_or_skipped_never_fatal(snaps: list[Any]) -> None:
+    shown = view(snaps)
+    text = render(fleet_tables(shown))
+    if shown.snapshots:
+        assert f"{len(shown.snapshots)} hub(s) publishing" in text
+    else:
+        assert "no hub publishes a snapshot" in text
+    if shown.skipped:
+        assert f"{shown.skipped} malformed snapshot(s) skipped" in text
+    for p in shown.snapshots:
+        json.dumps(p, allow_nan=False)
+        assert all(math.isfinite(float(p[k])) for k in ("per_day", "at", "usd_per_month"))

@@ -1,33 +1,12 @@
-"""``lowtide --version``: the global option (``lowtide version`` is the same as a command)."""
-
-from typing import Annotated
-
-import typer
-from rich.console import Console
+"""``lowtide version`` (``lowtide --version`` is a global option: :mod:`lowtide.cli.app`)."""
 
 from lowtide import __version__
+from lowtide.cli.app import app, console
 
-__all__ = ["add_version_option"]
+__all__ = ["version"]
 
 
-def add_version_option(app: typer.Typer, console: Console) -> None:
-    """Give ``app`` a ``--version`` option that prints the version and exits."""
-
-    def print_version(value: bool) -> None:
-        if value:
-            console.print(__version__)
-            raise typer.Exit()
-
-    @app.callback()
-    def options(
-        show_version: Annotated[
-            bool,
-            typer.Option(
-                "--version",
-                callback=print_version,
-                is_eager=True,
-                help="Print lowtide's version and exit.",
-            ),
-        ] = False,
-    ) -> None:
-        """lowtide: fewer billed Redis commands, and a ledger of every one sent."""
+@app.command()
+def version() -> None:
+    """Print lowtide's version."""
+    console.print(__version__)

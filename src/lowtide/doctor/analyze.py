@@ -6,29 +6,47 @@ Findings (each with the key family and a plain-words detail):
   right before most reads of family B): the incident's quota GET before every cache GET.
 * ``static_reads``: the same few keys read again and again with no writes during the sample:
   an in-process cache would answer them with 0 commands.
-* ``background_loop``: a family (or command) arriving at a flat, regular rate: a poller or a
-  loop, whatever the traffic.
-* ``health_check``: PINGs, or health/ping/status keys, at a regular rate.
+* ``background_loop``: a family arriving at a flat, regular rate: a poller or a loop, whatever
+  the traffic (one loop iteration may send several commands; see :mod:`~lowtide.doctor.loops`).
+* ``health_check``: PINGs, or health/ping/status keys, at a regular rate (a probe that writes
+  then reads its key included).
 * ``no_ttl``: keys written without an expiry (and not given one during the sample).
+
+Per-day figures are the sample's rate times a day: a sample shorter than :data:`MIN_SECONDS` or
+with fewer than :data:`MIN_COMMANDS` commands says so in :attr:`Report.warnings`. Dollars come
+from the provider's billing profile (:func:`lowtide.ledger.profile_for_provider`, the same
+mapping hubs use); any provider the settings accept is accepted here.
 """
 
 from __future__ import annotations
 
 import re
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
 from typing import Any
 
 from lowtide.doctor.families import family_of
+from lowtide.doctor.loops import Loop, find_loop
 from lowtide.doctor.monitor import Command
-from lowtide.ledger import billing_profile
+from lowtide.errors import ConfigError
+from lowtide.ledger import profile_for_provider
+from lowtide.settings import PROVIDERS
 
-__all__ = ["Finding", "Report", "analyse", "report_from_commandstats"]
+__all__ = [
+    "MIN_COMMANDS",
+    "MIN_SECONDS",
+    "Finding",
+    "Report",
+    "analyse",
+    "check_provider",
+    "report_from_commandstats",
+]
 
 _DAY = 86_400.0
+#: shortest sample, and fewest commands, whose per-day projection is shown without a warning
+MIN_SECONDS = 30.0
+MIN_COMMANDS = 100
 READS = frozenset(
     {
         "get",
@@ -107,6 +125,10 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     #: MONITOR lines skipped as malformed (neither a command nor ``OK``)
     skipped_lines: int = 0
+    #: False when the provider's commands have no price (self-hosted): no dollars to show
+    priced: bool = True
+    #: what limits the report (a sample too short to project per day)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -122,18 +144,30 @@ def _writes_without_ttl(cmd: Command) -> bool:
     return cmd.name in ("hset", "hmset", "sadd", "zadd", "lpush", "rpush", "mset", "setnx")
 
 
-def _regular(times: list[float]) -> tuple[bool, float]:
-    """True if the arrivals are evenly spaced (a loop), and their rate per second."""
-    if len(times) < 8:
-        return False, 0.0
-    gaps = [b - a for a, b in pairwise(times) if b > a]
-    if len(gaps) < 6:
-        return False, 0.0
-    mean = statistics.fmean(gaps)
-    if mean <= 0:
-        return False, 0.0
-    cv = statistics.pstdev(gaps) / mean
-    return cv < 0.35, 1 / mean
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def check_provider(provider: str) -> str:
+    """``provider`` if the settings accept it (``LOWTIDE_PROVIDER``), else a ConfigError."""
+    if provider not in PROVIDERS:
+        raise ConfigError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+    return provider
+
+
+def _loop_finding(fam: str, loop: Loop) -> Finding:
+    kind = "health_check" if _HEALTH.search(fam) else "background_loop"
+    each = ""
+    if loop.per_burst >= 1.5:
+        each = f", {loop.per_burst:.1f} commands each"
+    where = f" ({loop.connections} connections)" if loop.connections > 1 else ""
+    per_day = loop.rate * loop.per_burst * _DAY
+    return Finding(
+        kind,
+        fam,
+        f"a flat {loop.rate:.2f}/s{each}{where} ({per_day:,.0f} commands/day) whatever the "
+        "traffic: a loop or poller; slow it down, push instead of polling, or drop it.",
+    )
 
 
 def analyse(
@@ -147,21 +181,21 @@ def analyse(
     reads_by_family: Counter[str] = Counter()
     writes_by_family: Counter[str] = Counter()
     keys_by_family: dict[str, set[str]] = defaultdict(set)
-    times_by_family: dict[str, list[float]] = defaultdict(list)
+    arrivals: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
     no_ttl: dict[str, set[str]] = defaultdict(set)
     expired: set[str] = set()
     follows: Counter[tuple[str, str]] = Counter()
     last_read: dict[str, tuple[str, float]] = {}  # client -> (family, ts) of its last read
-    ping_times: list[float] = []
+    pings: list[tuple[float, str, str]] = []
     for c in cmds:
         if c.name == "ping":
-            ping_times.append(c.ts)
+            pings.append((c.ts, c.name, c.client))
         key = c.key if c.name not in ("ping", "info", "auth", "select", "hello", "client") else None
         fam = family_of(key) if key is not None else "-"
         fam_cmd[(fam, c.name)] += 1
         if key is None:
             continue
-        times_by_family[fam].append(c.ts)
+        arrivals[fam].append((c.ts, c.name, c.client))
         if c.name in EXPIRES:
             expired.add(key)
         if c.name in READS:
@@ -194,26 +228,19 @@ def analyse(
                 Finding(
                     "static_reads",
                     fam,
-                    f"{reads} reads of only {distinct} keys and no writes in {seconds:.0f}s: an "
+                    f"{reads} reads of only {_plural(distinct, 'key')} and no writes in "
+                    f"{seconds:.0f}s: an "
                     f"in-process cache with push invalidation would answer them with 0 commands "
                     f"({reads / seconds * _DAY:,.0f}/day).",
                 )
             )
-    for fam, times in times_by_family.items():
-        regular, rate = _regular(sorted(times))
-        if not regular:
-            continue
-        kind = "health_check" if _HEALTH.search(fam) else "background_loop"
-        findings.append(
-            Finding(
-                kind,
-                fam,
-                f"a flat {rate:.2f}/s ({rate * _DAY:,.0f}/day) whatever the traffic: a loop or "
-                "poller; slow it down, push instead of polling, or drop it.",
-            )
-        )
-    regular, rate = _regular(sorted(ping_times))
-    if regular:
+    for fam, stream in arrivals.items():
+        loop = find_loop(sorted(stream))
+        if loop is not None:
+            findings.append(_loop_finding(fam, loop))
+    ping_loop = find_loop(sorted(pings))
+    if ping_loop is not None:
+        rate = ping_loop.rate * ping_loop.per_burst
         findings.append(
             Finding(
                 "health_check",
@@ -229,8 +256,8 @@ def analyse(
                 Finding(
                     "no_ttl",
                     fam,
-                    f"{len(left)} keys written without an expiry: they stay (and cost storage) "
-                    "forever; give them a TTL.",
+                    f"{_plural(len(left), 'key')} written without an expiry, kept (and stored) "
+                    "until something deletes them: give them a TTL.",
                 )
             )
     families = [
@@ -253,9 +280,16 @@ def _report(
     families: list[dict[str, Any]],
     findings: list[Finding],
 ) -> Report:
-    profile = billing_profile(provider)
+    profile = profile_for_provider(check_provider(provider))
     total = sum(by_command.values())
     billed = profile.billed(by_command)
+    warnings = []
+    if seconds < MIN_SECONDS or total < MIN_COMMANDS:
+        warnings.append(
+            f"a short sample ({_plural(total, 'command')} in {seconds:.1f}s): per-day figures "
+            "assume this rate all day; sample at least "
+            f"{MIN_SECONDS:.0f}s and {MIN_COMMANDS} commands (--seconds) before trusting them"
+        )
     return Report(
         source=source,
         commands=total,
@@ -267,6 +301,8 @@ def _report(
         families=families,
         by_command=dict(sorted(by_command.items(), key=lambda kv: -kv[1])),
         findings=findings,
+        priced=profile.usd_per_100k > 0,
+        warnings=warnings,
     )
 
 

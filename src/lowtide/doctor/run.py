@@ -1,22 +1,24 @@
-"""Collecting the traffic ``lowtide doctor`` analyses: a saved MONITOR log or a live sample."""
+"""Collecting the traffic ``lowtide doctor`` analyses: a saved MONITOR log or a live sample.
+
+A live sample counts only what other clients send. The doctor opens one connection and sends
+nothing on it but ``MONITOR`` (its handshake, AUTH or SELECT when the URL needs them, comes
+before MONITOR and is not shown); no hub, listener or self-test runs beside it. Where MONITOR is
+refused (Upstash, ACLs) it reads ``INFO commandstats`` twice on one connection: the server
+counts the first INFO after producing its reply, so the difference holds exactly one command of
+the doctor's own (that INFO), which is taken off.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
-from lowtide.context import Attribution
-from lowtide.doctor.analyze import Report, analyse, report_from_commandstats
+from lowtide.doctor.analyze import Report, analyse, check_provider, report_from_commandstats
 from lowtide.doctor.monitor import Command, ParseStats, parse_lines
-from lowtide.errors import RedisCommandError
-from lowtide.hub import Lowtide
-from lowtide.redis.info import parse_commandstats
-from lowtide.redis.monitor import sample_monitor
+from lowtide.errors import RedisCommandError, RedisUnavailable
+from lowtide.redis.monitor import sample_commandstats, sample_monitor
+from lowtide.settings import Settings
 
 __all__ = ["diagnose_live", "diagnose_log"]
-
-_DOCTOR = Attribution("doctor", "-", None)
 
 
 def _span(cmds: list[Command]) -> float:
@@ -29,6 +31,7 @@ def _span(cmds: list[Command]) -> float:
 
 def diagnose_log(path: Path, *, provider: str = "upstash") -> Report:
     """Analyse a saved MONITOR log (``redis-cli monitor > file``); bad lines are counted."""
+    check_provider(provider)
     stats = ParseStats()
     with path.open(encoding="utf-8", errors="replace") as f:
         cmds = list(parse_lines(f, stats))
@@ -37,26 +40,27 @@ def diagnose_log(path: Path, *, provider: str = "upstash") -> Report:
     return report
 
 
-async def diagnose_live(url: str, seconds: float, *, provider: str = "upstash") -> Report:
-    """Sample a live server for ``seconds``: MONITOR, or INFO commandstats where refused."""
-    async with Lowtide(url, instance="lowtide-doctor") as hub:
-        if not hub.distributed:
-            raise ConnectionError(f"cannot reach {hub.settings.redacted_url}")
+async def diagnose_live(
+    url: str, seconds: float, *, provider: str = "upstash", settings: Settings | None = None
+) -> Report:
+    """Sample a live server for ``seconds``: MONITOR, or INFO commandstats where refused.
+
+    ``settings`` (timeouts, TLS options) default to lowtide's for ``url``. Raises
+    ConnectionError when the server cannot be reached.
+    """
+    check_provider(provider)
+    settings = Settings(url=url) if settings is None else settings.with_(url=url)
+    where = settings.redacted_url
+    try:
         try:
-            t0 = time.time()
-            lines = await sample_monitor(hub.settings, seconds)
-            stats = ParseStats()
-            cmds = list(parse_lines(lines, stats))
-            report = analyse(cmds, time.time() - t0, provider=provider, source="monitor")
-            report.skipped_lines = stats.skipped
-            return report
-        except RedisCommandError:
-            pass  # MONITOR refused (Upstash, ACL): fall back to the server's counters
-        before = parse_commandstats(await hub.gateway.call(_DOCTOR, "INFO", "commandstats"))
-        t0 = time.time()
-        await asyncio.sleep(seconds)
-        after = parse_commandstats(await hub.gateway.call(_DOCTOR, "INFO", "commandstats"))
-        delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
-        delta["info"] = delta.get("info", 0) - 1
-        delta = {k: v for k, v in delta.items() if v > 0}
-        return report_from_commandstats(delta, time.time() - t0, provider=provider)
+            lines, elapsed = await sample_monitor(settings, seconds)
+        except RedisCommandError:  # MONITOR refused: fall back to the server's counters
+            delta, elapsed = await sample_commandstats(settings, seconds)
+            return report_from_commandstats(delta, elapsed, provider=provider)
+    except (RedisUnavailable, OSError) as exc:
+        raise ConnectionError(f"cannot reach {where}: {exc}") from None
+    stats = ParseStats()
+    cmds = list(parse_lines(lines, stats))
+    report = analyse(cmds, elapsed, provider=provider, source="monitor")
+    report.skipped_lines = stats.skipped
+    return report
