@@ -3,13 +3,17 @@ names by the conventions, the default registry and private ones."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lowtide import Lowtide
+from lowtide import ConfigError, Lowtide
 from lowtide.context import Attribution
-from lowtide.integrations.prometheus import LowtideCollector, collectors
-from lowtide.integrations.readout import NO_TENANT, OTHER
+from lowtide.integrations.prometheus import LowtideCollector, _Mirror, collectors
+from lowtide.integrations.readout import NO_TENANT, OTHER, Family
 from lowtide.ledger import OTHER_TENANT
 
 
@@ -93,3 +97,46 @@ async def test_the_default_registry_works_and_aclose_unregisters() -> None:
         await collector.aclose()
     assert b"lowtide_" not in generate_latest(REGISTRY)
     assert collectors(lt) == []
+
+
+def mirrored(metric: Any) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(s.labels.values()): s.value
+        for fam in metric.collect()
+        for s in fam.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_multiprocess_mirror_only_adds_increases() -> None:
+    """Multiprocess mode writes counters by their increase since the last push: a ledger reset
+    (a smaller value) starts over from there, never subtracts."""
+    mirror = _Mirror()
+
+    def push(n: float, mode: float) -> None:
+        fams = [
+            Family("redis_commands", "counter", "h", ("command",), samples=[(("get",), n)]),
+            Family("mode", "gauge", "h", ("mode",), samples=[(("local",), mode)]),
+        ]
+        mirror.push(fams)
+
+    push(3, 1)
+    push(5, 1)
+    assert mirrored(mirror._metrics["redis_commands"]) == {("get",): 5}
+    push(1, 0)  # the ledger was reset
+    push(3, 0)
+    assert mirrored(mirror._metrics["redis_commands"]) == {("get",): 7}
+    assert mirrored(mirror._metrics["mode"]) == {("local",): 0}
+
+
+async def test_multiprocess_mode_allows_one_collector_per_hub(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    lt = Lowtide(None)
+    collector = LowtideCollector(lt)
+    with pytest.raises(ConfigError, match="one LowtideCollector per hub"):
+        LowtideCollector(lt)
+    assert list(collector.collect()) == []  # the multiprocess collector reads the files
+    await collector.aclose()
+    LowtideCollector(Lowtide(None))  # another hub: fine

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from lowtide.breaker import CircuitBreaker
+from lowtide.errors import ConfigError
 from lowtide.integrations.readout import Family, TenantSeries, read_families
 from lowtide.limiter import RateLimiter
 from lowtide.redis.gateway import Sent, observe_sends
@@ -93,6 +95,9 @@ class _Mirror:
     def __init__(self) -> None:
         self._metrics: dict[str, Counter | Gauge] = {}
         self._last: dict[tuple[str, tuple[str, ...]], float] = {}
+        # a scrape thread and the event loop's sync may push at once: one at a time, or an
+        # increase would be added twice
+        self._lock = threading.Lock()
 
     def _metric(self, fam: Family) -> Counter | Gauge:
         metric = self._metrics.get(fam.name)
@@ -113,6 +118,10 @@ class _Mirror:
         return metric
 
     def push(self, families: Iterable[Family]) -> None:
+        with self._lock:
+            self._push(families)
+
+    def _push(self, families: Iterable[Family]) -> None:
         for fam in families:
             metric = self._metric(fam)
             for labels, value in fam.samples:
@@ -160,6 +169,9 @@ class LowtideCollector(Collector):
             registry=None,
         )
         self._mirror = _Mirror() if multiprocess_dir() else None
+        if self._mirror is not None and collectors(hub):
+            # each would add the hub's increases to the same files: counted twice
+            raise ConfigError("multiprocess mode: one LowtideCollector per hub (see collectors())")
         self._registries: list[CollectorRegistry] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
