@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lowtide import Lowtide, LowtideError, Mode, current_tenant
+from lowtide.integrations.fastapi import add_exception_handlers
 from lowtide.integrations.starlette import TenantMiddleware, lifespan, routes
 from lowtide.testing import ValkeyServer, free_port, ledger_commands
 from tests.helpers import eventually
@@ -151,3 +152,32 @@ async def test_tenant_middleware_can_require_a_tenant() -> None:
         assert (await http.get(f"{url2}/who")).status_code == 400
         r = await http.get(f"{url2}/who", headers={"x-org": "acme"})
         assert r.json() == {"tenant": "acme"}  # from an async tenant_of
+
+
+async def test_the_exception_handlers_on_a_starlette_app(lowtide_url: str) -> None:
+    """``add_exception_handlers`` on plain Starlette: ``limiter.hold()`` in the app's own code
+    gets 429 with Retry-After (no RateLimit headers: no policy known), TenantRequired 400."""
+    lt = Lowtide(lowtide_url)
+    once = lt.rate_limiter("once", 1, 3600)
+    profiles = lt.cache("profiles")
+
+    async def hold(request: Request) -> JSONResponse:
+        async with once.hold("t1"):
+            return JSONResponse({"ok": True})
+
+    async def no_tenant(request: Request) -> JSONResponse:
+        return JSONResponse({"value": await profiles.get("k")})  # per tenant, none given
+
+    app = Starlette(
+        routes=[Route("/hold", hold), Route("/no-tenant", no_tenant)], lifespan=lifespan(lt)
+    )
+    add_exception_handlers(app)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/hold")).json() == {"ok": True}
+        r = await http.get("/hold")
+        assert r.status_code == 429
+        assert 1 <= int(r.headers["retry-after"]) <= 3600
+        assert "ratelimit" not in r.headers
+        r = await http.get("/no-tenant")
+        assert r.status_code == 400
+        assert "per tenant" in r.json()["detail"]
