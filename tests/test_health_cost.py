@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from lowtide import Lowtide
 from lowtide.context import Attribution
 from lowtide.integrations.prometheus import LowtideCollector
+from lowtide.integrations.readout import NO_TENANT, OTHER
 from lowtide.integrations.starlette import health_body
 from lowtide.ledger import Ledger
 from lowtide.testing import ValkeyServer
@@ -97,18 +98,18 @@ async def test_health_and_scrape_at_50k_rows_never_walk_the_rows(
 
         series = command_series(registry)
         tenants = {t for (_, _, _, t) in series}
-        assert len(tenants - {"other", "-"}) == TOP  # whatever the number of tenants
+        assert len(tenants - {OTHER, NO_TENANT}) == TOP  # whatever the number of tenants
         assert sum(series.values()) == snap.total
         billed: dict[str, int] = {}
         for r in snap.rows:
             if r.tenant is not None:
                 billed[r.tenant] = billed.get(r.tenant, 0) + r.billed
         heaviest = {t for _, t in sorted(((n, t) for t, n in billed.items()), reverse=True)[:TOP]}
-        assert tenants - {"other", "-"} == heaviest
+        assert tenants - {OTHER, NO_TENANT} == heaviest
         assert all(series[k] == 0 for k in series if k[3] in heaviest)  # members start at 0
-        for r in snap.rows:  # no tenant: the "-" series holds the exact total
+        for r in snap.rows:  # no tenant: the NO_TENANT series holds the exact total
             if r.tenant is None:
-                assert series[(r.component, r.command, r.family, "-")] == r.count
+                assert series[(r.component, r.command, r.family, NO_TENANT)] == r.count
 
         # more traffic for a member and a non-member: both show, nothing is walked
         member = sorted(heaviest)[0]
@@ -116,6 +117,6 @@ async def test_health_and_scrape_at_50k_rows_never_walk_the_rows(
         lt.ledger.record([("get", Attribution("cache", "lt:c:profiles:*", "tenant-00000"))] * 3)
         after = command_series(registry)
         assert after[("cache", "get", "lt:c:profiles:*", member)] == 4
-        other = ("cache", "get", "lt:c:profiles:*", "other")
+        other = ("cache", "get", "lt:c:profiles:*", OTHER)
         assert after[other] == series[other] + 3
         assert sum(after.values()) == lt.ledger.total

@@ -1,2 +1,4 @@
-"""Optional integrations: Prometheus (``lowtide[prometheus]``) and Starlette/FastAPI
-(``lowtide[fastapi]``). Importing a module here without its extra raises ImportError."""
+"""Optional integrations: Prometheus (``lowtide[prometheus]``), Starlette and FastAPI
+(``lowtide[fastapi]``) and OpenTelemetry (``lowtide[otel]``). Importing a module here without
+its extra raises ImportError. What they export is read by :mod:`lowtide.integrations.readout`.
+"""

@@ -1,163 +1,307 @@
-"""A Prometheus collector for the ledger, the mode, the caches and the commands saved.
+"""Prometheus: a collector for the ledger, the link, caches, limiters and breakers, a Redis
+round-trip histogram and build info (``pip install 'lowtide[prometheus]'``).
 
-Label cardinality is bounded: components, commands and key families come from code (key
-families never contain ids), and tenants are exported for at most ``top_tenants`` tenants (the
-heaviest by billed units under the hub's provider profile); the rest are summed under
-``tenant="other"`` and commands sent for no tenant under ``tenant="-"``. Membership is stable:
-the heaviest tenants join while there is room and then stay, and a member's series starts from
-its count at joining (what it had before stays in ``other``), so every exported series only ever
-grows: no false counter resets for ``rate()``.
+```python
+from prometheus_client import REGISTRY
+from lowtide.integrations.prometheus import LowtideCollector
 
-The cost of a scrape is bounded whatever the number of tenants: it reads the ledger's running
-totals per (component, command, family) and the rows of the ``top_tenants`` members, never every
-row (:meth:`~lowtide.ledger.Ledger.groups`, :meth:`~lowtide.ledger.Ledger.tenant_rows`); only
-choosing new members while there is room looks at every tenant, through a per-tenant total the
-ledger keeps (one ``heapq.nlargest``, no sort).
+LowtideCollector(lt, limiters=[search], breakers=[upstream]).register(REGISTRY)
+```
 
-Scraping costs no Redis command: everything comes from the process's own ledger.
+Names follow the Prometheus conventions (``lowtide_`` prefix, ``_total`` counters, base units),
+with no ``instance`` or pid label (the scrape target identifies the process) and a bounded
+``tenant`` label (see :class:`~lowtide.integrations.readout.TenantSeries`). Projections (per
+day, dollars) are left to PromQL (docs/observability.md). A scrape sends no Redis command.
+
+**Several worker processes** (uvicorn ``--workers``, gunicorn): set
+``PROMETHEUS_MULTIPROC_DIR`` before Python starts, as prometheus-client's multiprocess mode
+requires. Each worker's collector then writes its values into that directory (every
+``sync_interval`` seconds while :meth:`LowtideCollector.start` runs, and at
+:meth:`~LowtideCollector.aclose`), and :func:`exposition` serves the sum over workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+
+from lowtide.breaker import CircuitBreaker
+from lowtide.errors import ConfigError
+from lowtide.integrations.readout import Family, TenantSeries, read_families
+from lowtide.limiter import RateLimiter
+from lowtide.redis.gateway import Sent, observe_sends
 
 if TYPE_CHECKING:
     from lowtide.hub import Lowtide
 
-__all__ = ["LowtideCollector"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "LowtideCollector",
+    "collectors",
+    "exposition",
+    "multiprocess_dir",
+]
 
-OTHER = "other"
-NO_TENANT = "-"
-_Row = tuple[str, str, str, str]  # component, command, family, tenant label
+log = logging.getLogger("lowtide")
+
+#: round-trip histogram buckets (seconds): a LAN round trip is ~0.1-1 ms, a remote one 1-50 ms
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+_by_hub: weakref.WeakKeyDictionary[Any, weakref.WeakSet[LowtideCollector]] = (
+    weakref.WeakKeyDictionary()
+)
+_open_in_multiprocess = 0
+
+
+def multiprocess_dir() -> str | None:
+    """The prometheus-client multiprocess directory, or None in single-process mode."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def collectors(hub: Lowtide) -> list[LowtideCollector]:
+    """The collectors created for ``hub`` and not closed."""
+    return list(_by_hub.get(hub, ()))
+
+
+def _prometheus(fam: Family) -> Metric:
+    name = f"lowtide_{fam.name}"
+    out: Metric
+    if fam.kind == "counter":
+        out = CounterMetricFamily(name, fam.help, labels=fam.labels, unit=fam.unit)
+    else:
+        out = GaugeMetricFamily(name, fam.help, labels=fam.labels, unit=fam.unit)
+    for labels, value in fam.samples:
+        out.add_metric(list(labels), value)
+    return out
+
+
+class _Mirror:
+    """Multiprocess mode: readings pushed into prometheus-client metric objects, whose values
+    live in the multiprocess directory (counters by their increase since the last push)."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, Counter | Gauge] = {}
+        self._last: dict[tuple[str, tuple[str, ...]], float] = {}
+        # a scrape thread and the event loop's sync may push at once: one at a time, or an
+        # increase would be added twice
+        self._lock = threading.Lock()
+
+    def _metric(self, fam: Family) -> Counter | Gauge:
+        metric = self._metrics.get(fam.name)
+        if metric is None:
+            name = f"lowtide_{fam.name}"
+            if fam.kind == "counter":
+                metric = Counter(name, fam.help, fam.labels, unit=fam.unit, registry=None)
+            else:
+                metric = Gauge(
+                    name,
+                    fam.help,
+                    fam.labels,
+                    unit=fam.unit,
+                    registry=None,
+                    multiprocess_mode=fam.merge,
+                )
+            self._metrics[fam.name] = metric
+        return metric
+
+    def push(self, families: Iterable[Family]) -> None:
+        with self._lock:
+            self._push(families)
+
+    def _push(self, families: Iterable[Family]) -> None:
+        for fam in families:
+            metric = self._metric(fam)
+            for labels, value in fam.samples:
+                child = metric.labels(*labels) if labels else metric
+                if isinstance(child, Gauge):
+                    child.set(value)
+                    continue
+                key = (fam.name, labels)
+                grew = value - self._last.get(key, 0.0)
+                if grew > 0:
+                    child.inc(grew)
+                self._last[key] = value  # a reset (smaller value) counts again from there
 
 
 class LowtideCollector(Collector):
-    """Register with ``prometheus_client.REGISTRY.register(LowtideCollector(lt))``.
+    """lowtide's metrics for one hub (see module docs).
 
-    ``top_tenants`` (default 20) bounds the tenant label: at most that many tenant series per
-    (component, command, family), plus ``other`` and ``-``.
+    ``limiters`` and ``breakers`` (or :meth:`watch`) name the components to export;
+    ``top_tenants`` bounds the tenant label. Register it with :meth:`register` (or
+    ``registry.register(collector)``): the default registry and private ones both work.
     """
 
-    def __init__(self, hub: Lowtide, *, top_tenants: int = 20) -> None:
+    def __init__(
+        self,
+        hub: Lowtide,
+        *,
+        limiters: Iterable[RateLimiter] = (),
+        breakers: Iterable[CircuitBreaker] = (),
+        top_tenants: int = 20,
+        sync_interval: float = 1.0,
+        buckets: Iterable[float] = LATENCY_BUCKETS,
+    ) -> None:
         self._hub = hub
         self.top_tenants = top_tenants
-        #: (component, command, family, tenant) -> count when the tenant joined the export
-        self._base: dict[_Row, int] = {}
-        self._members: set[str] = set()
-        #: what each series last exported (it never goes down, see _command_series)
-        self._last: dict[_Row, int] = {}
-        self._generation = hub.ledger.generation
+        self.sync_interval = sync_interval
+        self._tenants = TenantSeries(hub, top_tenants)
+        self._limiters: list[RateLimiter] = []
+        self._breakers: list[CircuitBreaker] = []
+        self.watch(*limiters, *breakers)
+        self._latency = Histogram(
+            "lowtide_redis_command_duration_seconds",
+            "Redis round trips (a pipeline or script is one), by component and command",
+            ["component", "command"],
+            buckets=tuple(buckets),
+            registry=None,
+        )
+        self._mirror = _Mirror() if multiprocess_dir() else None
+        if self._mirror is not None and collectors(hub):
+            # each would add the hub's increases to the same files: counted twice
+            raise ConfigError("multiprocess mode: one LowtideCollector per hub (see collectors())")
+        self._registries: list[CollectorRegistry] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        ref = weakref.ref(self)
+        ledger = hub.ledger
 
-    def _admit(self) -> None:
-        room = self.top_tenants - len(self._members)
-        if room <= 0:
-            return
-        ledger = self._hub.ledger
-        for tenant, _ in ledger.top_tenants(room, exclude=self._members):
-            self._members.add(tenant)
-            for (c, cmd, fam), n in ledger.tenant_rows(tenant).items():
-                self._base[(c, cmd, fam, tenant)] = n
+        def on_send(sent: Sent) -> None:
+            me = ref()
+            if me is None:  # the collector was dropped: stop observing
+                unsubscribe()
+            elif sent.ledger is ledger:
+                me._latency.labels(sent.attribution.component, sent.command).observe(sent.seconds)
 
-    def _command_series(self) -> dict[_Row, int]:
-        ledger = self._hub.ledger
-        if ledger.generation != self._generation:  # the ledger was reset: start over
-            self._generation = ledger.generation
-            self._base.clear()
-            self._members.clear()
-            self._last.clear()
-        self._admit()
-        out: dict[_Row, int] = {}
-        for (c, cmd, fam, has_tenant), n in ledger.groups().items():
-            out[(c, cmd, fam, OTHER if has_tenant else NO_TENANT)] = n
-        for t in self._members:
-            for (c, cmd, fam), n in ledger.tenant_rows(t).items():
-                since = n - self._base.get((c, cmd, fam, t), 0)
-                out[(c, cmd, fam, t)] = since
-                other = (c, cmd, fam, OTHER)
-                out[other] = out.get(other, 0) - since
-        # the event loop may count commands while prometheus_client's thread scrapes: a series
-        # read a moment apart from its group total can lag by a few commands, never go down
-        last = self._last
-        for key, n in out.items():
-            prev = last.get(key, 0)
-            if n < prev:
-                out[key] = prev
-            else:
-                last[key] = n
-        return out
+        unsubscribe = observe_sends(on_send)
+        self._unsubscribe = unsubscribe
+        _by_hub.setdefault(hub, weakref.WeakSet()).add(self)
+        if self._mirror is not None:
+            global _open_in_multiprocess
+            _open_in_multiprocess += 1
+
+    def watch(self, *components: RateLimiter | CircuitBreaker) -> LowtideCollector:
+        """Export these limiters and breakers too (each once); returns the collector."""
+        for c in components:
+            if isinstance(c, RateLimiter) and c not in self._limiters:
+                self._limiters.append(c)
+            elif isinstance(c, CircuitBreaker) and c not in self._breakers:
+                self._breakers.append(c)
+            elif not isinstance(c, RateLimiter | CircuitBreaker):
+                raise TypeError(f"watch() takes rate limiters and circuit breakers, not {c!r}")
+        return self
+
+    def register(self, registry: CollectorRegistry = REGISTRY) -> LowtideCollector:
+        """``registry.register(self)`` (the default registry by default), undone by
+        :meth:`aclose`; returns the collector."""
+        registry.register(self)
+        self._registries.append(registry)
+        return self
+
+    def families(self) -> list[Family]:
+        """Every metric, read now (the histogram aside)."""
+        return read_families(self._hub, self._tenants, self._limiters, self._breakers)
 
     def collect(self) -> Iterator[Metric]:
-        """Called by prometheus_client on every scrape."""
-        hub = self._hub
-        ledger = hub.ledger
-        totals = ledger.totals()
-        inst = totals.instance
-        commands = CounterMetricFamily(
-            "lowtide_redis_commands",
-            "Redis commands this process sent, by component, command, key family and tenant",
-            labels=["instance", "component", "command", "family", "tenant"],
-        )
-        for (c, cmd, fam, t), n in sorted(self._command_series().items()):
-            commands.add_metric([inst, c, cmd, fam, t], n)
-        yield commands
-        billed = CounterMetricFamily(
-            "lowtide_redis_billed",
-            "Billed units under the configured provider profile, by component",
-            labels=["instance", "component", "provider"],
-        )
-        by_component: dict[str, int] = {}
-        units = ledger.profile.units
-        for (component, cmd, _, _), n in ledger.groups().items():
-            by_component[component] = by_component.get(component, 0) + units(cmd) * n
-        for component, n in sorted(by_component.items()):
-            billed.add_metric([inst, component, totals.provider], n)
-        yield billed
-        saved = CounterMetricFamily(
-            "lowtide_redis_commands_saved",
-            "Commands a per-operation design would have sent (L1 hits, lease-covered decisions)",
-            labels=["instance", "component"],
-        )
-        for component, n in sorted(hub.saved().items()):
-            saved.add_metric([inst, component], n)
-        yield saved
-        per_day = GaugeMetricFamily(
-            "lowtide_redis_commands_per_day",
-            "Projected commands per day at the rate of the last 10 minutes",
-            labels=["instance"],
-        )
-        per_day.add_metric([inst], totals.per_day)
-        yield per_day
-        usd = GaugeMetricFamily(
-            "lowtide_redis_usd_per_month",
-            "Projected cost per month under the provider profile",
-            labels=["instance", "provider"],
-        )
-        usd.add_metric([inst, totals.provider], totals.usd_per_month)
-        yield usd
-        mode = GaugeMetricFamily(
-            "lowtide_mode", "1 for the hub's current mode", labels=["instance", "mode"]
-        )
-        for m in ("distributed", "degraded", "suspended", "local"):
-            mode.add_metric([inst, m], 1.0 if hub.mode.value == m else 0.0)
-        yield mode
-        entries = GaugeMetricFamily(
-            "lowtide_cache_entries", "L1 entries per cache", labels=["instance", "cache"]
-        )
-        hits = CounterMetricFamily(
-            "lowtide_cache_hits", "L1 hits per cache", labels=["instance", "cache"]
-        )
-        misses = CounterMetricFamily(
-            "lowtide_cache_misses", "L1 misses per cache", labels=["instance", "cache"]
-        )
-        for info in hub.caches.info():
-            label = f"{info['component']}:{info['name']}"
-            entries.add_metric([inst, label], info["entries"])
-            hits.add_metric([inst, label], info["hits"])
-            misses.add_metric([inst, label], info["misses"])
-        yield entries
-        yield hits
-        yield misses
+        """Called by prometheus-client on every scrape. In multiprocess mode it writes this
+        worker's values to the directory instead (the multiprocess collector reads them)."""
+        families = self.families()
+        if self._mirror is not None:
+            self._mirror.push(families)
+            return
+        for fam in families:
+            yield _prometheus(fam)
+        yield from self._latency.collect()
+
+    def sync(self) -> None:
+        """Multiprocess mode: write this worker's values now (no-op otherwise)."""
+        if self._mirror is not None:
+            self._mirror.push(self.families())
+
+    def start(self) -> None:
+        """Multiprocess mode: write this worker's values every ``sync_interval`` seconds until
+        :meth:`aclose` (needs a running event loop; no-op in single-process mode)."""
+        if self._mirror is not None and self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._sync_loop())
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            try:
+                self.sync()
+            except Exception:  # metrics must never take the app down
+                log.exception("lowtide metrics sync failed")
+
+    async def aclose(self) -> None:
+        """Stop syncing (after a last write of this worker's values), stop observing sends,
+        and unregister from the registries :meth:`register` registered it in. Idempotent.
+
+        In multiprocess mode the last collector of the process also marks it dead
+        (``multiprocess.mark_process_dead``), so its live gauges stop counting."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.sync()
+        self._unsubscribe()
+        for registry in self._registries:
+            with contextlib.suppress(KeyError):
+                registry.unregister(self)
+        self._registries.clear()
+        holders = _by_hub.get(self._hub)
+        if holders is not None:
+            holders.discard(self)
+        if self._mirror is not None:
+            global _open_in_multiprocess
+            _open_in_multiprocess -= 1
+            if _open_in_multiprocess == 0:
+                from prometheus_client import multiprocess
+
+                # untyped in prometheus-client: typed here, where it is called
+                mark_dead: Callable[[int], None] = multiprocess.mark_process_dead
+                mark_dead(os.getpid())
+
+    async def __aenter__(self) -> LowtideCollector:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def exposition(
+    hub: Lowtide | None = None,
+    registry: CollectorRegistry | None = None,
+    accept: str | None = None,
+) -> tuple[bytes, str]:
+    """The body and content type of a ``/metrics`` answer (OpenMetrics when ``accept`` asks).
+
+    Single process: ``registry`` (default ``prometheus_client.REGISTRY``). Multiprocess mode:
+    every worker's values from the directory (``hub``'s collectors write this worker's first).
+    """
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        if hub is not None:
+            for collector in collectors(hub):
+                collector.sync()
+        registry = CollectorRegistry()
+        every_worker: Callable[[CollectorRegistry], object] = multiprocess.MultiProcessCollector
+        every_worker(registry)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry or REGISTRY), content_type

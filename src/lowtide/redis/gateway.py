@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -27,7 +29,9 @@ from lowtide.redis.info import parse_commandstats
 from lowtide.redis.scripts import Script
 from lowtide.settings import Settings
 
-__all__ = ["QUEUE_TIMEOUT", "Gateway"]
+__all__ = ["QUEUE_TIMEOUT", "Gateway", "Sent", "observe_sends"]
+
+log = logging.getLogger("lowtide")
 
 #: longest a command waits for a free connection before RedisUnavailable(reason="busy"); an
 #: outage drains the queue fast (the gateway closes and waiting callers are refused at once)
@@ -51,6 +55,46 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (rexc.NoPermissionError, "NOPERM"),
     (rexc.ExecAbortError, "EXECABORT"),
 )
+
+
+class Sent(NamedTuple):
+    """One send through a gateway, as :func:`observe_sends` callbacks see it."""
+
+    #: the sending hub's ledger (tells hubs apart)
+    ledger: Ledger
+    attribution: Attribution
+    #: server naming (``get``), or the operation (``pipeline``, ``evalsha``, ``mget``, ``scan``)
+    command: str
+    #: wall-clock start in ns (``time.time_ns()``), after a connection slot was taken
+    start_ns: int
+    #: the round trip, in seconds
+    seconds: float
+    #: what the caller got instead of a reply (lowtide's typed error), or None
+    error: BaseException | None
+
+
+_observers: list[Callable[[Sent], None]] = []
+
+
+def observe_sends(callback: Callable[[Sent], None]) -> Callable[[], None]:
+    """Call ``callback(Sent)`` after every send of every gateway in this process (metrics,
+    tracing); returns a function that unsubscribes. A failing callback is logged, never raised.
+    With no callback the sends pay one list check."""
+    _observers.append(callback)
+
+    def unsubscribe() -> None:
+        with contextlib.suppress(ValueError):
+            _observers.remove(callback)
+
+    return unsubscribe
+
+
+def _notify(sent: Sent) -> None:
+    for callback in list(_observers):
+        try:
+            callback(sent)
+        except Exception:
+            log.exception("send observer failed")
 
 
 def _code_of(exc: BaseException) -> str | None:
@@ -222,6 +266,8 @@ class Gateway:
                 raise self._quota_refusal(attribution)
         await self._take_slot()
         token = _attribution.set(attribution)
+        observed = (time.time_ns(), time.perf_counter()) if _observers else None
+        failed: BaseException | None = None
         try:
             if data and not self.open:  # closed while this caller waited
                 raise self._refuse()
@@ -232,10 +278,18 @@ class Gateway:
                     yield
         except _DRIVER as exc:
             name = command if isinstance(command, str) else command_name(command)
-            raise self._translate(exc, name) from exc
+            failed = self._translate(exc, name)
+            raise failed from exc
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             _attribution.reset(token)
             self._slots.release()
+            if observed is not None:
+                name = command if isinstance(command, str) else command_name(command)
+                took = time.perf_counter() - observed[1]
+                _notify(Sent(self.ledger, attribution, name, observed[0], took, failed))
 
     async def _take_slot(self) -> None:
         if not self._slots.locked():
