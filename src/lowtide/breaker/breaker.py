@@ -63,6 +63,7 @@ __all__ = ["BreakerKwargs", "CircuitBreaker", "Transition"]
 
 log = logging.getLogger("lowtide.breaker")
 T = TypeVar("T")
+_new = object.__new__
 
 
 class CircuitBreaker:
@@ -209,26 +210,25 @@ class CircuitBreaker:
 
     def guard(self, tenant: str | None = None) -> Guard:
         """``async with breaker.guard(tenant) as call:`` runs the block if the breaker allows
-        it, and counts its outcome.
+        it, and counts its outcome; raises :class:`CircuitOpen` (``retry_after``) when open.
 
-        Raises :class:`CircuitOpen` (with ``retry_after``) without running the block when open.
         Exceptions from the block propagate unchanged. One counts as a failure when it is an
         instance of ``failure_on``, not of ``ignore``, and ``failure_when(exc)`` (if given) is
         true; an ignored one counts as a success. A block that returns counts as a failure when
-        it took ``slow_call`` or longer, when ``call.result(value)`` was handed a value for
-        which ``result_failure_when(value)`` is true, or after ``call.fail()``. A predicate
-        that raises is logged and counted in ``stats["predicate_errors"]``, and the call is
-        judged as if that predicate were not given.
+        it took ``slow_call`` or longer, when ``result_failure_when(value)`` is true for the
+        value handed to ``call.result(value)``, or after ``call.fail()``. A predicate that
+        raises is logged, counted (``stats["predicate_errors"]``) and judged as not given.
 
-        A block that ends with an exception in ``not_called`` (default: :class:`RateLimited`
-        and :class:`CircuitOpen`, i.e. a limiter or another breaker inside refused, so the
-        dependency was never called), that is cancelled (an outer ``asyncio.timeout``, a task
-        cancelled at shutdown) or interrupted by any other ``BaseException`` records nothing:
-        it is neither a success nor a failure, a probe it held is given back (the breaker stays
-        open or half-open, and the fleet-wide probe lease is released), and no fleet state
-        changes. To count a slow dependency as a failure, put the timeout inside the block.
+        A block that ends with an exception in ``not_called`` (default: :class:`RateLimited`,
+        :class:`CircuitOpen`: a limiter or breaker inside refused, the dependency was never
+        called), is cancelled (an outer ``asyncio.timeout``, shutdown) or interrupted by any
+        other ``BaseException`` records nothing: neither a success nor a failure; a probe it
+        held is given back (the fleet-wide lease released), and no fleet state changes. To
+        count a slow dependency as a failure, put the timeout inside the block.
         """
-        return Guard(self, tenant)
+        g = _new(Guard)  # Guard(self, tenant) without the __init__ frame: this is per call
+        g._breaker, g._tenant, g._failed = self, tenant, False
+        return g
 
     async def call(self, fn: Callable[[], Awaitable[T]], *, tenant: str | None = None) -> T:
         """``await fn()`` under :meth:`guard`, its result judged by ``result_failure_when``:
