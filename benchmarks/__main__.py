@@ -1,11 +1,12 @@
 """Every benchmark in one run, on this machine: ``python -m benchmarks [--quick]``.
 
 Runs, one after another (each starts its own embedded server): the L1 map comparison, the codec
-comparison, the ledger overhead, the cache (latency vs cashews/aiocache/redis-py and commands per
-operation), the limiter and breaker (vs limits, pybreaker, purgatory), memory with 100,000
-tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic. Each writes its JSON to
-``benchmarks/results/``; this collects them into ``benchmarks/results.json`` and prints where
-everything is. The soak (``python -m benchmarks.soak``) is separate: it takes 10 minutes.
+comparison, the ledger overhead, the hot paths against their floors, the cache (latency vs
+cashews/aiocache/redis-py and commands per operation), the limiter and breaker (vs limits,
+pybreaker, purgatory), memory with 100,000 tenants and, unless ``--quick``, cost growth at
+1x/10x/100x traffic. Each writes its JSON to ``benchmarks/results/``; this collects them into
+``benchmarks/results.json`` and prints where everything is. The soak
+(``python -m benchmarks.soak``) is separate: it takes 10 minutes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-MODULES = ["l1_maps", "codec", "ledger", "cache", "coordination", "memory", "growth"]
+MODULES = ["l1_maps", "codec", "ledger", "hot_paths", "cache", "coordination", "memory", "growth"]
 
 
 def main() -> None:
