@@ -6,7 +6,9 @@
   ``async def`` that returns ``dict.get((tenant, k))``;
 * ledger: one command through the counting connection's hook (noted at pack time, then
   ``Ledger.record``), with redis-py's own packing stubbed out; floor: calling a no-op function
-  with the same arguments (also with 10 commands per send, as a pipeline records them);
+  with the same arguments (also with 10 commands per send, as a pipeline records them, and
+  ``Ledger.record([(name, attribution)])`` alone, the list built per call as a send builds it:
+  the rest is the connection's packing hook in ``lowtide/redis/connection.py``);
 * acquire: ``await limiter.acquire("t1")`` with the lease in hand; floor: ``await`` an
   ``async def`` that returns a constant.
 
@@ -137,6 +139,12 @@ def time_ledger(n: int, batch: int = 1) -> float:
     token = _attribution.set(ATT)
     try:
         t0 = time.perf_counter_ns()
+        if batch == 1:  # no inner loop: its overhead would be counted as the ledger's
+            for _ in range(n):
+                pack("GET", KEY)
+                entries, conn._lt_pending = conn._lt_pending, []
+                record(entries)
+            return _per_call(t0, n)
         for _ in range(n // batch):
             for _ in range(batch):
                 pack("GET", KEY)
@@ -145,6 +153,16 @@ def time_ledger(n: int, batch: int = 1) -> float:
         return _per_call(t0, n // batch * batch)
     finally:
         _attribution.reset(token)
+
+
+def time_record(n: int) -> float:
+    """``Ledger.record`` alone, one command per send (the ledger's part of the hook)."""
+    ledger = Ledger()
+    record = ledger.record
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        record([("get", ATT)])
+    return _per_call(t0, n)
 
 
 def time_noop(n: int) -> float:
@@ -199,6 +217,7 @@ async def measure(url: str, rounds: int, server: ValkeyServer) -> dict[str, Any]
             "l1_hit": (lambda n: time_l1_hit(cache, n), time_dict_lookup),
             "ledger": (_sync(time_ledger), _sync(time_noop)),
             "ledger_x10": (_sync(lambda n: time_ledger(n, 10)), _sync(time_noop)),
+            "ledger_record": (_sync(time_record), _sync(time_noop)),
             "acquire": (lambda n: time_acquire(limiter, n), time_awaited_constant),
         }
         runs: dict[str, dict[str, list[float]]] = {
@@ -240,6 +259,7 @@ def main() -> None:
         "l1_hit": "Cache.get L1 hit / awaited dict lookup",
         "ledger": "ledger per command / no-op call",
         "ledger_x10": "ledger per command, 10 per send / no-op call",
+        "ledger_record": "of which Ledger.record alone / no-op call",
         "acquire": "acquire, lease in hand / awaited constant",
     }
     for name, r in result["runs"].items():
