@@ -1,13 +1,14 @@
 """Every benchmark in one run, on this machine: ``python -m benchmarks [--quick] [--write]``.
 
 Runs, one after another (each starts its own embedded server): the L1 map comparison, the codec
-comparison, the ledger overhead, the cache (latency vs cashews/aiocache/redis-py and commands per
-operation), the limiter and breaker (vs limits, pybreaker, purgatory), memory with 100,000
-tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic. Each writes its JSON to
-``benchmarks/out/``; this collects them into ``benchmarks/out/results.json`` and
-``results.md`` and prints where everything is. With ``--write`` all of it goes to the tracked
-files instead (``benchmarks/results/``, ``benchmarks/results.json``, ``benchmarks/results.md``).
-The soak (``python -m benchmarks.soak``) is separate: it takes 10 minutes.
+comparison, the ledger overhead, the hot paths against their floors, the cache (latency vs
+cashews/aiocache/redis-py and commands per operation), the limiter and breaker (vs limits,
+pybreaker, purgatory), memory with 100,000 tenants and, unless ``--quick``, cost growth at
+1x/10x/100x traffic. Each writes its JSON to ``benchmarks/out/``; this collects them into
+``benchmarks/out/results.json`` and ``results.md`` and prints where everything is. With
+``--write`` all of it goes to the tracked files instead (``benchmarks/results/``,
+``benchmarks/results.json``, ``benchmarks/results.md``). The soak
+(``python -m benchmarks.soak``) is separate: it takes 10 minutes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 from benchmarks._common import HERE, RESULTS, WRITE
 
-MODULES = ["l1_maps", "codec", "ledger", "cache", "coordination", "memory", "growth"]
+MODULES = ["l1_maps", "codec", "ledger", "hot_paths", "cache", "coordination", "memory", "growth"]
 
 
 def main() -> None:

@@ -50,6 +50,12 @@ FAR = 1e18  # a deadline no breaker or penalty can have
         {"until": 0, "gen": 10**30},
         {"until": 0, "opens": 2.5},
         {"until": 0, "opens": -1},
+        {"forced": "maybe"},
+        {"forced": True},
+        {"forced": ["open"]},
+        {"forced": "open", "until": "later"},
+        {"forced": "open", "until": FAR},  # further ahead than any duration lowtide accepts
+        {"forced": "closed", "gen": -1},
         b'j{"until": NaN}',
         b"\x80\x04pickle",
         "x" * 10_000,  # over the state cache's 256 bytes

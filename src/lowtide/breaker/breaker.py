@@ -13,14 +13,17 @@ Per (breaker, tenant):
   probe key of that open generation runs exactly one call; everyone else keeps failing fast.
   Success deletes the state (every machine closes on the push); failure writes a longer open
   period (doubling, capped at ``max_open``).
+* **Forced** (:meth:`CircuitBreaker.open`, :meth:`CircuitBreaker.close`): an operator's state
+  written to the same key, held by every machine until :meth:`CircuitBreaker.automatic`
+  deletes it (or its optional deadline passes).
 
 While Redis is unavailable every machine runs its breaker locally (and probes locally).
 
-The fleet state read back is untrusted: :func:`~lowtide.breaker.state.parse_state` accepts only
-a well-formed one (``until`` within ``max_open`` of now); anything else (wrong types, NaN, a
-deadline years ahead, a value the cache cannot read) is read as "no fleet state", counted in
-``stats["bad_state"]`` and logged at most once a minute. ``guard()`` and ``state()`` never
-raise for it.
+The fleet state read back is untrusted (:mod:`lowtide.breaker.state`): anything that is not a
+well-formed state is read as "no fleet state", counted in ``stats["bad_state"]`` and logged at
+most once a minute. ``guard()`` and ``state()`` never raise for it. The guarded call itself is
+:class:`~lowtide.breaker.guard.Guard`; the shared state's I/O is
+:class:`~lowtide.breaker.shared.SharedState`.
 """
 
 from __future__ import annotations
@@ -28,21 +31,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lowtide._listeners import Listeners
 from lowtide._tasks import BackgroundTasks
-from lowtide._untrusted import Warnings, shown
-from lowtide._validate import fraction, integer, optional_seconds, seconds
+from lowtide._untrusted import Warnings
+from lowtide._validate import MAX_SECONDS, optional_seconds
 from lowtide.breaker.core import BreakerCore, State
+from lowtide.breaker.guard import Guard
+from lowtide.breaker.options import (
+    NOT_CALLED,
+    BreakerKwargs,
+    Listener,
+    Transition,
+    check_arguments,
+)
 from lowtide.breaker.probe import ProbeLeases
-from lowtide.breaker.state import FleetState, parse_state
-from lowtide.cache.options import CacheOptions, pushed_state
+from lowtide.breaker.shared import SharedState
+from lowtide.breaker.state import FleetState
 from lowtide.cache.store import Key
-from lowtide.errors import CircuitOpen, LowtideError, RedisCommandError, SerializationError
+from lowtide.errors import CircuitOpen, LowtideError
 from lowtide.keys import build_key, family
-from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant, tenant_kwargs
+from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant
 
 if TYPE_CHECKING:
     from lowtide.cache import Cache
@@ -51,37 +62,8 @@ if TYPE_CHECKING:
 __all__ = ["BreakerKwargs", "CircuitBreaker", "Transition"]
 
 log = logging.getLogger("lowtide.breaker")
-
-
-class Transition(NamedTuple):
-    """A state change of one tenant's breaker as this machine saw it."""
-
-    breaker: str
-    tenant: str | None
-    old: str
-    new: str
-    reason: str
-    at: float
-
-
-Listener = Callable[[Transition], None]
-
-
-class BreakerKwargs(TypedDict, total=False):
-    """The optional :class:`CircuitBreaker` arguments, as :meth:`Lowtide.circuit_breaker`
-    takes them (each default lives in :class:`CircuitBreaker`)."""
-
-    failure_rate: float
-    min_calls: int
-    window: float
-    open_for: float
-    slow_call: float | None
-    quorum: int
-    max_open: float | None
-    failure_on: tuple[type[BaseException], ...]
-    ignore: tuple[type[BaseException], ...]
-    per_tenant: bool
-    max_tenants: int
+T = TypeVar("T")
+_new = object.__new__
 
 
 class CircuitBreaker:
@@ -101,17 +83,24 @@ class CircuitBreaker:
         max_open: float | None = None,
         failure_on: tuple[type[BaseException], ...] = (Exception,),
         ignore: tuple[type[BaseException], ...] = (),
+        failure_when: Callable[[BaseException], bool] | None = None,
+        result_failure_when: Callable[[Any], bool] | None = None,
+        not_called: tuple[type[BaseException], ...] = NOT_CALLED,
         per_tenant: bool = True,
         max_tenants: int = 10_000,
     ) -> None:
-        fraction("failure_rate", failure_rate)
-        integer("min_calls", min_calls)
-        seconds("window", window)
-        seconds("open_for", open_for)
-        optional_seconds("slow_call", slow_call)
-        optional_seconds("max_open", max_open)
-        integer("quorum", quorum)
-        integer("max_tenants", max_tenants)
+        check_arguments(
+            failure_rate=failure_rate,
+            min_calls=min_calls,
+            window=window,
+            open_for=open_for,
+            slow_call=slow_call,
+            max_open=max_open,
+            quorum=quorum,
+            max_tenants=max_tenants,
+            exceptions={"failure_on": failure_on, "ignore": ignore, "not_called": not_called},
+            predicates={"failure_when": failure_when, "result_failure_when": result_failure_when},
+        )
         ns = hub.settings.namespace
         build_key(ns, "breaker", name, None, "")  # validates the name
         self.name = name
@@ -124,16 +113,24 @@ class CircuitBreaker:
         self.quorum = quorum
         self.failure_on = failure_on
         self.ignore = ignore
+        self.failure_when = failure_when
+        self.result_failure_when = result_failure_when
+        self.not_called = not_called
         self.per_tenant = per_tenant
         self.family = family(ns, "breaker", name)
         self._hub = hub
-        self._ns = ns
+        self._what = f"circuit breaker {name!r}"
+        # bound once: the guard's hot path calls them on every call
+        self._server_now = hub.server_time
+        self._monotonic = hub.clock.monotonic
         #: per-tenant state, bounded by ``max_tenants`` (only closed breakers are dropped: an
         #: open one is kept until it closes)
         self._cores: TenantLRU[BreakerCore] = TenantLRU(
             max_tenants,
             self._new_core,
-            keep_if=lambda core: core.state is not State.CLOSED or core.probing,
+            keep_if=lambda core: (
+                core.state is not State.CLOSED or core.probing or core.forced is not None
+            ),
             on_evict=self._forget,
         )
         self.max_tenants = max_tenants
@@ -141,10 +138,6 @@ class CircuitBreaker:
         self._probe_lost: dict[str | None, float] = {}
         self._listeners: Listeners[Transition] = Listeners(log, "breaker listener")
         self._att = Attributions("breaker", self.family)
-        self._states: Cache = hub.caches.cache(
-            name, self._state_options(), component="breaker", codec=None
-        )
-        self._states.watch(self._on_fleet_change)
         self._refreshing: set[str | None] = set()
         self._tasks = BackgroundTasks(log, f"breaker {name!r}", level=logging.WARNING)
         lease_ms = math.ceil(max(self.open_for, (self.slow_call or 0) * 2) * 1000)
@@ -156,42 +149,57 @@ class CircuitBreaker:
             "trips": 0,
             "failures": 0,
             "cancelled": 0,
+            "not_called": 0,  # ended by an exception in ``not_called``: no outcome recorded
             "bad_state": 0,  # fleet states read back that were not well-formed (ignored)
+            "predicate_errors": 0,  # failure_when / result_failure_when raised (see guard())
         }
         self._warnings = Warnings(log)
+        self._shared = SharedState(
+            hub,
+            name,
+            per_tenant=per_tenant,
+            max_open=self.max_open,
+            attribution=self._att,
+            stats=self.stats,
+        )
+        self._states = self._shared.cache
+        self._read_state = self._states.get
+        self._states.watch(self._on_fleet_change)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} tenants={len(self._cores)}>"
 
-    def _state_options(self) -> CacheOptions:
-        push = self._hub.settings.invalidation != "ttl"
-        return pushed_state(
-            # the state changes only by writes that are pushed; without push, bound it
-            max_staleness=3600.0 if push else self._hub.settings.max_staleness,
-            entry_bytes=400,
-            fail_safe_max=self.max_open,
-            max_value_bytes=256,
-            per_tenant=self.per_tenant,
-        )
-
     # -- public API ---------------------------------------------------------------------------
     def state(self, tenant: str | None = None) -> str:
-        """``closed``, ``open`` or ``half_open`` for ``tenant`` as this machine knows it.
+        """``closed``, ``open`` or ``half_open`` for ``tenant`` as this machine knows it (a
+        forced state reads as ``open`` or ``closed``; :meth:`forced` tells them apart).
 
         Never sends a command.
         """
         t = self._tenant(tenant)
         core = self._cores.peek(t)
         now = self._server_now()
-        # a bad value in L1 was counted when it was read; here it is only ignored
-        fleet = parse_state(
-            self._states.peek("state", **self._kw(t)), now=now, max_open=self.max_open
-        )
+        fleet = self._shared.peek(t, now)
         if fleet is not None:
+            if fleet.forced is not None:
+                return fleet.forced
             return State.OPEN.value if now < fleet.until else State.HALF_OPEN.value
         if core is None:
             return State.CLOSED.value
         return core.current(now).value
+
+    def forced(self, tenant: str | None = None) -> str | None:
+        """``"open"`` or ``"closed"`` while ``tenant``'s breaker is forced (:meth:`open`,
+        :meth:`close`), None while it is automatic. Never sends a command."""
+        t = self._tenant(tenant)
+        now = self._server_now()
+        fleet = self._shared.peek(t, now)
+        if fleet is not None and fleet.forced is not None:
+            return fleet.forced
+        core = self._cores.peek(t)
+        if core is not None and core.forced is not None and core.is_forced(now):
+            return core.forced.value
+        return None
 
     def on_transition(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(Transition)`` on every state change seen here.
@@ -200,43 +208,75 @@ class CircuitBreaker:
         """
         return self._listeners.add(listener)
 
-    @contextlib.asynccontextmanager
-    async def guard(self, tenant: str | None = None) -> AsyncIterator[None]:
-        """Run the block if the breaker allows it, and count its outcome.
+    def guard(self, tenant: str | None = None) -> Guard:
+        """``async with breaker.guard(tenant) as call:`` runs the block if the breaker allows
+        it, and counts its outcome; raises :class:`CircuitOpen` (``retry_after``) when open.
 
-        Raises :class:`CircuitOpen` (with ``retry_after``) without running the block when open.
-        Exceptions from the block propagate unchanged; those in ``failure_on`` (and not in
-        ``ignore``) count as failures, as does a block slower than ``slow_call``.
+        Exceptions from the block propagate unchanged. One counts as a failure when it is an
+        instance of ``failure_on``, not of ``ignore``, and ``failure_when(exc)`` (if given) is
+        true; an ignored one counts as a success. A block that returns counts as a failure when
+        it took ``slow_call`` or longer, when ``result_failure_when(value)`` is true for the
+        value handed to ``call.result(value)``, or after ``call.fail()``. A predicate that
+        raises is logged, counted (``stats["predicate_errors"]``) and judged as not given.
 
-        A block that is cancelled (an outer ``asyncio.timeout``, a task cancelled at shutdown)
-        or interrupted by any other ``BaseException`` records nothing: it is neither a success
-        nor a failure, a probe it held is given back (the breaker stays open or half-open, and
-        the fleet-wide probe lease is released), and no fleet state changes. To count a slow
-        dependency as a failure, put the timeout inside the block.
+        A block that ends with an exception in ``not_called`` (default: :class:`RateLimited`,
+        :class:`CircuitOpen`: a limiter or breaker inside refused, the dependency was never
+        called), is cancelled (an outer ``asyncio.timeout``, shutdown) or interrupted by any
+        other ``BaseException`` records nothing: neither a success nor a failure; a probe it
+        held is given back (the fleet-wide lease released), and no fleet state changes. To
+        count a slow dependency as a failure, put the timeout inside the block.
+        """
+        g = _new(Guard)  # Guard(self, tenant) without the __init__ frame: this is per call
+        g._breaker, g._tenant, g._failed = self, tenant, False
+        return g
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, tenant: str | None = None) -> T:
+        """``await fn()`` under :meth:`guard`, its result judged by ``result_failure_when``:
+        ``await breaker.call(lambda: client.get(url), tenant=t)``."""
+        async with Guard(self, tenant) as call:
+            return call.result(await fn())
+
+    async def open(self, tenant: str | None = None, *, seconds: float | None = None) -> bool:
+        """Force ``tenant``'s breaker open on every machine: every guarded call raises
+        :class:`CircuitOpen` until :meth:`close` or :meth:`automatic` (or for ``seconds``).
+
+        1 SET of the shared state (+1 PUBLISH in pub/sub mode); this hub holds it at once,
+        the others when the push reaches them. Returns False when Redis is unavailable: then
+        only this hub holds it, until Redis is back (call again then).
+        """
+        return await self._force(tenant, State.OPEN, seconds)
+
+    async def close(self, tenant: str | None = None, *, seconds: float | None = None) -> bool:
+        """Force ``tenant``'s breaker closed on every machine: every guarded call runs and no
+        failure can trip it, until :meth:`open` or :meth:`automatic` (or for ``seconds``).
+
+        Same costs and return value as :meth:`open`. To close an automatically opened breaker
+        and keep it automatic, call :meth:`automatic`.
+        """
+        return await self._force(tenant, State.CLOSED, seconds)
+
+    async def automatic(self, tenant: str | None = None) -> bool:
+        """Back to automatic on every machine: closed, with an empty window. Ends a forced
+        state, and also closes a breaker that opened by itself.
+
+        1 DEL of the shared state (+1 PUBLISH in pub/sub mode); returns False when Redis is
+        unavailable (only this hub changed).
         """
         t = self._tenant(tenant)
         core = self._core(t)
-        probe = await self._admit(t, core)
-        self.stats["calls"] += 1
-        started = self._hub.clock.monotonic()
-        try:
-            yield
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._abandon(t, core, probe)
-                raise
-            failed = isinstance(exc, self.failure_on) and not isinstance(exc, self.ignore)
-            await self._finish(t, core, probe, failed)
-            raise
-        slow = (
-            self.slow_call is not None and self._hub.clock.monotonic() - started >= self.slow_call
-        )
-        await self._finish(t, core, probe, slow)
+        now = self._server_now()
+        old = core.current(now)
+        core.unforce()
+        self._fleet_gen.pop(t, None)
+        self._probe_lost.pop(t, None)
+        self._emit(t, old, State.CLOSED, "automatic")
+        await self._shared.delete(t)
+        return self._hub.distributed
 
     async def prefetch(self, tenant: str | None = None) -> None:
         """Read ``tenant``'s fleet state now (at most 1 GET), so the first guarded call costs
         nothing: e.g. right after a tenant connects an integration."""
-        await self._fleet_state(self._tenant(tenant))
+        await self._shared.read(self._tenant(tenant))
 
     @property
     def state_cache(self) -> Cache:
@@ -245,31 +285,26 @@ class CircuitBreaker:
 
     async def fleet_state(self, tenant: str | None = None) -> dict[str, Any] | None:
         """The fleet's shared state for ``tenant`` (0 commands from L1, else 1 GET), or None
-        when no hub has it open (or Redis cannot tell, or holds no well-formed state)."""
-        fleet = await self._fleet_state(tenant)
+        when no hub has it open or forced (or Redis cannot tell, or holds no well-formed
+        state)."""
+        fleet = await self._shared.read(tenant)
         return None if fleet is None else fleet.to_dict()
 
     def info(self) -> dict[str, Any]:
-        """Configuration, counters and how many tenants are open here."""
+        """Configuration, counters and how many tenants are open and forced here."""
         now = self._server_now()
+        cores = self._cores.values()
         return {
             "name": self.name,
-            "tenants": len(self._cores),
-            "open": sum(1 for c in self._cores.values() if c.current(now) is not State.CLOSED),
+            "tenants": len(cores),
+            "open": sum(1 for c in cores if c.current(now) is not State.CLOSED),
+            "forced": sum(1 for c in cores if c.is_forced(now)),
             **self.stats,
         }
 
     # -- internals ----------------------------------------------------------------------------
-    def _server_now(self) -> float:
-        return self._hub.server_time()
-
     def _tenant(self, tenant: str | None) -> str | None:
-        return resolve_tenant(
-            tenant, per_tenant=self.per_tenant, what=f"circuit breaker {self.name!r}"
-        )
-
-    def _kw(self, tenant: str | None) -> dict[str, Any]:
-        return tenant_kwargs(tenant, per_tenant=self.per_tenant)
+        return resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
 
     def _new_core(self) -> BreakerCore:
         return BreakerCore(
@@ -302,30 +337,31 @@ class CircuitBreaker:
             retry_after=max(0.0, retry_after),
         )
 
-    async def _fleet_state(self, tenant: str | None) -> FleetState | None:
-        try:
-            value = await self._states.get("state", **self._kw(tenant))
-        except (SerializationError, RedisCommandError) as exc:  # unreadable, or WRONGTYPE
-            value = exc
-        except LowtideError:
-            return None  # Redis cannot tell: decide locally
-        if value is None:
-            return None
-        fleet = parse_state(value, now=self._server_now(), max_open=self.max_open)
-        if fleet is None:  # not a well-formed state: decide locally
-            self.stats["bad_state"] += 1
-            self._warnings.warn(
-                "state",
-                "breaker %r: ignoring a fleet state that is not well-formed: %s",
-                self.name,
-                shown(value),
-            )
-        return fleet
-
     def _adopt(
         self, tenant: str | None, core: BreakerCore, fleet: FleetState | None, now: float
     ) -> None:
         """Bring this hub's view of ``tenant`` in line with the fleet state just read."""
+        if fleet is not None and fleet.forced is not None:
+            if now < fleet.until:
+                state = State.OPEN if fleet.forced == State.OPEN.value else State.CLOSED
+                if (
+                    core.forced is not state
+                    or core.forced_until != fleet.until
+                    or self._fleet_gen.get(tenant) != fleet.gen
+                ):
+                    old = core.current(now)
+                    core.force(state, fleet.until)
+                    self._fleet_gen[tenant] = fleet.gen
+                    self._emit(tenant, old, state, f"forced {fleet.forced}")
+                return
+            fleet = None  # a forced state that has ended (its key expires with it)
+        if core.forced is not None:
+            if fleet is None and not self._hub.distributed and core.is_forced(now):
+                return  # forced here while Redis is away: kept until Redis says otherwise
+            old = core.forced if core.is_forced(now) else core.current(now)
+            core.unforce()
+            self._fleet_gen.pop(tenant, None)
+            self._emit(tenant, old, State.CLOSED, "automatic")
         if fleet is not None:
             old = core.current(now)
             if self._fleet_gen.get(tenant) != fleet.gen or core.state is State.CLOSED:
@@ -340,12 +376,18 @@ class CircuitBreaker:
                 core.close()
                 self._emit(tenant, old, State.CLOSED, "fleet probe succeeded")
 
-    async def _admit(self, tenant: str | None, core: BreakerCore) -> bool:
-        """Raise CircuitOpen, or return True if this call is the probe."""
-        fleet = await self._fleet_state(tenant)
+    async def _admit(self, tenant: str | None, core: BreakerCore, value: object) -> bool:
+        """Raise CircuitOpen, or return True if this call is the probe (``value``: the fleet
+        state as read, or the error that made it unreadable)."""
         now = self._server_now()
+        fleet = self._shared.checked(value, now)
         self._adopt(tenant, core, fleet, now)
-        if fleet is not None:
+        if core.forced is not None:  # (_adopt ended it if its deadline passed)
+            if core.forced is State.CLOSED:
+                return False
+            retry = core.forced_until - now if math.isfinite(core.forced_until) else self.open_for
+            raise self._reject(retry)
+        if fleet is not None and fleet.forced is None:
             until, gen = fleet.until, fleet.gen
             if now < until:
                 raise self._reject(until - now)
@@ -368,9 +410,9 @@ class CircuitBreaker:
         self.stats["probes"] += 1
         return True
 
-    def _abandon(self, tenant: str | None, core: BreakerCore, probe: bool) -> None:
+    def _abandon(self, tenant: str | None, core: BreakerCore, probe: bool, why: str) -> None:
         """A guarded call ended with no outcome (see :meth:`guard`): record nothing."""
-        self.stats["cancelled"] += 1
+        self.stats[why] += 1
         if probe:
             core.abandon_probe()
             self._probes.let_go(tenant, release=True)
@@ -381,6 +423,11 @@ class CircuitBreaker:
         now = self._server_now()
         if failed:
             self.stats["failures"] += 1
+        if core.forced is not None and core.is_forced(now):
+            if probe:  # forced while the probe ran: the forced state decides, not the probe
+                core.abandon_probe()
+                self._probes.let_go(tenant, release=True)
+            return
         if probe:
             self._probes.let_go(tenant, release=False)  # the outcome changes the generation
             old = core.current(now)
@@ -392,7 +439,7 @@ class CircuitBreaker:
                 else:
                     del self._fleet_gen[tenant]
                     with contextlib.suppress(LowtideError):
-                        await self._states.delete("state", **self._kw(tenant))
+                        await self._shared.delete(tenant)
             self._emit(tenant, old, core.current(now), "probe " + ("failed" if failed else "ok"))
             return
         if core.state is not State.CLOSED:
@@ -402,34 +449,27 @@ class CircuitBreaker:
             self._emit(tenant, State.CLOSED, State.OPEN, "failure rate reached")
             await self._publish_trip(tenant, core, now)
 
+    async def _force(self, tenant: str | None, state: State, seconds: float | None) -> bool:
+        t = self._tenant(tenant)
+        duration = optional_seconds("seconds", seconds)
+        now = self._server_now()
+        until = math.inf if duration is None else round(now + duration, 3)
+        fleet = FleetState(until, int(now * 1000), 0, state.value)
+        self._adopt(t, self._core(t), fleet, now)  # here, at once
+        await self._shared.write(t, fleet, MAX_SECONDS if duration is None else duration)
+        return self._hub.distributed
+
     async def _publish_trip(self, tenant: str | None, core: BreakerCore, now: float) -> None:
         if not self._hub.distributed:
             return
-        if self.quorum > 1:
-            window = math.floor(now / self.window)
-            key = build_key(self._ns, "fleet", f"breaker.{self.name}", tenant, f"votes.{window}")
-            try:
-                votes = int(await self._hub.gateway.call(self._att(tenant), "INCR", key))
-                if votes == 1:
-                    await self._hub.gateway.call(
-                        self._att(tenant), "PEXPIRE", key, math.ceil(self.window * 2000)
-                    )
-            except LowtideError:
-                return
-            if votes != self.quorum:
-                return  # not yet a quorum (or someone else wrote the state)
+        if self.quorum > 1 and not await self._shared.vote(tenant, now, self.window, self.quorum):
+            return
         await self._write_open(tenant, core, now)
 
     async def _write_open(self, tenant: str | None, core: BreakerCore, now: float) -> None:
-        gen = int(now * 1000)
-        value = {"until": round(core.open_until, 3), "gen": gen, "opens": core.reopens}
-        ttl = max(1.0, core.open_until - now) + self.max_open
-        try:
-            await self._states.set("state", value, ttl=ttl, **self._kw(tenant))
-        except LowtideError:
-            log.warning("breaker %s: could not share the open state", self.name, exc_info=True)
-            return
-        self._fleet_gen[tenant] = gen
+        gen = await self._shared.write_open(tenant, core.open_until, core.reopens, now)
+        if gen >= 0:
+            self._fleet_gen[tenant] = gen
 
     def _on_fleet_change(self, k: Key | None) -> None:
         if k is None:
@@ -447,7 +487,7 @@ class CircuitBreaker:
 
     async def _refresh(self, tenant: str | None) -> None:
         try:
-            fleet = await self._fleet_state(tenant)
+            fleet = await self._shared.read(tenant)
         finally:
             self._refreshing.discard(tenant)
         core = self._cores.peek(tenant)

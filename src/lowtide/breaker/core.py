@@ -4,7 +4,9 @@
 * :class:`BreakerCore`: closed -> open when, over the window, at least ``min_calls`` calls were
   made and the failure share (slow calls count as failures) reached ``failure_rate``; open ->
   half-open after ``open_for``; one probe; success closes, failure re-opens for twice as long
-  (capped at ``max_open``).
+  (capped at ``max_open``). A forced state (:meth:`BreakerCore.force`) overrides all of it
+  until :meth:`BreakerCore.unforce` or its deadline: forced open rejects every call, forced
+  closed admits every call and learns nothing from it.
 
 The fleet layer (:mod:`lowtide.breaker.breaker`) shares the open state and the probe through
 Redis; this module only decides.
@@ -12,6 +14,7 @@ Redis; this module only decides.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from enum import StrEnum
 
@@ -29,11 +32,14 @@ class State(StrEnum):
 class SlidingWindow:
     """Calls and failures over the last ``window`` seconds (ten buckets)."""
 
-    __slots__ = ("_buckets", "_width", "calls", "failures")
+    __slots__ = ("_buckets", "_end", "_last", "_width", "calls", "failures")
 
     def __init__(self, window: float) -> None:
         self._width = window / 10
         self._buckets: deque[list[float]] = deque()  # [start, calls, failures]
+        #: the newest bucket and where it ends (-inf: no bucket)
+        self._last: list[float] = []
+        self._end = -math.inf
         self.calls = 0
         self.failures = 0
 
@@ -44,14 +50,20 @@ class SlidingWindow:
             _, c, f = b.popleft()
             self.calls -= int(c)
             self.failures -= int(f)
+        if not b:
+            self._end = -math.inf
 
     def record(self, now: float, failed: bool) -> None:
         """Count one finished call."""
-        self._expire(now)
-        b = self._buckets
-        if not b or now >= b[-1][0] + self._width:
-            b.append([now - (now % self._width), 0, 0])
-        last = b[-1]
+        if now >= self._end:
+            # old buckets leave when a new one starts (and when totals are read): a call that
+            # falls in the newest bucket only adds to it
+            self._expire(now)
+            start = now - (now % self._width)
+            self._last = [start, 0, 0]
+            self._buckets.append(self._last)
+            self._end = start + self._width
+        last = self._last
         last[1] += 1
         self.calls += 1
         if failed:
@@ -66,6 +78,7 @@ class SlidingWindow:
     def clear(self) -> None:
         """Forget every call."""
         self._buckets.clear()
+        self._end = -math.inf
         self.calls = self.failures = 0
 
 
@@ -74,6 +87,8 @@ class BreakerCore:
 
     __slots__ = (
         "failure_rate",
+        "forced",
+        "forced_until",
         "max_open",
         "min_calls",
         "open_for",
@@ -102,12 +117,38 @@ class BreakerCore:
         self.open_until = 0.0
         self.reopens = 0
         self.probing = False
+        #: ``State.OPEN`` or ``State.CLOSED`` while forced (see :meth:`force`), else None
+        self.forced: State | None = None
+        #: when the forced state ends (``inf``: only :meth:`unforce` ends it)
+        self.forced_until = math.inf
 
     def current(self, now: float) -> State:
-        """The state at ``now`` (an expired open period reads as half-open)."""
+        """The state at ``now`` (an expired open period reads as half-open; a forced state
+        reads as itself until it ends)."""
+        if self.forced is not None and now < self.forced_until:
+            return self.forced
         if self.state is State.OPEN and now >= self.open_until:
             return State.HALF_OPEN
         return self.state
+
+    def is_forced(self, now: float) -> bool:
+        """True while a forced state holds at ``now``."""
+        return self.forced is not None and now < self.forced_until
+
+    def force(self, state: State, until: float = math.inf) -> None:
+        """Hold ``state`` (OPEN or CLOSED) until ``until`` or :meth:`unforce`. The automatic
+        state restarts closed, with an empty window, whenever the forced one ends."""
+        if state is State.HALF_OPEN:
+            raise ValueError("only OPEN or CLOSED can be forced")
+        self.close()
+        self.forced = state
+        self.forced_until = until
+
+    def unforce(self) -> None:
+        """Back to automatic: closed, with an empty window."""
+        self.forced = None
+        self.forced_until = math.inf
+        self.close()
 
     def record(self, now: float, failed: bool) -> bool:
         """Count a call made while closed; True if it tripped the breaker open."""

@@ -1,7 +1,7 @@
 """The command ledger: what lowtide sent to Redis, by whom, for which tenant, at what cost."""
 
 from lowtide.ledger.ledger import OTHER_TENANT, Ledger
-from lowtide.ledger.naming import command_name
+from lowtide.ledger.naming import command_name, known_name
 from lowtide.ledger.providers import BillingProfile, billing_profile, profile_for_provider
 from lowtide.ledger.snapshot import LedgerRow, LedgerSnapshot, LedgerTotals, MinuteBucket
 
@@ -15,5 +15,6 @@ __all__ = [
     "MinuteBucket",
     "billing_profile",
     "command_name",
+    "known_name",
     "profile_for_provider",
 ]

@@ -5,16 +5,19 @@ names of the commands it has just written, each labelled with the :class:`Attrib
 current when the command was packed. Lua scripts report the commands they ran and the gateway
 adds them with :meth:`Ledger.record_inner`.
 
-The hot path is one dict lookup and a few integer additions per command: each row keeps
-references to the running totals it feeds (its command, its (component, command, family)
-group, its tenant's billed units), so the views health and metrics read (:meth:`Ledger.totals`,
-:meth:`Ledger.groups`, :meth:`Ledger.top_tenants`, :meth:`Ledger.tenant_rows`) never walk the
-rows. Only :meth:`Ledger.snapshot` copies and sorts every row.
+The hot path is one clock read per send, then one dict lookup and two or three integer
+additions per command: each row keeps references to the running totals it feeds (its
+(component, command, family) group and its tenant's billed units), so the views health and
+metrics read (:meth:`Ledger.totals`, :meth:`Ledger.groups`, :meth:`Ledger.top_tenants`,
+:meth:`Ledger.tenant_rows`) never walk the rows; per-command totals are summed from the groups,
+whose number is bounded by the code (components, commands, key families), not by tenants.
+Only :meth:`Ledger.snapshot` copies and sorts every row.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
@@ -55,11 +58,10 @@ class _Tenant:
 class _Row:
     """One ledger row's count and the running totals every command of it adds to."""
 
-    __slots__ = ("command", "group", "n", "tenant", "units")
+    __slots__ = ("group", "n", "tenant", "units")
 
-    def __init__(self, command: _Total, group: _Total, tenant: _Tenant | None, units: int) -> None:
+    def __init__(self, group: _Total, tenant: _Tenant | None, units: int) -> None:
         self.n = 0
-        self.command = command
         self.group = group
         self.tenant = tenant
         self.units = units
@@ -94,7 +96,6 @@ class Ledger:
         self._max_rows = max_rows
         self._rows: dict[_Key, _Row] = {}
         # running totals, each fed by the rows that reference it
-        self._commands: dict[str, _Total] = {}
         self._groups: dict[Group, _Total] = {}
         self._tenants: dict[str, _Tenant] = {}
         self._inner: int = 0
@@ -103,6 +104,7 @@ class Ledger:
         # come from differences, so the hot path updates one dict entry per command
         self._marks: dict[int, dict[str, int]] = {}
         self._minute: int | None = None
+        self._next_minute = -math.inf  # monotonic time at which the next minute starts
         self._started = self._clock.monotonic()
         self._wall_offset = self._clock.time() - self._started
 
@@ -129,16 +131,15 @@ class Ledger:
     # -- hot path -------------------------------------------------------------------------
     def record(self, entries: Iterable[tuple[str, Attribution]]) -> None:
         """Count commands just written to a connection: ``(command name, attribution)`` pairs."""
-        minute = int(self._now() // 60)
-        if minute != self._minute:
-            self._roll(minute)
+        now = self._now()
+        if now >= self._next_minute:
+            self._roll(now)
         rows = self._rows
         for entry in entries:
             row = rows.get(entry)
             if row is None:
                 row = self._new_row(entry)
             row.n += 1
-            row.command.n += 1
             row.group.n += 1
             tenant = row.tenant
             if tenant is not None:
@@ -160,9 +161,6 @@ class Ledger:
             if row is not None:
                 return row
         name, att = entry
-        command = self._commands.get(name)
-        if command is None:
-            command = self._commands[name] = _Total()
         group_key = (att.component, name, att.family, att.tenant is not None)
         group = self._groups.get(group_key)
         if group is None:
@@ -172,19 +170,27 @@ class Ledger:
             tenant = self._tenants.get(att.tenant)
             if tenant is None:
                 tenant = self._tenants[att.tenant] = _Tenant()
-        row = self._rows[entry] = _Row(command, group, tenant, self._profile.units(name))
+        row = self._rows[entry] = _Row(group, tenant, self._profile.units(name))
         if tenant is not None:
             tenant.rows.append((entry, row))
         return row
 
-    def _roll(self, minute: int) -> None:
+    def _roll(self, now: float) -> None:
+        """The first record of a new minute: mark the totals it starts from."""
+        minute = int(now // 60)
+        self._next_minute = (minute + 1) * 60.0
+        if minute == self._minute:
+            return
         self._minute = minute
         self._marks[minute] = self._by_command()
         for old in [m for m in self._marks if m <= minute - _MINUTES_KEPT]:
             del self._marks[old]
 
     def _by_command(self) -> dict[str, int]:
-        return {name: t.n for name, t in list(self._commands.items())}
+        out: dict[str, int] = {}
+        for (_, name, _, _), t in list(self._groups.items()):
+            out[name] = out.get(name, 0) + t.n
+        return out
 
     def _resolve(self, profile: BillingProfile | str | None) -> BillingProfile:
         if isinstance(profile, str):
@@ -195,7 +201,7 @@ class Ledger:
     @property
     def total(self) -> int:
         """Commands counted so far."""
-        return sum(t.n for t in list(self._commands.values()))
+        return sum(t.n for t in list(self._groups.values()))
 
     def totals(self, profile: BillingProfile | str | None = None) -> LedgerTotals:
         """Totals and projection billed under ``profile`` (default: the ledger's), no rows.
@@ -276,11 +282,11 @@ class Ledger:
     def reset(self) -> None:
         """Forget every count and restart the projection window."""
         self._rows.clear()
-        self._commands.clear()
         self._groups.clear()
         self._tenants.clear()
         self._marks.clear()
         self._minute = None
+        self._next_minute = -math.inf
         self._inner = 0
         self._generation += 1
         self._started = self._clock.monotonic()

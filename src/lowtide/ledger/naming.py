@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["CONTAINER_COMMANDS", "command_name"]
+__all__ = ["CONTAINER_COMMANDS", "command_name", "known_name"]
 
 #: commands whose first argument is a subcommand; INFO commandstats reports them as ``cmd|sub``
 CONTAINER_COMMANDS: Final[frozenset[str]] = frozenset(
@@ -34,6 +34,10 @@ CONTAINER_COMMANDS: Final[frozenset[str]] = frozenset(
 )
 
 _simple_cache: dict[object, str] = {}
+#: ``known_name(args[0])``: the name of a command without a subcommand that
+#: :func:`command_name` has named before, else None. One dict lookup and no Python frame, for
+#: the counting connection's hot path (``known_name(args[0]) or command_name(args)``).
+known_name: Final = _simple_cache.get
 
 
 def _text(arg: object) -> str:

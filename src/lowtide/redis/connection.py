@@ -24,7 +24,7 @@ from redis.asyncio.connection import (
 )
 
 from lowtide.context import Attribution, _attribution
-from lowtide.ledger import Ledger, command_name
+from lowtide.ledger import Ledger, command_name, known_name
 
 __all__ = [
     "HANDSHAKE",
@@ -48,8 +48,9 @@ class _CountingMixin(AbstractConnection):
         super().__init__(*args, **kwargs)
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        # pack_commands (pipelines, MULTI/EXEC) calls this once per command too
-        self._lt_pending.append((command_name(args), _attribution.get()))
+        # pack_commands (pipelines, MULTI/EXEC) calls this once per command too; a command
+        # named before is one dict lookup (known_name), not a call of command_name
+        self._lt_pending.append((known_name(args[0]) or command_name(args), _attribution.get()))
         return super().pack_command(*args)
 
     async def send_packed_command(
