@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import NamedTuple
 
-__all__ = ["Attribution", "current_tenant", "tenant_scope"]
+__all__ = ["Attribution", "current_attribution", "current_tenant", "tenant_scope"]
 
 _tenant: ContextVar[str | None] = ContextVar("lowtide_tenant", default=None)
 
@@ -27,6 +27,13 @@ class Attribution(NamedTuple):
 #: commands sent outside any component (e.g. by user code on the hub's client)
 UNATTRIBUTED = Attribution("app", "-", None)
 _attribution: ContextVar[Attribution] = ContextVar("lowtide_attribution", default=UNATTRIBUTED)
+
+
+def current_attribution() -> Attribution:
+    """What the command being sent right now is attributed to (component, key family, tenant);
+    ``UNATTRIBUTED`` outside lowtide's sends. For instrumentation that runs inside a send (span
+    hooks, observers)."""
+    return _attribution.get()
 
 
 def current_tenant() -> str | None:

@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from lowtide import __version__
 from lowtide.breaker import CircuitBreaker
-from lowtide.context import UNATTRIBUTED, Attribution, _attribution
+from lowtide.context import UNATTRIBUTED, Attribution, current_attribution
 from lowtide.integrations.readout import Family, Reader, TenantSeries, readers
 from lowtide.limiter import RateLimiter
 from lowtide.redis.gateway import Sent, observe_sends
@@ -58,7 +58,7 @@ def attributes(attribution: Attribution, *, tenant: bool = True) -> dict[str, st
 
 
 def _current() -> Attribution | None:
-    att = _attribution.get()
+    att = current_attribution()
     return None if att is UNATTRIBUTED else att
 
 
