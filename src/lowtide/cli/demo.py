@@ -52,12 +52,22 @@ def _clock(seconds: float) -> str:
 
 
 def _compact(n: float) -> str:
-    """``1,234`` below 10,000; ``12.3K``, ``1.23M`` above (fits a narrow column)."""
+    """``1,234`` below 10,000, then ``12.3K``, ``123K``, ``1.23M``, ``12.3M``, ``123M``."""
     if n < 10_000:
         return f"{n:,.0f}"
     if n < 1_000_000:
         return f"{n / 1000:,.1f}K" if n < 100_000 else f"{n / 1000:,.0f}K"
-    return f"{n / 1e6:,.2f}M"
+    digits = 2 if n < 10_000_000 else 1 if n < 100_000_000 else 0
+    return f"{n / 1e6:,.{digits}f}M"
+
+
+def _usd(dollars: float) -> str:
+    """``$38.02``; ``$16,980`` from $1,000; ``$1.23M`` from $1M."""
+    if dollars < 1000:
+        return f"${dollars:,.2f}"
+    if dollars < 1_000_000:
+        return f"${dollars:,.0f}"
+    return f"${dollars / 1e6:,.2f}M"
 
 
 class PlainProgress:
@@ -65,14 +75,20 @@ class PlainProgress:
     up, starts its warm-up, starts measuring and finishes, and one per quarter of each phase.
     Each line carries the run's own elapsed time (its clock starts when the run starts)."""
 
-    def __init__(self, write: Callable[[str], None], machines: int) -> None:
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        machines: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._write = write
         self._machines = machines
+        self._clock = clock
         self._started: dict[str, float] = {}
         self._seen: dict[str, tuple[str, int]] = {}
 
     def __call__(self, ev: ProgressEvent) -> None:
-        now = time.monotonic()
+        now = self._clock()
         began = self._started.setdefault(ev.run, now)
         stamp = f"[{_clock(now - began)}] {run_label(ev.run, long=True)}:"
         if ev.phase == "setup":
@@ -84,9 +100,7 @@ class PlainProgress:
             self._write(f"{stamp} done in {_clock(now - began)}{tail}")
             return
         quarter = int(4 * ev.done / ev.total) if ev.total > 0 else 4
-        if self._seen.get(ev.run) == (ev.phase, quarter) or (
-            quarter == 4 and self._seen.get(ev.run, ("", 0))[0] == ev.phase
-        ):
+        if self._seen.get(ev.run) == (ev.phase, quarter):
             return
         self._seen[ev.run] = (ev.phase, quarter)
         what = "warm-up (not measured)" if ev.phase == "warm-up" else "measuring"
@@ -142,9 +156,9 @@ def demo_table(result: DemoResult) -> Table:
         pad_edge=False,
         title_justify="left",
     )
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for n in names:
-        table.add_column(run_label(n), justify="right")
+        table.add_column(run_label(n), justify="right", no_wrap=True)
 
     def dash_unless(value: float | None, fmt: Callable[[float], str]) -> str:
         return "-" if value is None else fmt(value)
@@ -156,7 +170,7 @@ def demo_table(result: DemoResult) -> Table:
     rows: list[tuple[str, Callable[[StrategyResult], str]]] = [
         ("billed commands/day", lambda r: _compact(r.billed_per_day)),
         ("GETs/day", lambda r: _compact(r.gets_per_day)),
-        ("$/month (Upstash)", lambda r: f"${r.usd_per_month:,.2f}"),
+        ("$/month (Upstash)", lambda r: _usd(r.usd_per_month)),
         (
             "vs naive",
             lambda r: "-" if r.name == "naive" else dash_unless(r.reduction_vs_naive, _signed),
@@ -164,10 +178,12 @@ def demo_table(result: DemoResult) -> Table:
         ("lower bound/day", bound_of),
         ("lowtide / bound", lambda r: dash_unless(r.bound_ratio, lambda v: f"{v:.2f}x")),
         ("reads in process", lambda r: f"{r.local_hit_ratio:.1%}"),
-        ("stale reads", lambda r: f"{r.stale_reads:,} of {r.reads:,}"),
-        (f"  older than {bound_s}", lambda r: f"{r.stale_beyond_bound:,}"),
+        ("reads checked", lambda r: _compact(r.reads)),
+        ("  stale", lambda r: _compact(r.stale_reads)),
+        (f"  older than {bound_s}", lambda r: _compact(r.stale_beyond_bound)),
         ("worst staleness", lambda r: f"{r.max_staleness_s:.2f} s"),
-        ("rate-limit overshoot", lambda r: f"{r.overshoot} of {r.admitted:,}"),
+        ("calls admitted", lambda r: _compact(r.admitted)),
+        ("  over the limit", lambda r: _compact(r.overshoot)),
     ]
     for label, fmt in rows:
         table.add_row(label, *(fmt(result.strategies[n]) for n in names))

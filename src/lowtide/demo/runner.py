@@ -39,6 +39,8 @@ _ADMIN = Attribution("demo", "-", None)
 TICK = 0.5
 #: the machines start replaying this long after the runner says go (wall seconds)
 LEAD = 0.5
+#: longest the machines may take to finish after the measured window (wall seconds)
+EXIT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +153,18 @@ class _Run:
                 raise RuntimeError(f"demo machines for {self.name} did not set up in 120 s")
             await asyncio.sleep(0.05)
 
-    def results(self) -> list[dict[str, Any]]:
+    async def results(self) -> list[dict[str, Any]]:
+        deadline = time.time() + EXIT_TIMEOUT
+        while any(p.poll() is None for p in self.procs):  # polled: the event loop keeps going
+            if time.time() > deadline:
+                raise RuntimeError(
+                    f"demo machines for {self.name} did not finish {EXIT_TIMEOUT:g} s after "
+                    "the measured window"
+                )
+            await asyncio.sleep(0.05)
         machines = []
         for p, out in zip(self.procs, self.outs, strict=True):
-            _, err = p.communicate(timeout=60)
+            _, err = p.communicate()
             if p.returncode != 0 or not out.exists():
                 raise RuntimeError(
                     f"demo machine for {self.name} failed (exit {p.returncode}): "
@@ -234,7 +244,7 @@ async def _measure(
     if baseline is None or final is None:  # pragma: no cover - both edges are in ticks
         raise RuntimeError("the measured window was not read")
     (before, began), (after, end) = baseline, final
-    machines = run.results()
+    machines = await run.results()
     bound = None
     mode = run.name.partition("/")[2]
     if mode:

@@ -19,7 +19,6 @@ Times in the output are trace times (seconds since the trace began) unless they 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -34,6 +33,8 @@ __all__ = ["replay"]
 #: seconds after the measured window before a machine shuts down (its final flushes must not
 #: land in the window the runner measures)
 GRACE = 1.0
+#: longest a machine waits for its strategy to close (a hung close must not hang the run)
+CLOSE_TIMEOUT = 10.0
 
 
 class _Window:
@@ -133,8 +134,12 @@ async def replay(
     if tasks:
         await asyncio.wait(tasks, timeout=2.0)
     await _sleep_until(measure_to + GRACE)
-    with contextlib.suppress(Exception):
-        await strategy.close()
+    try:
+        await asyncio.wait_for(strategy.close(), CLOSE_TIMEOUT)
+    except TimeoutError:
+        sys.stderr.write(f"machine {machine}: closing took over {CLOSE_TIMEOUT:g} s; left open\n")
+    except Exception as exc:  # the run's observations are complete: report them anyway
+        sys.stderr.write(f"machine {machine}: closing failed: {exc!r}\n")
     lags.sort()
     return {
         "run": run,
