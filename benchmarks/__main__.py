@@ -3,7 +3,8 @@
 Runs, one after another (each starts its own embedded server): the L1 map comparison, the codec
 comparison, the ledger overhead, the cache (latency vs cashews/aiocache/redis-py and commands per
 operation), the limiter and breaker (vs limits, pybreaker, purgatory), memory with 100,000
-tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic. Each writes its JSON to
+tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic and three default
+``lowtide demo`` runs (median and min-max, ~13 minutes). Each writes its JSON to
 ``benchmarks/results/``; this collects them into ``benchmarks/results.json`` and prints where
 everything is. The soak (``python -m benchmarks.soak``) is separate: it takes 10 minutes.
 """
@@ -17,12 +18,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-MODULES = ["l1_maps", "codec", "ledger", "cache", "coordination", "memory", "growth"]
+MODULES = ["l1_maps", "codec", "ledger", "cache", "coordination", "memory", "growth", "demo_runs"]
+SLOW = ("growth", "demo_runs")
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    modules = [m for m in MODULES if not (quick and m == "growth")]
+    modules = [m for m in MODULES if not (quick and m in SLOW)]
     timings: dict[str, float] = {}
     report = ["# Benchmark results", "", f"`python -m benchmarks{' --quick' if quick else ''}`", ""]
     for name in modules:

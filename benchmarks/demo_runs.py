@@ -7,7 +7,8 @@ GETs/day, $/month, the lower bound and lowtide / bound, reads served in process 
 
 ``--long`` also measures the same trace for 20 minutes in real time (``--speedup 1``, 600 s of
 warm-up, 1,200 s measured; each run in its own process with its own server, all in parallel:
-~30 minutes) and reports each run's default median as a ratio of it (the steady-state check).
+~30 minutes) and reports how far each run's default median is from it (the steady-state
+check).
 
 Run: ``python -m benchmarks.demo_runs [--repeat 3] [--long]``.
 """

@@ -278,6 +278,18 @@ def _notes(result: StrategyResult, cfg: DemoConfig) -> list[str]:
     errors = sum(result.errors.values())
     if errors:
         notes.append(f"{result.name}: {errors} operations raised (counted in errors)")
+    if result.bound_ratio is not None and result.bound_ratio < 1:
+        notes.append(
+            f"{result.name} spent less than its lower bound ({result.bound_ratio:.2f}x): the "
+            "bound's model does not hold for this run; please report it"
+        )
+    resubscribed = result.commands.get("subscribe", 0)
+    if result.invalidation is not None and resubscribed:
+        notes.append(
+            f"{result.name}: invalidation listeners subscribed {resubscribed} time(s) during the "
+            "measured window (a listener lost and re-established flushes its process memory; "
+            "on a busy machine, a stall longer than two keepalive periods does that)"
+        )
     # a machine that starts events late stretches trace time: say so when it is a visible part
     # of a limiter window (the shortest period the strategies keep)
     if result.lag_p99_ms / 1000 > 0.1 * cfg.wall(cfg.per):
