@@ -305,7 +305,8 @@ def demo(
         Path | None, typer.Option(help="write a PNG of billed commands per minute here")
     ] = None,
 ) -> None:
-    """Replay the incident (the naive code, its TTL fix, lowtide) on a real server; measure."""
+    """Replay the incident on a real server (the naive code, its TTL fix, lowtide with CLIENT
+    TRACKING and with pub/sub) and measure each from the server's side."""
     if seconds <= 0 or machines < 1 or scale <= 0 or warmup < 0:
         raise typer.BadParameter("seconds and scale must be > 0, machines >= 1, warmup >= 0")
     if speedup is not None and speedup <= 0:
