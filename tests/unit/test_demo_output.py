@@ -110,7 +110,8 @@ def test_plain_progress_prints_lines_as_it_goes_with_a_timer_per_run() -> None:
     assert [line.split(": ", 2)[-1] for line in warm] == [
         f"{t} of 600 s of trace" for t in (0, 150, 300, 450, 600)
     ]
-    assert len(measuring) == 5 and measuring[0].endswith("measuring: 0 of 600 s of trace")
+    assert len(measuring) == 5
+    assert measuring[0].endswith("measuring: 0 of 600 s of trace")
     assert lines[-2] == "[0:01:06] naive: done in 0:01:06, 2,830,000 billed commands/day"
     # the next run's clock starts when that run starts
     assert lines[-1] == "[0:00:00] lowtide pub/sub: setting up 4 machines"
