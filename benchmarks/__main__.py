@@ -4,7 +4,8 @@ Runs, one after another (each starts its own embedded server): the L1 map compar
 comparison, the ledger overhead, the hot paths against their floors, the cache (latency vs
 cashews/aiocache/redis-py and commands per operation), the limiter and breaker (vs limits,
 pybreaker, purgatory), memory with 100,000 tenants and, unless ``--quick``, cost growth at
-1x/10x/100x traffic. Each writes its JSON to ``benchmarks/out/``; this collects them into
+1x/10x/100x traffic and three default ``lowtide demo`` runs (median and min-max, ~13 minutes).
+Each writes its JSON to ``benchmarks/out/``; this collects them into
 ``benchmarks/out/results.json`` and ``results.md`` and prints where everything is. With
 ``--write`` all of it goes to the tracked files instead (``benchmarks/results/``,
 ``benchmarks/results.json``, ``benchmarks/results.md``). The soak
@@ -20,12 +21,23 @@ import time
 
 from benchmarks._common import HERE, RESULTS, WRITE
 
-MODULES = ["l1_maps", "codec", "ledger", "hot_paths", "cache", "coordination", "memory", "growth"]
+MODULES = [
+    "l1_maps",
+    "codec",
+    "ledger",
+    "hot_paths",
+    "cache",
+    "coordination",
+    "memory",
+    "growth",
+    "demo_runs",
+]
+SLOW = ("growth", "demo_runs")
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    modules = [m for m in MODULES if not (quick and m == "growth")]
+    modules = [m for m in MODULES if not (quick and m in SLOW)]
     timings: dict[str, float] = {}
     report = ["# Benchmark results", "", f"`python -m benchmarks{' --quick' if quick else ''}`", ""]
     for name in modules:

@@ -35,9 +35,15 @@ async def run(seconds: float, read_mostly: bool, dense: bool = False) -> dict[st
         extra = {"write_fraction": 0.002, "limit": 10_000, "tenants": 3}
     with ValkeyServer() as server:
         for scale in SCALES:
-            cfg = DemoConfig(seconds=seconds, scale=scale, warmup=600.0 / scale, **extra)
+            cfg = DemoConfig(
+                seconds=seconds,
+                scale=scale,
+                warmup=600.0 / scale,
+                invalidation=("tracking",),
+                **extra,
+            )
             result = await run_demo(cfg, server.url)
-            out["lower_bound_per_day"].append(round(result.lower_bound_per_day))
+            out["lower_bound_per_day"].append(round(result.bounds["tracking"].per_day))
             for name, r in result.strategies.items():
                 out["billed_per_day"].setdefault(name, []).append(round(r.billed_per_day))
                 out["gets_per_day"].setdefault(name, []).append(round(r.gets_per_day))
@@ -58,7 +64,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colours = {"naive": "#d62728", "ttl-fix": "#ff7f0e", "lowtide": "#1f77b4"}
+    colours = {"naive": "#d62728", "ttl-fix": "#ff7f0e", "lowtide/tracking": "#1f77b4"}
     for name, values in data["billed_per_day"].items():
         ax.plot(data["scales"], values, marker="o", label=name, color=colours.get(name))
     ax.set_xscale("log")

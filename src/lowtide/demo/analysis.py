@@ -6,12 +6,16 @@ Pure functions: no I/O. Definitions:
   the read began* (across all machines); its staleness is the time since the first newer write
   completed. ``stale_beyond_bound`` counts stale reads older than the staleness bound.
 * **overshoot**: admissions beyond the limit, summed over every (tenant, connector, window).
+  An admission belongs to the window of the wall time it was decided at; one decided across a
+  boundary (asked before it, answered after: a reservation in flight) belongs to whichever of
+  the two windows has room (see :func:`overshoot`), so the judge does not charge a limiter for
+  its round trip.
 * **hit ratio**: share of measured reads answered without asking the database;
-  **local hit ratio**: share answered from process memory, without any Redis command.
-* **lower bound**: what any correct protocol must spend for the measured part of the trace:
-  1 command per write, 1 per (machine, key, version) a machine reads without having read or
-  written it before, 1 per (machine, external id) first resolved, and 1 per (machine, tenant,
-  connector, window) in which the machine admitted calls.
+  **local hit ratio** ("reads served in process"): share answered from process memory, without
+  any Redis command.
+* **per day**: counts in the measured window divided by its length in trace seconds (a
+  compressed run measures the same trace time in less wall time), times 86,400.
+* **lower bound**: see :mod:`lowtide.demo.bound`.
 """
 
 from __future__ import annotations
@@ -21,20 +25,25 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lowtide.demo.bound import LowerBound
 from lowtide.demo.trace import Trace
 from lowtide.ledger import billing_profile
 
-__all__ = ["StrategyResult", "analyse", "lower_bound_per_day"]
+__all__ = ["UPSTASH", "StrategyResult", "analyse", "overshoot"]
 
-_UPSTASH = billing_profile("upstash")
+#: the incident's provider: PUBLISH and SUBSCRIBE are billed like any command (they are not in
+#: its free list); messages delivered to subscribers are not commands and are not billed
+UPSTASH = billing_profile("upstash")
 _DAY = 86_400.0
 
 
 @dataclass(slots=True)
 class StrategyResult:
-    """One strategy's measured numbers (the JSON shape of ``lowtide demo --json``)."""
+    """One run's measured numbers (the JSON shape of ``lowtide demo --json``)."""
 
+    #: the run: ``naive``, ``ttl-fix``, ``lowtide/tracking`` or ``lowtide/pubsub``
     name: str
+    #: measured trace seconds (wall seconds times the speedup)
     seconds: float
     commands: dict[str, int]
     gets_per_day: float
@@ -54,9 +63,24 @@ class StrategyResult:
     db_queries: int
     errors: dict[str, int]
     reduction_vs_naive: float | None = None
+    #: lowtide's invalidation mode (None for the baselines)
+    invalidation: str | None = None
+    #: the lower bound for this run's mode, by part (lowtide runs only)
+    lower_bound: dict[str, Any] | None = None
+    #: billed per day / lower bound per day (lowtide runs only)
+    bound_ratio: float | None = None
+    #: how late the machines started measured events (wall milliseconds): p99, worst
+    lag_p99_ms: float = 0.0
+    lag_max_ms: float = 0.0
     #: lowtide's own attribution of what it sent ("component command" -> count), all machines
     attribution: dict[str, int] = field(default_factory=dict)
+    #: (trace seconds, billed commands per trace minute, GETs per trace minute), warm-up included
     series: list[tuple[float, float, float]] = field(default_factory=list)
+
+    @property
+    def strategy(self) -> str:
+        """``naive``, ``ttl-fix`` or ``lowtide``."""
+        return self.name.partition("/")[0]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -83,88 +107,83 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def overshoot(
+    admissions: list[tuple[str, str, float, float]], limit: int, per: float
+) -> tuple[int, int]:
+    """(admissions beyond ``limit`` per window of ``per`` wall seconds, admissions) for
+    ``(tenant, connector, asked, answered)`` admissions (wall times; see the module docs)."""
+    counts: Counter[tuple[str, str, int]] = Counter()
+    straddling: list[tuple[str, str, int]] = []
+    for tenant, connector, asked, answered in admissions:
+        first, last = math.floor(asked / per), math.floor(answered / per)
+        if first == last:
+            counts[(tenant, connector, first)] += 1
+        else:
+            straddling.append((tenant, connector, first))
+    for tenant, connector, first in sorted(straddling):
+        early, late = (tenant, connector, first), (tenant, connector, first + 1)
+        counts[early if counts[early] < limit else late] += 1
+    return sum(max(0, n - limit) for n in counts.values()), len(admissions)
+
+
 def analyse(
     name: str,
     trace: Trace,
     machines: list[dict[str, Any]],
     commands: dict[str, int],
     series: list[tuple[float, float, float]],
+    seconds: float,
+    bound: LowerBound | None = None,
 ) -> StrategyResult:
-    """Combine the server's command delta (measured window) with every machine's log."""
+    """Combine the server's command delta (``seconds`` of measured trace time) with every
+    machine's log and, for lowtide runs, the lower bound of the run's mode."""
     cfg = trace.config
-    seconds = cfg.seconds
+    seconds = seconds if seconds > 0 else cfg.seconds
+    per_wall = cfg.wall(cfg.per)
     reads = [tuple(r) for m in machines for r in m["reads"]]
     writes = [tuple(w) for m in machines for w in m["writes"]]
     measured = [r for r in reads if r[2] >= cfg.warmup]
     stale = _staleness(measured, writes)
     stale_only = [s for s in stale if s > 0]
-    per_window: Counter[tuple[str, str, int]] = Counter()
-    for m in machines:
-        for tenant, connector, wall in m["admissions"]:
-            per_window[(tenant, connector, math.floor(wall / cfg.per))] += 1
-    overshoot = sum(max(0, n - cfg.limit) for n in per_window.values())
+    over, admitted = overshoot(
+        [tuple(a) for m in machines for a in m["admissions"]], cfg.limit, per_wall
+    )
     loaded = sum(1 for r in measured if r[3])
     errors: Counter[str] = Counter()
     for m in machines:
         errors.update(m["errors"])
-    billed = _UPSTASH.billed(commands)
+    billed = UPSTASH.billed(commands)
+    billed_per_day = billed / seconds * _DAY
     attribution: Counter[str] = Counter()
     for m in machines:
         attribution.update(m.get("ledger", {}))
+    local = sum(int(m.get("local_hits", 0)) for m in machines)
     return StrategyResult(
         name=name,
         seconds=seconds,
         commands=dict(sorted(commands.items())),
         gets_per_day=commands.get("get", 0) / seconds * _DAY,
         commands_per_day=sum(commands.values()) / seconds * _DAY,
-        billed_per_day=billed / seconds * _DAY,
-        usd_per_month=_UPSTASH.usd(billed / seconds * _DAY * 30),
+        billed_per_day=billed_per_day,
+        usd_per_month=UPSTASH.usd(billed_per_day * 30),
         hit_ratio=1 - loaded / len(measured) if measured else 0.0,
-        local_hit_ratio=(
-            min(1.0, sum(int(m.get("local_hits", 0)) for m in machines) / len(measured))
-            if measured
-            else 0.0
-        ),
+        local_hit_ratio=min(1.0, local / len(measured)) if measured else 0.0,
         reads=len(measured),
         stale_reads=len(stale_only),
         stale_beyond_bound=sum(1 for s in stale_only if s > cfg.staleness_bound),
         max_staleness_s=max(stale_only, default=0.0),
         p99_staleness_s=_percentile(stale, 0.99),
-        overshoot=overshoot,
-        admitted=sum(per_window.values()),
+        overshoot=over,
+        admitted=admitted,
         db_queries=sum(int(m["db_queries"]) for m in machines),
         errors=dict(errors),
+        invalidation=name.partition("/")[2] or None,
+        lower_bound=bound.to_dict() if bound is not None else None,
+        bound_ratio=(
+            billed_per_day / bound.per_day if bound is not None and bound.per_day > 0 else None
+        ),
+        lag_p99_ms=1000 * max((float(m.get("lag_wall_p99", 0.0)) for m in machines), default=0),
+        lag_max_ms=1000 * max((float(m.get("lag_wall_max", 0.0)) for m in machines), default=0),
         series=series,
         attribution=dict(attribution.most_common()),
     )
-
-
-def lower_bound_per_day(trace: Trace) -> float:
-    """Commands/day any correct protocol needs for the measured part of ``trace``."""
-    cfg = trace.config
-    known: set[tuple[int, str, int]] = set()
-    resolved: set[tuple[int, str]] = set()
-    windows: set[tuple[int, str, str, int]] = set()
-    needed = 0
-    for ev in trace.events:
-        measured = ev.t >= cfg.warmup
-        key_id = f"{ev.tenant}/{ev.key}"
-        if ev.kind == "write":
-            known.add((ev.machine, key_id, ev.version))
-            needed += measured
-        elif ev.kind == "read":
-            item = (ev.machine, key_id, trace.version_at(key_id, ev.t))
-            if item not in known:
-                known.add(item)
-                needed += measured
-        elif ev.kind == "webhook":
-            ident = (ev.machine, f"{ev.key}/{ev.external_id}")
-            if ident not in resolved:
-                resolved.add(ident)
-                needed += measured
-        else:
-            window = (ev.machine, ev.tenant, ev.key, math.floor(ev.t / cfg.per))
-            if window not in windows:
-                windows.add(window)
-                needed += measured
-    return needed / cfg.seconds * _DAY

@@ -7,12 +7,17 @@
 * :class:`TtlFix`: the incident team's fix: quota read directly with its verdict cached 60 s,
   limiter verdicts cached 5 s and breaker state 10 s in process memory, discovery keys
   pre-warmed in Redis with a 1 h TTL.
-* :class:`LowtideStrategy`: this library with its defaults.
+* :class:`LowtideStrategy`: this library with its defaults, in one invalidation mode
+  (``tracking``: CLIENT TRACKING; ``pubsub``: the backplane lowtide uses on Upstash).
 
 All three use the same "database" (the trace's history, 2 ms per query) and the same dependency
-(which fails while the trace says so), and all start from a warm shared cache (every item in
-Redis, as in production). Quota usage in the baselines is counted generously: one INCRBY per
-tenant per machine every 300 s (lowtide's quota flush interval), not per operation.
+(which fails while the trace says so), start with an empty cache and reach their steady state in
+the warm-up. Quota usage in the baselines is counted generously: one INCRBY per tenant per
+machine every 300 s (lowtide's quota flush interval), not per operation.
+
+Every duration below is in trace seconds and goes through :meth:`DemoConfig.wall`, so a
+compressed run divides every period of every strategy (lowtide's own included) by the same
+factor.
 """
 
 from __future__ import annotations
@@ -23,17 +28,23 @@ import random
 import time
 from typing import Any, Protocol
 
-from lowtide.demo.trace import Event, Trace
+from lowtide.demo.trace import DemoConfig, Event, Trace
 from lowtide.errors import CircuitOpen
 from lowtide.hub import Lowtide
 from lowtide.redis import plain_client
 
-__all__ = ["STRATEGIES", "Database", "LowtideStrategy", "Naive", "Strategy", "TtlFix"]
+__all__ = ["Database", "LowtideStrategy", "Naive", "Strategy", "TtlFix", "make_strategy"]
 
 FAIL_THRESHOLD = 3  # failures in WINDOW seconds that open a breaker (all strategies)
 WINDOW = 10.0
 OPEN_FOR = 5.0
 QUOTA_FLUSH = 300.0
+#: the incident team's verdict caches (ttl-fix)
+QUOTA_VERDICT, LIMIT_VERDICT, BREAKER_VERDICT = 60.0, 5.0, 10.0
+#: lowtide's fixed periods that are not arguments of its factories (scaled in compressed runs)
+KEEPALIVE, HEARTBEAT, LEASE_HORIZON = 15.0, 60.0, 1.0
+#: latency of the database and of the third-party API (real time)
+DB_LATENCY, API_LATENCY = 0.002, 0.001
 
 
 class DependencyDown(Exception):
@@ -43,45 +54,38 @@ class DependencyDown(Exception):
 class Database:
     """The source of truth behind every cache: the trace's history, 2 ms per query.
 
-    Its clock is trace time: during the fast warm-up the time of the event being replayed, then
-    ``warmup + (wall time - measured start)``.
+    Its clock is trace time: ``(wall time - start) * speedup`` once the replay has started.
     """
 
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
+        self.cfg: DemoConfig = trace.config
         self.queries = 0
-        self.virtual: float | None = 0.0  # trace time while warming up, None once measuring
-        self.measure_start = 0.0
+        #: wall time of trace time 0 (None until the runner says go)
+        self.start: float | None = None
 
     def now(self) -> float:
         """Trace time (seconds)."""
-        if self.virtual is not None:
-            return self.virtual
-        return self.trace.config.warmup + time.time() - self.measure_start
+        if self.start is None:
+            return 0.0
+        return (time.time() - self.start) * self.cfg.time_scale
 
     async def value(self, tenant: str, key: str) -> dict[str, int]:
         """The current value of a cached item."""
         self.queries += 1
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(self.cfg.wall(DB_LATENCY))
         return {"v": self.trace.version_at(f"{tenant}/{key}", self.now())}
 
     async def tenant_of(self, connector: str, external_id: str) -> str | None:
         """Tenant discovery's source of truth."""
         self.queries += 1
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(self.cfg.wall(DB_LATENCY))
         return self.trace.directory.get(f"{connector}/{external_id}")
-
-    def items(self) -> list[tuple[str, str]]:
-        """Every (tenant, key) the trace reads or writes."""
-        seen = {(e.tenant, e.key) for e in self.trace.events if e.kind in ("read", "write")}
-        return sorted(seen)
 
     async def dependency(self, connector: str) -> None:
         """Call the third-party API (fails during the trace's outage of one connector)."""
-        cfg = self.trace.config
-        t = (self.now() - cfg.warmup) / cfg.seconds  # fraction of the measured window
-        await asyncio.sleep(0.001)
-        if connector == cfg.failing_connector and cfg.failing_from <= t < cfg.failing_to:
+        await asyncio.sleep(self.cfg.wall(API_LATENCY))
+        if self.cfg.failing(connector, self.now()):
             raise DependencyDown(connector)
 
 
@@ -94,8 +98,12 @@ class Strategy(Protocol):
     async def read(self, ev: Event) -> tuple[int, bool]: ...
     async def write(self, ev: Event) -> None: ...
     async def webhook(self, ev: Event) -> str | None: ...
-    async def call(self, ev: Event) -> bool: ...
+    async def call(self, ev: Event) -> tuple[float, float] | None: ...
     async def close(self) -> None: ...
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 class _Baseline:
@@ -108,7 +116,7 @@ class _Baseline:
         self.r: Any = plain_client(url)
         self.ns = namespace
         self.db = db
-        self.cfg = db.trace.config
+        self.cfg = db.cfg
         self._usage: dict[str, int] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -118,17 +126,15 @@ class _Baseline:
             await self.r.aclose()
             self.r = plain_client(self.url, cluster=True)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_usage())
-        if machine == 0:  # a warm shared cache, as in production
-            for tenant, key in self.db.items():
-                await self.r.set(f"{self.ns}:cache:{tenant}:{key}", json.dumps({"v": 0}), ex=300)
 
     async def _flush_usage(self) -> None:
-        await asyncio.sleep(random.uniform(0, QUOTA_FLUSH))  # spread like lowtide's flushes
+        period = self.cfg.wall(QUOTA_FLUSH)
+        await asyncio.sleep(random.uniform(0, period))  # spread like lowtide's flushes
         while True:
             usage, self._usage = self._usage, {}
             for tenant, n in usage.items():
                 await self.r.incrby(f"{self.ns}:quota:{tenant}:used", n)
-            await asyncio.sleep(QUOTA_FLUSH)
+            await asyncio.sleep(period)
 
     async def _quota_read(self, tenant: str) -> bool:
         self._usage[tenant] = self._usage.get(tenant, 0) + 1
@@ -147,55 +153,70 @@ class _Baseline:
         if raw is not None:
             return int(json.loads(raw)["v"]), False
         value = await self.db.value(ev.tenant, ev.key)
-        await self.r.set(self._data_key(ev), json.dumps(value), ex=300)
+        px = _ms(self.cfg.wall(self.cfg.cache_ttl))
+        await self.r.set(self._data_key(ev), json.dumps(value), px=px)
         return value["v"], True
 
     async def write(self, ev: Event) -> None:
         await self.quota_ok(ev.tenant)
-        await self.r.set(self._data_key(ev), json.dumps({"v": ev.version}), ex=300)
+        await self.r.set(
+            self._data_key(ev),
+            json.dumps({"v": ev.version}),
+            px=_ms(self.cfg.wall(self.cfg.cache_ttl)),
+        )
+
+    def _discovery_key(self, connector: str, external_id: str) -> str:
+        return f"{self.ns}:discovery:{connector}:{external_id}"
 
     async def webhook(self, ev: Event) -> str | None:
-        key = f"{self.ns}:discovery:{ev.key}:{ev.external_id}"
+        key = self._discovery_key(ev.key, ev.external_id)
         raw = await self.r.get(key)
         if raw is not None:
             return str(raw.decode())
         tenant = await self.db.tenant_of(ev.key, ev.external_id)
         if tenant is not None:
-            await self.r.set(key, tenant, ex=3600)
+            await self.r.set(key, tenant, px=_ms(self.cfg.wall(self.cfg.discovery_ttl)))
         return tenant
 
     async def breaker_open(self, tenant: str, connector: str) -> bool:
         return await self.r.get(f"{self.ns}:circuit_breaker:{tenant}:{connector}") is not None
 
     async def limiter_allows(self, tenant: str, connector: str) -> bool:
-        window = int(time.time() // self.cfg.per)
+        per = self.cfg.wall(self.cfg.per)
+        window = int(time.time() // per)
         key = f"{self.ns}:rate_limit:{tenant}:{connector}:{window}"
         count = await self.r.get(key)
         if int(count or 0) >= self.cfg.limit:
             return False
         n = await self.r.incr(key)
         if n == 1:
-            await self.r.expire(key, int(self.cfg.per * 2))
+            await self.r.pexpire(key, _ms(2 * per))
         return True
 
-    async def call(self, ev: Event) -> bool:
+    async def call(self, ev: Event) -> tuple[float, float] | None:
+        """Make the outbound call if allowed; return the wall-time interval in which the
+        admission was decided (asked, answered), or None when refused."""
         tenant, connector = ev.tenant, ev.key
         if await self.breaker_open(tenant, connector):
-            return False
+            return None
+        asked = time.time()
         if not await self.limiter_allows(tenant, connector):
-            return False
+            return None
+        decided = (asked, time.time())
         try:
             await self.db.dependency(connector)
         except DependencyDown:
             fkey = f"{self.ns}:cb_failures:{tenant}:{connector}"
             failures = await self.r.incr(fkey)
             if failures == 1:
-                await self.r.expire(fkey, int(WINDOW))
+                await self.r.pexpire(fkey, _ms(self.cfg.wall(WINDOW)))
             if failures >= FAIL_THRESHOLD:
                 await self.r.set(
-                    f"{self.ns}:circuit_breaker:{tenant}:{connector}", "open", ex=int(OPEN_FOR)
+                    f"{self.ns}:circuit_breaker:{tenant}:{connector}",
+                    "open",
+                    px=_ms(self.cfg.wall(OPEN_FOR)),
                 )
-        return True
+        return decided
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -223,9 +244,10 @@ class TtlFix(_Baseline):
     async def setup(self, machine: int) -> None:
         await super().setup(machine)
         if machine == 0:  # pre-warm discovery after OAuth: 1 h TTL
+            px = _ms(self.cfg.wall(self.cfg.discovery_ttl))
             for path, tenant in self.db.trace.directory.items():
                 connector, external = path.split("/", 1)
-                await self.r.set(f"{self.ns}:discovery:{connector}:{external}", tenant, ex=3600)
+                await self.r.set(self._discovery_key(connector, external), tenant, px=px)
 
     async def quota_ok(self, tenant: str) -> bool:
         cached = self._quota.get(tenant)
@@ -233,13 +255,13 @@ class TtlFix(_Baseline):
             self._usage[tenant] = self._usage.get(tenant, 0) + 1
             return cached[0]
         ok = await self._quota_read(tenant)  # direct read, no recursion into the cache
-        self._quota[tenant] = (ok, time.time() + 60.0)
+        self._quota[tenant] = (ok, time.time() + self.cfg.wall(QUOTA_VERDICT))
         return ok
 
     async def breaker_open(self, tenant: str, connector: str) -> bool:
         key = f"{tenant}:{connector}"
         cached = self._breakers.get(key)
-        if cached is not None and time.time() - cached[1] < 10.0:
+        if cached is not None and time.time() - cached[1] < self.cfg.wall(BREAKER_VERDICT):
             return cached[0]
         is_open = await super().breaker_open(tenant, connector)
         self._breakers[key] = (is_open, time.time())
@@ -248,7 +270,7 @@ class TtlFix(_Baseline):
     async def limiter_allows(self, tenant: str, connector: str) -> bool:
         key = f"{tenant}:{connector}"
         cached = self._limits.get(key)
-        if cached is not None and time.time() - cached[1] < 5.0:
+        if cached is not None and time.time() - cached[1] < self.cfg.wall(LIMIT_VERDICT):
             return cached[0]  # the fix's 5 s verdict cache: admits without counting
         allowed = await super().limiter_allows(tenant, connector)
         self._limits[key] = (allowed, time.time())
@@ -256,40 +278,63 @@ class TtlFix(_Baseline):
 
 
 class LowtideStrategy:
-    """This library, with its defaults."""
+    """This library with its defaults, in invalidation mode ``mode`` (every period scaled)."""
 
     name = "lowtide"
 
-    def __init__(self, url: str, namespace: str, db: Database, machine: int) -> None:
+    def __init__(self, url: str, namespace: str, db: Database, machine: int, mode: str) -> None:
         self.db = db
-        cfg = db.trace.config
-        self.hub = Lowtide(url, namespace=namespace.replace(":", "-"), instance=f"demo-{machine}")
-        self.cache = self.hub.cache("data", ttl=300)
-        self.tenants = self.hub.tenants(loader=db.tenant_of)
-        self.limiters = {c: self.hub.rate_limiter(c, cfg.limit, cfg.per) for c in cfg.connectors}
+        cfg = db.cfg
+        wall = cfg.wall
+        self.hub = Lowtide(
+            url,
+            namespace=namespace.replace(":", "-"),
+            instance=f"demo-{machine}",
+            invalidation=mode,
+            default_ttl=wall(cfg.cache_ttl),
+            max_staleness=wall(cfg.staleness_bound),
+        )
+        # the two periods that are not factory arguments: public attributes, set before start
+        self.hub.invalidations.keepalive = wall(KEEPALIVE)
+        self.hub.fleet.interval = wall(HEARTBEAT)
+        self.cache = self.hub.cache(
+            "data",
+            ttl=wall(cfg.cache_ttl),
+            max_staleness=wall(cfg.staleness_bound),
+            negative_ttl=wall(30.0),
+            fail_safe_max=wall(600.0),
+            fail_safe_throttle=wall(5.0),
+        )
+        self.tenants = self.hub.tenants(
+            loader=db.tenant_of, ttl=wall(cfg.discovery_ttl), negative_ttl=wall(30.0)
+        )
+        self.limiters = {
+            c: self.hub.rate_limiter(c, cfg.limit, wall(cfg.per), lease_horizon=wall(LEASE_HORIZON))
+            for c in cfg.connectors
+        }
         self.breakers = {
             c: self.hub.circuit_breaker(
                 c,
                 min_calls=FAIL_THRESHOLD,
                 failure_rate=0.5,
-                window=WINDOW,
-                open_for=OPEN_FOR,
+                window=wall(WINDOW),
+                open_for=wall(OPEN_FOR),
             )
             for c in cfg.connectors
         }
 
     async def setup(self, machine: int) -> None:
+        cfg = self.db.cfg
         await self.hub.start()
-        self.hub.quotas({"standard": 10**9}, lambda t: "standard", flush_interval=QUOTA_FLUSH)
+        self.hub.quotas(
+            {"standard": 10**9},
+            lambda t: "standard",
+            flush_interval=cfg.wall(QUOTA_FLUSH),
+            plan_ttl=cfg.wall(300.0),
+        )
         await self.hub.invalidations.wait_healthy(5)
         await self.hub.sync_server_clock()
-        if machine == 0:  # a warm shared cache, and discovery pre-warmed after OAuth
-            by_tenant: dict[str, dict[str, Any]] = {}
-            for tenant, key in self.db.items():
-                by_tenant.setdefault(tenant, {})[key] = {"v": 0}
-            for tenant, values in by_tenant.items():
-                await self.cache.set_many(values, tenant=tenant)
-            self.cache.clear_local()  # this process's L1 starts cold like the others
+        if machine == 0:  # discovery pre-warmed after OAuth
             for path, tenant in self.db.trace.directory.items():
                 connector, external = path.split("/", 1)
                 await self.tenants.remember(connector, external, tenant)
@@ -311,23 +356,23 @@ class LowtideStrategy:
     async def webhook(self, ev: Event) -> str | None:
         return await self.tenants.resolve(ev.key, ev.external_id)
 
-    async def warm_call(self, ev: Event) -> None:
-        """Warm-up for a call: read the shared limiter and breaker state once."""
-        await self.limiters[ev.key].prefetch(ev.tenant)
-        await self.breakers[ev.key].prefetch(ev.tenant)
-
-    async def call(self, ev: Event) -> bool:
+    async def call(self, ev: Event) -> tuple[float, float] | None:
+        """Make the outbound call if allowed; return the interval in which the admission was
+        decided (asked, answered; server time as this process sees it), or None."""
         if self.breakers[ev.key].state(ev.tenant) == "open":
-            return False  # fail fast before spending a token (0 commands)
+            return None  # fail fast before spending a token (0 commands)
+        # judged by the clock lowtide's windows follow: the server's, as this process sees it
+        asked = self.hub.server_time()
         decision = await self.limiters[ev.key].acquire(ev.tenant)
         if not decision.allowed:
-            return False
+            return None
+        decided = (asked, self.hub.server_time())
         try:
             async with self.breakers[ev.key].guard(ev.tenant):
                 await self.db.dependency(ev.key)
         except (CircuitOpen, DependencyDown):
             pass
-        return True
+        return decided
 
     def local_hits(self) -> int:
         """Cache reads answered from this process's memory so far (0 commands each)."""
@@ -345,15 +390,15 @@ class LowtideStrategy:
         await self.hub.close()
 
 
-STRATEGIES = ("naive", "ttl-fix", "lowtide")
-
-
-def make_strategy(name: str, url: str, namespace: str, db: Database, machine: int) -> Strategy:
-    """The strategy called ``name``."""
-    if name == "naive":
+def make_strategy(run: str, url: str, namespace: str, db: Database, machine: int) -> Strategy:
+    """The strategy of run ``run`` (``naive``, ``ttl-fix``, ``lowtide/<mode>``)."""
+    if run == "naive":
         return Naive(url, namespace, db)
-    if name == "ttl-fix":
+    if run == "ttl-fix":
         return TtlFix(url, namespace, db)
-    if name == "lowtide":
-        return LowtideStrategy(url, namespace, db, machine)
-    raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    name, _, mode = run.partition("/")
+    if name == "lowtide" and mode in ("tracking", "pubsub"):
+        return LowtideStrategy(url, namespace, db, machine, mode)
+    raise ValueError(
+        f"unknown run {run!r}; expected naive, ttl-fix, lowtide/tracking or lowtide/pubsub"
+    )

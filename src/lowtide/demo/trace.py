@@ -18,17 +18,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoConfig", "Event", "Trace", "generate"]
+__all__ = ["DEFAULT_SPEEDUP", "INVALIDATION_RUNS", "DemoConfig", "Event", "Trace", "generate"]
+
+
+#: lowtide's invalidation modes the demo can measure (each is its own run and column)
+INVALIDATION_RUNS: tuple[str, ...] = ("tracking", "pubsub")
+#: the default time compression at ``scale <= 1`` (event rates x20, every period / 20)
+DEFAULT_SPEEDUP = 20.0
 
 
 @dataclass(frozen=True, slots=True)
 class DemoConfig:
-    """Everything that shapes the trace."""
+    """Everything that shapes the trace and the run.
 
-    #: measured seconds per strategy (real time)
-    seconds: float = 15.0
-    #: seconds of trace history replayed at full speed before measuring (steady state)
+    Durations are **trace seconds** (the incident's time). A run replays the trace ``speedup``
+    times faster than real time, with every period of every strategy (cache TTLs, the staleness
+    bound, limiter windows, breaker periods, flush, heartbeat and keepalive periods, verdict
+    caches) divided by the same factor, so each strategy sees the trace exactly as it would in
+    real time, only sooner. Per-day figures are per day of trace time.
+    """
+
+    #: measured trace seconds per run (after the warm-up)
+    seconds: float = 600.0
+    #: trace seconds replayed before measuring, at the same speed (caches, TTLs, flushes and
+    #: windows reach their steady state; nothing of it is measured)
     warmup: float = 600.0
+    #: time compression; ``None``: 20 at ``scale <= 1``, ``20 / scale`` above (at least 1)
+    speedup: float | None = None
     machines: int = 4
     scale: float = 1.0
     seed: int = 7
@@ -48,6 +64,12 @@ class DemoConfig:
     failing_to: float = 0.6
     #: staleness bound used to judge every strategy (lowtide's max_staleness)
     staleness_bound: float = 60.0
+    #: life of a cached value in Redis (every strategy)
+    cache_ttl: float = 300.0
+    #: life of a webhook id -> tenant mapping written at OAuth time (every strategy)
+    discovery_ttl: float = 3600.0
+    #: lowtide's invalidation modes to measure, each as its own run
+    invalidation: tuple[str, ...] = INVALIDATION_RUNS
 
     @property
     def total_seconds(self) -> float:
@@ -55,11 +77,34 @@ class DemoConfig:
         return self.warmup + self.seconds
 
     @property
+    def time_scale(self) -> float:
+        """How many times faster than real time the trace is replayed."""
+        if self.speedup is not None:
+            return float(self.speedup)
+        return min(DEFAULT_SPEEDUP, max(1.0, DEFAULT_SPEEDUP / self.scale))
+
+    def wall(self, trace_seconds: float) -> float:
+        """Real seconds that ``trace_seconds`` of trace take in a run."""
+        return trace_seconds / self.time_scale
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The runs, in order: ``naive``, ``ttl-fix``, then ``lowtide/<mode>`` per mode."""
+        return ("naive", "ttl-fix", *(f"lowtide/{m}" for m in self.invalidation))
+
+    @property
     def naive_gets_per_min(self) -> float:
         """GETs per minute the incident's code spends on this workload."""
         return self.scale * (
             2 * self.cache_ops_per_min + self.webhooks_per_min + 2 * self.calls_per_min
         )
+
+    def failing(self, connector: str, t: float) -> bool:
+        """True when ``connector`` is down at trace time ``t``."""
+        if connector != self.failing_connector or self.seconds <= 0:
+            return False
+        fraction = (t - self.warmup) / self.seconds
+        return self.failing_from <= fraction < self.failing_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +148,11 @@ class Trace:
     def save(self, path: Path) -> None:
         """Write the trace as JSON."""
         data = {
-            "config": {**asdict(self.config), "connectors": list(self.config.connectors)},
+            "config": {
+                **asdict(self.config),
+                "connectors": list(self.config.connectors),
+                "invalidation": list(self.config.invalidation),
+            },
             "events": [asdict(e) for e in self.events],
             "directory": self.directory,
             "history": self.history,
@@ -116,6 +165,7 @@ class Trace:
         data: dict[str, Any] = json.loads(path.read_text())
         cfg = dict(data["config"])
         cfg["connectors"] = tuple(cfg["connectors"])
+        cfg["invalidation"] = tuple(cfg["invalidation"])
         return cls(
             DemoConfig(**cfg),
             [Event(**e) for e in data["events"]],

@@ -1,0 +1,117 @@
+"""``lowtide demo``'s output with no server: the results table through a real 80-column
+console, and the plain progress lines printed when output is not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from lowtide.cli.demo import PlainProgress, render_demo
+from lowtide.demo import DemoConfig, DemoResult, LowerBound, ProgressEvent, StrategyResult
+
+
+def _result(name: str, billed: float, *, scale: float = 1.0) -> StrategyResult:
+    mode = name.partition("/")[2] or None
+    bound = LowerBound(mode or "tracking", 600.0, 81, 1543, 55, 1438, 60 if mode == "pubsub" else 0)
+    return StrategyResult(
+        name=name,
+        seconds=600.0,
+        commands={"get": int(billed / 144)},
+        gets_per_day=billed * 0.75,
+        commands_per_day=billed,
+        billed_per_day=billed,
+        usd_per_month=billed * 30 * 0.2 / 100_000,
+        hit_ratio=1.0,
+        local_hit_ratio=0.911 if mode else 0.0,
+        reads=int(4980 * scale),
+        stale_reads=int(3 * scale),
+        stale_beyond_bound=0,
+        max_staleness_s=0.012,
+        p99_staleness_s=0.0,
+        overshoot=0 if mode else int(141 * scale),
+        admitted=int(1691 * scale),
+        db_queries=10,
+        errors={},
+        reduction_vs_naive=None if name == "naive" else 0.5,
+        invalidation=mode,
+        lower_bound=bound.to_dict() if mode else None,
+        bound_ratio=billed / bound.per_day if mode else None,
+        attribution={"limiter incrby": 1993, "cache get": 2159} if mode else {},
+    )
+
+
+def _demo(scale: float) -> DemoResult:
+    runs = {"naive": 2.83e6, "ttl-fix": 2.09e6, "lowtide/tracking": 9.9e5, "lowtide/pubsub": 1.2e6}
+    return DemoResult(
+        config=DemoConfig(scale=scale),
+        strategies={n: _result(n, b * scale, scale=scale) for n, b in runs.items()},
+        bounds={},
+        naive_gets_per_day_model=2_196_000 * scale,
+        events=100,
+    )
+
+
+def _render(result: DemoResult) -> str:
+    out = io.StringIO()
+    render_demo(result, Console(file=out, width=80, color_system=None, emoji=False))
+    return out.getvalue()
+
+
+def test_the_table_fits_80_columns_one_line_per_row_at_every_scale() -> None:
+    for scale in (1.0, 100.0):
+        text = _render(_demo(scale))
+        lines = text.splitlines()
+        assert max(len(line) for line in lines) <= 80
+        labels = ("billed commands/day", "$/month", "lowtide / bound", "stale", "over the limit")
+        for label in labels:
+            (row,) = [line for line in lines if line.strip().startswith(label)]
+            assert len(row.split()) >= len(label.split()) + 4  # four values on the same line
+        assert "cache hit ratio" not in text
+        assert "reads in process" in text
+
+
+def test_the_table_says_lowtide_over_its_bound_for_each_mode() -> None:
+    lines = _render(_demo(1.0)).splitlines()
+    (row,) = [line for line in lines if line.strip().startswith("lowtide / bound")]
+    tracking = 9.9e5 / LowerBound("tracking", 600.0, 81, 1543, 55, 1438).per_day
+    pubsub = 1.2e6 / LowerBound("pubsub", 600.0, 81, 1543, 55, 1438, 60).per_day
+    assert row.split()[-2:] == [f"{tracking:.2f}x", f"{pubsub:.2f}x"]
+    (naive_vs,) = [line for line in lines if line.strip().startswith("vs naive")]
+    assert naive_vs.split()[2] == "-"  # naive is not compared with itself
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_prints_lines_as_it_goes_with_a_timer_per_run() -> None:
+    clock, lines = FakeClock(), []
+    progress = PlainProgress(lines.append, machines=4, clock=clock)
+    progress(ProgressEvent("naive", "setup"))
+    for t in range(0, 601, 50):
+        clock.now += 2.5
+        progress(ProgressEvent("naive", "warm-up", float(t), 600.0))
+    for t in range(0, 601, 50):
+        clock.now += 2.5
+        progress(ProgressEvent("naive", "measuring", float(t), 600.0))
+    clock.now += 1
+    progress(ProgressEvent("naive", "done", result=_result("naive", 2.83e6)))
+    clock.now += 5
+    progress(ProgressEvent("lowtide/pubsub", "setup"))
+    assert lines[0] == "[0:00:00] naive: setting up 4 machines"
+    warm = [line for line in lines if "warm-up (not measured)" in line]
+    measuring = [line for line in lines if "measuring" in line]
+    # one line per quarter of each phase, not one per reading
+    assert [line.split(": ", 2)[-1] for line in warm] == [
+        f"{t} of 600 s of trace" for t in (0, 150, 300, 450, 600)
+    ]
+    assert len(measuring) == 5
+    assert measuring[0].endswith("measuring: 0 of 600 s of trace")
+    assert lines[-2] == "[0:01:06] naive: done in 0:01:06, 2,830,000 billed commands/day"
+    # the next run's clock starts when that run starts
+    assert lines[-1] == "[0:00:00] lowtide pub/sub: setting up 4 machines"
