@@ -333,7 +333,8 @@ class DropInEngine:
     async def _read_many(
         self, client: DropInRedis, plan: Plan, args: tuple[Any, ...], options: dict[str, Any]
     ) -> Any:
-        """MGET or EXISTS of several keys, answered key by key."""
+        """MGET or EXISTS of several keys, answered key by key: the keys L1 does not hold are
+        read (one MGET; one EXISTS each, as a sum cannot be split) and kept."""
         raws = [self._held(k, s, stale=False) for k, s in zip(plan.keys, plan.sigs, strict=True)]
         if all(r is not _MISSING for r in raws):
             return await client.lt_shape(args, copy_reply(_assemble(plan, raws)), options)
@@ -341,22 +342,34 @@ class DropInEngine:
         why = self._refusal()
         if why is not None:
             return await self._fallback(client, plan, args, options, why)
+        pairs = zip(plan.keys, raws, strict=True)
+        missing = list(dict.fromkeys(k for k, r in pairs if r is _MISSING))
+        nd = plan.sigs[0][0]
         try:
-            if plan.command == "EXISTS":  # a sum cannot be split: sent as given, not kept
-                return await client.lt_send(args, options)
-            pairs = zip(plan.keys, raws, strict=True)
-            missing = list(dict.fromkeys(k for k, r in pairs if r is _MISSING))
-            nd = plan.sigs[0][0]
-            sub = Plan("MGET", tuple(missing), tuple((nd, "MGET", k) for k in missing))
-            sub_options = {**options, "keys": missing}
-            fetched = await self._fetch(client, sub, ("MGET", *missing), sub_options)
+            if plan.command == "EXISTS":  # a sum cannot be split: one EXISTS per missing key
+                fetched = await asyncio.gather(
+                    *(
+                        self._fetch(
+                            client,
+                            Plan("EXISTS", (k,), ((nd, "EXISTS", k),)),
+                            ("EXISTS", _wire(k)),
+                            {**options, "keys": (_wire(k),)},
+                        )
+                        for k in missing
+                    )
+                )
+            else:
+                sub = Plan("MGET", tuple(missing), tuple((nd, "MGET", k) for k in missing))
+                sub_options = {**options, "keys": [_wire(k) for k in missing]}
+                wire = [_wire(k) for k in missing]
+                fetched = await self._fetch(client, sub, ("MGET", *wire), sub_options)
         except Exception as exc:
             if client.lt_unavailable(exc) and not isinstance(exc, DropInUnavailable):
                 return await self._fallback(client, plan, args, options, exc)
             raise
         got = dict(zip(missing, fetched, strict=True))
         full = [got[k] if r is _MISSING else r for k, r in zip(plan.keys, raws, strict=True)]
-        return await client.lt_shape(args, copy_reply(full), options)
+        return await client.lt_shape(args, copy_reply(_assemble(plan, full)), options)
 
     def _fill(self, key: str, replies: dict[Sig, Any], sent: float) -> None:
         size = sum(reply_size(r, self._max_reply) for r in replies.values())
@@ -446,6 +459,11 @@ class DropInEngine:
         self._unsubscribe.clear()
         self._flights.clear()
         await self._tasks.aclose()
+
+
+def _wire(key: str) -> bytes:
+    """A held key back as the bytes it was on the wire."""
+    return key.encode("utf-8", "surrogateescape")
 
 
 def _equivalents(plan: Plan, i: int, raw: Any) -> dict[Sig, Any]:
