@@ -268,8 +268,8 @@ def _decorate(
         raise ConfigError(f"cache {cache.name!r} is shared (per_tenant=False): no tenant=")
     if tags and not cache.options.purgeable:
         raise ConfigError(f"tags need a purgeable cache: lt.cache({cache.name!r}, purgeable=True)")
-    _register(cache, fn_id, fn)
     binder = _Binder(fn, escape(fn_id), key=key, tenant=tenant, tags=tags, exclude=exclude)
+    _register(cache, fn_id, inspect.unwrap(fn))
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
