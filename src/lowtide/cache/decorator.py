@@ -167,6 +167,9 @@ class _Binder:
         self._keep = [p.name for p in params if p.name not in exclude]
         self._simple = all(p.kind in _POSITIONAL for p in params) and not exclude
         self._arity = len(params)
+        positional = [p.name for p in params if p.kind in _POSITIONAL]
+        #: where a positional tenant parameter sits (a fast path; None: bind the call)
+        self._tenant_at = positional.index(tenant) if tenant in positional else None
 
     def _values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = self._sig.bind(*args, **kwargs)
@@ -196,7 +199,13 @@ class _Binder:
             return None
         if callable(selector):
             return selector(*args, **kwargs)
-        value = self._values(args, kwargs).get(selector)
+        at = self._tenant_at
+        if selector in kwargs:
+            value = kwargs[selector]
+        elif at is not None and at < len(args):
+            value = args[at]
+        else:
+            value = self._values(args, kwargs).get(selector)
         if value is not None and not isinstance(value, str):
             raise TypeError(f"tenant parameter {selector!r} is {type(value).__name__}, not str")
         return value

@@ -163,6 +163,7 @@ class DropInEngine:
             client.lt_encode,
             never_decode=client.lt_never_decode(options),
             newline_ok=self._newline_ok(),
+            utf8=client.lt_utf8,
         )
         if plan is not None:
             if len(plan.keys) == 1:

@@ -236,6 +236,8 @@ _KEYLESS: Final = frozenset(
         "CLUSTER",
     }
 )
+#: a str key this long is within MAX_KEY_BYTES whatever its characters (4 bytes each at most)
+_SHORT: Final = MAX_KEY_BYTES // 4
 _ID = re.compile(r"^[0-9a-fA-F-]{16,}$")
 _SEGMENT_END = re.compile(r"[:/|.{}]")
 
@@ -314,11 +316,17 @@ class Prefixes:
         self.component = component
         self._families: dict[str, str] = {}
 
-    def cached_key(self, arg: Any, encode: Encode, *, newline_ok: bool) -> str | None:
+    def cached_key(
+        self, arg: Any, encode: Encode, *, newline_ok: bool, utf8: bool = False
+    ) -> str | None:
         """The key ``arg`` names if its reply may be held (under a prefix, not too long, and
-        without a newline unless ``newline_ok``), else None."""
-        if isinstance(arg, str) and not arg.startswith(self._str):
-            return None
+        without a newline unless ``newline_ok``), else None. ``utf8``: the client encodes
+        ``str`` as strict UTF-8, so a ``str`` is its own wire form (no encoding needed)."""
+        if isinstance(arg, str):
+            if not arg.startswith(self._str):
+                return None
+            if utf8 and len(arg) <= _SHORT:
+                return arg if newline_ok or "\n" not in arg else None
         b = encode(arg)
         if not b.startswith(self._bytes) or len(b) > MAX_KEY_BYTES:
             return None
@@ -327,7 +335,13 @@ class Prefixes:
         return _text(b)
 
     def plan(
-        self, args: Sequence[Any], encode: Encode, *, never_decode: bool, newline_ok: bool
+        self,
+        args: Sequence[Any],
+        encode: Encode,
+        *,
+        never_decode: bool,
+        newline_ok: bool,
+        utf8: bool = False,
     ) -> Plan | None:
         """The :class:`Plan` of ``args``, or None when the reply may not be held."""
         command = command_of(args)
@@ -336,16 +350,18 @@ class Prefixes:
         if command in MULTI_KEY:
             keys: list[str] = []
             for arg in args[1:]:
-                k = self.cached_key(arg, encode, newline_ok=newline_ok)
+                k = self.cached_key(arg, encode, newline_ok=newline_ok, utf8=utf8)
                 if k is None:
                     return None
                 keys.append(k)
             sigs = tuple((never_decode, command, k) for k in keys)
             return Plan(command, tuple(keys), sigs)
-        key = self.cached_key(args[1], encode, newline_ok=newline_ok)
+        key = self.cached_key(args[1], encode, newline_ok=newline_ok, utf8=utf8)
         if key is None:
             return None
-        rest = tuple(_text(bytes(encode(a))) for a in args[2:])
+        rest = tuple(
+            a if utf8 and isinstance(a, str) else _text(bytes(encode(a))) for a in args[2:]
+        )
         return Plan(command, (key,), ((never_decode, command, key, *rest),))
 
     def touched(self, args: Sequence[Any], encode: Encode) -> list[str]:

@@ -91,6 +91,9 @@ class DropInRedis(Redis):
         #: made by :meth:`client`, which share it
         self.auto_close_connection_pool = owns_pool
         self.lt_engine = lowtide_engine
+        self._lt_encoder: Any = _encoder(self)
+        #: ``str`` arguments go on the wire as strict UTF-8 (their own key form)
+        self.lt_utf8 = _is_utf8(self._lt_encoder)
         #: while a MULTI block or a WATCH is open on this single-connection client: the cached
         #: keys its queued commands may change (None: no such block)
         self.lt_direct: list[str] | None = None
@@ -140,6 +143,8 @@ class DropInRedis(Redis):
 
     async def lt_shape(self, args: Sequence[Any], reply: Any, options: Mapping[str, Any]) -> Any:
         """What redis-py would have returned for ``args`` given the raw ``reply``."""
+        if args[0] not in self.response_callbacks:
+            return reply  # no callback: parse_response would return the reply as it is
         return await Redis.parse_response(self, cast(Any, _Replay(reply)), args[0], **options)
 
     async def lt_send_and_publish(
@@ -169,7 +174,7 @@ class DropInRedis(Redis):
 
     def lt_encode(self, arg: Any) -> bytes:
         """``arg`` as the bytes redis-py puts on the wire."""
-        return _encode(self, arg)
+        return bytes(self._lt_encoder.encode(arg))
 
     @staticmethod
     def lt_never_decode(options: Mapping[str, Any]) -> bool:
@@ -182,9 +187,14 @@ class DropInRedis(Redis):
         return isinstance(exc, _UNAVAILABLE)
 
 
-def _encode(client: Redis, arg: Any) -> bytes:
+def _is_utf8(encoder: Any) -> bool:
+    encoding = str(getattr(encoder, "encoding", "")).lower().replace("_", "-")
+    return encoding in ("utf-8", "utf8") and getattr(encoder, "encoding_errors", "") == "strict"
+
+
+def _encoder(client: Redis) -> Any:
     get: Callable[[], Any] = client.get_encoder
-    return bytes(get().encode(arg))
+    return get()
 
 
 class DropInPipeline(Pipeline):
@@ -201,6 +211,7 @@ class DropInPipeline(Pipeline):
     ) -> None:
         super().__init__(connection_pool, response_callbacks, transaction, shard_hint)
         self.lt_engine = engine
+        self._lt_encoder: Any = _encoder(self)
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Run every queued command (see redis-py)."""
@@ -235,4 +246,4 @@ class DropInPipeline(Pipeline):
 
     def lt_encode(self, arg: Any) -> bytes:
         """``arg`` as the bytes redis-py puts on the wire."""
-        return _encode(self, arg)
+        return bytes(self._lt_encoder.encode(arg))
