@@ -188,6 +188,15 @@ def outcome(report: str) -> dict[str, int]:
     return counts
 
 
+def failures(report: str) -> list[str]:
+    """The test ids a pytest report lists as FAILED or ERROR."""
+    return [
+        line.split(" ", 1)[1].split(" - ")[0].split("::", 1)[-1]
+        for line in report.splitlines()
+        if line.startswith(("FAILED", "ERROR"))
+    ]
+
+
 def run(tests: Path, url: str, args: list[str], stats: Path | None) -> tuple[dict[str, int], str]:
     env = dict(os.environ)
     if stats is not None:
@@ -245,16 +254,12 @@ def main() -> int:
         baseline_conftest = (tests / "test_asyncio" / "conftest.py").read_text()
         selected = selection(opts.all)
         with ValkeyServer() as server:
-            plain, _ = run(tests, server.url, selected, None)
+            plain, plain_report = run(tests, server.url, selected, None)
             (tests / "test_asyncio" / "conftest.py").write_text(baseline_conftest + SHIM)
             stats_file = work / "stats.json"
             dropin, report = run(tests, server.url, selected, stats_file)
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        failed = [
-            line.split(" ", 1)[1].split(" - ")[0]
-            for line in report.splitlines()
-            if line.startswith(("FAILED", "ERROR"))
-        ]
+        failed, plain_failed = failures(report), failures(plain_report)
         result = {
             "redis_py": version,
             "selection": "all of test_commands.py" if opts.all else "tests of cached commands",
@@ -263,7 +268,9 @@ def main() -> int:
             "reads_answered_twice": stats.get("reads_twice", 0),
             "second_answer_from_process_memory": stats.get("served_from_l1", 0),
             "held_answer_differed": stats.get("mismatches", 0),
-            "drop_in_failures": failed,
+            "failed_only_with_drop_in": sorted(set(failed) - set(plain_failed)),
+            "failed_only_with_plain_redis_py": sorted(set(plain_failed) - set(failed)),
+            "failed_with_both": sorted(set(failed) & set(plain_failed)),
         }
         print(json.dumps(result, indent=2))
         if opts.json:
