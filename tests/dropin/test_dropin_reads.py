@@ -45,19 +45,26 @@ READS: list[tuple[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("decode", [False, True], ids=["bytes", "decoded"])
+@pytest.mark.parametrize(
+    ("decode", "protocol"),
+    [(False, 2), (True, 2), (True, 3)],
+    ids=["bytes", "decoded", "decoded-resp3"],
+)
 async def test_reads_of_unchanged_keys_cost_no_command_after_the_first(
-    lowtide_fresh_server: ValkeyServer, decode: bool
+    lowtide_fresh_server: ValkeyServer, decode: bool, protocol: int
 ) -> None:
     server = lowtide_fresh_server
     await seed(server.url)
-    direct = plain(server.url, decode_responses=decode)
-    async with dropin(server.url, decode_responses=decode) as (lt, r):
+    direct = aredis.Redis.from_url(
+        server.url, protocol=protocol, driver_info=None, decode_responses=decode
+    )
+    async with dropin(server.url, decode_responses=decode, protocol=protocol) as (lt, r):
         for name, read in READS:
             expected = await read(direct)
             before = server_commands(server)
             answers = [await read(r) for _ in range(100)]
             sent = changes(before, server_commands(server), minus={"info": 1})
+            sent.pop("hello", None)  # RESP3: the first connection's handshake (checked below)
             # one command reached the server for 100 reads; the rest came from L1 (EXISTS of 3
             # keys: one per key it did not hold, as a sum cannot be split; the GET of d:s
             # already told it that d:s exists)
@@ -65,8 +72,11 @@ async def test_reads_of_unchanged_keys_cost_no_command_after_the_first(
             assert all(a == expected for a in answers), (name, answers[-1], expected)
             assert type(answers[-1]) is type(expected), name
         hits = ledger_commands(lt, component="app")
+        handshake = ledger_commands(lt, component="connection")
     await direct.aclose()
     assert sum(hits.values()) == len(READS) + 1
+    # RESP3 only when asked for: one HELLO per connection (the default sends none)
+    assert set(handshake) == ({"hello"} if protocol == 3 else set())
 
 
 async def test_answers_are_private_copies(lowtide_url: str) -> None:
