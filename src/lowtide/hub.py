@@ -10,9 +10,10 @@ Redis and the mode machine (distributed / degraded / suspended / local) live in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -23,6 +24,7 @@ from lowtide.clock import Clock, SystemClock
 from lowtide.codec import Codec
 from lowtide.connectivity import Connectivity, ModeListener
 from lowtide.control import FleetSwitch
+from lowtide.dropin import DropInEngine, DropInRedis, drop_in
 from lowtide.errors import ConfigError, LowtideError
 from lowtide.fleet import Fleet
 from lowtide.fleetview import FleetPublisher
@@ -88,6 +90,8 @@ class Lowtide:
         self._quotas: Quotas | None = None
         self._publisher: FleetPublisher | None = None
         self._switch: FleetSwitch | None = None
+        #: drop-in clients made by :meth:`redis`, closed with the hub
+        self._dropins: list[tuple[DropInRedis, DropInEngine]] = []
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -264,6 +268,10 @@ class Lowtide:
         for breaker, _ in self._breakers.values():
             await breaker.aclose()
         await self._registry.aclose()
+        for client, engine in self._dropins:
+            await engine.aclose()
+            with contextlib.suppress(Exception):
+                await client.aclose(close_connection_pool=True)
         for job in (self._fleet, self._publisher, self._switch, self._invalidations):
             if job is not None:
                 await job.aclose()
@@ -327,6 +335,44 @@ class Lowtide:
             if given.get(field) is None:
                 given[field] = defaults[field]
         return self._registry.cache(name, CacheOptions(**given), component="cache", codec=codec)
+
+    def redis(
+        self,
+        cache_prefixes: Iterable[str] = (),
+        *,
+        component: str = "app",
+        max_staleness: float | None = None,
+        local_ttl: float | None = None,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        **redis_options: Any,
+    ) -> DropInRedis:
+        """A drop-in ``redis.asyncio.Redis`` on this hub's server (see docs/dropin.md).
+
+        Reads of keys under ``cache_prefixes`` (GET, MGET, HGET, HGETALL, SMEMBERS, LRANGE,
+        ZRANGE, ...) are answered from process memory with the tiered cache's push
+        invalidation and staleness bound (``max_staleness``, default the hub's; ``local_ttl``
+        caps a copy's life, default ``max_staleness``); everything else goes to Redis as
+        redis-py sends it. Every command is in the ledger under ``component``. Other keyword
+        arguments are redis-py's (``decode_responses``, ``socket_timeout``, ...); options
+        naming another server or database are refused. Create it before :meth:`start` when
+        you can: made later, it restarts the invalidation listener once (1-2 s without
+        process memory) so the server tracks its prefixes.
+        """
+        if self._closed:
+            raise LowtideError("this hub was closed; create a new one")
+        client, engine = drop_in(
+            self,
+            cache_prefixes,
+            component=component,
+            max_staleness=max_staleness,
+            local_ttl=local_ttl,
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+            redis_options=redis_options,
+        )
+        self._dropins.append((client, engine))
+        return client
 
     def rate_limiter(
         self, name: str, limit: int, per: float, **options: Unpack[LimiterKwargs]
@@ -397,6 +443,9 @@ class Lowtide:
         for cache in self._registry:
             if cache.stats.hits:
                 out[cache.component] = out.get(cache.component, 0) + cache.stats.hits
+        for _, engine in self._dropins:
+            if engine.stats.hits:
+                out[engine.component] = out.get(engine.component, 0) + engine.stats.hits
         decided = sum(
             max(0, lim.stats["decisions"] - lim.stats["reservations"])
             for lim, _ in self._limiters.values()
@@ -412,7 +461,7 @@ class Lowtide:
             settings=self._settings,
             link=self._link.status(),
             invalidation=None if inv is None else inv.info(),
-            caches=self._registry.info(),
+            caches=self._registry.info() + [engine.info() for _, engine in self._dropins],
             saved=self.saved(),
             ledger=self.ledger.totals(),
         )

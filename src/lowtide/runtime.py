@@ -14,7 +14,7 @@ Redis gateway); the listener and the fleet appear here as small protocols of the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ class InvalidationFeed(Protocol):
 
     def when_subscribed(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` each time the listener is (re)subscribed (before a self-test)."""
+
+    def track(self, prefixes: Sequence[str]) -> None:
+        """Also track keys under ``prefixes`` (keys lowtide does not build itself)."""
 
     def begin(self, key: str) -> tuple[int, int]:
         """Race guard: a command on ``key`` is about to be sent."""

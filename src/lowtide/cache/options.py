@@ -42,6 +42,9 @@ class CacheOptions:
     per_tenant: bool = True
     #: misses of one tenant's keys issued in the same event-loop turn share one MGET
     batch_reads: bool = True
+    #: enables ``purge()``, ``purge_tag()`` and ``tags=`` (values carry a stamp; the first L2
+    #: read per process costs 2 more commands, see :mod:`lowtide.cache.purge`)
+    purgeable: bool = False
 
     def __post_init__(self) -> None:
         seconds("ttl", self.ttl)
@@ -74,6 +77,7 @@ class CacheKwargs(TypedDict, total=False):
     max_value_bytes: int
     per_tenant: bool
     batch_reads: bool
+    purgeable: bool
 
 
 @dataclass(slots=True)

@@ -161,6 +161,16 @@ class L1Store:
             return True
         return False
 
+    def drop_tenant(self, tenant: str | None) -> int:
+        """Remove every entry of ``tenant``; returns how many there were."""
+        usage = self._usage.get(tenant)
+        if usage is None:
+            return 0
+        keys = list(usage.keys)
+        for key in keys:
+            self._remove(key)
+        return len(keys)
+
     def _remove(self, key: Key) -> None:
         entry = self.map.pop(key)
         self.bytes -= entry.size

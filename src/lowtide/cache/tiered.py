@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lowtide._listeners import Listeners
 from lowtide._validate import seconds
+from lowtide.cache.decorator import Decorating
 from lowtide.cache.flight import SingleFlight, SoftTimeout
 from lowtide.cache.freshness import (
     answer,
@@ -50,8 +51,10 @@ from lowtide.cache.freshness import (
 from lowtide.cache.l1 import L1
 from lowtide.cache.l2 import L2, Guarded
 from lowtide.cache.options import CacheOptions, CacheStats
+from lowtide.cache.purge import Purges, Purging, stamped
 from lowtide.cache.store import ABSENT, LOADED_NONE, Key
 from lowtide.cache.values import Values
+from lowtide.cache.views import LocalViews
 from lowtide.codec import Codec, JsonCodec
 from lowtide.context import _tenant
 from lowtide.errors import LowtideError, RedisCommandError, RedisUnavailable, SerializationError
@@ -67,8 +70,12 @@ log = logging.getLogger("lowtide.cache")
 Loader = Callable[[], Awaitable[Any]]
 
 
-class Cache:
-    """A named, tenant-namespaced tiered cache. Create it with :meth:`Lowtide.cache`."""
+class Cache(LocalViews, Purging, Decorating):
+    """A named, tenant-namespaced tiered cache. Create it with :meth:`Lowtide.cache`.
+
+    ``purge``/``purge_tag`` come from :mod:`~lowtide.cache.purge`, ``cached`` from
+    :mod:`~lowtide.cache.decorator`, the L1-only views (``peek``, ``info``, ...) from
+    :mod:`~lowtide.cache.views`."""
 
     def __init__(
         self,
@@ -95,6 +102,9 @@ class Cache:
             options, self.stats, now=self._now, tracking_keepalive=self._l2.tracking_keepalive
         )
         self._store = self._l1.store
+        self._purge = (
+            Purges(hub, component, name, options, self._store) if options.purgeable else None
+        )
         #: encoding, the size limit both ways, and keys whose L2 value could not be read
         self._values = Values(
             self.codec,
@@ -146,8 +156,10 @@ class Cache:
         *,
         ttl: float | None = None,
         tenant: str | None = None,
+        tags: Sequence[str] = (),
     ) -> Any:
-        """The value of ``key``, loading it with ``await loader()`` on a miss.
+        """The value of ``key``, loading it with ``await loader()`` on a miss (stored with
+        ``tags`` in a purgeable cache).
 
         Concurrent callers of one key in this process share one L2 read and one loader call.
         A loader returning ``None`` is remembered for ``negative_ttl`` (not written to L2).
@@ -165,7 +177,7 @@ class Cache:
             if e.refresh_at <= now and k not in self._loads:
                 e.refresh_at = math.inf
                 self.stats.refreshes += 1
-                self._loads.in_background(k, lambda: self._load(k, loader, ttl, refresh=True))
+                self._loads.in_background(k, lambda: self._load(k, loader, ttl, True, tags))
             value = e.value
             return None if value is LOADED_NONE else value
         k = (self._check_tenant(tenant), key)
@@ -174,15 +186,22 @@ class Cache:
         self.stats.misses += 1  # not fresh in L1 (hit-ratio dashboards count these)
         try:
             return await self._loads.join(
-                k, lambda: self._load(k, loader, ttl, refresh=False), soft=True
+                k, lambda: self._load(k, loader, ttl, False, tags), soft=True
             )
         except SoftTimeout as slow:
             return slow.value
 
     async def set(
-        self, key: str, value: Any, *, ttl: float | None = None, tenant: str | None = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        tenant: str | None = None,
+        tags: Sequence[str] = (),
     ) -> None:
-        """Store ``value``: 1 SET (+1 PUBLISH in backplane mode), then L1.
+        """Store ``value``: 1 SET (+1 PUBLISH in backplane mode), then L1 (``tags``: see
+        :meth:`purge_tag`, purgeable caches only).
 
         Unserializable or oversized values raise (:class:`SerializationError`,
         :class:`ValueTooLarge`) and change nothing. While Redis is unavailable the value is
@@ -191,7 +210,7 @@ class Cache:
         k = (self._check_tenant(tenant), key)
         rk = self._l2.key(k)
         ttl = self._ttl(ttl)
-        payload = self._values.encode(value)
+        payload = stamped(self._values, self._purge, k, value, tags, ttl)
         await self._write(k, rk, value, payload, ttl)
 
     async def delete(self, key: str, *, tenant: str | None = None) -> None:
@@ -234,6 +253,8 @@ class Cache:
             return out
         sent = self._now()
         try:
+            if self._purge is not None:
+                await self._purge.ready(t)
             replies, seens = await self._l2.mget(t, rks)
         except RedisUnavailable:
             for key in missing:
@@ -245,7 +266,12 @@ class Cache:
         return out
 
     async def set_many(
-        self, items: Mapping[str, Any], *, ttl: float | None = None, tenant: str | None = None
+        self,
+        items: Mapping[str, Any],
+        *,
+        ttl: float | None = None,
+        tenant: str | None = None,
+        tags: Sequence[str] = (),
     ) -> None:
         """Store several values in one round trip (1 SET each, +1 PUBLISH in backplane mode).
 
@@ -254,7 +280,12 @@ class Cache:
         t = self._check_tenant(tenant)
         ttl = self._ttl(ttl)
         prepared = [
-            ((t, key), self._l2.key((t, key)), value, self._values.encode(value))
+            (
+                (t, key),
+                self._l2.key((t, key)),
+                value,
+                stamped(self._values, self._purge, (t, key), value, tags, ttl),
+            )
             for key, value in items.items()
         ]
         if not prepared:
@@ -275,50 +306,6 @@ class Cache:
                 return
         for k, _, value, payload in prepared:
             self._l1.fill(k, value, len(payload), ttl, echo=0)
-
-    def peek(self, key: str, *, tenant: str | None = None) -> Any:
-        """The fresh L1 value of ``key``, or None: never sends a command."""
-        e = self._map_get((self._check_tenant(tenant), key))
-        if e is None or not is_fresh(e, self._store.epoch, self._now()):
-            return None
-        return answer(e.value)
-
-    def local_delete(self, key: str, *, tenant: str | None = None) -> bool:
-        """Drop ``key`` from this process's L1 only (0 commands); True if it was there."""
-        k = (self._check_tenant(tenant), key)
-        self._values.forget(k)
-        return self._store.drop(k)
-
-    def clear_local(self) -> None:
-        """Drop every L1 entry of this cache in this process (0 commands)."""
-        self._store.clear()
-
-    def info(self) -> dict[str, Any]:
-        """Size, bounds and counters of this cache (for health and metrics)."""
-        return {
-            "name": self.name,
-            "component": self.component,
-            "entries": len(self._store),
-            "bytes": self._store.bytes,
-            "tenants": self._store.tenants,
-            "evictions": self._store.evictions,
-            "max_entries": self.options.max_entries,
-            "max_bytes": self.options.max_bytes,
-            **self.stats.to_dict(),
-        }
-
-    def tenant_usage(self, tenant: str | None) -> tuple[int, int]:
-        """``(entries, bytes)`` this process holds in L1 for ``tenant``."""
-        return self._store.tenant_usage(tenant)
-
-    def watch(self, callback: Callable[[Key | None], None]) -> Callable[[], None]:
-        """Call ``callback((tenant, key))`` when a push says another writer changed a key, and
-        ``callback(None)`` when every entry was demoted (listener lost, flush, mode change).
-
-        Pushes for keys this process does not hold are reported too (tracking is by prefix);
-        the echo of this process's own write is not. Returns an unsubscribe function.
-        """
-        return self._watchers.add(callback)
 
     async def aclose(self) -> None:
         """Stop this cache's background refreshes (the hub calls it on close)."""
@@ -359,6 +346,8 @@ class Cache:
         refused = self._values.refused(k)
         if refused is not None:  # known unreadable: not downloaded again (see cache.values)
             raise refused
+        if self._purge is not None:
+            await self._purge.ready(k[0])
         sent = self._now()
         raw, seen = await self._l2.get(k[0], self._l2.key(k))
         return self._accept(k, raw, seen, sent)
@@ -376,11 +365,15 @@ class Cache:
                 self._l1.fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False, sent=sent)
             return False, None, 0.0
         try:
-            expires_ms, payload = self._values.unwrap(raw)  # refuses an oversized value
+            expires_ms, stamp, payload = self._values.open(raw)  # refuses an oversized value
             remaining = remaining_life(expires_ms, self._l2.wall(), self.options.ttl)
             if remaining <= 0:  # the writer's deadline passed (Redis has not expired it yet)
                 self.stats.l2_misses += 1
                 return False, None, 0.0
+            if self._purge is not None and self._purge.purged(k, stamp):
+                self.stats.l2_misses += 1  # purged: absent, but there to overwrite (-1)
+                self._store.drop(k)
+                return False, None, -1.0
             value = self._values.decode(payload)
         except SerializationError as exc:
             self._values.refuse(k, exc, remember=fill)
@@ -390,7 +383,9 @@ class Cache:
             self._l1.fill(k, value, len(payload), remaining, echo=0, sent=sent)
         return True, value, remaining
 
-    async def _load(self, k: Key, loader: Loader, ttl: float | None, *, refresh: bool) -> Any:
+    async def _load(
+        self, k: Key, loader: Loader, ttl: float | None, refresh: bool, tags: Sequence[str]
+    ) -> Any:
         lifetime = self._ttl(ttl)
         e = self._map_get(k)
         skip_l2 = (
@@ -413,9 +408,12 @@ class Cache:
                 and refresh_reloads(remaining, lifetime, eager_refresh=self.options.eager_refresh)
             ):
                 return value
-            if found:
+            if found or remaining < 0:
                 l2_empty = False
         rk = self._l2.key(k)
+        # a purge while the loader runs makes its value pre-purge: stamped as of now, not kept
+        purge, at_ms = self._purge, self._purge.write_time(k, tags) if self._purge else None
+        epoch = purge.epoch if purge else 0
         # did anyone write the key while the loader ran? then its value wins over ours
         guard = Guarded(self._l2.guard() if self._l2.open else None, (rk,))
         self.stats.loads += 1
@@ -436,11 +434,11 @@ class Cache:
                 )
             return None
         try:
-            payload = self._values.encode(value)
+            payload = stamped(self._values, purge, k, value, tags, lifetime, at_ms)
         except (LowtideError, TypeError):
             log.warning("cache %r: loader returned a value that cannot be cached", self.name)
             raise
-        if seen != 0:
+        if seen != 0 or (purge is not None and purge.epoch != epoch):
             return value  # a concurrent write (or a flush) happened: neither store nor keep
         try:
             await self._write(k, rk, value, payload, lifetime, only_if_absent=l2_empty)

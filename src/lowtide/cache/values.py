@@ -26,9 +26,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
+import lowtide.cache.stamps as stamps
 from lowtide._untrusted import Warnings
 from lowtide.cache.envelope import ENVELOPE_BYTES, unwrap
 from lowtide.cache.options import CacheOptions, CacheStats
+from lowtide.cache.stamps import MAX_STAMP_BYTES, Stamp
 from lowtide.cache.store import Key
 from lowtide.codec import Codec
 from lowtide.errors import SerializationError, ValueTooLarge
@@ -83,9 +85,10 @@ class Values:
         self._warnings = Warnings(log)
 
     # -- writes ---------------------------------------------------------------------------------
-    def encode(self, value: Any) -> bytes:
-        """The codec's bytes for ``value``; raises for None (TypeError), for what the codec
-        refuses (SerializationError) and above the limit (ValueTooLarge)."""
+    def encode(self, value: Any, stamp: bytes = b"") -> bytes:
+        """The codec's bytes for ``value`` (after ``stamp``, see :mod:`lowtide.cache.stamps`);
+        raises for None (TypeError), for what the codec refuses (SerializationError) and above
+        the limit (ValueTooLarge, which applies to the codec's bytes)."""
         if value is None:
             raise TypeError("None cannot be cached (it means 'no value'); use delete()")
         payload = self.codec.encode(value)
@@ -95,25 +98,44 @@ class Values:
                 size=len(payload),
                 limit=self.limit,
             )
-        return payload
+        return stamp + payload if stamp else payload
 
     # -- reads ----------------------------------------------------------------------------------
     def unwrap(self, raw: bytes) -> tuple[int, bytes]:
         """``(expires_ms, payload)`` of an L2 reply; ValueTooLarge above the limit (nothing
         decoded), SerializationError if it is not an envelope."""
+        return self._checked(raw, self.limit)
+
+    def open(self, raw: bytes) -> tuple[int, Stamp, bytes]:
+        """``(expires_ms, stamp, codec bytes)`` of an L2 reply: :meth:`unwrap` with the stamp
+        of a purgeable cache's value split off (:data:`~lowtide.cache.stamps.UNSTAMPED` when
+        there is none); the size limit applies to the codec bytes, checked before decoding."""
+        expires_ms, payload = self._checked(raw, self.limit + MAX_STAMP_BYTES)
+        stamp, at = stamps.parse(payload)
+        if len(payload) - at > self.limit:
+            self._too_large(len(payload) - at)
+        return expires_ms, stamp, payload[at:] if at else payload
+
+    def _checked(self, raw: bytes, limit: int) -> tuple[int, bytes]:
         size = len(raw) - ENVELOPE_BYTES
-        if size > self.limit:
-            self._stats.oversized += 1
-            raise ValueTooLarge(
-                f"value for {self.what} in Redis is {size} bytes encoded; the limit is "
-                f"{self.limit}: not decoded",
-                size=size,
-                limit=self.limit,
-            )
+        if size > limit:
+            self._too_large(size)
         return unwrap(raw)
 
+    def _too_large(self, size: int) -> None:
+        self._stats.oversized += 1
+        raise ValueTooLarge(
+            f"value for {self.what} in Redis is {size} bytes encoded; the limit is "
+            f"{self.limit}: not decoded",
+            size=size,
+            limit=self.limit,
+        )
+
     def decode(self, payload: bytes) -> Any:
-        """The codec's value for ``payload`` (SerializationError if it refuses it)."""
+        """The codec's value for ``payload`` (a stamp in front is skipped; SerializationError
+        if the codec refuses it)."""
+        if payload.startswith(stamps.MAGIC):
+            payload = payload[stamps.parse(payload)[1] :]
         return self.codec.decode(payload)
 
     def refuse(self, k: Key, exc: SerializationError, *, remember: bool) -> None:

@@ -110,6 +110,28 @@ class Invalidations:
         (also while the fleet is suspended); returns an unsubscribe function."""
         return self._on_subscribed.add(lambda _: callback())
 
+    def track(self, prefixes: Sequence[str]) -> None:
+        """Also track keys under ``prefixes``: keys lowtide does not build itself (the
+        drop-in client's ``cache_prefixes``); pushes for them reach subscribers like any other.
+
+        A prefix an already tracked one covers is skipped; one that covers tracked ones
+        replaces them (the server refuses overlapping prefixes). Prefixes under lowtide's
+        namespace are refused (ValueError). A session already running is restarted so the
+        server tracks the new prefixes (process memory is flushed, as on any reconnection).
+        """
+        own = f"{self._hub.settings.namespace}:"
+        changed = False
+        for p in prefixes:
+            if not p or p.startswith(own) or own.startswith(p):
+                raise ValueError(f"cannot track {p!r}: it overlaps lowtide's own keys")
+            if any(p.startswith(q) for q in self.prefixes):
+                continue
+            self.prefixes = [q for q in self.prefixes if not q.startswith(p)] + [p]
+            changed = True
+        if changed and self._conns:
+            self._lost("tracking new prefixes", expected=True)
+            self._close_conn()
+
     def info(self) -> dict[str, Any]:
         """Mode, health and counters (for health reports)."""
         listener = "subscribed" if self.healthy else "down"

@@ -1,0 +1,150 @@
+"""@cache.cached() on 4 hubs: one load for the fleet, single-flight, negative caching,
+fail-safe, tenants, invalidation and tags, as get_or_load does them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+
+from lowtide import ConfigError, Lowtide, TenantRequired, tenant_scope
+from lowtide.testing import changes, ledger_commands
+from tests.helpers import eventually
+
+
+@asynccontextmanager
+async def four(url: str) -> AsyncIterator[list[Lowtide]]:
+    async with AsyncExitStack() as stack:
+        hubs = [await stack.enter_async_context(Lowtide(url, instance=f"h{i}")) for i in range(4)]
+        for hub in hubs:
+            assert await hub.ready(10)
+        yield hubs
+
+
+async def test_four_hubs_share_one_load(lowtide_url: str) -> None:
+    loads: list[tuple[str, int]] = []
+    async with four(lowtide_url) as hubs:
+        fns = []
+        for hub in hubs:
+            users = hub.cache("users", purgeable=True)
+
+            @users.cached(ttl=60, tags=lambda user_id, **_: (f"user:{user_id}",))
+            async def get_user(user_id: int, *, full: bool = False) -> dict[str, Any]:
+                loads.append((str(user_id), int(full)))
+                return {"id": user_id, "full": full}
+
+            fns.append(get_user)
+        with tenant_scope("t1"):
+            assert await fns[0](7) == {"id": 7, "full": False}
+            for fn in fns[1:]:
+                assert await fn(7) == {"id": 7, "full": False}  # from Redis: no load
+                assert await fn(user_id=7, full=False) == {"id": 7, "full": False}  # same key
+            assert loads == [("7", 0)]
+            await fns[0](7)  # the loader's own copy came back as a push: read once more
+            before = [ledger_commands(h, component="cache") for h in hubs]
+            for fn in fns:
+                for _ in range(50):
+                    await fn(7)
+            after = [ledger_commands(h, component="cache") for h in hubs]
+            assert all(changes(b, a) == {} for b, a in zip(before, after, strict=True))
+            assert await fns[1](7, full=True) == {"id": 7, "full": True}  # another key
+            assert len(loads) == 2
+            # invalidate by arguments: every hub loads again once
+            await fns[2].invalidate(7)
+            for hub, fn in zip(hubs, fns, strict=True):
+                await eventually(
+                    lambda hub=hub: (
+                        hub.cache("users", purgeable=True).peek(fns[0].key(7), tenant="t1") is None
+                    ),
+                    within=1.0,
+                )
+                assert await fn(7) == {"id": 7, "full": False}
+            assert 3 <= len(loads) <= 6
+            # tags from the arguments: purge_tag drops them everywhere
+            n = len(loads)
+            await hubs[3].cache("users", purgeable=True).purge_tag("user:7")
+            assert await fns[0](7) == {"id": 7, "full": False}
+            assert len(loads) == n + 1
+
+
+async def test_single_flight_negative_caching_and_fail_safe(lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.ready(10)
+        c = lt.cache("lookups", max_staleness=0.2, ttl=0.2)
+        calls = 0
+        fail = False
+
+        @c.cached(tenant="org")
+        async def lookup(org: str, item: str) -> str | None:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.01)
+            if fail:
+                raise RuntimeError("upstream down")
+            return None if item == "missing" else f"{org}/{item}"
+
+        got = await asyncio.gather(*(lookup("acme", "x") for _ in range(50)))
+        assert got == ["acme/x"] * 50
+        assert calls == 1
+        assert await lookup("acme", "missing") is None
+        assert await lookup("acme", "missing") is None  # remembered: no second call
+        assert calls == 2
+        assert await lookup("globex", "x") == "globex/x"  # another tenant, another key
+        assert calls == 3
+        fail = True
+        await eventually(lambda: c.peek(lookup.key("acme", "x"), tenant="acme") is None)
+        assert await lookup("acme", "x") == "acme/x"  # fail-safe: the last good value
+        with pytest.raises(RuntimeError):
+            await lookup("initech", "x")  # nothing to fall back on
+
+
+async def test_tenants_and_misuse(lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        c = lt.cache("per-tenant")
+
+        @c.cached()
+        async def f(x: int) -> int:
+            return x * 2
+
+        with pytest.raises(TenantRequired):
+            await f(1)
+        with tenant_scope("t1"):
+            assert await f(2) == 4
+        shared = lt.cache("shared", per_tenant=False)
+        with pytest.raises(ConfigError, match="per_tenant=False"):
+            shared.cached(tenant="x")(f)
+        with pytest.raises(ConfigError, match="purgeable"):
+            c.cached(tags=("a",))(f)
+        with pytest.raises(TypeError, match="async"):
+            c.cached()(lambda: 1)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="no parameter"):
+            c.cached(exclude=("nope",))(f)
+
+        def factory(n: int) -> Any:
+            @c.cached()
+            async def made(x: int) -> int:
+                return x + n
+
+            return made
+
+        keep = factory(1)
+        with pytest.raises(ConfigError, match="name="):
+            factory(2)  # a second closure with the same qualified name: would share keys
+        assert keep is not None
+
+        class Repo:
+            @c.cached(exclude=("self",))
+            async def get(self, user_id: int) -> dict[str, int]:
+                return {"id": user_id}
+
+        with tenant_scope("t1"):
+            assert await Repo().get(3) == {"id": 3}
+
+        @shared.cached()
+        async def rates(day: str) -> float:
+            return 1.5
+
+        assert await rates("2024-01-01") == 1.5
