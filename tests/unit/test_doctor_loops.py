@@ -115,3 +115,16 @@ def test_counts_in_findings_agree_with_their_nouns() -> None:
     static = analyse(commands(40, 10, "config:flags"), 10)
     (finding,) = [f for f in static.findings if f.kind == "static_reads"]
     assert "40 reads of only 1 key and" in finding.detail
+
+
+def test_static_reads_under_lowtides_namespace_get_no_drop_in_advice() -> None:
+    from lowtide.doctor.analyze import analyse
+    from lowtide.doctor.monitor import Command
+
+    cmds = [Command(i * 0.01, 0, "c1", "get", ("lt:c:profiles:t1:k",)) for i in range(50)]
+    cmds += [Command(i * 0.01, 0, "c1", "get", ("discovery:slack:T024BE7LD",)) for i in range(50)]
+    cmds += [Command(i * 0.01, 0, "c1", "get", ("discovery:slack:T99XK2L4Q",)) for i in range(50)]
+    report = analyse(cmds, 1.0)
+    kinds = {(f.kind, f.family) for f in report.findings}
+    assert ("dropin", "discovery:slack:") in kinds
+    assert not any(f.kind == "dropin" and "lt:" in f.family for f in report.findings)

@@ -4,6 +4,8 @@ Findings (each with the key family and a plain-words detail):
 
 * ``amplification``: a family read in lock-step with another (the same connection reads family A
   right before most reads of family B): the incident's quota GET before every cache GET.
+* ``dropin``: the key prefixes of the static reads outside lowtide's namespace, merged: what to
+  pass as ``lt.redis(cache_prefixes=...)`` so the same client code reads them from memory.
 * ``static_reads``: the same few keys read again and again with no writes during the sample:
   an in-process cache would answer them with 0 commands.
 * ``background_loop``: a family arriving at a flat, regular rate: a poller or a loop, whatever
@@ -29,6 +31,7 @@ from typing import Any
 from lowtide.doctor.families import family_of
 from lowtide.doctor.loops import Loop, find_loop
 from lowtide.doctor.monitor import Command
+from lowtide.dropin.reads import minimal_prefixes
 from lowtide.errors import ConfigError
 from lowtide.ledger import profile_for_provider
 from lowtide.settings import PROVIDERS
@@ -171,9 +174,15 @@ def _loop_finding(fam: str, loop: Loop) -> Finding:
 
 
 def analyse(
-    commands: Iterable[Command], seconds: float, *, provider: str = "upstash", source: str = ""
+    commands: Iterable[Command],
+    seconds: float,
+    *,
+    provider: str = "upstash",
+    source: str = "",
+    namespace: str = "lt",
 ) -> Report:
-    """Attribute a command stream (MONITOR) to families and find what is worth fixing."""
+    """Attribute a command stream (MONITOR) to families and find what is worth fixing; keys
+    under ``namespace`` are lowtide's own and get no drop-in advice."""
     cmds = [c for c in commands if c.name not in ("monitor",)]
     seconds = max(seconds, 1e-6)
     by_command = Counter(c.name for c in cmds)
@@ -221,9 +230,18 @@ def analyse(
                     f"({n / seconds * _DAY:,.0f}/day). Count it locally or cache its verdict.",
                 )
             )
+    cacheable: list[str] = []
     for fam, reads in reads_by_family.most_common():
         distinct = len(keys_by_family[fam])
         if reads >= 20 and writes_by_family[fam] == 0 and distinct * 5 <= reads:
+            prefix = fam.split("*", 1)[0]
+            hint = ""
+            if prefix and not prefix.startswith(f"{namespace}:"):
+                cacheable.append(prefix)
+                hint = (
+                    f" Drop-in: lt.redis(cache_prefixes=({prefix!r},)) answers them from "
+                    "memory with the same client code."
+                )
             findings.append(
                 Finding(
                     "static_reads",
@@ -231,9 +249,19 @@ def analyse(
                     f"{reads} reads of only {_plural(distinct, 'key')} and no writes in "
                     f"{seconds:.0f}s: an "
                     f"in-process cache with push invalidation would answer them with 0 commands "
-                    f"({reads / seconds * _DAY:,.0f}/day).",
+                    f"({reads / seconds * _DAY:,.0f}/day).{hint}",
                 )
             )
+    if cacheable:
+        prefixes = minimal_prefixes(cacheable)
+        findings.append(
+            Finding(
+                "dropin",
+                ", ".join(prefixes),
+                f"prefixes worth caching in process: lt.redis(cache_prefixes={prefixes!r}) "
+                "(see docs/dropin.md)",
+            )
+        )
     for fam, stream in arrivals.items():
         loop = find_loop(sorted(stream))
         if loop is not None:
