@@ -19,11 +19,21 @@ def test_demo_runs_every_strategy_in_both_modes_and_writes_json_and_chart(
     out, chart = tmp_path / "demo.json", tmp_path / "demo.png"
     result = CliRunner().invoke(
         app,
-        ["demo", "--url", lowtide_server.url, *SMALL, "--json", str(out), "--chart", str(chart)],
+        [
+            "demo",
+            "--url",
+            lowtide_server.url,
+            *SMALL,
+            "--dropin",
+            "--json",
+            str(out),
+            "--chart",
+            str(chart),
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    runs = {"naive", "ttl-fix", "lowtide/tracking", "lowtide/pubsub"}
+    runs = {"naive", "ttl-fix", "dropin", "lowtide/tracking", "lowtide/pubsub"}
     assert set(data["strategies"]) == runs
     assert data["config"]["speedup"] == 30
     for s in data["strategies"].values():
@@ -52,6 +62,13 @@ def test_demo_runs_every_strategy_in_both_modes_and_writes_json_and_chart(
         bound = data["lower_bounds"][mode]
         assert 0 < bound["per_day"] < lt["billed_per_day"]  # a bound: lowtide cannot beat it
         assert lt["bound_ratio"] == lt["billed_per_day"] / bound["per_day"]
+    # the naive code on lt.redis(): same commands minus the reads answered from memory
+    dropin = data["strategies"]["dropin"]
+    assert dropin["gets_per_day"] < naive["gets_per_day"] / 2
+    assert dropin["billed_per_day"] < naive["billed_per_day"]
+    assert dropin["local_hit_ratio"] > 0
+    assert dropin["stale_beyond_bound"] == 0
+    assert dropin["attribution"]  # its commands are in its hub's ledger
     # pub/sub mode publishes every write; tracking needs no command for a push
     assert data["strategies"]["lowtide/pubsub"]["commands"].get("publish", 0) > 0
     assert data["strategies"]["lowtide/tracking"]["commands"].get("publish", 0) == 0
@@ -65,7 +82,7 @@ def test_demo_runs_every_strategy_in_both_modes_and_writes_json_and_chart(
     assert any(line.endswith("naive: setting up 2 machines") for line in lines)
     assert any("lowtide pub/sub: warm-up (not measured)" in line for line in lines)
     assert any("lowtide tracking: measuring" in line for line in lines)
-    assert sum(" done in " in line for line in lines) == 4
+    assert sum(" done in " in line for line in lines) == 5
     assert "Time compressed 30x" in result.output
     table = lines[lines.index(next(x for x in lines if x.startswith("Measured by"))) :]
     assert max(len(line) for line in table[:20]) <= 80

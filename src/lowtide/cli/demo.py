@@ -33,10 +33,15 @@ MODES = {"tracking": ("tracking",), "pubsub": ("pubsub",), "both": ("tracking", 
 _LABELS = {
     "naive": "naive",
     "ttl-fix": "ttl-fix",
+    "dropin": "drop-in\nlt.redis()",
     "lowtide/tracking": "lowtide\ntracking",
     "lowtide/pubsub": "lowtide\npub/sub",
 }
-_LONG = {"lowtide/tracking": "lowtide tracking", "lowtide/pubsub": "lowtide pub/sub"}
+_LONG = {
+    "dropin": "naive code on lt.redis()",
+    "lowtide/tracking": "lowtide tracking",
+    "lowtide/pubsub": "lowtide pub/sub",
+}
 
 
 def run_label(run: str, *, long: bool = False) -> str:
@@ -297,6 +302,10 @@ def demo(
     invalidation: Annotated[
         str, typer.Option(help="lowtide's invalidation mode(s): tracking, pubsub or both")
     ] = "both",
+    dropin: Annotated[
+        bool,
+        typer.Option(help="also run the naive code with only its client swapped for lt.redis()"),
+    ] = False,
     seed: Annotated[int, typer.Option(help="seed of the trace")] = 7,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="write the results as JSON here")
@@ -321,6 +330,7 @@ def demo(
         scale=scale,
         seed=seed,
         invalidation=MODES[invalidation],
+        dropin=dropin,
     )
     console = Console(emoji=False, highlight=False)
     for line in _header(config, config.runs):

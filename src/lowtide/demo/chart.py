@@ -23,10 +23,15 @@ __all__ = ["measured_points", "write_chart"]
 COLOURS = {
     "naive": "#d62728",
     "ttl-fix": "#ff7f0e",
+    "dropin": "#9467bd",
     "lowtide/tracking": "#1f77b4",
     "lowtide/pubsub": "#2ca02c",
 }
-NAMES = {"lowtide/tracking": "lowtide, tracking", "lowtide/pubsub": "lowtide, pub/sub"}
+NAMES = {
+    "dropin": "naive code on lt.redis()",
+    "lowtide/tracking": "lowtide, tracking",
+    "lowtide/pubsub": "lowtide, pub/sub",
+}
 
 
 def _smooth(values: list[float], width: int = 5) -> list[float]:

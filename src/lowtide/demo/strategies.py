@@ -1,4 +1,4 @@
-"""The three ways a machine can serve the demo's workload.
+"""The ways a machine can serve the demo's workload.
 
 * :class:`Naive`: the incident's code before the fix: a quota GET and a data GET per cache
   operation, a discovery GET per webhook, a rate-limit GET and a circuit-breaker GET per
@@ -7,6 +7,8 @@
 * :class:`TtlFix`: the incident team's fix: quota read directly with its verdict cached 60 s,
   limiter verdicts cached 5 s and breaker state 10 s in process memory, discovery keys
   pre-warmed in Redis with a 1 h TTL.
+* :class:`DropIn` (``--dropin``): the naive code unchanged, its redis-py client swapped for
+  lowtide's drop-in (``lt.redis(cache_prefixes=...)``).
 * :class:`LowtideStrategy`: this library with its defaults, in one invalidation mode
   (``tracking``: CLIENT TRACKING; ``pubsub``: the backplane lowtide uses on Upstash).
 
@@ -33,7 +35,15 @@ from lowtide.errors import CircuitOpen
 from lowtide.hub import Lowtide
 from lowtide.redis import plain_client
 
-__all__ = ["Database", "LowtideStrategy", "Naive", "Strategy", "TtlFix", "make_strategy"]
+__all__ = [
+    "Database",
+    "DropIn",
+    "LowtideStrategy",
+    "Naive",
+    "Strategy",
+    "TtlFix",
+    "make_strategy",
+]
 
 FAIL_THRESHOLD = 3  # failures in WINDOW seconds that open a breaker (all strategies)
 WINDOW = 10.0
@@ -277,6 +287,71 @@ class TtlFix(_Baseline):
         return allowed
 
 
+class DropIn(_Baseline):
+    """The incident's code unchanged, its client swapped for ``lt.redis(cache_prefixes=...)``:
+    reads of cache entries, discovery mappings, quota counters and breaker flags are answered
+    from process memory with server-pushed invalidation; the rate-limit and failure counters,
+    which change on every call, go to Redis as before."""
+
+    name = "dropin"
+
+    def __init__(self, url: str, namespace: str, db: Database, machine: int) -> None:
+        super().__init__(url, namespace, db)
+        wall = db.cfg.wall
+        # the hub's own keys live apart from the app's (its prefixes may not overlap them)
+        self.hub = Lowtide(
+            url,
+            namespace=f"{namespace.replace(':', '-')}-hub",
+            instance=f"demo-{machine}",
+            max_staleness=wall(db.cfg.staleness_bound),
+        )
+        self.hub.invalidations.keepalive = wall(KEEPALIVE)
+        self.hub.fleet.interval = wall(HEARTBEAT)
+        self._reads = 0
+        self.r = self.hub.redis(
+            cache_prefixes=tuple(
+                f"{namespace}:{part}:"
+                for part in ("cache", "discovery", "circuit_breaker", "quota")
+            )
+        )
+
+    async def setup(self, machine: int) -> None:
+        await self.hub.start()
+        await self.hub.ready(5)
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_usage())
+
+    async def read(self, ev: Event) -> tuple[int, bool]:
+        self._reads += 1
+        return await super().read(ev)
+
+    def local_hits(self) -> int:
+        """Cache reads answered from this process's memory so far (0 commands each): the
+        reads made minus the GETs of cache entries the ledger saw go to Redis."""
+        sent = sum(
+            row.count
+            for row in self.hub.ledger.snapshot().rows
+            if row.command == "get" and ":cache:" in row.family
+        )
+        return max(0, self._reads - sent)
+
+    def ledger_counts(self) -> dict[str, int]:
+        """Commands so far by ``component command`` (lowtide's own attribution)."""
+        return _ledger_counts(self.hub)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.hub.aclose()
+
+
+def _ledger_counts(hub: Lowtide) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in hub.ledger.snapshot().rows:
+        label = f"{row.component} {row.command}"
+        out[label] = out.get(label, 0) + row.count
+    return out
+
+
 class LowtideStrategy:
     """This library with its defaults, in invalidation mode ``mode`` (every period scaled)."""
 
@@ -380,11 +455,7 @@ class LowtideStrategy:
 
     def ledger_counts(self) -> dict[str, int]:
         """Commands so far by ``component command`` (lowtide's own attribution)."""
-        out: dict[str, int] = {}
-        for row in self.hub.ledger.snapshot().rows:
-            label = f"{row.component} {row.command}"
-            out[label] = out.get(label, 0) + row.count
-        return out
+        return _ledger_counts(self.hub)
 
     async def close(self) -> None:
         await self.hub.close()
@@ -396,9 +467,11 @@ def make_strategy(run: str, url: str, namespace: str, db: Database, machine: int
         return Naive(url, namespace, db)
     if run == "ttl-fix":
         return TtlFix(url, namespace, db)
+    if run == "dropin":
+        return DropIn(url, namespace, db, machine)
     name, _, mode = run.partition("/")
     if name == "lowtide" and mode in ("tracking", "pubsub"):
         return LowtideStrategy(url, namespace, db, machine, mode)
     raise ValueError(
-        f"unknown run {run!r}; expected naive, ttl-fix, lowtide/tracking or lowtide/pubsub"
+        f"unknown run {run!r}; expected naive, ttl-fix, dropin, lowtide/tracking or lowtide/pubsub"
     )

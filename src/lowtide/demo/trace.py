@@ -70,6 +70,8 @@ class DemoConfig:
     discovery_ttl: float = 3600.0
     #: lowtide's invalidation modes to measure, each as its own run
     invalidation: tuple[str, ...] = INVALIDATION_RUNS
+    #: also run the naive code with only its client swapped for lowtide's drop-in
+    dropin: bool = False
 
     @property
     def total_seconds(self) -> float:
@@ -89,8 +91,10 @@ class DemoConfig:
 
     @property
     def runs(self) -> tuple[str, ...]:
-        """The runs, in order: ``naive``, ``ttl-fix``, then ``lowtide/<mode>`` per mode."""
-        return ("naive", "ttl-fix", *(f"lowtide/{m}" for m in self.invalidation))
+        """The runs, in order: ``naive``, ``ttl-fix``, ``dropin`` (if asked for), then
+        ``lowtide/<mode>`` per mode."""
+        dropin = ("dropin",) if self.dropin else ()
+        return ("naive", "ttl-fix", *dropin, *(f"lowtide/{m}" for m in self.invalidation))
 
     @property
     def naive_gets_per_min(self) -> float:
