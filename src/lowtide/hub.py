@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Unpack
 
+from lowtide._named import Named
 from lowtide.blocklist import TenantBlockList
 from lowtide.breaker import BreakerKwargs, CircuitBreaker
 from lowtide.cache import Cache, CacheKwargs, CacheOptions, CacheRegistry
@@ -85,8 +85,8 @@ class Lowtide:
         self._registry = CacheRegistry(self)
         self._fleet: Fleet | None = None
         #: limiters and breakers by name, with the arguments each was created with
-        self._limiters: dict[str, tuple[RateLimiter, dict[str, Any]]] = {}
-        self._breakers: dict[str, tuple[CircuitBreaker, dict[str, Any]]] = {}
+        self._limiters: Named[RateLimiter] = Named("rate_limiter", RateLimiter)
+        self._breakers: Named[CircuitBreaker] = Named("circuit_breaker", CircuitBreaker)
         self._quotas: Quotas | None = None
         self._publisher: FleetPublisher | None = None
         self._switch: FleetSwitch | None = None
@@ -265,7 +265,7 @@ class Lowtide:
         self._closed = True
         if self._quotas is not None:
             await self._quotas.aclose()
-        for breaker, _ in self._breakers.values():
+        for breaker in self._breakers:
             await breaker.aclose()
         await self._registry.aclose()
         for client, engine in self._dropins:
@@ -384,14 +384,7 @@ class Lowtide:
         is a :class:`ConfigError` naming the difference. Processes that disagree about a name
         are reconciled fleet-wide (see :mod:`lowtide.limiter.agreement`).
         """
-        args = _arguments(RateLimiter, name, limit, per, **options)
-        held = self._limiters.get(name)
-        if held is not None:
-            _same_arguments("rate_limiter", name, held[1], args)
-            return held[0]
-        limiter = RateLimiter(self, name, limit, per, **options)
-        self._limiters[name] = (limiter, args)
-        return limiter
+        return self._limiters.get_or_create(self, name, limit, per, **options)
 
     def circuit_breaker(self, name: str, **options: Unpack[BreakerKwargs]) -> CircuitBreaker:
         """The fleet-wide circuit breaker ``name``, one state per tenant (see
@@ -400,14 +393,17 @@ class Lowtide:
         Asking again for the same name returns the same object; asking with other arguments
         is a :class:`ConfigError` naming the difference.
         """
-        args = _arguments(CircuitBreaker, name, **options)
-        held = self._breakers.get(name)
-        if held is not None:
-            _same_arguments("circuit_breaker", name, held[1], args)
-            return held[0]
-        breaker = CircuitBreaker(self, name, **options)
-        self._breakers[name] = (breaker, args)
-        return breaker
+        return self._breakers.get_or_create(self, name, **options)
+
+    @property
+    def limiters(self) -> tuple[RateLimiter, ...]:
+        """Every rate limiter this hub made, in the order they were made."""
+        return tuple(self._limiters)
+
+    @property
+    def breakers(self) -> tuple[CircuitBreaker, ...]:
+        """Every circuit breaker this hub made, in the order they were made."""
+        return tuple(self._breakers)
 
     def quotas(
         self, plans: Mapping[str, int], plan_of: PlanOf, **options: Unpack[QuotasKwargs]
@@ -447,8 +443,7 @@ class Lowtide:
             if engine.stats.hits:
                 out[engine.component] = out.get(engine.component, 0) + engine.stats.hits
         decided = sum(
-            max(0, lim.stats["decisions"] - lim.stats["reservations"])
-            for lim, _ in self._limiters.values()
+            max(0, lim.stats["decisions"] - lim.stats["reservations"]) for lim in self._limiters
         )
         if decided:
             out["limiter"] = decided
@@ -469,21 +464,3 @@ class Lowtide:
     def health(self) -> dict[str, Any]:
         """Status for health endpoints (see :func:`lowtide.health.hub_health`). No secrets."""
         return hub_health(self.status())
-
-
-def _arguments(cls: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Every argument of ``cls(hub, *args, **kwargs)`` by name, defaults included."""
-    bound = inspect.signature(cls).bind(None, *args, **kwargs)
-    bound.apply_defaults()
-    out = dict(bound.arguments)
-    out.pop("hub", None)
-    return out
-
-
-def _same_arguments(factory: str, name: str, held: dict[str, Any], asked: dict[str, Any]) -> None:
-    """Raise ConfigError naming every argument that differs from the first call's."""
-    diff = [f"{k}={asked[k]!r} (was {held[k]!r})" for k in held if held[k] != asked.get(k)]
-    if diff:
-        raise ConfigError(
-            f"{factory}({name!r}) already exists with other arguments: " + ", ".join(diff)
-        )

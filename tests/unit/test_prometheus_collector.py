@@ -140,3 +140,25 @@ async def test_multiprocess_mode_allows_one_collector_per_hub(
     assert list(collector.collect()) == []  # the multiprocess collector reads the files
     await collector.aclose()
     LowtideCollector(Lowtide(None))  # another hub: fine
+
+
+async def test_every_limiter_and_breaker_of_the_hub_is_exported_even_made_later() -> None:
+    lt = Lowtide(None)
+    registry = CollectorRegistry()
+    collector = LowtideCollector(lt).register(registry)
+    try:
+        search = lt.rate_limiter("search", limit=5, per=60)
+        crm = lt.circuit_breaker("crm")
+        assert lt.limiters == (search,)
+        assert lt.breakers == (crm,)
+        await search.acquire("t1")
+        text = generate_latest(registry).decode()
+        assert 'limiter="search"' in text
+        assert 'breaker="crm"' in text
+        other = Lowtide(None).rate_limiter("elsewhere", limit=1, per=1)
+        collector.watch(other, search)  # another hub's limiter joins; search stays once
+        text = generate_latest(registry).decode()
+        assert 'limiter="elsewhere"' in text
+        assert text.count('lowtide_limiter_limit{limiter="search"') == 1
+    finally:
+        await collector.aclose()

@@ -5,7 +5,7 @@ round-trip histogram and build info (``pip install 'lowtide[prometheus]'``).
 from prometheus_client import REGISTRY
 from lowtide.integrations.prometheus import LowtideCollector
 
-LowtideCollector(lt, limiters=[search], breakers=[upstream]).register(REGISTRY)
+LowtideCollector(lt).register(REGISTRY)  # every limiter and breaker of lt included
 ```
 
 Names follow the Prometheus conventions (``lowtide_`` prefix, ``_total`` counters, base units),
@@ -139,7 +139,8 @@ class _Mirror:
 class LowtideCollector(Collector):
     """lowtide's metrics for one hub (see module docs).
 
-    ``limiters`` and ``breakers`` (or :meth:`watch`) name the components to export;
+    Every limiter and breaker the hub made is exported (made later too); ``limiters`` and
+    ``breakers`` (or :meth:`watch`) add components of other hubs;
     ``top_tenants`` bounds the tenant label. Register it with :meth:`register` (or
     ``registry.register(collector)``): the default registry and private ones both work.
     """

@@ -42,6 +42,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - redis-py is a dependency
     _REDIS_PY = "unknown"
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 @dataclass(slots=True)
@@ -330,8 +331,9 @@ def readers(
     breakers: Sequence[CircuitBreaker] = (),
 ) -> list[Reader]:
     """Every metric lowtide exports for ``hub``, in groups that read together (no Redis
-    command). ``limiters`` and ``breakers`` are read when a reader runs: a list that grows is
-    followed."""
+    command). Every limiter and breaker the hub made is exported, plus ``limiters`` and
+    ``breakers`` given (e.g. made on another hub); both are read when a reader runs, so
+    components made later are followed."""
     return [
         lambda: [build_info()],
         lambda: _commands(tenants),
@@ -339,9 +341,16 @@ def readers(
         lambda: _saved(hub),
         lambda: _link(hub),
         lambda: _caches(hub),
-        lambda: _limiters(limiters),
-        lambda: _breakers(breakers),
+        lambda: _limiters(_every(hub.limiters, limiters)),
+        lambda: _breakers(_every(hub.breakers, breakers)),
     ]
+
+
+def _every(made: Sequence[C], given: Sequence[C]) -> list[C]:
+    """``made`` and then each of ``given`` not in it (each once)."""
+    out = list(made)
+    out += [c for c in given if c not in out]
+    return out
 
 
 def read_families(
