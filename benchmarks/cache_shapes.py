@@ -75,7 +75,8 @@ def run_one(
                 raise SystemExit(f"{shape}/{mode}: a process did not start")
             time.sleep(0.01)
         t0 = time.time() + 0.5
-        go.write_text(repr(t0))
+        (d / "go.tmp").write_text(repr(t0))
+        (d / "go.tmp").rename(go)  # atomic: a process never reads it half-written
         time.sleep(max(0.0, t0 + timing.warmup - time.time()))
         before = server.commandstats()
         for proc in procs:
