@@ -1,6 +1,8 @@
 """Billed commands of the tiered cache on production-shaped workloads, against their lower bound.
 
-Run: ``python -m benchmarks.cache_shapes [--runs 3] [--shapes a,b] [--modes a,b] [--quick]``.
+Run: ``python -m benchmarks.cache_shapes [--runs 3] [--shapes a,b] [--modes a,b] [--quick]``;
+``python -m benchmarks.cache_shapes --compare BEFORE.json AFTER.json`` prints two result files
+side by side (per shape and mode: billed and ratio to the bound, median and range).
 
 For each shape of :mod:`benchmarks._shape_trace` (operation mix, Zipf skew and value size of a
 published Twitter cache cluster) and each mode, 4 real processes (each its own event loop and
@@ -115,8 +117,36 @@ def _mr(values: list[float], fmt: str = "{:,.0f}") -> str:
     return f"{fmt.format(med)} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
+def compare(before_path: str, after_path: str) -> None:
+    """Print two result files side by side (see module docs)."""
+    before = json.loads(Path(before_path).read_text())["results"]
+    after = json.loads(Path(after_path).read_text())["results"]
+    rows = []
+    for shape, r in after.items():
+        bound = [b["bound"] for b in r["bound"]]
+        for mode, ones in r["modes"].items():
+            old = before.get(shape, {}).get("modes", {}).get(mode, [])
+            row = [shape, mode, _mr(bound)]
+            for runs in (old, ones):
+                if runs:
+                    row += [
+                        _mr([o["billed"] for o in runs]),
+                        _mr([o["ratio"] for o in runs], "{:.2f}"),
+                        _mr([o["server"].get("publish", 0) for o in runs]),
+                    ]
+                else:
+                    row += ["-", "-", "-"]
+            rows.append(row)
+    headers = ["shape", "mode", "lower bound", "billed before", "ratio before", "PUBLISH before"]
+    headers += ["billed after", "ratio after", "PUBLISH after"]
+    print(table(headers, rows))
+
+
 def main() -> None:
     """Measure every shape in every mode; print tables and write JSON."""
+    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+        compare(sys.argv[2], sys.argv[3])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--shapes", default=",".join(SHAPES))
