@@ -3,9 +3,11 @@
 Runs, one after another (each starts its own embedded server): the L1 map comparison, the codec
 comparison, the ledger overhead, the cache (latency vs cashews/aiocache/redis-py and commands per
 operation), the limiter and breaker (vs limits, pybreaker, purgatory), memory with 100,000
-tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic. Each writes its JSON to
-``benchmarks/results/``; this collects them into ``benchmarks/results.json`` and prints where
-everything is. The soak (``python -m benchmarks.soak``) is separate: it takes 10 minutes.
+tenants and, unless ``--quick``, cost growth at 1x/10x/100x traffic and the cache on
+production-shaped workloads against its lower bound (``cache_shapes``, about 25 minutes). Each
+writes its JSON to ``benchmarks/results/``; this collects them into ``benchmarks/results.json``
+and prints where everything is. The soak (``python -m benchmarks.soak``) is separate: it
+takes 10 minutes.
 """
 
 from __future__ import annotations
@@ -17,12 +19,23 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-MODULES = ["l1_maps", "codec", "ledger", "cache", "coordination", "memory", "growth"]
+MODULES = [
+    "l1_maps",
+    "codec",
+    "ledger",
+    "cache",
+    "coordination",
+    "memory",
+    "growth",
+    "cache_shapes",
+]
+#: long runs, left out by --quick
+SLOW = {"growth", "cache_shapes"}
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    modules = [m for m in MODULES if not (quick and m == "growth")]
+    modules = [m for m in MODULES if not (quick and m in SLOW)]
     timings: dict[str, float] = {}
     report = ["# Benchmark results", "", f"`python -m benchmarks{' --quick' if quick else ''}`", ""]
     for name in modules:

@@ -122,9 +122,11 @@ def compare(before_path: str, after_path: str) -> None:
     before = json.loads(Path(before_path).read_text())["results"]
     after = json.loads(Path(after_path).read_text())["results"]
     rows = []
-    for shape, r in after.items():
+    for shape in [s for s in SHAPES if s in after]:
+        r = after[shape]
         bound = [b["bound"] for b in r["bound"]]
-        for mode, ones in r["modes"].items():
+        for mode in [m for m in MODES if m in r["modes"]]:
+            ones = r["modes"][mode]
             old = before.get(shape, {}).get("modes", {}).get(mode, [])
             row = [shape, mode, _mr(bound)]
             for runs in (old, ones):

@@ -190,6 +190,8 @@ async def test_copies_that_do_not_pay_are_turned_off_and_back_on(lowtide_url: st
         info = ca.info()
         assert info["copies"] == "off", info
         assert info["copy_cost"] > info["copy_benefit"]
+        health = next(c for c in a.health()["caches"] if c["name"] == "churn")
+        assert health["copies"] == "off"  # said in health too
         # values written now are marked "no copies": nobody keeps one, so replacing one is free
         await ca.set("p", "v1", tenant="t")
         assert await cb.get("p", tenant="t") == "v1"
