@@ -206,7 +206,13 @@ _FILL_OWN_ECHO_DUE: Final = Fill(0, own_echo=True)
 Verdict = Fill | Demote | Drop
 
 
-def after_write(seen: int | None, mode: InvalidationMode | None, *, distributed: bool) -> Verdict:
+def after_write(
+    seen: int | None,
+    mode: InvalidationMode | None,
+    *,
+    distributed: bool,
+    notified: bool = True,
+) -> Verdict:
     """What a writer keeps in L1 once Redis acknowledged its write.
 
     ``mode`` is the listener's mode, or None when no race guard applies (no listener, or ttl
@@ -220,12 +226,16 @@ def after_write(seen: int | None, mode: InvalidationMode | None, *, distributed:
       stale copy. The copy is kept only until the echo arrives (which demotes it; the next read
       fetches it, 1 GET, and it still serves fail-safe reads meanwhile). If a message already
       arrived, it may have covered a later write too: :class:`Demote` at once.
-    * pub/sub: exactly one message per write. None arrived yet: swallow ours when it comes
-      (``Fill(echo=1)``), so any later one demotes the copy. One arrived: it is ours (a later
-      write's message will demote the copy) or another writer's (then ours is still to come
-      and demotes it): ``Fill(echo=0)`` is safe either way. Two or more arrived: ours and
-      another writer's, whose write may have landed after ours with no message left to tell:
-      :class:`Demote`.
+    * pub/sub, ``notified`` (the writer published one message for its write): none arrived
+      yet: swallow ours when it comes (``Fill(echo=1)``), so any later one demotes the copy.
+      One arrived: it is ours (a later write's message will demote the copy) or another
+      writer's (then ours is still to come and demotes it): ``Fill(echo=0)`` is safe either
+      way. Two or more arrived: ours and another writer's, whose write may have landed after
+      ours with no message left to tell: :class:`Demote`.
+    * pub/sub, not ``notified`` (the write needed no message, :mod:`lowtide.cache.notify`):
+      no echo will come, so any message that arrived meanwhile is another writer's, which may
+      have landed after ours: :class:`Demote`; none: ``Fill(echo=0)`` (a later write that
+      changes the value is announced, because this copy may exist).
     """
     if mode is None:
         return _FILL
@@ -233,6 +243,8 @@ def after_write(seen: int | None, mode: InvalidationMode | None, *, distributed:
         return DROP
     if mode is not InvalidationMode.PUBSUB:
         return DEMOTE if seen > 0 else _FILL_OWN_ECHO_DUE
+    if not notified:
+        return _FILL if seen == 0 else DEMOTE
     if seen >= 2:
         return DEMOTE
     return _FILL_EXPECTING_ECHO if seen == 0 else _FILL

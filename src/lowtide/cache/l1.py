@@ -93,11 +93,23 @@ class L1:
             ),
         )
 
-    def keep(self, k: Key, value: Any, size: int, ttl: float, verdict: Verdict) -> None:
-        """Apply the :func:`~lowtide.cache.freshness.after_write` verdict of a write."""
+    def keep(
+        self,
+        k: Key,
+        value: Any,
+        size: int,
+        ttl: float,
+        verdict: Verdict,
+        *,
+        sent: float | None = None,
+    ) -> None:
+        """Apply the :func:`~lowtide.cache.freshness.after_write` verdict of a write sent at
+        ``sent`` (its copy is fresh from then: never past the Redis copy's expiry)."""
+        if sent is not None:
+            ttl -= max(0.0, self._now() - sent)  # the Redis copy's life began when it was sent
         match verdict:
             case Fill(echo=echo, own_echo=own_echo):
-                self.fill(k, value, size, ttl, echo=echo)
+                self.fill(k, value, size, ttl, echo=echo, sent=sent)
                 e = self.store.map.get(k)
                 if own_echo and e is not None:
                     e.own_echo = True
@@ -107,6 +119,50 @@ class L1:
                 self.store.drop(k)  # cannot prove the copy current: read it again next time
             case _:
                 assert_never(verdict)
+
+    def keep_private(
+        self,
+        k: Key,
+        value: Any,
+        size: int,
+        lifetime: float,
+        ident: int,
+        *,
+        sent: float | None,
+        echo: int = 0,
+    ) -> None:
+        """Keep a value marked "no copies" for fail-safe reads only, remembering its envelope
+        expiry (``ident``) and until when a copy would have been fresh (:meth:`would_hit`);
+        ``echo``: the message of this process's own write is still to come (swallowed)."""
+        store = self.store
+        if size + ENTRY_OVERHEAD > store.tenant_bytes:
+            store.drop(k)
+            return
+        now = self._now()
+        cap = fresh_cap(self.options, tracking_keepalive=self._tracking_keepalive())
+        d = fill_deadlines(now, lifetime, cap, self.options, sent=sent)
+        e = Entry(
+            value,
+            size=size + ENTRY_OVERHEAD,
+            epoch=store.epoch,
+            fresh_until=now,
+            stale_until=d.stale_until,
+        )
+        e.ident = ident
+        e.shadow_until = d.fresh_until
+        e.echo = echo
+        store.put(k, e)
+
+    def would_hit(self, k: Key, ident: int, size: int) -> bool:
+        """True if a read of ``k`` that found the value with envelope expiry ``ident`` (and
+        ``size`` encoded bytes) would have been answered by a copy, had copies been kept."""
+        e = self.store.map.get(k)
+        return (
+            e is not None
+            and e.ident == ident
+            and e.size == size + ENTRY_OVERHEAD
+            and e.shadow_until > self._now()
+        )
 
     def invalidate(self, k: Key) -> bool:
         """A push named ``k``: swallow it if it is the echo of this process's own write (True),
@@ -121,6 +177,7 @@ class L1:
             # came back): never fresh again, but kept as the last known value for fail-safe
             # reads (a read while Redis answers replaces or drops it)
             e.fresh_until = 0.0
+            e.shadow_until = 0.0
             e.refresh_at = math.inf
             if e.own_echo:
                 e.own_echo = False

@@ -1,4 +1,4 @@
-"""The Redis side (L2) of one cache: its commands, their attribution, and the race guard.
+"""The Redis side (L2) of one cache: its reads, their attribution, and the race guard.
 
 Every command whose reply may fill L1 runs inside :class:`Guarded`, which begins a race-guard
 token per key before the command is sent and always ends it, whether the command answers,
@@ -11,36 +11,30 @@ Commands (each attributed to the cache's component and key family, per tenant):
 * :meth:`L2.get`: 1 GET; but the misses of one tenant's keys that reach Redis in the same
   event-loop turn (a burst of concurrent cold reads) are sent together as 1 MGET
   (``batch_reads``, on by default; each caller keeps its own race-guard token);
-* :meth:`L2.mget`: 1 MGET (on a cluster, 1 per hash slot);
-* :meth:`L2.set`: 1 SET PX (NX for a loaded value), +1 PUBLISH in pub/sub backplane mode;
-* :meth:`L2.set_many`: 1 SET PX per value, +1 PUBLISH of every key in backplane mode (one more
-  per 10,000 keys or 1 MiB of keys: a reader takes a larger message for a flush);
-* :meth:`L2.delete`: 1 DEL, +1 PUBLISH in backplane mode (no token: a delete fills nothing).
+* :meth:`L2.mget`: 1 MGET (on a cluster, 1 per hash slot).
 
-Values are stored in the envelope of :mod:`lowtide.cache.envelope` (expiry on the
-server-aligned clock, so machines with skewed clocks agree).
+Writes are in :mod:`lowtide.cache.writes`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lowtide._tasks import BackgroundTasks
-from lowtide.cache.envelope import wrap
-from lowtide.cache.freshness import Verdict, after_write
 from lowtide.cache.store import Key
-from lowtide.errors import RedisCommandError
 from lowtide.keys import build_key, family
 from lowtide.modes import InvalidationMode
-from lowtide.redis.tracking import publish_batches
 from lowtide.tenancy import Attributions
 
 if TYPE_CHECKING:
+    from lowtide.redis import Gateway
     from lowtide.runtime import HubView, InvalidationFeed
+
+T = TypeVar("T")
 
 __all__ = ["L2", "Guarded"]
 
@@ -151,16 +145,30 @@ class L2:
                 return inv.keepalive
         return None
 
-    def verdict(self, guarded: Guarded, i: int = 0) -> Verdict:
-        """:func:`~lowtide.cache.freshness.after_write` for the ``i``-th key of a write."""
-        return after_write(guarded.seen[i], guarded.mode, distributed=self._hub.distributed)
-
     def guard(self) -> InvalidationFeed | None:
         """The listener whose race guard fills must pass, or None when no guard applies."""
         inv = self.listener()
         if inv is None or inv.mode is InvalidationMode.TTL:
             return None
         return inv
+
+    @property
+    def publishes(self) -> bool:
+        """True when writers tell the fleet themselves (the pub/sub backplane): then a value
+        marked "no copies" is never kept fresh in L1 (see :mod:`lowtide.cache.notify`)."""
+        inv = self.guard()
+        return inv is not None and inv.publishes
+
+    @property
+    def gateway(self) -> Gateway:
+        """The hub's gateway (every command goes through it)."""
+        return self._hub.gateway
+
+    async def shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` to its end even if the caller is cancelled meanwhile (a write and the
+        message that announces it must not be cut in two); cancelled only by :meth:`aclose`."""
+        task: asyncio.Task[T] = self._tasks.spawn(work)
+        return await asyncio.shield(task)
 
     # -- reads ----------------------------------------------------------------------------------
     async def get(self, tenant: str | None, rk: str) -> tuple[bytes | None, int | None]:
@@ -228,70 +236,3 @@ class L2:
         with Guarded(self.guard(), rks) as g:
             replies = await self._hub.gateway.mget(self.attribution(tenant), rks)
         return list(replies), g.seen
-
-    # -- writes ---------------------------------------------------------------------------------
-    def expires_ms(self, ttl: float) -> int:
-        """The envelope expiry of a value written now with ``ttl`` (server-aligned unix ms)."""
-        return int((self._wall() + ttl) * 1000)
-
-    def set_command(self, rk: str, payload: bytes, ttl: float) -> tuple[Any, ...]:
-        """``SET rk <envelope> PX ttl``."""
-        return ("SET", rk, wrap(payload, self.expires_ms(ttl)), "PX", max(1, int(ttl * 1000)))
-
-    async def send(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        """Send ``cmds`` (one call, or one pipeline); an error reply raises."""
-        gw = self._hub.gateway
-        att = self.attribution(tenant)
-        if len(cmds) == 1:
-            return [await gw.call(att, *cmds[0])]
-        replies = await gw.pipeline(att, cmds)
-        for reply in replies:
-            if isinstance(reply, RedisCommandError):
-                raise reply
-        return replies
-
-    async def set(
-        self, tenant: str | None, rk: str, payload: bytes, ttl: float, *, nx: bool = False
-    ) -> tuple[bool, Guarded]:
-        """1 SET PX (with NX: only if there is no value), +1 PUBLISH in backplane mode.
-
-        Returns whether the value was stored (False only when NX found a value) and the
-        race guard of ``rk``, ended when the reply arrived.
-        """
-        inv = self.guard()
-        set_cmd = self.set_command(rk, payload, ttl)
-        if nx:
-            # a loaded value must not overwrite a write that landed since L2 was found empty
-            set_cmd = (*set_cmd, "NX")
-        cmds: list[tuple[Any, ...]] = [set_cmd]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, rk))
-        with Guarded(inv, (rk,)) as g:
-            replies = await self.send(tenant, cmds)
-        return replies[0] is not None, g
-
-    async def set_many(
-        self, tenant: str | None, items: Sequence[tuple[str, bytes]], ttl: float
-    ) -> Guarded:
-        """1 SET PX per ``(rk, payload)`` in one round trip, +1 PUBLISH of every key in
-        backplane mode; returns the race guard of the keys, ended when the replies arrived."""
-        inv = self.guard()
-        expires_ms = self.expires_ms(ttl)
-        px = max(1, int(ttl * 1000))
-        cmds: list[tuple[Any, ...]] = [
-            ("SET", rk, wrap(payload, expires_ms), "PX", px) for rk, payload in items
-        ]
-        rks = [rk for rk, _ in items]
-        if inv is not None and inv.publishes:
-            cmds += [("PUBLISH", inv.channel, batch) for batch in publish_batches(rks)]
-        with Guarded(inv, rks) as g:
-            await self.send(tenant, cmds)
-        return g
-
-    async def delete(self, tenant: str | None, rk: str) -> None:
-        """1 DEL, +1 PUBLISH in backplane mode."""
-        inv = self.listener()
-        cmds: list[tuple[Any, ...]] = [("DEL", rk)]
-        if inv is not None and inv.publishes:
-            cmds.append(("PUBLISH", inv.channel, rk))
-        await self.send(tenant, cmds)

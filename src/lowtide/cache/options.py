@@ -45,6 +45,9 @@ class CacheOptions:
     #: enables ``purge()``, ``purge_tag()`` and ``tags=`` (values carry a stamp; the first L2
     #: read per process costs 2 more commands, see :mod:`lowtide.cache.purge`)
     purgeable: bool = False
+    #: pub/sub mode: stop keeping copies in process memory when the messages they need cost
+    #: more than the reads they save (see :mod:`lowtide.cache.adaptive`); False keeps them
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         seconds("ttl", self.ttl)
@@ -78,6 +81,7 @@ class CacheKwargs(TypedDict, total=False):
     per_tenant: bool
     batch_reads: bool
     purgeable: bool
+    adaptive: bool
 
 
 @dataclass(slots=True)
@@ -100,6 +104,11 @@ class CacheStats:
     unreadable: int = 0  # L2 values refused: not lowtide's, corrupt, wrong type, too large
     oversized: int = 0  # of those, larger than max_value_bytes (never decoded)
     unreadable_hits: int = 0  # reads refused from memory of an unreadable value, no command
+    # pub/sub mode (see lowtide.cache.notify and lowtide.cache.adaptive)
+    notified: int = 0  # writes that sent a PUBLISH
+    quiet_writes: int = 0  # writes that needed none (nothing another process can hold)
+    private_reads: int = 0  # reads of values marked "no copies" (not kept in L1)
+    would_hits: int = 0  # of those, reads a copy would have answered
 
     def to_dict(self) -> dict[str, int]:
         """The counters as a dict."""
@@ -124,7 +133,8 @@ def pushed_state(
 
     Such state changes only through lowtide's own writes, which are pushed to every hub, so
     L1 may keep it as long as L2 does (``max_staleness`` is the caller's bound for when there is
-    no push); small values, many tenants, no per-tenant share.
+    no push); small values, many tenants, no per-tenant share; copies always kept (a read of
+    control state must cost nothing).
     """
     return CacheOptions(
         ttl=ttl,
@@ -138,4 +148,5 @@ def pushed_state(
         fail_safe_max=fail_safe_max,
         max_value_bytes=max_value_bytes,
         per_tenant=per_tenant,
+        adaptive=False,
     )

@@ -54,8 +54,10 @@ class Entry:
         "echo",
         "epoch",
         "fresh_until",
+        "ident",
         "own_echo",
         "refresh_at",
+        "shadow_until",
         "size",
         "stale_until",
         "superseded",
@@ -86,6 +88,11 @@ class Entry:
         self.superseded = False
         #: the next push is most likely this process's own write coming back (tracking)
         self.own_echo = False
+        #: a value marked "no copies" (kept for fail-safe only): its envelope expiry, which
+        #: tells the same value read again from another, and until when a copy would have been
+        #: fresh (see :mod:`lowtide.cache.adaptive`)
+        self.ident = 0
+        self.shadow_until = 0.0
 
 
 class _Usage:

@@ -4,10 +4,9 @@ Read path (:meth:`Cache.get`): a fresh L1 entry answers with **0 commands**; oth
 ``GET`` (concurrent misses of one key share it: single-flight), whose reply fills L1 only if no
 invalidation or flush for that key arrived while it was in flight (the race guard).
 
-Write path (:meth:`Cache.set`): one ``SET ... PX`` (plus one ``PUBLISH`` in pub/sub backplane
-mode), then L1. The process's own write comes back as an invalidation; the writer counts the
-echoes it has already seen and swallows the one still to come, so its fresh copy survives while
-any later write by anyone still drops it.
+Write path (:meth:`Cache.set`, :mod:`~lowtide.cache.writes`): one ``SET ... PX`` (in pub/sub
+mode ``SET ... PX GET``, plus a ``PUBLISH`` only when another process may hold what it
+replaces), then L1 keeps what the race guard allows.
 
 Freshness: an L1 entry is fresh for at most ``min(ttl, max_staleness)`` and never beyond the
 L2 value's own expiry (carried in the value's envelope, so no PTTL). Any flush (listener lost,
@@ -19,10 +18,11 @@ writes fill L1 only, misses answer ``None`` or run the loader. When Redis comes 
 written meanwhile is demoted and read again from L2.
 
 This module holds the public API and the load orchestration; the rules live in
-:mod:`~lowtide.cache.freshness` (pure), single-flight in :mod:`~lowtide.cache.flight`, the
-Redis commands and their race guard in :mod:`~lowtide.cache.l2`, fills, echoes and fail-safe
-reads in :mod:`~lowtide.cache.l1` (over :mod:`~lowtide.cache.store`), the codec, the size limit
-(applied to reads too) and unreadable values in :mod:`~lowtide.cache.values`.
+:mod:`~lowtide.cache.freshness` (pure), single-flight in :mod:`~lowtide.cache.flight`, reads
+and their race guard in :mod:`~lowtide.cache.l2`, writes in :mod:`~lowtide.cache.writes`,
+fills, echoes and fail-safe reads in :mod:`~lowtide.cache.l1` (over
+:mod:`~lowtide.cache.store`), the codec, the size limit (applied to reads too) and unreadable
+values in :mod:`~lowtide.cache.values`.
 
 Names: ``key`` is the caller's key, ``k`` the L1 key ``(tenant, key)``, ``rk`` the Redis key
 built from it; ``_now`` is the hub clock's monotonic time (L1 deadlines), ``L2.wall`` the
@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from lowtide._listeners import Listeners
 from lowtide._validate import seconds
+from lowtide.cache.adaptive import CopyPolicy
 from lowtide.cache.decorator import Decorating
+from lowtide.cache.envelope import copies_allowed
 from lowtide.cache.flight import SingleFlight, SoftTimeout
 from lowtide.cache.freshness import (
     answer,
@@ -55,6 +57,7 @@ from lowtide.cache.purge import Purges, Purging, stamped
 from lowtide.cache.store import ABSENT, LOADED_NONE, Key
 from lowtide.cache.values import Values
 from lowtide.cache.views import LocalViews
+from lowtide.cache.writes import Writes
 from lowtide.codec import Codec, JsonCodec
 from lowtide.context import _tenant
 from lowtide.errors import LowtideError, RedisCommandError, RedisUnavailable, SerializationError
@@ -114,6 +117,11 @@ class Cache(LocalViews, Purging, Decorating):
             what=self._what,
             now=self._now,
             epoch=lambda: self._store.epoch,
+        )
+        #: in pub/sub mode: whether copies pay for the messages they need (cache.adaptive)
+        self._policy = CopyPolicy(self.stats, enabled=options.adaptive, what=self._what)
+        self._writes = Writes(
+            self._l1, self._l2, self._values, self.stats, self._policy, now=self._now
         )
         self._map_get = self._store.map.get
         self._touch = self._store.touch
@@ -211,21 +219,12 @@ class Cache(LocalViews, Purging, Decorating):
         rk = self._l2.key(k)
         ttl = self._ttl(ttl)
         payload = stamped(self._values, self._purge, k, value, tags, ttl)
-        await self._write(k, rk, value, payload, ttl)
+        await self._writes.store(k, rk, value, payload, ttl)
 
     async def delete(self, key: str, *, tenant: str | None = None) -> None:
         """Remove ``key`` from L2 (1 DEL, +1 PUBLISH in backplane mode) and from L1."""
         k = (self._check_tenant(tenant), key)
-        rk = self._l2.key(k)
-        self._store.drop(k)
-        self._values.forget(k)
-        if not self._l2.open:
-            return
-        try:
-            await self._l2.delete(k[0], rk)
-        except RedisUnavailable:
-            return
-        self._store.drop(k)  # a fill that raced with the delete
+        await self._writes.remove(k, self._l2.key(k))
 
     async def get_many(self, keys: Iterable[str], *, tenant: str | None = None) -> dict[str, Any]:
         """``{key: value or None}`` for every key: L1 first, then one MGET for the rest."""
@@ -288,24 +287,8 @@ class Cache(LocalViews, Purging, Decorating):
             )
             for key, value in items.items()
         ]
-        if not prepared:
-            return
-        for k, _, _, _ in prepared:
-            self._values.forget(k)
-        if self._l2.open:
-            try:
-                g = await self._l2.set_many(
-                    t, [(rk, payload) for _, rk, _, payload in prepared], ttl
-                )
-            except RedisUnavailable:
-                pass  # Redis is down: local state, as below
-            else:
-                self.stats.writes += len(prepared)
-                for i, (k, _, value, payload) in enumerate(prepared):
-                    self._l1.keep(k, value, len(payload), ttl, self._l2.verdict(g, i))
-                return
-        for k, _, value, payload in prepared:
-            self._l1.fill(k, value, len(payload), ttl, echo=0)
+        if prepared:
+            await self._writes.store_many(t, prepared, ttl)
 
     async def aclose(self) -> None:
         """Stop this cache's background refreshes (the hub calls it on close)."""
@@ -358,7 +341,10 @@ class Cache(LocalViews, Purging, Decorating):
         """Decode an L2 reply sent at ``sent`` and fill L1 if the race guard allows
         (``seen == 0``); the copy's freshness is counted from ``sent``."""
         fill = may_fill(seen, self._hub.distributed)
+        publishes = self._l2.publishes
         if raw is None:
+            if publishes:
+                self._policy.read(would_hit=False)
             self.stats.l2_misses += 1
             self._store.drop(k)  # L2 says there is no value: nothing stale may come back
             if fill:
@@ -379,6 +365,17 @@ class Cache(LocalViews, Purging, Decorating):
             self._values.refuse(k, exc, remember=fill)
             raise
         self.stats.l2_hits += 1
+        if publishes and not copies_allowed(raw):
+            # marked "no copies": its replacement will not be announced (cache.notify)
+            would = self._l1.would_hit(k, expires_ms, len(payload))
+            self.stats.private_reads += 1
+            self.stats.would_hits += would
+            self._policy.read(would_hit=would)
+            if fill:
+                self._l1.keep_private(k, value, len(payload), remaining, expires_ms, sent=sent)
+            return True, value, remaining
+        if publishes:
+            self._policy.read(would_hit=False)
         if fill:
             self._l1.fill(k, value, len(payload), remaining, echo=0, sent=sent)
         return True, value, remaining
@@ -441,35 +438,10 @@ class Cache(LocalViews, Purging, Decorating):
         if seen != 0 or (purge is not None and purge.epoch != epoch):
             return value  # a concurrent write (or a flush) happened: neither store nor keep
         try:
-            await self._write(k, rk, value, payload, lifetime, only_if_absent=l2_empty)
+            await self._writes.store(k, rk, value, payload, lifetime, nx=l2_empty)
         except RedisCommandError:
             log.warning("cache %r: could not store a loaded value", self.name, exc_info=True)
         return value
-
-    async def _write(
-        self,
-        k: Key,
-        rk: str,
-        value: Any,
-        payload: bytes,
-        ttl: float,
-        *,
-        only_if_absent: bool = False,
-    ) -> None:
-        self._values.forget(k)
-        if self._l2.open:
-            try:
-                stored, g = await self._l2.set(k[0], rk, payload, ttl, nx=only_if_absent)
-            except RedisUnavailable:
-                pass  # Redis is down: local state, as below
-            else:
-                if not stored:  # NX lost: someone else's value is there
-                    self._store.drop(k)
-                    return
-                self.stats.writes += 1
-                self._l1.keep(k, value, len(payload), ttl, self._l2.verdict(g))
-                return
-        self._l1.fill(k, value, len(payload), ttl, echo=0)
 
     def _single_flight(self) -> SingleFlight:
         return SingleFlight(

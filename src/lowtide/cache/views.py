@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from lowtide._listeners import Listeners
+from lowtide.cache.adaptive import CopyPolicy
 from lowtide.cache.freshness import answer, is_fresh
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import Entry, Key, L1Store
@@ -27,6 +28,7 @@ class _Host(Protocol):
     _store: L1Store
     _values: Values
     _watchers: Listeners[Key | None]
+    _policy: CopyPolicy
 
     def _map_get(self, k: Key) -> Entry | None: ...
 
@@ -70,6 +72,7 @@ class LocalViews:
             "evictions": c._store.evictions,
             "max_entries": c.options.max_entries,
             "max_bytes": c.options.max_bytes,
+            **c._policy.info(),
             **c.stats.to_dict(),
         }
 

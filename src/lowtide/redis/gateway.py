@@ -104,6 +104,18 @@ def _code_of(exc: BaseException) -> str | None:
     return None
 
 
+def _reply_options(args: Sequence[Any]) -> dict[str, Any]:
+    """What redis-py needs to hand back the raw reply of ``args``: ``SET ... GET`` answers
+    the value it replaced, which redis-py's SET parser would turn into a bool."""
+    if (
+        len(args) > 3
+        and str(args[0]).upper() == "SET"
+        and any(isinstance(a, str) and a.upper() == "GET" for a in args[3:])
+    ):
+        return {"get": True}
+    return {}
+
+
 class Gateway:
     """Sends commands for components; see the module docs."""
 
@@ -224,7 +236,7 @@ class Gateway:
     def _send(self, *args: Any) -> Awaitable[Any]:
         # redis-py's execute_command is untyped; this is its one typed entry point here
         send: Callable[..., Awaitable[Any]] = self.client.execute_command
-        return send(*args)
+        return send(*args, **_reply_options(args))
 
     def _refuse(self) -> RedisUnavailable:
         return RedisUnavailable(f"redis is {self.closed_reason}", reason=self.closed_reason)
@@ -351,7 +363,7 @@ class Gateway:
         async with self._sending(attribution, "pipeline", data=True):
             pipe = self.client.pipeline(transaction=transaction)
             for cmd in commands:
-                pipe.execute_command(*cmd)
+                pipe.execute_command(*cmd, **_reply_options(cmd))
             replies = await pipe.execute(raise_on_error=False)
         return [
             RedisCommandError(str(r), command=command_name(c), code=_code_of(r))
