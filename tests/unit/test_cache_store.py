@@ -62,3 +62,18 @@ def test_drop_keeps_accounting_exact() -> None:
     assert not s.drop(("a", "1"))
     assert s.bytes == ENTRY_OVERHEAD + 7
     assert s.tenants == 1
+
+
+def test_a_hit_in_the_newest_quarter_moves_nothing_and_older_hits_still_protect() -> None:
+    s = L1Store(max_entries=8, max_bytes=10**6)
+    for name in "abcdefgh":
+        s.put(("t", name), Entry(name, size=1, epoch=0, fresh_until=1, stale_until=1))
+    assert s.touch_gap == 2
+    h = s.map[("t", "h")]
+    assert s.seq - h.seq < s.touch_gap  # "h" is the newest: a hot path skips the touch
+    a = s.map[("t", "a")]
+    assert s.seq - a.seq >= s.touch_gap  # "a" is the oldest: a hit moves it
+    s.touch(("t", "a"), a)
+    s.put(("t", "i"), Entry("i", size=1, epoch=0, fresh_until=1, stale_until=1))
+    assert ("t", "a") in s.map  # protected by its hit
+    assert ("t", "b") not in s.map  # the least recently used went

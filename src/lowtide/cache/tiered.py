@@ -148,8 +148,10 @@ class Cache(LocalViews, Purging, Decorating):
         k = (tenant, key)
         e = self._map_get(k)
         # freshness.is_fresh, written out: this is the hot path
-        if e is not None and e.epoch == self._store.epoch and e.fresh_until > self._now():
-            self._touch(k)
+        store = self._store
+        if e is not None and e.epoch == store.epoch and e.fresh_until > self._now():
+            if store.seq - e.seq >= store.touch_gap:  # see L1Store.touch
+                self._touch(k, e)
             self.stats.hits += 1
             value = e.value
             return None if value is ABSENT or value is LOADED_NONE else value
@@ -180,7 +182,8 @@ class Cache(LocalViews, Purging, Decorating):
         e = self._map_get(k)
         now = self._now()
         if e is not None and is_fresh(e, self._store.epoch, now) and e.value is not ABSENT:
-            self._touch(k)
+            if self._store.seq - e.seq >= self._store.touch_gap:
+                self._touch(k, e)
             self.stats.hits += 1
             if e.refresh_at <= now and k not in self._loads:
                 e.refresh_at = math.inf
@@ -236,7 +239,7 @@ class Cache(LocalViews, Purging, Decorating):
         for key in keys:
             e = self._map_get((t, key))
             if e is not None and is_fresh(e, epoch, now):
-                self._touch((t, key))
+                self._touch((t, key), e)
                 self.stats.hits += 1
                 out[key] = answer(e.value)
             else:

@@ -246,7 +246,9 @@ class DropInEngine:
         if is_fresh(e, self._store.epoch, self._now()):
             raw = e.value.get(sig, _MISSING)
             if raw is not _MISSING:
-                self._store.touch(k)
+                store = self._store
+                if store.seq - e.seq >= store.touch_gap:
+                    store.touch(k, e)
                 self.stats.hits += 1
             return raw
         if not stale:
