@@ -136,13 +136,15 @@ class L1Store:
         return len(self.map)
 
     def touch(self, key: Key, entry: Entry | None = None) -> None:
-        """Mark ``key`` (present, holding ``entry``: looked up when not given) as just used, globally and within its
-        tenant. Callers on a hot path check ``seq - entry.seq >= touch_gap`` first and skip the
-        call otherwise: an entry moved fewer than ``touch_gap`` moves ago has fewer than that
-        many entries after it in either order (only moves put entries after it), i.e. it is in
-        the newest quarter of the store and of its tenant, so moving it again changes no
-        eviction until a quarter of the store was replaced. Near-LRU for a third of the cost of
-        a hit."""
+        """Mark ``key`` (present, holding ``entry``: looked up when not given) as just used,
+        globally and within its tenant.
+
+        Callers on a hot path check ``seq - entry.seq >= touch_gap`` first and skip the call
+        otherwise: an entry moved fewer than ``touch_gap`` moves ago has fewer than that many
+        entries after it in either order (only moves put entries after it), i.e. it is in the
+        newest quarter of the store and of its tenant, so moving it again changes no eviction
+        until a quarter of the store was replaced. Near-LRU for a third of the cost of a hit.
+        """
         if entry is None:
             entry = self.map[key]
         self.seq += 1
