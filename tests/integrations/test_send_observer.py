@@ -11,6 +11,7 @@ from lowtide import Lowtide, RedisCommandError
 from lowtide.context import Attribution
 from lowtide.integrations.prometheus import LowtideCollector
 from lowtide.redis.gateway import Sent, observe_sends
+from lowtide.testing import ledger_commands
 
 CACHE = Attribution("cache", "lt:c:x:*", "t1")
 
@@ -67,6 +68,49 @@ async def test_the_histogram_counts_each_round_trip(lowtide_url: str) -> None:
         assert count == inf == 7
         await collector.aclose()
         await lt.gateway.call(CACHE, "GET", "lt:c:x:t1:k")  # closed: no longer observed
-        (hist,) = [m for m in collector.collect() if m.type == "histogram"]
+        (hist,) = [
+            m for m in collector.collect() if m.name == "lowtide_redis_command_duration_seconds"
+        ]
         counts = [s.value for s in hist.samples if s.name.endswith("_count")]
         assert counts == [7]
+
+
+async def test_cache_reads_past_memory_are_timed_by_source_and_hits_are_not(
+    lowtide_url: str,
+) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        registry = CollectorRegistry()
+        collector = LowtideCollector(lt, buckets=(0.5, 5.0)).register(registry)
+        cache = lt.cache("timed")
+        other = Lowtide(None).cache("elsewhere")  # another hub: not this collector's
+        await other.get("k", tenant="t1")
+
+        async def load() -> int:
+            return 1
+
+        for i in range(3):
+            await cache.get_or_load(f"k{i}", load, tenant="t1")  # a miss: L2 read, then load
+        for _ in range(50):
+            await cache.get_or_load("k0", load, tenant="t1")  # hits: counted, not timed
+        await cache.get("absent", tenant="t1")  # one more L2 read
+
+        def count(source: str) -> float | None:
+            return registry.get_sample_value(
+                "lowtide_cache_read_duration_seconds_count",
+                {"component": "cache", "cache": "timed", "source": source},
+            )
+
+        assert count("load") == 3
+        # one observation per GET the cache sent (the ledger counts them; with CLIENT TRACKING
+        # the load's own write comes back once and k0 is read again)
+        gets = ledger_commands(lt, component="cache").get("get", 0)
+        assert count("l2") == gets >= 4
+        assert cache.stats.hits >= 49
+        assert (
+            registry.get_sample_value(
+                "lowtide_cache_read_duration_seconds_count",
+                {"component": "cache", "cache": "elsewhere", "source": "l2"},
+            )
+            is None
+        )
+        await collector.aclose()

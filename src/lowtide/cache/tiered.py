@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from lowtide._listeners import Listeners
 from lowtide._validate import seconds
@@ -52,6 +53,7 @@ from lowtide.cache.freshness import (
 )
 from lowtide.cache.l1 import L1
 from lowtide.cache.l2 import L2, Guarded
+from lowtide.cache.observe import CacheRead, observers, report
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.purge import Purges, Purging, stamped
 from lowtide.cache.store import ABSENT, LOADED_NONE, Key
@@ -257,7 +259,10 @@ class Cache(LocalViews, Purging, Decorating):
         try:
             if self._purge is not None:
                 await self._purge.ready(t)
+            started = time.perf_counter() if observers else 0.0
             replies, seens = await self._l2.mget(t, rks)
+            if started:
+                self._observed("l2", started)
         except RedisUnavailable:
             for key in missing:
                 out[key] = self._l1.stale((t, key))
@@ -328,6 +333,10 @@ class Cache(LocalViews, Purging, Decorating):
             return stale is not None, stale, 0.0
         return bool(found), value, float(remaining)
 
+    def _observed(self, source: Literal["l2", "load"], started: float) -> None:
+        seconds = time.perf_counter() - started
+        report(CacheRead(self._hub.ledger, self.component, self.name, source, seconds))
+
     async def _fetch(self, k: Key) -> tuple[bool, Any, float]:
         refused = self._values.refused(k)
         if refused is not None:  # known unreadable: not downloaded again (see cache.values)
@@ -335,7 +344,10 @@ class Cache(LocalViews, Purging, Decorating):
         if self._purge is not None:
             await self._purge.ready(k[0])
         sent = self._now()
+        started = time.perf_counter() if observers else 0.0
         raw, seen = await self._l2.get(k[0], self._l2.key(k))
+        if started:
+            self._observed("l2", started)
         return self._accept(k, raw, seen, sent)
 
     def _accept(
@@ -417,9 +429,12 @@ class Cache(LocalViews, Purging, Decorating):
         # did anyone write the key while the loader ran? then its value wins over ours
         guard = Guarded(self._l2.guard() if self._l2.open else None, (rk,))
         self.stats.loads += 1
+        started = time.perf_counter() if observers else 0.0
         try:
             with guard:
                 value = await loader()
+            if started:
+                self._observed("load", started)
         except Exception:
             self.stats.load_errors += 1
             stale = self._l1.stale_for_failed_load(k)

@@ -37,6 +37,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from lowtide.breaker import CircuitBreaker
+from lowtide.cache.observe import CacheRead, observe_cache_reads
 from lowtide.errors import ConfigError
 from lowtide.integrations.readout import Family, TenantSeries, read_families
 from lowtide.limiter import RateLimiter
@@ -169,6 +170,14 @@ class LowtideCollector(Collector):
             buckets=tuple(buckets),
             registry=None,
         )
+        self._reads = Histogram(
+            "lowtide_cache_read_duration_seconds",
+            "Cache reads past process memory: an L2 read (l2) or a loader call (load); L1 hits "
+            "are counted in lowtide_cache_hits_total, not timed",
+            ["component", "cache", "source"],
+            buckets=tuple(buckets),
+            registry=None,
+        )
         self._mirror = _Mirror() if multiprocess_dir() else None
         if self._mirror is not None and collectors(hub):
             # each would add the hub's increases to the same files: counted twice
@@ -186,8 +195,19 @@ class LowtideCollector(Collector):
             elif sent.ledger is ledger:
                 me._latency.labels(sent.attribution.component, sent.command).observe(sent.seconds)
 
+        def on_read(read: CacheRead) -> None:
+            me = ref()
+            if me is not None and read.ledger is ledger:
+                me._reads.labels(read.component, read.cache, read.source).observe(read.seconds)
+
         unsubscribe = observe_sends(on_send)
-        self._unsubscribe = unsubscribe
+        unobserve = observe_cache_reads(on_read)
+
+        def stop_observing() -> None:
+            unsubscribe()
+            unobserve()
+
+        self._unsubscribe = stop_observing
         _by_hub.setdefault(hub, weakref.WeakSet()).add(self)
         if self._mirror is not None:
             global _open_in_multiprocess
@@ -225,6 +245,7 @@ class LowtideCollector(Collector):
         for fam in families:
             yield _prometheus(fam)
         yield from self._latency.collect()
+        yield from self._reads.collect()
 
     def sync(self) -> None:
         """Multiprocess mode: write this worker's values now (no-op otherwise)."""
