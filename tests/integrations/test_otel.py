@@ -173,6 +173,9 @@ async def test_metrics_equal_the_servers_counts(lowtide_fresh_server: ValkeyServ
         durations = got["lowtide.redis.command.duration"]
         assert sum(p.count for _, p in durations) >= 4
         assert {a["lowtide.component"] for a, _ in durations} >= {"cache", "limiter"}
+        reads = {a["lowtide.source"]: p.count for a, p in got["lowtide.cache.read.duration"]}
+        assert reads["load"] == 1  # traffic(): one miss of profiles/u1, loaded once
+        assert reads["l2"] >= 1
         handle.close()
         assert "lowtide.redis.commands" not in points(reader)  # closed: nothing observed
     provider.shutdown()

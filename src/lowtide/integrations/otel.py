@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from lowtide import __version__
 from lowtide.breaker import CircuitBreaker
+from lowtide.cache.observe import CacheRead, observe_cache_reads
 from lowtide.context import UNATTRIBUTED, Attribution, current_attribution
 from lowtide.integrations.readout import Family, Reader, TenantSeries, readers
 from lowtide.limiter import RateLimiter
@@ -160,7 +161,30 @@ class LowtideMetrics:
                     },
                 )
 
-        self._unsubscribe = observe_sends(on_send)
+        reads = meter.create_histogram(
+            "lowtide.cache.read.duration",
+            unit="s",
+            description="Cache reads past process memory (l2: an L2 read; load: a loader call)",
+        )
+
+        def on_read(read: CacheRead) -> None:
+            if read.ledger is ledger:
+                reads.record(
+                    read.seconds,
+                    {
+                        "lowtide.component": read.component,
+                        "lowtide.cache": read.cache,
+                        "lowtide.source": read.source,
+                    },
+                )
+
+        unsubscribe, unobserve = observe_sends(on_send), observe_cache_reads(on_read)
+
+        def stop() -> None:
+            unsubscribe()
+            unobserve()
+
+        self._unsubscribe = stop
 
     def _instrument(self, meter: Meter, read: Reader, fam: Family) -> None:
         name = fam.name
