@@ -1,0 +1,99 @@
+"""What one hub holds for one tenant of one limiter: tokens in hand, and the demand they serve.
+
+Pure state, no I/O: :class:`~lowtide.limiter.limiter.RateLimiter` spends the tokens on its fast
+path (one decrement) and, on its slow path, counts the asks of each fixed window (tokens spent
+plus the asks a lease did not serve) into a demand estimate that sizes the next reservation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from lowtide.limiter.core import roll_demand
+
+__all__ = ["Lease"]
+
+
+class Lease:
+    """One tenant's lease on one limiter, in one hub."""
+
+    __slots__ = (
+        "asked_other",
+        "blocked_until",
+        "counted_window",
+        "demand",
+        "expires",
+        "fleet_remaining",
+        "granted_at",
+        "issued",
+        "key_seen",
+        "local_used",
+        "local_window",
+        "pending",
+        "reserved_window",
+        "size",
+        "tokens",
+        "told",
+        "unreported",
+        "until",
+        "waiting",
+        "window",
+    )
+
+    def __init__(self) -> None:
+        #: tokens in hand, usable while the monotonic clock is before ``until``
+        self.tokens = 0
+        self.until = -math.inf
+        self.window = -1  # fixed window the tokens belong to
+        self.expires = 0.0  # token bucket: tokens unusable after this server time
+        self.size = 1
+        self.granted_at = -math.inf
+        #: no decision goes to Redis before this server time (penalty, refusal, spent window);
+        #: whenever it is set, the tokens in hand are either dropped or still the fleet's grant
+        self.blocked_until = 0.0
+        self.fleet_remaining = 0
+        self.reserved_window = -1  # window of the last reservation (fleet_remaining's window)
+        self.local_used = 0  # admissions while Redis was unavailable, in local_window
+        self.local_window = -1
+        self.unreported = 0  # of those, not yet charged to the fleet counter
+        self.pending: asyncio.Future[None] | None = None
+        self.waiting = 0  # callers waiting for the reservation in flight: visible demand
+        #: demand: asks per window (weighted mean of past windows)
+        self.demand: float | None = None
+        self.counted_window = -1  # the window whose asks are being counted
+        self.issued = 0  # tokens granted in counted_window (spent = issued - tokens)
+        self.asked_other = 0  # asks in counted_window not served from tokens (refused, local)
+        #: the counter key (index) this hub knows exists with an expiry
+        self.key_seen = -1
+        #: the window this hub told the fleet was spent
+        self.told = -1
+
+    def asked(self) -> int:
+        """Asks counted in ``counted_window`` so far."""
+        return self.issued - self.tokens + self.asked_other
+
+    def count_window(self, window: int) -> None:
+        """Start counting ``window``'s asks (fixed windows; tokens of an earlier window are
+        dropped: they are no longer usable)."""
+        if window == self.counted_window:
+            return
+        if self.counted_window >= 0:
+            gap = window - self.counted_window
+            if gap > 0:
+                self.demand = roll_demand(self.demand, max(0, self.asked()), gap)
+        self.counted_window = window
+        self.tokens = 0
+        self.issued = 0
+        self.asked_other = 0
+
+    def grant(self, tokens: int, until: float) -> None:
+        """Tokens granted by a reservation, usable until monotonic time ``until``."""
+        self.tokens = tokens
+        self.issued += tokens
+        self.until = until
+
+    def drop(self) -> None:
+        """Give up the tokens in hand (unspent tokens are not asks)."""
+        self.issued -= self.tokens
+        self.tokens = 0
