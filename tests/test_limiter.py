@@ -272,7 +272,9 @@ async def test_a_windows_first_reservation_costs_one_command(
         server_before = server_commands(server)
         assert (await limiter.acquire("t1")).allowed
         assert changes(before, ledger_commands(hub, component="limiter")) == {"hincrby": 1}
-        assert changes(server_before, server_commands(server), minus={"info": 1}) == {"hincrby": 1}
+        received = changes(server_before, server_commands(server), minus={"info": 1})
+        received.pop("ping", None)  # the listener's keepalive (the clock moved): not the limiter
+        assert received == {"hincrby": 1}
 
 
 async def test_a_hub_that_took_the_last_token_does_not_ask_again(hub: Lowtide) -> None:
@@ -309,22 +311,24 @@ async def test_a_low_demand_lease_lasts_until_the_window_ends(lowtide_url: str) 
 
 
 async def test_a_spent_window_is_told_to_the_fleet_once(lowtide_url: str) -> None:
-    clock = ManualClock()
-    async with (
-        Lowtide(lowtide_url, clock=clock, instance="a") as a,
-        Lowtide(lowtide_url, clock=clock, instance="b") as b,
-    ):
+    per = 1.0
+    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
         assert await a.invalidations.wait_healthy(5)
         assert await b.invalidations.wait_healthy(5)
-        la = a.rate_limiter("told", limit=10, per=60, fleet_size=2)
-        lb = b.rate_limiter("told", limit=10, per=60, fleet_size=2)
+        la = a.rate_limiter("told", limit=10, per=per, fleet_size=2)
+        lb = b.rate_limiter("told", limit=10, per=per, fleet_size=2)
         await la.prefetch("t1")
         await lb.prefetch("t1")
-        await start_of_a_window(a, clock, 60)
+
+        async def next_window() -> None:  # wait for the next window to begin (polling)
+            w = window_index(a.server_time(), per)
+            await eventually(lambda: window_index(a.server_time(), per) > w, within=2 * per)
+
+        await next_window()
         for _ in range(8):  # a window of high demand on both (above their share of 5)
             await la.acquire("t1")
             await lb.acquire("t1")
-        clock.advance(60)
+        await next_window()
         assert [(await la.acquire("t1")).allowed for _ in range(5)] == [True] * 5
         received = a.invalidations.received
         assert [(await lb.acquire("t1")).allowed for _ in range(6)] == [True] * 5 + [False]
@@ -333,7 +337,7 @@ async def test_a_spent_window_is_told_to_the_fleet_once(lowtide_url: str) -> Non
         before = ledger_commands(a, component="limiter")
         d = await la.acquire("t1")  # a's tokens are spent: refused without asking
         assert not d.allowed
-        assert 0 < d.retry_after <= 60
+        assert 0 < d.retry_after <= per
         assert ledger_commands(a, component="limiter") == before
         assert la.info()["spent_told"] == 0
 

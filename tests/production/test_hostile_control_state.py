@@ -189,7 +189,17 @@ async def test_bad_counters_never_raise_and_never_admit_more_than_the_limit(
         assert limiter.info()["bad_state"] >= 1
 
 
-@pytest.mark.parametrize("planted", [b"zzz", b"1e300", b"-1e300", ("hash",)])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        b"zzz",
+        b"1e300",
+        b"v1;1e300;0",
+        b"v1;-1e300;1e300",
+        b"v1;5;0;x,1e300,5,1e300;y,5,1e300,1",
+        ("hash",),
+    ],
+)
 async def test_bad_token_bucket_state_never_raises_nor_blocks_for_ever(
     lowtide_fresh_server: ValkeyServer, planted: object
 ) -> None:
@@ -197,7 +207,7 @@ async def test_bad_token_bucket_state_never_raises_nor_blocks_for_ever(
     async with Lowtide(server.url) as lt:
         assert await lt.invalidations.wait_healthy(5)
         limiter = lt.rate_limiter("crm", 5, 60.0, algorithm="token_bucket", fleet_size=1)
-        rk = build_key("lt", "limiter", "crm", "t1", "tat")
+        rk = build_key("lt", "limiter", "crm", "t1", "rates")
         if isinstance(planted, tuple):
             server.command("HSET", rk, "n", "1")
         else:

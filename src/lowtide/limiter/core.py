@@ -1,7 +1,9 @@
-"""Pure arithmetic of the rate limiter: windows, grants, lease sizing, GCRA. No I/O, no clock.
+"""Pure arithmetic of the rate limiter: windows, grants, lease sizing, local budgets. No I/O,
+no clock.
 
 Everything here takes time as an argument, so it is property-tested with hypothesis
-(``tests/test_limiter_core.py``) and the Lua script mirrors :func:`gcra_take` exactly.
+(``tests/unit/test_limiter_core.py``); the token bucket's rate leases are in
+:mod:`lowtide.limiter.rates`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ __all__ = [
     "counter_key_index",
     "fallback_budget",
     "fixed_window_grant",
-    "gcra_take",
-    "next_lease_size",
     "roll_demand",
     "window_end",
     "window_index",
@@ -83,31 +83,6 @@ def fixed_window_grant(counter_after: int, charged: int, limit: int) -> int:
     return max(0, min(charged, limit - before))
 
 
-def next_lease_size(
-    previous: int,
-    *,
-    lasted: float,
-    horizon: float,
-    remaining: int,
-    fleet: int,
-    cap: int,
-) -> int:
-    """Size of the next reservation: grows with local demand, shrinks near the limit.
-
-    ``previous`` tokens lasted ``lasted`` seconds: if they went in under ``horizon`` the next
-    lease doubles, if they took more than four horizons it halves. It never exceeds ``cap``, nor
-    a fair share of what the fleet has left (``remaining / (2 * fleet)``), so near the limit
-    leases shrink to 1 and few tokens are stranded in idle processes.
-    """
-    size = previous
-    if lasted < horizon:
-        size = previous * 2
-    elif lasted > 4 * horizon:
-        size = previous // 2
-    fair = remaining // (2 * max(1, fleet))
-    return max(1, min(size, cap, fair if fair > 0 else 1))
-
-
 def roll_demand(demand: float | None, asked: int, gap: int) -> float:
     """The demand estimate (asks per window, an exponentially weighted mean; ``None`` before
     the first window ended) once a window with ``asked`` asks has ended and ``gap - 1``
@@ -160,24 +135,6 @@ def worth_telling(demand: float, share: int) -> bool:
     other processes are likely to run out too, and each would otherwise ask once more and
     be refused."""
     return demand >= 0.9 * share
-
-
-def gcra_take(
-    tat: float, now: float, wanted: int, interval: float, burst: float
-) -> tuple[int, float, float]:
-    """Take up to ``wanted`` tokens from a GCRA bucket: ``(granted, new_tat, retry_after)``.
-
-    ``tat`` is the bucket's theoretical arrival time, ``interval`` the time one token takes to
-    come back (``per / limit``) and ``burst`` how many tokens it holds when full. Grants obey
-    ``granted over [a, b] <= burst + (b - a) / interval`` for every interval ``[a, b]``.
-    """
-    base = max(tat, now)
-    room = math.floor((now + burst * interval - base) / interval + 1e-9)
-    granted = max(0, min(wanted, room))
-    new_tat = base + granted * interval
-    if granted > 0:
-        return granted, new_tat, 0.0
-    return 0, base, max(0.0, base + interval - burst * interval - now)
 
 
 def fallback_budget(

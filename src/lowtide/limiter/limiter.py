@@ -11,23 +11,18 @@ one atomic command (:mod:`lowtide.limiter.reserve`) and spends it locally, so a 
   demand a hub reserves about once per window in which it admits calls. A reply that shows
   the window spent is remembered until the window ends (and told to the fleet when others are
   likely to run out too, :mod:`lowtide.limiter.spent`).
-* ``token_bucket``: one GCRA script (GET + SET inside) takes up to B tokens. Local tokens expire
-  ``lease_horizon`` after the request was sent, and the bucket's burst is reduced by what that
-  horizon could refill, so admissions obey ``burst + rate x elapsed`` exactly.
+* ``token_bucket``: a hub leases a share of the bucket's rate for a minute (one script call,
+  GET + SET inside, renewed when a third is left) and spends a local bucket refilled at that
+  rate; beyond it, the same call takes tokens of the shared remainder, which expire
+  ``lease_horizon`` after the request was sent (:mod:`lowtide.limiter.rates`). Admissions obey
+  ``burst + rate x elapsed`` exactly (the burst reduced by what one horizon refills).
 
-A decision with a lease in hand is one frame: check the tokens and their deadline (monotonic
-clock), decrement. A refusal is cached until the window ends (or the bucket refills): repeated
-denials cost 0 commands. ``penalize()`` shares a provider's 429/Retry-After with one ``SET PX``
-on a tracked key; other hubs drop their leases on the push and read it once. A penalty is at
-most ``max_penalty`` long (default: an hour, or ten windows if longer), written or read back.
-
-Shared state read back is checked (:mod:`lowtide.limiter.state`): a penalty that is not a
-deadline within ``max_penalty`` is ignored (``bad_penalties``); a counter or bucket reply that
-no lowtide writer could have caused, or an error reply, makes this decision local, as when Redis
-is away (``bad_state``). Never over the limit, never an exception to the caller.
-
-When Redis is unavailable (or the hub is suspended) the limiter follows ``on_redis_error``
-(:mod:`lowtide.limiter.local`).
+A decision with a lease in hand is one frame (check the tokens and their monotonic deadline,
+decrement). Refusals are cached until the window ends (or the bucket refills): repeated denials
+cost 0 commands. ``penalize()`` shares a provider's 429/Retry-After (one ``SET PX`` on a
+tracked key, at most ``max_penalty`` long). Shared state read back is checked
+(:mod:`lowtide.limiter.state`); Redis unavailable: ``on_redis_error``
+(:mod:`lowtide.limiter.local`). Never over the limit, never an exception to the caller.
 """
 
 from __future__ import annotations
@@ -52,7 +47,7 @@ from lowtide.limiter.core import (
 )
 from lowtide.limiter.lease import Lease
 from lowtide.limiter.local import LocalDecisions, OnRedisError
-from lowtide.limiter.reserve import Reserver
+from lowtide.limiter.reserve import DEMAND_PERIOD, Reserver
 from lowtide.limiter.spent import SpentWindows
 from lowtide.limiter.state import BadState, Penalties, default_max_penalty
 from lowtide.modes import Mode, ModeChange
@@ -68,6 +63,9 @@ log = logging.getLogger("lowtide.limiter")
 _NOBODY = object()
 #: builds a Decision without the Python-level ``__new__`` of a NamedTuple (the fast path)
 _new_decision = tuple.__new__
+#: allowed decisions with a small ``remaining``, made once (a Decision is an immutable tuple)
+_INTERNED = 1024
+_ALLOWED = tuple(Decision(True, n, 0.0) for n in range(_INTERNED))
 Algorithm = Literal["fixed_window", "token_bucket"]
 
 
@@ -141,6 +139,8 @@ class RateLimiter:
         )
         self.max_tenants = max_tenants
         self._reserver = Reserver(hub, name, self.per, self.family)
+        #: token bucket: demand is counted per period of at most DEMAND_PERIOD seconds
+        self._period = min(self.per, DEMAND_PERIOD)
         # token bucket: one token every `interval` s; burst reduced by what a lease horizon
         # refills, so tokens spent up to `horizon` after their grant never exceed the bound
         self._interval = self.per / limit
@@ -208,7 +208,8 @@ class RateLimiter:
         if lease.tokens > 0 and self._mono() < lease.until:
             lease.tokens -= 1
             self._fast += 1
-            return _new_decision(Decision, (True, lease.tokens + lease.fleet_remaining, 0.0))
+            n = lease.tokens + lease.fleet_remaining
+            return _ALLOWED[n] if n < _INTERNED else _new_decision(Decision, (True, n, 0.0))
         return await self._acquire(tenant, lease, wait)
 
     @contextlib.asynccontextmanager
@@ -298,25 +299,24 @@ class RateLimiter:
         return tenant_kwargs(tenant, per_tenant=self.per_tenant)
 
     async def _acquire(self, tenant: str | None, lease: Lease, wait: float) -> Decision:
-        decision = await self._decide(tenant, lease)
+        decide = self._decide if self.algorithm == "fixed_window" else self._decide_bucket
+        decision = await decide(tenant, lease)
         if not decision.allowed and wait > 0:
             deadline = self._mono() + wait
             while not decision.allowed:
                 if decision.retry_after > deadline - self._mono():
                     break
                 await self._hub.clock.sleep(decision.retry_after)
-                decision = await self._decide(tenant, self._lease(tenant))
+                decision = await decide(tenant, self._lease(tenant))
         self._stats["decisions"] += 1
         self._stats["allowed" if decision.allowed else "denied"] += 1
         return decision
 
     async def _decide(self, tenant: str | None, lease: Lease) -> Decision:
-        fixed = self.algorithm == "fixed_window"
         reservations = 0
         while True:
             now = self._server_now()
-            if fixed:
-                lease.count_window(window_index(now, self.per))
+            lease.count_window(window_index(now, self.per))
             if lease.tokens > 0 and self._mono() < lease.until:
                 lease.tokens -= 1
                 return Decision(True, lease.tokens + lease.fleet_remaining, 0.0)
@@ -324,11 +324,7 @@ class RateLimiter:
                 lease.asked_other += 1
                 return Decision(False, 0, lease.blocked_until - now)
             if lease.pending is not None:
-                lease.waiting += 1
-                try:
-                    await asyncio.shield(lease.pending)
-                finally:
-                    lease.waiting -= 1
+                await self._wait_for(lease)
                 continue
             if reservations >= 3:  # the window kept moving under slow replies
                 lease.asked_other += 1
@@ -336,21 +332,71 @@ class RateLimiter:
             if not self._hub.distributed:
                 return self._fallback(lease, now)
             reservations += 1
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            lease.pending = fut
-            try:
-                tell = await self._reserve(tenant, lease)
-            except RedisUnavailable:
-                return self._fallback(lease, self._server_now())
-            except (RedisCommandError, BadState) as exc:  # impossible state: decide locally
-                self._stats["bad_state"] += 1
-                self._warnings.warn("state", "%s: deciding locally: %s", self._what, exc)
-                return self._fallback(lease, self._server_now())
-            finally:
-                lease.pending = None
-                fut.set_result(None)
+            tell = await self._reserve_or_decide(tenant, lease, 0)
+            if isinstance(tell, Decision):
+                return tell
             if tell:
                 await self._tell(tenant, lease)
+
+    async def _decide_bucket(self, tenant: str | None, lease: Lease) -> Decision:
+        # the token bucket: tokens in hand, then the local bucket of the rate lease, then the
+        # shared bucket (one script call, which also renews the lease when a third is left)
+        reservations = 0
+        while True:
+            now, mono = self._server_now(), self._mono()
+            lease.count_window(window_index(now, self._period), drop=False)
+            if lease.blocked_until > now:  # a penalty, or no shared budget for this name
+                lease.asked_other += 1
+                return Decision(False, 0, lease.blocked_until - now)
+            if lease.tokens > 0 and mono < lease.until:
+                lease.tokens -= 1
+                return Decision(True, lease.tokens + lease.fleet_remaining, 0.0)
+            due = mono >= lease.renew_at and lease.pending is None and self._hub.distributed
+            if not due and lease.take_local(mono):
+                lease.asked_other += 1
+                return Decision(True, int(lease.local) + lease.fleet_remaining, 0.0)
+            if lease.pending is not None:
+                await self._wait_for(lease)
+                continue
+            if not self._hub.distributed:
+                return self._fallback(lease, now)
+            # a renewal with local tokens in hand takes no shared token
+            want = 0 if lease.local_wait(mono) == 0 else lease.waiting + 1
+            if (want and not due and now < lease.shared_after) or reservations >= 3:
+                lease.asked_other += 1
+                retry = min(lease.local_wait(mono), max(0.0, lease.shared_after - now))
+                return Decision(False, 0, retry if retry > 0 else min(self._interval, 1.0))
+            reservations += 1
+            local = await self._reserve_or_decide(tenant, lease, want)
+            if isinstance(local, Decision):
+                return local
+
+    async def _wait_for(self, lease: Lease) -> None:
+        # the reservation in flight for this lease; callers waiting are demand it can see
+        if lease.pending is not None:
+            lease.waiting += 1
+            try:
+                await asyncio.shield(lease.pending)
+            finally:
+                lease.waiting -= 1
+
+    async def _reserve_or_decide(
+        self, tenant: str | None, lease: Lease, want: int
+    ) -> bool | Decision:
+        # one reservation (others wait for it); a local decision if Redis cannot make one
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        lease.pending = fut
+        try:
+            return await self._reserve(tenant, lease, want)
+        except RedisUnavailable:
+            return self._fallback(lease, self._server_now())
+        except (RedisCommandError, BadState) as exc:  # impossible state: decide locally
+            self._stats["bad_state"] += 1
+            self._warnings.warn("state", "%s: deciding locally: %s", self._what, exc)
+            return self._fallback(lease, self._server_now())
+        finally:
+            lease.pending = None
+            fut.set_result(None)
 
     def _fallback(self, lease: Lease, now: float) -> Decision:
         self._stats["local"] += 1
@@ -364,9 +410,9 @@ class RateLimiter:
                 lease.key_seen = -1
 
     # -- reservations -------------------------------------------------------------------------
-    async def _reserve(self, tenant: str | None, lease: Lease) -> bool:
-        """One reservation (after the one-off reads it needs); True if the fleet should be
-        told that the window is spent."""
+    async def _reserve(self, tenant: str | None, lease: Lease, want: int = 0) -> bool:
+        """One reservation (after the one-off reads it needs; ``want``: the shared tokens a
+        token bucket takes); True if the fleet should be told that the window is spent."""
         if self._needs_fleet:
             self._needs_fleet = False
             self._hub.fleet.start()
@@ -391,11 +437,10 @@ class RateLimiter:
                 lease,
                 now=now,
                 mono=mono,
+                want=min(want, share),
                 fleet=fleet,
-                share=share,
                 limit=limit,
-                interval=self._interval,
-                burst=self._burst,
+                cap=self._burst,
                 horizon=self.horizon,
             )
             return False
@@ -429,6 +474,7 @@ class RateLimiter:
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
         for lease in self._leases.values():
             lease.drop()
+            lease.end_rate_lease()
 
     def _on_penalty_change(self, k: Key | None) -> None:
         # a penalty was written or removed somewhere: drop leases so the next call reads it

@@ -7,8 +7,9 @@
   yet seen that hash exist; so a window's first reservation costs one command, and the expiry
   about one more per hub per ``WINDOWS_PER_KEY`` windows in which it reserves (a hash lives
   until its last window ends, plus one window).
-* **Token bucket**: one GCRA script (``GET`` + ``SET PX`` inside, 3 billed units) takes up to
-  ``n`` tokens (see :func:`~lowtide.limiter.core.gcra_take`).
+* **Token bucket**: one script (``GET`` + ``SET PX`` inside, 3 billed units) renews this hub's
+  rate lease and takes shared tokens (see :mod:`lowtide.limiter.rates`): a hub at steady
+  demand calls it about once per 40 s.
 
 Replies are checked (:mod:`lowtide.limiter.state`) before they grant anything.
 """
@@ -16,31 +17,37 @@ Replies are checked (:mod:`lowtide.limiter.state`) before they grant anything.
 from __future__ import annotations
 
 import math
+import secrets
 from typing import TYPE_CHECKING
 
-from lowtide._untrusted import CLOCK_SLACK
 from lowtide.errors import LowtideError
 from lowtide.keys import build_key
 from lowtide.limiter.core import (
     counter_key_end,
     counter_key_index,
     fixed_window_grant,
-    next_lease_size,
     window_end,
     window_index,
     window_lease_size,
 )
 from lowtide.limiter.lease import Lease
-from lowtide.limiter.state import check_bucket_reply, check_window_reply
+from lowtide.limiter.state import check_rate_reply, check_window_reply
 from lowtide.redis.scripts import Script
 from lowtide.tenancy import Attributions
 
 if TYPE_CHECKING:
     from lowtide.runtime import HubView
 
-__all__ = ["GCRA", "Reserver"]
+__all__ = ["DEMAND_PERIOD", "LEASE_FOR", "RATES", "Reserver"]
 
-GCRA = Script.from_package("gcra_take")
+RATES = Script.from_package("rate_lease")
+#: how long a token bucket's rate lease lasts (renewed when a third of it is left); a hub that
+#: stops holds its share at most this long
+LEASE_FOR = 60.0
+#: a hub stops using its lease this long before it ends (hubs' clocks differ a little)
+LEASE_SLACK = 1.0
+#: the token bucket counts its demand (asks) over periods of at most this many seconds
+DEMAND_PERIOD = 10.0
 
 
 class Reserver:
@@ -48,6 +55,8 @@ class Reserver:
 
     def __init__(self, hub: HubView, name: str, per: float, family: str) -> None:
         self._hub = hub
+        #: this limiter's name for its rate leases (unique per process and limiter)
+        self._hub_id = secrets.token_hex(8)
         self._ns = hub.settings.namespace
         self._name = name
         self._per = per
@@ -131,40 +140,58 @@ class Reserver:
         *,
         now: float,
         mono: float,
+        want: int,
         fleet: int,
-        share: int,
         limit: int,
-        interval: float,
-        burst: float,
+        cap: float,
         horizon: float,
     ) -> None:
-        """Take tokens from the tenant's GCRA bucket for ``lease``: a lease that doubles while
-        used up within ``horizon`` (:func:`~lowtide.limiter.core.next_lease_size`), at most
-        ``share``; they expire ``horizon`` after the request was sent (raises as
-        :meth:`window` does)."""
-        remaining = lease.fleet_remaining if lease.reserved_window >= 0 else limit
-        size = next_lease_size(
-            lease.size,
-            lasted=now - lease.granted_at,
-            horizon=horizon,
-            remaining=remaining,
-            fleet=fleet,
-            cap=share,
-        )
-        # callers already queued behind this reservation are demand we can see
-        size = max(size, min(lease.waiting + 1, share, max(1, remaining // (2 * fleet))))
-        key = build_key(self._ns, "limiter", self._name, tenant, "tat")
+        """Renew (or start) this hub's rate lease on the tenant's bucket, sized to its demand,
+        and take ``want`` shared tokens (spent within ``horizon``); see
+        :mod:`lowtide.limiter.rates`. Raises as :meth:`window` does."""
+        period = min(self._per, DEMAND_PERIOD)
+        rate = limit / self._per
+        fair_rate = rate / max(1, fleet)
+        into = now - lease.counted_window * period
+        pace = lease.asked() / max(into, period / 10) * period
+        expected = max(lease.demand or 0.0, pace)  # asks per period
+        want_rate = (expected + 2 * math.sqrt(expected) + 1) / period
+        want_burst = math.ceil(2 * math.sqrt(expected)) + 2
+        # the local bucket stops refilling at the old rate now: the script starts the new one
+        # from `now` (if this call fails, it stays stopped until the next renewal)
+        lease.refill(mono)
+        lease.rate = 0.0
+        key = build_key(self._ns, "limiter", self._name, tenant, "rates")
         reply = await self._hub.gateway.run_script(
             self._att(tenant),
-            GCRA,
+            RATES,
             [key],
-            [f"{now * 1000:.3f}", f"{interval * 1000:.6f}", f"{burst:.6f}", size],
+            [
+                f"{now:.6f}",
+                self._hub_id,
+                f"{want_rate:.9g}",
+                want_burst,
+                f"{LEASE_FOR:.6f}",
+                want,
+                f"{fair_rate:.9g}",
+                f"{rate:.9g}",
+                f"{cap:.6f}",
+            ],
         )
-        max_wait_ms = (interval + horizon + CLOCK_SLACK) * 1000
-        granted, retry_ms, left = check_bucket_reply(reply, max_wait_ms)
-        lease.grant(granted, mono + horizon)
-        lease.size, lease.granted_at = size, now
+        g = check_rate_reply(
+            reply, now=now, want=want, fair_rate=fair_rate, cap=cap, lease_for=LEASE_FOR
+        )
+        lease.rate, lease.burst, lease.local_at = g.rate, g.burst, mono
+        lease.local = float(g.fill) if g.fill >= 0 else min(lease.local, float(g.burst))
+        span = g.until - now
+        if g.rate > 0:  # stop a slack before the lease ends (clocks differ a little)
+            lease.rate_until = mono + span - min(LEASE_SLACK, span / 10)
+            lease.renew_at = mono + span * 2 / 3
+        else:  # every token is leased to others: ask again when one may be free
+            lease.end_rate_lease()
+            lease.renew_at = mono + max(period / 10, min(g.retry, period))
+        lease.grant(g.granted, mono + horizon)  # horizon after the request was sent
+        lease.fleet_remaining = g.left
+        lease.shared_after = now + min(g.retry, period) if g.granted < want else 0.0
+        lease.size, lease.granted_at = want, now
         lease.reserved_window = window_index(now, self._per)
-        lease.fleet_remaining = left
-        if granted == 0:
-            lease.blocked_until = now + retry_ms / 1000
