@@ -74,14 +74,15 @@ def test_the_script_and_its_mirror_agree(lowtide_fresh_server: ValkeyServer, see
         )
         got = run(server, key, now, hub, **kw)
         assert math.isclose(float(got[0]), g.rate, rel_tol=1e-6, abs_tol=1e-9)
-        assert (int(got[1]), int(got[3]), int(got[4]), int(got[6])) == (
+        assert (int(got[1]), int(got[3]), int(got[4]), int(got[5]), int(got[7])) == (
             g.burst,
             g.fill,
+            g.added,
             g.granted,
             g.left,
         )
         assert math.isclose(float(got[2]), g.until, abs_tol=1e-5)
-        assert math.isclose(float(got[5]), g.retry, rel_tol=1e-6, abs_tol=1e-5)
+        assert math.isclose(float(got[6]), g.retry, rel_tol=1e-6, abs_tol=1e-5)
         assert server.command("PTTL", key) > 0
 
 
@@ -91,4 +92,4 @@ def test_unreadable_state_is_an_empty_bucket(lowtide_fresh_server: ValkeyServer)
     for planted in ("garbage", "v1;nan;1", "v1;1e999;1", "v2;5;1"):
         server.command("SET", "lt:r:t:x:rates", planted)
         got = run(server, "lt:r:t:x:rates", 100.0, "a", want_rate=1.0, want=3, **kw)
-        assert (int(got[3]), int(got[4])) == (0, 0)  # no fill, nothing granted
+        assert (int(got[3]), int(got[5])) == (0, 0)  # no fill, nothing granted

@@ -87,7 +87,7 @@ def test_window_counter_replies_are_checked(counter: object, charged: int) -> No
 
 
 @FUZZ
-@given(st.lists(reply_part, min_size=0, max_size=8) | reply_part, st.integers(0, 100))
+@given(st.lists(reply_part, min_size=0, max_size=9) | reply_part, st.integers(0, 100))
 def test_token_bucket_replies_are_checked(reply: object, want: int) -> None:
     kw = {"now": 1000.0, "fair_rate": 5.0, "cap": 50.0, "lease_for": 60.0}
     try:
@@ -98,6 +98,7 @@ def test_token_bucket_replies_are_checked(reply: object, want: int) -> None:
     assert 0 <= g.burst <= 50
     assert 999.0 <= g.until <= 1061.0
     assert -1 <= g.fill <= g.burst
+    assert 0 <= g.added <= g.burst
     assert 0 <= g.granted <= want
     assert 0 <= g.retry <= 60.001
     assert 0 <= g.left <= 50
@@ -105,23 +106,25 @@ def test_token_bucket_replies_are_checked(reply: object, want: int) -> None:
 
 def test_token_bucket_replies_as_the_script_sends_them() -> None:
     kw = {"now": 1000.0, "want": 3, "fair_rate": 5.0, "cap": 50.0, "lease_for": 60.0}
-    g = check_rate_reply([b"2.5", 4, b"1060.000000", -1, 3, b"0.000000", 7], **kw)
-    assert (g.rate, g.burst, g.until, g.fill, g.granted, g.retry, g.left) == (
+    g = check_rate_reply([b"2.5", 4, b"1060.000000", -1, 2, 3, b"0.000000", 7], **kw)
+    assert (g.rate, g.burst, g.until, g.fill, g.added, g.granted, g.retry, g.left) == (
         2.5,
         4,
         1060.0,
         -1,
+        2,
         3,
         0.0,
         7,
     )
     for bad in (
-        [b"6", 4, b"1060", -1, 3, b"0", 7],  # more than the fair rate
-        [b"2.5", 4, b"1e300", -1, 3, b"0", 7],  # a lease for ever
-        [b"2.5", 4, b"1060", 5, 3, b"0", 7],  # a fill above the burst
-        [b"2.5", 4, b"1060", -1, 4, b"0", 7],  # more than wanted
-        [b"2.5", 4, b"1060", -1, 3, b"nan", 7],
-        [b"2.5", 4, b"1060", -1, 3, b"0"],
+        [b"6", 4, b"1060", -1, 0, 3, b"0", 7],  # more than the fair rate
+        [b"2.5", 4, b"1e300", -1, 0, 3, b"0", 7],  # a lease for ever
+        [b"2.5", 4, b"1060", 5, 0, 3, b"0", 7],  # a fill above the burst
+        [b"2.5", 4, b"1060", -1, 5, 3, b"0", 7],  # an addition above the burst
+        [b"2.5", 4, b"1060", -1, 0, 4, b"0", 7],  # more than wanted
+        [b"2.5", 4, b"1060", -1, 0, 3, b"nan", 7],
+        [b"2.5", 4, b"1060", -1, 0, 3, b"0"],
         None,
         b"x",
     ):

@@ -11,6 +11,7 @@ from lowtide.limiter.core import (
     counter_key_end,
     counter_key_index,
     fixed_window_grant,
+    next_lease_size,
     roll_demand,
     window_end,
     window_index,
@@ -111,3 +112,27 @@ def test_telling_the_fleet_is_worth_it_only_near_the_fair_share() -> None:
     assert worth_telling(50.0, 50)
     assert worth_telling(45.0, 50)
     assert not worth_telling(40.0, 50)
+
+
+@given(
+    previous=st.integers(1, 1000),
+    lasted=st.floats(0, 100),
+    remaining=st.integers(0, 100_000),
+    fleet=st.integers(1, 50),
+    cap=st.integers(1, 1000),
+)
+def test_shared_takes_are_bounded(
+    previous: int, lasted: float, remaining: int, fleet: int, cap: int
+) -> None:
+    size = next_lease_size(
+        previous, lasted=lasted, horizon=1.0, remaining=remaining, fleet=fleet, cap=cap
+    )
+    assert 1 <= size <= cap
+    assert size <= max(1, remaining // (2 * fleet))  # near the limit: exact mode
+
+
+def test_shared_takes_grow_with_bursts_and_shrink_when_idle() -> None:
+    kw = {"horizon": 1.0, "remaining": 10_000, "fleet": 1, "cap": 1000}
+    assert next_lease_size(8, lasted=0.1, **kw) == 16
+    assert next_lease_size(8, lasted=2.0, **kw) == 8
+    assert next_lease_size(8, lasted=10.0, **kw) == 4

@@ -101,7 +101,7 @@ def test_rate_leases_never_exceed_burst_plus_rate(
         assert 0 <= g.granted <= want * limit // 20
         assert g.rate <= rate / hubs + 1e-9
         hub.rate, hub.burst, hub.until = g.rate, g.burst, g.until
-        hub.local = float(g.fill) if g.fill >= 0 else min(hub.local, float(g.burst))
+        hub.local = min(float(g.burst), g.fill if g.fill >= 0 else hub.local + g.added)
         hub.tokens += [now + horizon] * g.granted
         while hub.spend(now):
             admitted.append(now)

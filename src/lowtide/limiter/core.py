@@ -20,6 +20,7 @@ __all__ = [
     "counter_key_index",
     "fallback_budget",
     "fixed_window_grant",
+    "next_lease_size",
     "roll_demand",
     "window_end",
     "window_index",
@@ -81,6 +82,32 @@ def fixed_window_grant(counter_after: int, charged: int, limit: int) -> int:
     """
     before = counter_after - charged
     return max(0, min(charged, limit - before))
+
+
+def next_lease_size(
+    previous: int,
+    *,
+    lasted: float,
+    horizon: float,
+    remaining: int,
+    fleet: int,
+    cap: int,
+) -> int:
+    """Size of the next take from a token bucket's shared remainder: grows with bursts,
+    shrinks near the limit.
+
+    ``previous`` tokens lasted ``lasted`` seconds: if they went in under ``horizon`` the next
+    lease doubles, if they took more than four horizons it halves. It never exceeds ``cap``, nor
+    a fair share of what the fleet has left (``remaining / (2 * fleet)``), so near the limit
+    leases shrink to 1 and few tokens are stranded in idle processes.
+    """
+    size = previous
+    if lasted < horizon:
+        size = previous * 2
+    elif lasted > 4 * horizon:
+        size = previous // 2
+    fair = remaining // (2 * max(1, fleet))
+    return max(1, min(size, cap, fair if fair > 0 else 1))
 
 
 def roll_demand(demand: float | None, asked: int, gap: int) -> float:

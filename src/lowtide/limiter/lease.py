@@ -115,10 +115,13 @@ class Lease:
         self.until = until
 
     def drop(self) -> None:
-        """Give up the tokens in hand, local ones included (unspent tokens are not asks)."""
+        """Give up the tokens in hand, local ones included (unspent tokens are not asks); a
+        token bucket's next decision goes through a reservation, which reads the penalty
+        first, before its local bucket is spent again."""
         self.issued -= self.tokens
         self.tokens = 0
         self.local = 0.0
+        self.renew_at = -math.inf
 
     def end_rate_lease(self) -> None:
         """Stop using the rate lease (its tokens too); the next decision takes a new one."""

@@ -120,6 +120,7 @@ class RateLimiter:
         ns = hub.settings.namespace
         build_key(ns, "limiter", name, None, "")  # validates the name
         self.name = name
+        self._what = f"rate limiter {name!r}"
         self.limit = limit
         self.per = float(per)
         self.algorithm = algorithm
@@ -147,7 +148,11 @@ class RateLimiter:
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
         #: the fleet's agreement on this name's configuration (stricter limit wins)
         self._agreement = FleetConfig(
-            hub, name, LimitConfig(algorithm, limit, self.per), self._limit_changed
+            hub,
+            name,
+            LimitConfig(algorithm, limit, self.per),
+            self._limit_changed,
+            on_stale=self._drop_all,  # the next decision reads the configuration again
         )
         #: the longest penalty written or honoured (seconds)
         self.max_penalty = float(max_penalty or default_max_penalty(self.per))
@@ -174,10 +179,6 @@ class RateLimiter:
         self._needs_fleet = on_redis_error == "local_share" and fleet_size is None
         self._local = LocalDecisions(hub, on_redis_error, self.per, fleet_size)
         self._unsubscribe_mode = hub.on_mode_change(self._on_mode)
-
-    @property
-    def _what(self) -> str:
-        return f"rate limiter {self.name!r}"
 
     def __repr__(self) -> str:
         return f"<RateLimiter {self.name!r} {self.limit}/{self.per:g}s {self.algorithm}>"
@@ -324,7 +325,7 @@ class RateLimiter:
                 lease.asked_other += 1
                 return Decision(False, 0, lease.blocked_until - now)
             if lease.pending is not None:
-                await self._wait_for(lease)
+                await self._wait_for(lease, lease.pending)
                 continue
             if reservations >= 3:  # the window kept moving under slow replies
                 lease.asked_other += 1
@@ -335,8 +336,8 @@ class RateLimiter:
             tell = await self._reserve_or_decide(tenant, lease, 0)
             if isinstance(tell, Decision):
                 return tell
-            if tell:
-                await self._tell(tenant, lease)
+            if tell and self._spent is not None:
+                await self._spent.tell(self._tenant_kw(tenant), lease, self._server_now(), self.per)
 
     async def _decide_bucket(self, tenant: str | None, lease: Lease) -> Decision:
         # the token bucket: tokens in hand, then the local bucket of the rate lease, then the
@@ -356,7 +357,7 @@ class RateLimiter:
                 lease.asked_other += 1
                 return Decision(True, int(lease.local) + lease.fleet_remaining, 0.0)
             if lease.pending is not None:
-                await self._wait_for(lease)
+                await self._wait_for(lease, lease.pending)
                 continue
             if not self._hub.distributed:
                 return self._fallback(lease, now)
@@ -368,17 +369,18 @@ class RateLimiter:
                 return Decision(False, 0, retry if retry > 0 else min(self._interval, 1.0))
             reservations += 1
             local = await self._reserve_or_decide(tenant, lease, want)
-            if isinstance(local, Decision):
+            if isinstance(local, Decision):  # no renewal: the tokens in hand still count
+                if not local.allowed and lease.take_local(self._mono()):
+                    return Decision(True, int(lease.local) + lease.fleet_remaining, 0.0)
                 return local
 
-    async def _wait_for(self, lease: Lease) -> None:
+    async def _wait_for(self, lease: Lease, pending: asyncio.Future[None]) -> None:
         # the reservation in flight for this lease; callers waiting are demand it can see
-        if lease.pending is not None:
-            lease.waiting += 1
-            try:
-                await asyncio.shield(lease.pending)
-            finally:
-                lease.waiting -= 1
+        lease.waiting += 1
+        try:
+            await asyncio.shield(pending)
+        finally:
+            lease.waiting -= 1
 
     async def _reserve_or_decide(
         self, tenant: str | None, lease: Lease, want: int
@@ -439,6 +441,7 @@ class RateLimiter:
                 mono=mono,
                 want=min(want, share),
                 fleet=fleet,
+                share=share,
                 limit=limit,
                 cap=self._burst,
                 horizon=self.horizon,
@@ -455,16 +458,6 @@ class RateLimiter:
             and self._spent.pushed
         )
 
-    async def _tell(self, tenant: str | None, lease: Lease) -> None:
-        if self._spent is None:
-            return
-        now = self._server_now()
-        w = window_index(now, self.per)
-        if w != lease.reserved_window or lease.told == w:
-            return  # the window ended meanwhile, or someone told already
-        lease.told = w
-        await self._spent.tell(self._tenant_kw(tenant), w, window_end(w, self.per) - now)
-
     # -- pushes and fleet agreement -----------------------------------------------------------
     def _limit_changed(self) -> None:
         # the fleet agreed on another limit: token-bucket pacing follows it, and tokens taken
@@ -473,17 +466,19 @@ class RateLimiter:
         self._interval = self.per / limit
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
         for lease in self._leases.values():
-            lease.drop()
             lease.end_rate_lease()
+        self._drop_all()
+
+    def _drop_all(self) -> None:
+        for lease in self._leases.values():
+            lease.drop()
 
     def _on_penalty_change(self, k: Key | None) -> None:
         # a penalty was written or removed somewhere: drop leases so the next call reads it
+        held = self._leases.peek(k[0]) if k is not None else None
         if k is None:
-            for lease in self._leases.values():
-                lease.drop()
-            return
-        held = self._leases.peek(k[0])
-        if held is not None:
+            self._drop_all()
+        elif held is not None:
             held.drop()
 
     def _on_spent(self, tenant: str | None, window: int) -> None:

@@ -13,7 +13,8 @@ the hubs that use it and a shared remainder:
 Why the fleet never exceeds ``cap + rate x elapsed``: every admission spends one token of some
 bucket; the tokens held in all buckets together never exceed ``cap`` (a lease's burst is carved
 out of the shared capacity, a new lease's first tokens are moved from the shared bucket, a
-renewal keeps the hub's own tokens, capped by the new burst); and together they refill at most
+renewal keeps the hub's own tokens, capped by the new burst, and a larger burst is filled
+from the shared bucket's tokens); and together they refill at most
 at the bucket's rate (a leased rate is taken out of the shared refill for the whole lease, and
 the hub refills its local bucket only while it holds the lease, stopping a slack before
 ``until``). :func:`take` is property-tested against that bound
@@ -68,8 +69,10 @@ class Grant:
     burst: int
     until: float
     #: tokens the hub's local bucket starts with (a new lease), or -1 (a renewal: the hub
-    #: keeps its own, capped by ``burst``)
+    #: keeps its own, plus ``added``, capped by ``burst``)
     fill: int
+    #: a renewal with a larger burst: tokens moved from the shared bucket to the hub's
+    added: int
     #: tokens taken from the shared bucket (spent within the lease horizon)
     granted: int
     #: seconds until the shared bucket has a token again (0 if ``granted``)
@@ -125,6 +128,10 @@ def take(
     until = now + lease_for if lease_rate > 0 else now
     if lease_rate > 0:
         state.leases[hub] = RateLease(lease_rate, burst, until)
+    added = 0
+    if old is not None and lease_rate > 0 and burst > old.burst:  # moved, not lost to the cap
+        added = min(burst - old.burst, math.floor(state.tokens + 1e-9))
+        state.tokens -= added
     state.tokens = max(0.0, min(state.tokens, cap - state.leased_burst()))
     fill = -1
     if old is None or lease_rate == 0:
@@ -140,7 +147,8 @@ def take(
         else:  # every token is leased: until the first lease ends
             retry = min([lease_for] + [x.until - now for x in state.leases.values()])
     retry = max(0.0, min(retry, lease_for))
-    return Grant(lease_rate, burst, until, fill, granted, retry, math.floor(state.tokens + 1e-9))
+    left = math.floor(state.tokens + 1e-9)
+    return Grant(lease_rate, burst, until, fill, added, granted, retry, left)
 
 
 def parse_state(

@@ -26,6 +26,7 @@ from lowtide.limiter.core import (
     counter_key_end,
     counter_key_index,
     fixed_window_grant,
+    next_lease_size,
     window_end,
     window_index,
     window_lease_size,
@@ -142,16 +143,29 @@ class Reserver:
         mono: float,
         want: int,
         fleet: int,
+        share: int,
         limit: int,
         cap: float,
         horizon: float,
     ) -> None:
         """Renew (or start) this hub's rate lease on the tenant's bucket, sized to its demand,
-        and take ``want`` shared tokens (spent within ``horizon``); see
+        and take shared tokens (spent within ``horizon``): at least ``want`` if any, doubling
+        while they are used up within ``horizon``, at most ``share``; see
         :mod:`lowtide.limiter.rates`. Raises as :meth:`window` does."""
         period = min(self._per, DEMAND_PERIOD)
         rate = limit / self._per
         fair_rate = rate / max(1, fleet)
+        if want > 0:  # a burst beyond the local bucket: shared takes double while used up fast
+            remaining = lease.fleet_remaining if lease.reserved_window >= 0 else limit
+            size = next_lease_size(
+                lease.size,
+                lasted=now - lease.granted_at,
+                horizon=horizon,
+                remaining=remaining,
+                fleet=fleet,
+                cap=share,
+            )
+            want = min(share, max(want, size))
         into = now - lease.counted_window * period
         pace = lease.asked() / max(into, period / 10) * period
         expected = max(lease.demand or 0.0, pace)  # asks per period
@@ -182,7 +196,7 @@ class Reserver:
             reply, now=now, want=want, fair_rate=fair_rate, cap=cap, lease_for=LEASE_FOR
         )
         lease.rate, lease.burst, lease.local_at = g.rate, g.burst, mono
-        lease.local = float(g.fill) if g.fill >= 0 else min(lease.local, float(g.burst))
+        lease.local = min(float(g.burst), g.fill if g.fill >= 0 else lease.local + g.added)
         span = g.until - now
         if g.rate > 0:  # stop a slack before the lease ends (clocks differ a little)
             lease.rate_until = mono + span - min(LEASE_SLACK, span / 10)
@@ -193,5 +207,6 @@ class Reserver:
         lease.grant(g.granted, mono + horizon)  # horizon after the request was sent
         lease.fleet_remaining = g.left
         lease.shared_after = now + min(g.retry, period) if g.granted < want else 0.0
-        lease.size, lease.granted_at = want, now
+        if want > 0:
+            lease.size, lease.granted_at = want, now
         lease.reserved_window = window_index(now, self._per)

@@ -27,6 +27,8 @@ from lowtide._untrusted import Warnings, shown
 from lowtide.cache.options import pushed_state
 from lowtide.cache.store import Key
 from lowtide.errors import LowtideError
+from lowtide.limiter.core import window_end, window_index
+from lowtide.limiter.lease import Lease
 from lowtide.limiter.state import unpushed_bound
 from lowtide.modes import InvalidationMode
 
@@ -80,11 +82,17 @@ class SpentWindows:
         inv = self._hub.invalidations
         return inv.healthy and inv.mode in _PUSHED
 
-    async def tell(self, kw: dict[str, Any], window: int, seconds_left: float) -> None:
-        """Announce that ``window`` is spent (1 SET PX, +1 PUBLISH in pub/sub mode); never
-        raises (an announcement lost costs the others one refused reservation each)."""
+    async def tell(self, kw: dict[str, Any], lease: Lease, now: float, per: float) -> None:
+        """Announce that the window under way at ``now`` (its reservation was ``lease``'s last)
+        is spent: 1 SET PX, +1 PUBLISH in pub/sub mode. Never raises (an announcement lost
+        costs the others one refused reservation each)."""
+        window = window_index(now, per)
+        if window != lease.reserved_window or lease.told == window:
+            return  # the window ended meanwhile, or someone told already
+        lease.told = window
         with contextlib.suppress(LowtideError):
-            await self.cache.set(f"w{window}", 1, ttl=max(0.001, seconds_left), **kw)
+            ttl = max(0.001, window_end(window, per) - now)
+            await self.cache.set(f"w{window}", 1, ttl=ttl, **kw)
             self.told += 1
 
     def _pushed(self, k: Key | None) -> None:

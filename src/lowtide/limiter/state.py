@@ -63,16 +63,18 @@ def check_rate_reply(
 ) -> Grant:
     """The :class:`~lowtide.limiter.rates.Grant` the rate-lease script answered, if it can be
     one: a rate of at most ``fair_rate``, a burst and a count left of at most ``cap``, a lease
-    ending within ``lease_for`` of ``now``, a fill of at most the burst (or -1), at most
-    ``want`` tokens granted and a wait of at most ``lease_for``; else BadState."""
-    if isinstance(reply, list | tuple) and len(reply) == 7:
+    ending within ``lease_for`` of ``now``, a fill (or -1) and an addition of at most the
+    burst, at most ``want`` tokens granted and a wait of at most ``lease_for``; else
+    BadState."""
+    if isinstance(reply, list | tuple) and len(reply) == 8:
         rate = _float(reply[0], fair_rate * (1 + 1e-6) + 1e-9)
         burst = _int(reply[1])
         until = _float(reply[2], now + lease_for + 1.0)
         fill = _int(reply[3], lo=-1)
-        granted = _int(reply[4])
-        retry = _float(reply[5], lease_for + 1e-3)
-        left = _int(reply[6])
+        added = _int(reply[4])
+        granted = _int(reply[5])
+        retry = _float(reply[6], lease_for + 1e-3)
+        left = _int(reply[7])
         if (
             rate is not None
             and burst is not None
@@ -81,13 +83,15 @@ def check_rate_reply(
             and until >= now - 1.0
             and fill is not None
             and fill <= burst
+            and added is not None
+            and added <= burst
             and granted is not None
             and granted <= want
             and retry is not None
             and left is not None
             and left <= cap
         ):
-            return Grant(rate, burst, until, fill, granted, retry, left)
+            return Grant(rate, burst, until, fill, added, granted, retry, left)
     raise BadState(f"token bucket answered {shown(reply)}")
 
 

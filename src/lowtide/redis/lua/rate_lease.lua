@@ -2,8 +2,8 @@
 -- fleet never exceeds cap + rate x elapsed). KEYS[1] holds "v1;tokens;at;hub,rate,burst,until;..."
 -- (server seconds). ARGV: now, hub, want_rate, want_burst, lease_for, want, fair_rate, rate, cap.
 -- Renews (or starts, or with want_rate 0 ends) the hub's lease and takes up to `want` shared
--- tokens. Returns {{rate, burst, until, fill, granted, retry, left}, inner}; fill is -1 for a
--- renewal (the hub keeps its own tokens).
+-- tokens. Returns {{rate, burst, until, fill, added, granted, retry, left}, inner}; fill is -1
+-- for a renewal (the hub keeps its own tokens, plus `added` when its burst grew).
 local now = tonumber(ARGV[1])
 local hub = ARGV[2]
 local want_rate = tonumber(ARGV[3])
@@ -89,6 +89,11 @@ if lease_rate > 0 then
   untl = now + lease_for
   leases[hub] = {lease_rate, burst, untl}
 end
+local added = 0
+if old ~= nil and lease_rate > 0 and burst > old[2] then -- moved, not lost to the cap
+  added = math.min(burst - old[2], math.floor(tokens + 1e-9))
+  tokens = tokens - added
+end
 local _, all_burst = leased()
 tokens = math.max(0, math.min(tokens, cap - all_burst))
 local fill = -1
@@ -121,5 +126,5 @@ end
 local px = math.ceil((last - now + cap / rate + 1) * 1000)
 redis.call('SET', KEYS[1], table.concat(out, ';'), 'PX', px)
 inner[#inner + 1] = 'set'
-return {{string.format('%.9g', lease_rate), burst, string.format('%.6f', untl), fill, granted,
+return {{string.format('%.9g', lease_rate), burst, string.format('%.6f', untl), fill, added, granted,
   string.format('%.6f', math.max(0, math.min(retry, lease_for))), math.floor(tokens + 1e-9)}, inner}
