@@ -14,9 +14,29 @@ from pathlib import Path
 
 import pytest
 
-from lowtide import Lowtide, ManualClock, Mode, RateLimited, TenantRequired, tenant_scope
-from lowtide.limiter.core import window_index
-from lowtide.testing import ledger_commands, ledger_total
+from lowtide import (
+    Lowtide,
+    ManualClock,
+    Mode,
+    RateLimited,
+    RateLimiter,
+    TenantRequired,
+    build_key,
+    tenant_scope,
+)
+from lowtide.limiter.core import (
+    WINDOWS_PER_KEY,
+    counter_key_end,
+    counter_key_index,
+    window_index,
+)
+from lowtide.testing import (
+    ValkeyServer,
+    changes,
+    ledger_commands,
+    ledger_total,
+    server_commands,
+)
 from tests.helpers import eventually
 
 
@@ -236,3 +256,140 @@ async def test_a_heartbeat_is_one_command_and_a_ring_slot_is_cleared_before_reus
         assert [await lt.fleet.beat() for lt in hubs[:2]] == [4, 4]  # the previous interval
         clock.advance(60)
         assert await hubs[0].fleet.beat() == 2  # two hubs left
+
+
+# -- what a reservation costs (issue 14, goal 5) ----------------------------------------------
+async def start_of_a_window(hub: Lowtide, clock: ManualClock, per: float) -> int:
+    """Move the manual clock to the start of the next window that is not the last of its
+    counter key (so the window after it shares the key); returns that window."""
+    await hub.sync_server_clock()
+    w = window_index(hub.server_time(), per) + 1
+    if (w + 1) % WINDOWS_PER_KEY == 0:
+        w += 1
+    clock.advance(w * per - hub.server_time() + 0.001)
+    assert window_index(hub.server_time(), per) == w
+    return w
+
+
+async def test_a_windows_first_reservation_costs_one_command(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    clock = ManualClock()
+    async with Lowtide(server.url, clock=clock, instance="a") as hub:
+        limiter = hub.rate_limiter("first", limit=100, per=10, fleet_size=4)
+        await limiter.prefetch("t1")  # the one-off reads: TIME, configuration, penalty
+        w = await start_of_a_window(hub, clock, 10)
+        before = ledger_commands(hub, component="limiter")
+        assert (await limiter.acquire("t1")).allowed
+        # the hash holding this window's counter is new: its expiry is set once
+        assert changes(before, ledger_commands(hub, component="limiter")) == {
+            "hincrby": 1,
+            "pexpire": 1,
+        }
+        key = build_key("lt", "limiter", "first", "t1", f"h{counter_key_index(w)}")
+        life = (counter_key_end(counter_key_index(w), 10) - hub.server_time() + 10) * 1000
+        assert 0 < server.command("PTTL", key) <= life + 1  # until its last window ends
+        clock.advance(10)  # the next window, same hash: one command, no PEXPIRE
+        before = ledger_commands(hub, component="limiter")
+        server_before = server_commands(server)
+        assert (await limiter.acquire("t1")).allowed
+        assert changes(before, ledger_commands(hub, component="limiter")) == {"hincrby": 1}
+        received = changes(server_before, server_commands(server), minus={"info": 1})
+        received.pop("ping", None)  # the listener's keepalive (the clock moved): not the limiter
+        assert received == {"hincrby": 1}
+
+
+async def test_a_hub_that_took_the_last_token_does_not_ask_again(hub: Lowtide) -> None:
+    limiter = hub.rate_limiter("last", limit=10, per=60, fleet_size=1)
+    allowed = 0
+    while (await limiter.acquire("t1")).allowed:
+        allowed += 1
+    assert allowed == 10
+    # the reservation that took the last token said so: the first refusal cost nothing
+    reservations = limiter.stats["reservations"]
+    assert ledger_commands(hub, component="limiter", command="hincrby") == {"hincrby": reservations}
+    before = ledger_commands(hub, component="limiter")
+    for _ in range(100):
+        assert not (await limiter.acquire("t1")).allowed
+    assert ledger_commands(hub, component="limiter") == before
+    assert limiter.stats["reservations"] == reservations
+
+
+async def test_a_low_demand_lease_lasts_until_the_window_ends(lowtide_url: str) -> None:
+    clock = ManualClock()
+    async with Lowtide(lowtide_url, clock=clock, instance="a") as hub:
+        limiter = hub.rate_limiter("slow", limit=100, per=60, fleet_size=4)
+        await limiter.prefetch("t1")
+        await start_of_a_window(hub, clock, 60)
+        for _ in range(6):  # one call every 10 s: the demand of this window
+            assert (await limiter.acquire("t1")).allowed
+            clock.advance(10)
+        # the next window: the same demand, served by one reservation made at its first call
+        before = limiter.stats["reservations"]
+        for _ in range(6):
+            assert (await limiter.acquire("t1")).allowed
+            clock.advance(10)
+        assert limiter.stats["reservations"] == before + 1
+
+
+async def test_a_spent_window_is_told_to_the_fleet_once(lowtide_url: str) -> None:
+    per = 1.0
+    async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        la = a.rate_limiter("told", limit=10, per=per, fleet_size=2)
+        lb = b.rate_limiter("told", limit=10, per=per, fleet_size=2)
+        await la.prefetch("t1")
+        await lb.prefetch("t1")
+
+        async def next_window() -> None:  # wait for the next window to begin (polling)
+            w = window_index(a.server_time(), per)
+            await eventually(lambda: window_index(a.server_time(), per) > w, within=2 * per)
+
+        await next_window()
+        for _ in range(8):  # a window of high demand on both (above their share of 5)
+            await la.acquire("t1")
+            await lb.acquire("t1")
+        await next_window()
+        assert [(await la.acquire("t1")).allowed for _ in range(5)] == [True] * 5
+        received = a.invalidations.received
+        assert [(await lb.acquire("t1")).allowed for _ in range(6)] == [True] * 5 + [False]
+        assert lb.info()["spent_told"] == 1  # b took the last token, and told
+        await eventually(lambda: a.invalidations.received > received)
+        before = ledger_commands(a, component="limiter")
+        d = await la.acquire("t1")  # a's tokens are spent: refused without asking
+        assert not d.allowed
+        assert 0 < d.retry_after <= per
+        assert ledger_commands(a, component="limiter") == before
+        assert la.info()["spent_told"] == 0
+
+
+async def test_four_hubs_hammering_never_exceed_the_limit(lowtide_url: str) -> None:
+    limit, per = 60, 1.0
+    async with AsyncExitStack() as stack:
+        hubs = [
+            await stack.enter_async_context(Lowtide(lowtide_url, instance=f"h{i}"))
+            for i in range(4)
+        ]
+        limiters = [lt.rate_limiter("hammer", limit, per, fleet_size=4) for lt in hubs]
+        for lim in limiters:
+            await lim.prefetch("t1")
+        admitted: Counter[int] = Counter()
+        end = time.monotonic() + 3.2
+
+        async def caller(lt: Lowtide, lim: RateLimiter) -> None:
+            while time.monotonic() < end:
+                d = await lim.acquire("t1")
+                if d.allowed:
+                    admitted[window_index(lt.server_time(), per)] += 1
+                else:
+                    await asyncio.sleep(min(d.retry_after, 0.003))
+
+        await asyncio.gather(
+            *(caller(lt, lim) for lt, lim in zip(hubs, limiters, strict=True) for _ in range(5))
+        )
+    assert max(admitted.values()) <= limit, admitted
+    full = sorted(admitted)[1:-1]
+    assert full
+    assert all(admitted[w] >= 0.9 * limit for w in full), admitted

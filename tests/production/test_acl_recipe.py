@@ -44,6 +44,8 @@ async def test_lowtide_runs_with_exactly_the_documented_permissions(invalidation
             bucket = lt.rate_limiter("tb", limit=5, per=60, algorithm="token_bucket")
             assert (await limiter.acquire("t1")).allowed
             assert (await bucket.acquire("t1")).allowed
+            # decided through Redis, not locally after a refused command
+            assert limiter.info()["bad_state"] == bucket.info()["bad_state"] == 0
             await limiter.penalize("t1", retry_after=1)
             breaker = lt.circuit_breaker("crm", min_calls=1, open_for=1)
             async with breaker.guard("t1"):

@@ -24,7 +24,7 @@ from lowtide.cache.envelope import unwrap, wrap
 from lowtide.control import MAX_REASON
 from lowtide.fleet import MAX_FLEET_SIZE
 from lowtide.fleetview import read_fleet
-from lowtide.limiter.core import window_index
+from lowtide.limiter.core import counter_key_index, window_index
 from lowtide.periodic import Periodic
 from lowtide.testing import ValkeyServer
 from tests.helpers import eventually, fail
@@ -172,7 +172,7 @@ async def test_a_penalty_is_at_most_max_penalty_written_or_read(
         assert limiter.info()["bad_penalties"] == 0
 
 
-@pytest.mark.parametrize("planted", [b"abc", b"-1000000", b"9223372036854775807", ("hash",)])
+@pytest.mark.parametrize("planted", [b"abc", b"-1000000", b"9223372036854775807", ("string",)])
 async def test_bad_counters_never_raise_and_never_admit_more_than_the_limit(
     lowtide_fresh_server: ValkeyServer, planted: object
 ) -> None:
@@ -183,17 +183,28 @@ async def test_bad_counters_never_raise_and_never_admit_more_than_the_limit(
         limiter = lt.rate_limiter("crm", 5, 60.0, fleet_size=1)
         w = window_index(lt.server_time(), 60.0)
         for index in (w, w + 1):  # this window and the next (a test near a window's end)
-            rk = build_key("lt", "limiter", "crm", "t1", f"w{index}")
+            # a window's counter is field <index> of the hash h<index // WINDOWS_PER_KEY>
+            rk = build_key("lt", "limiter", "crm", "t1", f"h{counter_key_index(index)}")
             if isinstance(planted, tuple):
-                server.command("HSET", rk, "n", "1")
+                server.command("SET", rk, "1")  # not a hash: WRONGTYPE
             else:
-                server.command("SET", rk, planted)
+                server.command("HSET", rk, str(index), planted)
         allowed = sum([(await limiter.acquire("t1")).allowed for _ in range(20)])
         assert allowed <= 5
         assert limiter.info()["bad_state"] >= 1
 
 
-@pytest.mark.parametrize("planted", [b"zzz", b"1e300", b"-1e300", ("hash",)])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        b"zzz",
+        b"1e300",
+        b"v1;1e300;0",
+        b"v1;-1e300;1e300",
+        b"v1;5;0;x,1e300,5,1e300;y,5,1e300,1",
+        ("hash",),
+    ],
+)
 async def test_bad_token_bucket_state_never_raises_nor_blocks_for_ever(
     lowtide_fresh_server: ValkeyServer, planted: object
 ) -> None:
@@ -201,7 +212,7 @@ async def test_bad_token_bucket_state_never_raises_nor_blocks_for_ever(
     async with Lowtide(server.url) as lt:
         assert await lt.invalidations.wait_healthy(5)
         limiter = lt.rate_limiter("crm", 5, 60.0, algorithm="token_bucket", fleet_size=1)
-        rk = build_key("lt", "limiter", "crm", "t1", "tat")
+        rk = build_key("lt", "limiter", "crm", "t1", "rates")
         if isinstance(planted, tuple):
             server.command("HSET", rk, "n", "1")
         else:

@@ -1,13 +1,15 @@
-"""The limiter through a blip: a brief outage mid-window never admits more than the limit."""
+"""The limiter under production conditions: a blip mid-window never admits more than the limit;
+planted spent-window pushes refuse at most until the window under way ends."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
-from lowtide import Lowtide, Mode
+from lowtide import Lowtide, ManualClock, Mode, build_key
 from lowtide.limiter.core import window_index
 from lowtide.testing import FaultProxy, ValkeyServer
+from tests.helpers import eventually
 
 LIMIT, PER = 20, 10.0
 
@@ -41,3 +43,77 @@ async def test_a_blip_mid_window_never_admits_a_fresh_share(
         await ask(30)  # Redis is back in the same window
         assert max(admitted.values()) <= LIMIT
         assert sum(admitted.values()) >= LIMIT  # and the limit itself was available
+
+
+async def test_planted_spent_windows_block_at_most_the_window_under_way(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    clock = ManualClock()  # the window under way does not move during the test
+    async with Lowtide(server.url, clock=clock) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        limiter = lt.rate_limiter("crm", 100, 60.0, fleet_size=1)
+        await limiter.prefetch("t1")
+        assert (await limiter.acquire("t1")).allowed  # this hub holds a lease for t1
+        w = window_index(lt.server_time(), 60.0)
+
+        async def plant(key: str) -> None:
+            received = lt.invalidations.received
+            server.command("SET", build_key("lt", "control", "crm.spent", "t1", key), "1")
+            await eventually(lambda: lt.invalidations.received > received)
+
+        for key in (f"w{w + 10**6}", f"w{w - 1}", "garbage", "w" + "9" * 40):
+            await plant(key)
+        limiter.drop_lease("t1")
+        assert (await limiter.acquire("t1")).allowed  # none of them names the window under way
+        assert limiter.info()["bad_spent"] == 2  # the two that name no window at all
+        await plant(f"w{w}")  # the window under way: refused until it ends, no longer
+        limiter.drop_lease("t1")
+        d = await limiter.acquire("t1")
+        assert not d.allowed
+        assert 0 < d.retry_after <= 60.0
+        clock.advance(d.retry_after + 0.001)
+        assert (await limiter.acquire("t1")).allowed
+
+
+async def test_a_failed_lease_renewal_leaves_the_local_bucket_usable(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    clock = ManualClock()
+    # no listener: moving the manual clock 45 s would look like a lost one, and a lost listener
+    # drops every lease (a penalty may have been missed)
+    async with Lowtide(server.url, clock=clock, invalidation="ttl") as lt:
+        bucket = lt.rate_limiter(
+            "tb", 600, 60.0, algorithm="token_bucket", on_redis_error="deny", fleet_size=1
+        )
+        await bucket.prefetch("t1")
+        for _ in range(20):  # this hub now holds a rate lease (a minute) and a local bucket
+            assert (await bucket.acquire("t1")).allowed
+        clock.advance(45)  # a renewal is due, and the local bucket has refilled
+        key = build_key("lt", "limiter", "tb", "t1", "rates")
+        server.command("DEL", key)
+        server.command("HSET", key, "n", "1")  # the renewal fails: WRONGTYPE
+        d = await bucket.acquire("t1")
+        assert d.allowed  # from the local bucket: its tokens were the fleet's grant
+        assert bucket.info()["bad_state"] == 1
+
+
+async def test_a_penalty_stops_a_token_bucket_s_local_bucket_at_once(lowtide_url: str) -> None:
+    clock = ManualClock()
+    async with (
+        Lowtide(lowtide_url, clock=clock, instance="a") as a,
+        Lowtide(lowtide_url, clock=clock, instance="b") as b,
+    ):
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        la = a.rate_limiter("tbp", 1000, 10.0, algorithm="token_bucket", fleet_size=2)
+        lb = b.rate_limiter("tbp", 1000, 10.0, algorithm="token_bucket", fleet_size=2)
+        for _ in range(30):  # a now holds a rate lease: its local bucket refills on its own
+            assert (await la.acquire("t1")).allowed
+        await lb.penalize("t1", retry_after=5)  # b got a 429
+        await eventually(lambda: la.penalty_cache.stats.invalidations >= 1)
+        clock.advance(2)  # a's local bucket has refilled meanwhile
+        d = await la.acquire("t1")
+        assert not d.allowed  # the penalty is read before the local bucket is spent again
+        assert 2 < d.retry_after <= 3.1  # the two hubs measured the server clock apart

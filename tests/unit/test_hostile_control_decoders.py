@@ -17,7 +17,8 @@ from lowtide.control import MAX_REASON, MAX_SWITCH_BYTES, parse_switch
 from lowtide.fleet import MAX_FLEET_SIZE, heartbeat_count
 from lowtide.fleetview import parse_snapshot
 from lowtide.limiter.agreement import LimitConfig
-from lowtide.limiter.state import BadState, check_bucket_reply, check_window_reply
+from lowtide.limiter.rates import parse_state as parse_rate_state
+from lowtide.limiter.state import BadState, check_rate_reply, check_window_reply
 from tests.unit.untrusted_strategies import FUZZ, json_like
 
 # -- breaker state -------------------------------------------------------------------------------
@@ -86,23 +87,61 @@ def test_window_counter_replies_are_checked(counter: object, charged: int) -> No
 
 
 @FUZZ
-@given(st.lists(reply_part, min_size=0, max_size=4) | reply_part, st.floats(1, 1e6))
-def test_token_bucket_replies_are_checked(reply: object, max_wait_ms: float) -> None:
+@given(st.lists(reply_part, min_size=0, max_size=9) | reply_part, st.integers(0, 100))
+def test_token_bucket_replies_are_checked(reply: object, want: int) -> None:
+    kw = {"now": 1000.0, "fair_rate": 5.0, "cap": 50.0, "lease_for": 60.0}
     try:
-        granted, retry_ms, left = check_bucket_reply(reply, max_wait_ms)
+        g = check_rate_reply(reply, want=want, **kw)
     except BadState:
         return
-    assert granted >= 0
-    assert left >= 0
-    assert 0 <= retry_ms <= max_wait_ms
+    assert 0 <= g.rate <= 5.0 * (1 + 1e-6) + 1e-9
+    assert 0 <= g.burst <= 50
+    assert 999.0 <= g.until <= 1061.0
+    assert -1 <= g.fill <= g.burst
+    assert 0 <= g.added <= g.burst
+    assert 0 <= g.granted <= want
+    assert 0 <= g.retry <= 60.001
+    assert 0 <= g.left <= 50
 
 
 def test_token_bucket_replies_as_the_script_sends_them() -> None:
-    assert check_bucket_reply([3, b"0", 7], 100.0) == (3, 0.0, 7)
-    assert check_bucket_reply([0, b"12.500", 0], 100.0) == (0, 12.5, 0)
-    for bad in ([0, b"1e300", 0], [0, b"nan", 0], [-1, b"0", 0], [0, b"0"], None, b"x"):
+    kw = {"now": 1000.0, "want": 3, "fair_rate": 5.0, "cap": 50.0, "lease_for": 60.0}
+    g = check_rate_reply([b"2.5", 4, b"1060.000000", -1, 2, 3, b"0.000000", 7], **kw)
+    assert (g.rate, g.burst, g.until, g.fill, g.added, g.granted, g.retry, g.left) == (
+        2.5,
+        4,
+        1060.0,
+        -1,
+        2,
+        3,
+        0.0,
+        7,
+    )
+    for bad in (
+        [b"6", 4, b"1060", -1, 0, 3, b"0", 7],  # more than the fair rate
+        [b"2.5", 4, b"1e300", -1, 0, 3, b"0", 7],  # a lease for ever
+        [b"2.5", 4, b"1060", 5, 0, 3, b"0", 7],  # a fill above the burst
+        [b"2.5", 4, b"1060", -1, 5, 3, b"0", 7],  # an addition above the burst
+        [b"2.5", 4, b"1060", -1, 0, 4, b"0", 7],  # more than wanted
+        [b"2.5", 4, b"1060", -1, 0, 3, b"nan", 7],
+        [b"2.5", 4, b"1060", -1, 0, 3, b"0"],
+        None,
+        b"x",
+    ):
         with pytest.raises(BadState):
-            check_bucket_reply(bad, 100.0)
+            check_rate_reply(bad, **kw)
+
+
+@FUZZ
+@given(st.text(max_size=300) | st.builds(";".join, st.lists(st.text(max_size=40), max_size=8)))
+def test_stored_token_bucket_states_are_parsed_defensively(raw: str) -> None:
+    state = parse_rate_state(raw, 1000.0, cap=50.0, rate=5.0, lease_for=60.0)
+    assert 0 <= state.tokens <= 50.0
+    assert state.at <= 1000.0
+    for lease in state.leases.values():
+        assert 0 < lease.rate <= 5.0
+        assert 0 <= lease.burst <= 50
+        assert lease.until <= 1120.0
 
 
 @FUZZ

@@ -1,11 +1,23 @@
-"""Pure limiter arithmetic, property-tested: grants never exceed the limit or the GCRA bound."""
+"""Pure limiter arithmetic, property-tested: grants never exceed the limit; leases stay within
+the fair share."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from lowtide.limiter.core import fixed_window_grant, gcra_take, next_lease_size, window_index
+from lowtide.limiter.core import (
+    WINDOWS_PER_KEY,
+    counter_key_end,
+    counter_key_index,
+    fixed_window_grant,
+    next_lease_size,
+    roll_demand,
+    window_end,
+    window_index,
+    window_lease_size,
+    worth_telling,
+)
 
 
 @given(
@@ -23,34 +35,83 @@ def test_fixed_window_grants_never_exceed_the_limit(limit: int, requests: list[i
     assert granted == min(limit, sum(requests))  # nothing lost below the limit, nothing above
 
 
-@settings(max_examples=300)
+def test_windows_are_aligned_to_the_epoch() -> None:
+    assert window_index(59.999, 60) == 0
+    assert window_index(60.0, 60) == 1
+    assert window_index(-0.5, 60) == -1
+
+
 @given(
-    limit=st.integers(1, 1000),
-    per=st.floats(0.5, 120),
-    steps=st.lists(st.tuples(st.floats(0, 3), st.integers(1, 50)), min_size=1, max_size=150),
+    demand=st.floats(0, 10_000),
+    asked=st.integers(0, 10_000),
+    into=st.floats(0, 60),
+    per=st.floats(0.1, 60),
+    previous=st.integers(1, 1000),
+    lasted=st.floats(0, 100),
+    waiting=st.integers(0, 1000),
+    cap=st.integers(1, 1000),
 )
-def test_gcra_grants_obey_burst_plus_rate(
-    limit: int, per: float, steps: list[tuple[float, int]]
+def test_window_lease_is_between_one_and_the_fair_share(
+    demand: float,
+    asked: int,
+    into: float,
+    per: float,
+    previous: int,
+    lasted: float,
+    waiting: int,
+    cap: int,
 ) -> None:
-    interval = per / limit
-    burst = float(limit)
-    tat, now = 0.0, 1000.0
-    grants: list[tuple[float, int]] = []
-    for dt, wanted in steps:
-        now += dt * interval * 5
-        g, tat, retry = gcra_take(tat, now, wanted, interval, burst)
-        assert 0 <= g <= wanted
-        if g == 0:
-            assert retry >= 0
-            # after retry_after a token really is there
-            assert gcra_take(tat, now + retry + 1e-9, 1, interval, burst)[0] == 1
-        grants.append((now, g))
-    # every interval [a, b] of grant times: total <= burst + (b - a) / interval
-    for i in range(len(grants)):
-        total = 0
-        for j in range(i, len(grants)):
-            total += grants[j][1]
-            assert total <= burst + (grants[j][0] - grants[i][0]) / interval + 1e-6
+    into = min(into, per)
+    size = window_lease_size(
+        demand=demand,
+        asked=asked,
+        into=into,
+        left=per - into,
+        per=per,
+        previous=previous,
+        lasted=lasted,
+        horizon=0.1,
+        waiting=waiting,
+        cap=cap,
+    )
+    assert 1 <= size <= cap
+    assert size >= min(cap, waiting + 1)  # callers already waiting are served
+
+
+def test_window_lease_covers_the_expected_demand_until_the_window_ends() -> None:
+    kw = {"per": 10.0, "previous": 1, "lasted": 5.0, "horizon": 1.0, "waiting": 0}
+    # 40 asks per window, at the start of a window: 40 + 2 standard deviations + 1
+    assert window_lease_size(demand=40, asked=0, into=0.0, left=10.0, cap=1000, **kw) == 54
+    # ... at most the fair share (tokens held and not spent are lost to the others)
+    assert window_lease_size(demand=40, asked=0, into=0.0, left=10.0, cap=50, **kw) == 50
+    # half way through, half of it
+    assert window_lease_size(demand=40, asked=0, into=5.0, left=5.0, cap=1000, **kw) == 30
+    # this window runs faster than the estimate: its own pace counts
+    assert window_lease_size(demand=0, asked=30, into=5.0, left=5.0, cap=1000, **kw) == 42
+    # no demand known yet: one token
+    assert window_lease_size(demand=0, asked=0, into=0.0, left=10.0, cap=1000, **kw) == 1
+
+
+def test_demand_follows_rises_fast_and_falls_slowly() -> None:
+    assert roll_demand(None, 12, 1) == 12  # the first window counts as it is
+    assert roll_demand(10.0, 20, 1) == 15.0  # up: half way
+    assert roll_demand(10.0, 2, 1) == 8.0  # down: a quarter of the way
+    assert roll_demand(10.0, 10, 3) == 10.0 * 0.75**2  # two idle windows in between
+
+
+@given(window=st.integers(-(10**9), 10**12), per=st.floats(0.01, 86_400))
+def test_a_counter_key_outlives_each_of_its_windows(window: int, per: float) -> None:
+    index = counter_key_index(window)
+    assert counter_key_index(index * WINDOWS_PER_KEY) == index  # windows are grouped
+    assert window_end(window, per) <= counter_key_end(index, per) + 1e-6 * abs(
+        window_end(window, per)
+    )
+
+
+def test_telling_the_fleet_is_worth_it_only_near_the_fair_share() -> None:
+    assert worth_telling(50.0, 50)
+    assert worth_telling(45.0, 50)
+    assert not worth_telling(40.0, 50)
 
 
 @given(
@@ -60,7 +121,7 @@ def test_gcra_grants_obey_burst_plus_rate(
     fleet=st.integers(1, 50),
     cap=st.integers(1, 1000),
 )
-def test_lease_size_is_bounded(
+def test_shared_takes_are_bounded(
     previous: int, lasted: float, remaining: int, fleet: int, cap: int
 ) -> None:
     size = next_lease_size(
@@ -70,14 +131,8 @@ def test_lease_size_is_bounded(
     assert size <= max(1, remaining // (2 * fleet))  # near the limit: exact mode
 
 
-def test_lease_grows_with_demand_and_shrinks_when_idle() -> None:
+def test_shared_takes_grow_with_bursts_and_shrink_when_idle() -> None:
     kw = {"horizon": 1.0, "remaining": 10_000, "fleet": 1, "cap": 1000}
     assert next_lease_size(8, lasted=0.1, **kw) == 16
     assert next_lease_size(8, lasted=2.0, **kw) == 8
     assert next_lease_size(8, lasted=10.0, **kw) == 4
-
-
-def test_windows_are_aligned_to_the_epoch() -> None:
-    assert window_index(59.999, 60) == 0
-    assert window_index(60.0, 60) == 1
-    assert window_index(-0.5, 60) == -1

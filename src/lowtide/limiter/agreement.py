@@ -83,7 +83,12 @@ class FleetConfig:
     """The fleet's agreement on one limiter's configuration (see module docs)."""
 
     def __init__(
-        self, hub: CacheHub, name: str, mine: LimitConfig, on_change: Callable[[], None]
+        self,
+        hub: CacheHub,
+        name: str,
+        mine: LimitConfig,
+        on_change: Callable[[], None],
+        on_stale: Callable[[], None] | None = None,
     ) -> None:
         self.mine = mine
         #: the limit this process enforces (its own, or a stricter one agreed by the fleet)
@@ -96,6 +101,8 @@ class FleetConfig:
         self._warnings = Warnings(log)
         self._settled = False
         self._on_change = on_change
+        #: called when the stored configuration may have changed (before it is read again)
+        self._on_stale = on_stale
         push = hub.settings.invalidation != "ttl"
         self._cache: Cache = hub.caches.cache(
             f"{name}.config",
@@ -115,6 +122,8 @@ class FleetConfig:
 
     def _unsettle(self, _: object) -> None:
         self._settled = False
+        if self._on_stale is not None:
+            self._on_stale()
 
     async def settle(self) -> None:
         """Agree with the stored configuration (0 commands once settled; see module docs)."""

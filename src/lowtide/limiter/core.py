@@ -1,7 +1,9 @@
-"""Pure arithmetic of the rate limiter: windows, grants, lease sizing, GCRA. No I/O, no clock.
+"""Pure arithmetic of the rate limiter: windows, grants, lease sizing, local budgets. No I/O,
+no clock.
 
 Everything here takes time as an argument, so it is property-tested with hypothesis
-(``tests/test_limiter_core.py``) and the Lua script mirrors :func:`gcra_take` exactly.
+(``tests/unit/test_limiter_core.py``); the token bucket's rate leases are in
+:mod:`lowtide.limiter.rates`.
 """
 
 from __future__ import annotations
@@ -10,14 +12,30 @@ import math
 from typing import NamedTuple
 
 __all__ = [
+    "DEMAND_FALL",
+    "DEMAND_RISE",
+    "WINDOWS_PER_KEY",
     "Decision",
+    "counter_key_end",
+    "counter_key_index",
     "fallback_budget",
     "fixed_window_grant",
-    "gcra_take",
     "next_lease_size",
+    "roll_demand",
     "window_end",
     "window_index",
+    "window_lease_size",
+    "worth_telling",
 ]
+
+#: fixed-window counters live in one hash per this many windows (one field per window), so a
+#: counter key's expiry is set about once per process per this many windows, not per window;
+#: at most this many small fields per hash keeps it in Redis' compact encoding (128 entries)
+WINDOWS_PER_KEY = 100
+#: weight of a window that just ended in the demand estimate (asks per window): demand that
+#: rises is followed fast (leases too small cost reservations), demand that falls slowly
+DEMAND_RISE = 0.5
+DEMAND_FALL = 0.25
 
 
 class Decision(NamedTuple):
@@ -45,6 +63,16 @@ def window_end(index: int, per: float) -> float:
     return (index + 1) * per
 
 
+def counter_key_index(window: int) -> int:
+    """The counter key (hash) holding window ``window``'s counter (field ``str(window)``)."""
+    return window // WINDOWS_PER_KEY
+
+
+def counter_key_end(index: int, per: float) -> float:
+    """Wall time at which the last window of counter key ``index`` ends."""
+    return (index + 1) * WINDOWS_PER_KEY * per
+
+
 def fixed_window_grant(counter_after: int, charged: int, limit: int) -> int:
     """Tokens granted by ``INCRBY key charged`` that answered ``counter_after``.
 
@@ -65,7 +93,8 @@ def next_lease_size(
     fleet: int,
     cap: int,
 ) -> int:
-    """Size of the next reservation: grows with local demand, shrinks near the limit.
+    """Size of the next take from a token bucket's shared remainder: grows with bursts,
+    shrinks near the limit.
 
     ``previous`` tokens lasted ``lasted`` seconds: if they went in under ``horizon`` the next
     lease doubles, if they took more than four horizons it halves. It never exceeds ``cap``, nor
@@ -81,22 +110,58 @@ def next_lease_size(
     return max(1, min(size, cap, fair if fair > 0 else 1))
 
 
-def gcra_take(
-    tat: float, now: float, wanted: int, interval: float, burst: float
-) -> tuple[int, float, float]:
-    """Take up to ``wanted`` tokens from a GCRA bucket: ``(granted, new_tat, retry_after)``.
+def roll_demand(demand: float | None, asked: int, gap: int) -> float:
+    """The demand estimate (asks per window, an exponentially weighted mean; ``None`` before
+    the first window ended) once a window with ``asked`` asks has ended and ``gap - 1``
+    windows with no ask at all followed it."""
+    if demand is None:
+        demand = float(asked)
+    else:
+        demand += (DEMAND_RISE if asked > demand else DEMAND_FALL) * (asked - demand)
+    return demand * (1 - DEMAND_FALL) ** max(0, gap - 1)
 
-    ``tat`` is the bucket's theoretical arrival time, ``interval`` the time one token takes to
-    come back (``per / limit``) and ``burst`` how many tokens it holds when full. Grants obey
-    ``granted over [a, b] <= burst + (b - a) / interval`` for every interval ``[a, b]``.
+
+def window_lease_size(
+    *,
+    demand: float,
+    asked: int,
+    into: float,
+    left: float,
+    per: float,
+    previous: int,
+    lasted: float,
+    horizon: float,
+    waiting: int,
+    cap: int,
+) -> int:
+    """Tokens to reserve in a fixed window: what this process should need until it ends.
+
+    The rate is the demand estimate (``demand`` asks per window) or, if higher, this window's
+    own pace so far (``asked`` asks in its first ``into`` seconds, counted from a tenth of a
+    window so one early ask is not a flood). The lease covers the expected asks in the ``left``
+    seconds plus two standard deviations of a Poisson count and one, so one reservation per
+    window usually suffices; it doubles if the ``previous`` lease went in under ``horizon``
+    (a burst), covers the callers ``waiting`` for it, and never exceeds ``cap`` (the fair
+    share: ``limit // fleet size``, at most ``max_lease``): tokens reserved and not spent are
+    lost to the others until the window ends.
     """
-    base = max(tat, now)
-    room = math.floor((now + burst * interval - base) / interval + 1e-9)
-    granted = max(0, min(wanted, room))
-    new_tat = base + granted * interval
-    if granted > 0:
-        return granted, new_tat, 0.0
-    return 0, base, max(0.0, base + interval - burst * interval - now)
+    rate = demand / per
+    if asked > 0:
+        rate = max(rate, asked / max(into, per / 10))
+    expected = rate * max(0.0, left)
+    size = math.ceil(expected + 2 * math.sqrt(expected)) + 1
+    if lasted < horizon:
+        size = max(size, 2 * previous)
+    size = max(size, waiting + 1)
+    return max(1, min(size, cap))
+
+
+def worth_telling(demand: float, share: int) -> bool:
+    """Whether a process that took a window's last token should tell the fleet (one write
+    that every hub hears as a push): when its own demand is near or over its fair share, the
+    other processes are likely to run out too, and each would otherwise ask once more and
+    be refused."""
+    return demand >= 0.9 * share
 
 
 def fallback_budget(

@@ -1,29 +1,28 @@
 """The fleet-wide rate limiter: reserve-ahead leases, spent locally, that never over-admit.
 
 One budget per (limiter, tenant), shared by every hub. A hub reserves a block of tokens with
-one atomic command and spends it locally, so a decision costs ~1/B commands:
+one atomic command (:mod:`lowtide.limiter.reserve`) and spends it locally, so a decision costs
+~1/B commands:
 
-* ``fixed_window``: ``INCRBY <ns>:r:<name>:<tenant>:w<index> B`` (``PEXPIRE`` only after the
-  window's first reservation); the grant is whatever was left below the limit. Windows are
-  aligned to the server's clock (one ``TIME`` per hub).
-* ``token_bucket``: one GCRA script (GET + SET inside) takes up to B tokens. Local tokens expire
-  ``lease_horizon`` after the request was sent, and the bucket's burst is reduced by what that
-  horizon could refill, so admissions obey ``burst + rate x elapsed`` exactly.
+* ``fixed_window``: ``HINCRBY`` of the window's field in a hash of 100 windows; the grant is
+  whatever was left below the limit. Windows are aligned to the server's clock (one ``TIME``
+  per hub). A lease is sized to this hub's expected demand until the window ends, capped by
+  its fair share (``limit // fleet size``), and lasts until the window ends, so at steady
+  demand a hub reserves about once per window in which it admits calls. A reply that shows
+  the window spent is remembered until the window ends (and told to the fleet when others are
+  likely to run out too, :mod:`lowtide.limiter.spent`).
+* ``token_bucket``: a hub leases a share of the bucket's rate for a minute (one script call,
+  GET + SET inside, renewed when a third is left) and spends a local bucket refilled at that
+  rate; beyond it, the same call takes tokens of the shared remainder, which expire
+  ``lease_horizon`` after the request was sent (:mod:`lowtide.limiter.rates`). Admissions obey
+  ``burst + rate x elapsed`` exactly (the burst reduced by what one horizon refills).
 
-A refusal is cached until the window ends (or the bucket refills): repeated denials cost 0
-commands. ``penalize()`` shares a provider's 429/Retry-After with one ``SET PX`` on a tracked
-key; other hubs drop their leases on the push and read it once. A penalty is at most
-``max_penalty`` long (default: an hour, or ten windows if longer), written or read back.
-
-Shared state read back is checked (:mod:`lowtide.limiter.state`): a penalty that is not a
-deadline within ``max_penalty`` is ignored (``bad_penalties``); a counter or bucket reply that
-no lowtide writer could have caused, or an error reply, makes this decision local, as when Redis
-is away (``bad_state``). Never over the limit, never an exception to the caller.
-
-When Redis is unavailable (or the hub is suspended) the limiter follows ``on_redis_error``:
-``local_share`` admits ``limit / fleet size`` per window locally (and charges what it admitted to
-the fleet counter when Redis returns within the same window), ``allow`` admits everything,
-``deny`` refuses everything.
+A decision with a lease in hand is one frame (check the tokens and their monotonic deadline,
+decrement). Refusals are cached until the window ends (or the bucket refills): repeated denials
+cost 0 commands. ``penalize()`` shares a provider's 429/Retry-After (one ``SET PX`` on a
+tracked key, at most ``max_penalty`` long). Shared state read back is checked
+(:mod:`lowtide.limiter.state`); Redis unavailable: ``on_redis_error``
+(:mod:`lowtide.limiter.local`). Never over the limit, never an exception to the caller.
 """
 
 from __future__ import annotations
@@ -31,40 +30,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from lowtide._untrusted import CLOCK_SLACK, Warnings
+from lowtide._untrusted import Warnings
 from lowtide._validate import integer, optional_seconds, seconds
 from lowtide.cache.store import Key
-from lowtide.errors import (
-    ConfigError,
-    LowtideError,
-    RateLimited,
-    RedisCommandError,
-    RedisUnavailable,
-)
+from lowtide.errors import ConfigError, RateLimited, RedisCommandError, RedisUnavailable
 from lowtide.keys import build_key, family
 from lowtide.limiter.agreement import FleetConfig, LimitConfig
 from lowtide.limiter.core import (
     Decision,
-    fallback_budget,
-    fixed_window_grant,
-    next_lease_size,
     window_end,
     window_index,
+    worth_telling,
 )
-from lowtide.limiter.state import (
-    BadState,
-    Penalties,
-    check_bucket_reply,
-    check_window_reply,
-    default_max_penalty,
-)
+from lowtide.limiter.lease import Lease
+from lowtide.limiter.local import LocalDecisions, OnRedisError
+from lowtide.limiter.reserve import DEMAND_PERIOD, Reserver
+from lowtide.limiter.spent import SpentWindows
+from lowtide.limiter.state import BadState, Penalties, default_max_penalty
 from lowtide.modes import Mode, ModeChange
-from lowtide.redis.scripts import Script
-from lowtide.tenancy import Attributions, TenantLRU, resolve_tenant, tenant_kwargs
+from lowtide.tenancy import TenantLRU, resolve_tenant, tenant_kwargs
 
 if TYPE_CHECKING:
     from lowtide.cache import Cache
@@ -73,9 +60,13 @@ if TYPE_CHECKING:
 __all__ = ["Algorithm", "LimiterKwargs", "OnRedisError", "RateLimiter"]
 
 log = logging.getLogger("lowtide.limiter")
+_NOBODY = object()
+#: builds a Decision without the Python-level ``__new__`` of a NamedTuple (the fast path)
+_new_decision = tuple.__new__
+#: allowed decisions with a small ``remaining``, made once (a Decision is an immutable tuple)
+_INTERNED = 1024
+_ALLOWED = tuple(Decision(True, n, 0.0) for n in range(_INTERNED))
 Algorithm = Literal["fixed_window", "token_bucket"]
-OnRedisError = Literal["local_share", "allow", "deny"]
-GCRA = Script.from_package("gcra_take")
 
 
 class LimiterKwargs(TypedDict, total=False):
@@ -90,41 +81,6 @@ class LimiterKwargs(TypedDict, total=False):
     per_tenant: bool
     max_tenants: int
     max_penalty: float | None
-
-
-class _Lease:
-    """What one hub holds for one tenant of one limiter."""
-
-    __slots__ = (
-        "blocked_until",
-        "expires",
-        "fleet_remaining",
-        "granted_at",
-        "local_used",
-        "local_window",
-        "pending",
-        "reserved_window",
-        "size",
-        "tokens",
-        "unreported",
-        "waiting",
-        "window",
-    )
-
-    def __init__(self) -> None:
-        self.tokens = 0
-        self.window = -1  # fixed window the tokens belong to
-        self.expires = 0.0  # token bucket: tokens unusable after this wall time
-        self.size = 1
-        self.granted_at = -math.inf
-        self.blocked_until = 0.0
-        self.fleet_remaining = 0
-        self.reserved_window = -1  # window of the last reservation (fleet_remaining's window)
-        self.local_used = 0  # admissions while Redis was unavailable, in local_window
-        self.local_window = -1
-        self.unreported = 0  # of those, not yet charged to the fleet counter
-        self.pending: asyncio.Future[None] | None = None
-        self.waiting = 0  # callers waiting for the reservation in flight: visible demand
 
 
 class RateLimiter:
@@ -164,6 +120,7 @@ class RateLimiter:
         ns = hub.settings.namespace
         build_key(ns, "limiter", name, None, "")  # validates the name
         self.name = name
+        self._what = f"rate limiter {name!r}"
         self.limit = limit
         self.per = float(per)
         self.algorithm = algorithm
@@ -174,22 +131,28 @@ class RateLimiter:
         self.per_tenant = per_tenant
         self.family = family(ns, "limiter", name)
         self._hub = hub
-        self._ns = ns
+        self._mono = hub.clock.monotonic  # the fast path's only clock read
         #: per-tenant state, bounded by ``max_tenants`` (dropping an idle tenant's lease only
         #: strands its unspent tokens: under-use, never overshoot); a lease with a reservation
         #: in flight is kept
-        self._leases: TenantLRU[_Lease] = TenantLRU(
-            max_tenants, _Lease, keep_if=lambda lease: lease.pending is not None
+        self._leases: TenantLRU[Lease] = TenantLRU(
+            max_tenants, Lease, keep_if=lambda lease: lease.pending is not None
         )
         self.max_tenants = max_tenants
-        self._att = Attributions("limiter", self.family)
+        self._reserver = Reserver(hub, name, self.per, self.family)
+        #: token bucket: demand is counted per period of at most DEMAND_PERIOD seconds
+        self._period = min(self.per, DEMAND_PERIOD)
         # token bucket: one token every `interval` s; burst reduced by what a lease horizon
         # refills, so tokens spent up to `horizon` after their grant never exceed the bound
         self._interval = self.per / limit
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
         #: the fleet's agreement on this name's configuration (stricter limit wins)
         self._agreement = FleetConfig(
-            hub, name, LimitConfig(algorithm, limit, self.per), self._limit_changed
+            hub,
+            name,
+            LimitConfig(algorithm, limit, self.per),
+            self._limit_changed,
+            on_stale=self._drop_all,  # the next decision reads the configuration again
         )
         #: the longest penalty written or honoured (seconds)
         self.max_penalty = float(max_penalty or default_max_penalty(self.per))
@@ -200,22 +163,33 @@ class RateLimiter:
             max_penalty=self.max_penalty,
             on_change=self._on_penalty_change,
         )
-        self.stats = {"decisions": 0, "allowed": 0, "denied": 0, "reservations": 0, "local": 0}
+        self._spent = (
+            SpentWindows(hub, name, per_tenant=per_tenant, on_spent=self._on_spent)
+            if algorithm == "fixed_window" and hub.settings.url is not None
+            else None
+        )
+        #: decisions made on the fast path (all allowed); the others are counted in _stats
+        self._fast = 0
+        self._last_tenant: str | object | None = _NOBODY
+        self._last_lease = Lease()
+        self._stats = {"decisions": 0, "allowed": 0, "denied": 0, "reservations": 0, "local": 0}
         #: reservations decided locally because Redis held impossible limiter state
-        self.stats["bad_state"] = 0
+        self._stats["bad_state"] = 0
         self._warnings = Warnings(log)
         self._needs_fleet = on_redis_error == "local_share" and fleet_size is None
-        #: server time at which Redis became unavailable (None while distributed): the window
-        #: under way then may already be in use by other hubs (see fallback_budget)
-        self._outage_began: float | None = None if hub.distributed else hub.server_time()
+        self._local = LocalDecisions(hub, on_redis_error, self.per, fleet_size)
         self._unsubscribe_mode = hub.on_mode_change(self._on_mode)
-
-    @property
-    def _what(self) -> str:
-        return f"rate limiter {self.name!r}"
 
     def __repr__(self) -> str:
         return f"<RateLimiter {self.name!r} {self.limit}/{self.per:g}s {self.algorithm}>"
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: decisions, allowed, denied, reservations, local, bad_state."""
+        out = dict(self._stats)
+        out["decisions"] += self._fast
+        out["allowed"] += self._fast
+        return out
 
     # -- public API ---------------------------------------------------------------------------
     async def acquire(self, tenant: str | None = None, *, wait: float = 0.0) -> Decision:
@@ -223,18 +197,21 @@ class RateLimiter:
 
         Never raises for a denial (see :meth:`hold`); raises TenantRequired without a tenant.
         """
-        tenant = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
-        decision = await self._decide(tenant)
-        deadline = self._hub.clock.monotonic() + wait if wait > 0 and not decision.allowed else 0.0
-        while not decision.allowed and wait > 0:
-            left = deadline - self._hub.clock.monotonic()
-            if decision.retry_after > left:
-                break
-            await self._hub.clock.sleep(decision.retry_after)
-            decision = await self._decide(tenant)
-        self.stats["decisions"] += 1
-        self.stats["allowed" if decision.allowed else "denied"] += 1
-        return decision
+        if tenant is None or not self.per_tenant:
+            tenant = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
+        # the fast path, one frame: the same tenant as last time (already the most recently
+        # used), tokens in hand, before their deadline
+        if tenant == self._last_tenant:
+            lease = self._last_lease
+        else:
+            lease = self._last_lease = self._leases.get(tenant)
+            self._last_tenant = tenant
+        if lease.tokens > 0 and self._mono() < lease.until:
+            lease.tokens -= 1
+            self._fast += 1
+            n = lease.tokens + lease.fleet_remaining
+            return _ALLOWED[n] if n < _INTERNED else _new_decision(Decision, (True, n, 0.0))
+        return await self._acquire(tenant, lease, wait)
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -261,14 +238,19 @@ class RateLimiter:
         lease = self._lease(tenant)
         until = self._server_now() + retry_after
         lease.blocked_until = max(lease.blocked_until, until)
-        lease.tokens = 0
+        lease.drop()
         with contextlib.suppress(RedisUnavailable):
             await self._penalties.write(self._tenant_kw(tenant), until, retry_after)
 
     async def prefetch(self, tenant: str | None = None) -> None:
-        """Read ``tenant``'s shared penalty state now (at most 1 GET), so the first decision
-        does not wait for it: e.g. right after a tenant connects an integration."""
+        """Do now what the first decision for ``tenant`` would wait for: the server clock
+        (1 TIME per hub), the fleet's configuration (about 1 GET per process) and the tenant's
+        penalty (at most 1 GET): e.g. at start-up, or right after a tenant connects an
+        integration."""
         t = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
+        with contextlib.suppress(RedisUnavailable):
+            await self._hub.sync_server_clock()
+        await self._agreement.settle()
         await self._penalties.read(self._tenant_kw(t), self._server_now())
 
     @property
@@ -282,7 +264,7 @@ class RateLimiter:
         tenant = resolve_tenant(tenant, per_tenant=self.per_tenant, what=self._what)
         lease = self._leases.peek(tenant)
         if lease is not None:
-            lease.tokens = 0
+            lease.drop()
 
     def info(self) -> dict[str, Any]:
         """Configuration and counters (decisions, reservations, local decisions)."""
@@ -299,6 +281,8 @@ class RateLimiter:
             "max_penalty": self.max_penalty,
             "bad_penalties": self._penalties.bad,
             "bad_config": self._agreement.bad,
+            "spent_told": 0 if self._spent is None else self._spent.told,
+            "bad_spent": 0 if self._spent is None else self._spent.bad,
             **self.stats,
         }
 
@@ -306,84 +290,131 @@ class RateLimiter:
     def _server_now(self) -> float:
         return self._hub.server_time()
 
-    def _lease(self, tenant: str | None) -> _Lease:
+    def _lease(self, tenant: str | None) -> Lease:
+        # off the fast path: this may make another tenant the most recently used (and an
+        # eviction may follow), so the fast path's shortcut is reset
+        self._last_tenant = _NOBODY
         return self._leases.get(tenant)
 
     def _tenant_kw(self, tenant: str | None) -> dict[str, Any]:
         return tenant_kwargs(tenant, per_tenant=self.per_tenant)
 
-    async def _decide(self, tenant: str | None) -> Decision:
-        lease = self._lease(tenant)
+    async def _acquire(self, tenant: str | None, lease: Lease, wait: float) -> Decision:
+        decide = self._decide if self.algorithm == "fixed_window" else self._decide_bucket
+        decision = await decide(tenant, lease)
+        if not decision.allowed and wait > 0:
+            deadline = self._mono() + wait
+            while not decision.allowed:
+                if decision.retry_after > deadline - self._mono():
+                    break
+                await self._hub.clock.sleep(decision.retry_after)
+                decision = await decide(tenant, self._lease(tenant))
+        self._stats["decisions"] += 1
+        self._stats["allowed" if decision.allowed else "denied"] += 1
+        return decision
+
+    async def _decide(self, tenant: str | None, lease: Lease) -> Decision:
         reservations = 0
         while True:
             now = self._server_now()
-            if lease.blocked_until > now:
-                return Decision(False, 0, lease.blocked_until - now)
-            if lease.tokens > 0 and self._usable(lease, now):
+            lease.count_window(window_index(now, self.per))
+            if lease.tokens > 0 and self._mono() < lease.until:
                 lease.tokens -= 1
                 return Decision(True, lease.tokens + lease.fleet_remaining, 0.0)
+            if lease.blocked_until > now:  # penalty, refusal, or the window is spent
+                lease.asked_other += 1
+                return Decision(False, 0, lease.blocked_until - now)
             if lease.pending is not None:
-                lease.waiting += 1
-                try:
-                    await asyncio.shield(lease.pending)
-                finally:
-                    lease.waiting -= 1
+                await self._wait_for(lease, lease.pending)
                 continue
             if reservations >= 3:  # the window kept moving under slow replies
+                lease.asked_other += 1
                 return Decision(False, 0, min(self._interval, 1.0))
             if not self._hub.distributed:
                 return self._fallback(lease, now)
             reservations += 1
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            lease.pending = fut
-            try:
-                await self._reserve(tenant, lease, now)
-            except RedisUnavailable:
-                return self._fallback(lease, self._server_now())
-            except (RedisCommandError, BadState) as exc:  # impossible state: decide locally
-                self.stats["bad_state"] += 1
-                self._warnings.warn("state", "%s: deciding locally: %s", self._what, exc)
-                return self._fallback(lease, self._server_now())
-            finally:
-                lease.pending = None
-                fut.set_result(None)
+            tell = await self._reserve_or_decide(tenant, lease, 0)
+            if isinstance(tell, Decision):
+                return tell
+            if tell and self._spent is not None:
+                await self._spent.tell(self._tenant_kw(tenant), lease, self._server_now(), self.per)
 
-    def _usable(self, lease: _Lease, now: float) -> bool:
-        if self.algorithm == "fixed_window":
-            return lease.window == window_index(now, self.per)
-        return now < lease.expires
+    async def _decide_bucket(self, tenant: str | None, lease: Lease) -> Decision:
+        # the token bucket: tokens in hand, then the local bucket of the rate lease, then the
+        # shared bucket (one script call, which also renews the lease when a third is left)
+        reservations = 0
+        while True:
+            now, mono = self._server_now(), self._mono()
+            lease.count_window(window_index(now, self._period), drop=False)
+            if lease.blocked_until > now:  # a penalty, or no shared budget for this name
+                lease.asked_other += 1
+                return Decision(False, 0, lease.blocked_until - now)
+            if lease.tokens > 0 and mono < lease.until:
+                lease.tokens -= 1
+                return Decision(True, lease.tokens + lease.fleet_remaining, 0.0)
+            due = mono >= lease.renew_at and lease.pending is None and self._hub.distributed
+            if not due and lease.take_local(mono):
+                lease.asked_other += 1
+                return Decision(True, int(lease.local) + lease.fleet_remaining, 0.0)
+            if lease.pending is not None:
+                await self._wait_for(lease, lease.pending)
+                continue
+            if not self._hub.distributed:
+                return self._fallback(lease, now)
+            # a renewal with local tokens in hand takes no shared token
+            want = 0 if lease.local_wait(mono) == 0 else lease.waiting + 1
+            if (want and not due and now < lease.shared_after) or reservations >= 3:
+                lease.asked_other += 1
+                retry = min(lease.local_wait(mono), max(0.0, lease.shared_after - now))
+                return Decision(False, 0, retry if retry > 0 else min(self._interval, 1.0))
+            reservations += 1
+            local = await self._reserve_or_decide(tenant, lease, want)
+            if isinstance(local, Decision):  # no renewal: the tokens in hand still count
+                if not local.allowed and lease.take_local(self._mono()):
+                    return Decision(True, int(lease.local) + lease.fleet_remaining, 0.0)
+                return local
 
-    def _fallback(self, lease: _Lease, now: float) -> Decision:
-        self.stats["local"] += 1
-        if self.on_redis_error == "allow":
-            return Decision(True, 0, 0.0)
-        if self.on_redis_error == "deny":
-            return Decision(False, 0, self._hub.settings.reconnect_min)
-        w = window_index(now, self.per)
-        if lease.local_window != w:
-            lease.local_window, lease.local_used, lease.unreported = w, 0, 0
-        began = self._outage_began if self._outage_began is not None else now
-        budget = fallback_budget(
-            limit=self._agreement.limit,
-            fleet=self.fleet_size or self._hub.fleet.size,
-            window=w,
-            outage_window=window_index(began, self.per),
-            reserved_window=lease.reserved_window,
-            remaining=lease.fleet_remaining,
-        )
-        if lease.local_used < budget:
-            lease.local_used += 1
-            lease.unreported += 1
-            return Decision(True, budget - lease.local_used, 0.0)
-        return Decision(False, 0, window_end(w, self.per) - now)
+    async def _wait_for(self, lease: Lease, pending: asyncio.Future[None]) -> None:
+        # the reservation in flight for this lease; callers waiting are demand it can see
+        lease.waiting += 1
+        try:
+            await asyncio.shield(pending)
+        finally:
+            lease.waiting -= 1
+
+    async def _reserve_or_decide(
+        self, tenant: str | None, lease: Lease, want: int
+    ) -> bool | Decision:
+        # one reservation (others wait for it); a local decision if Redis cannot make one
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        lease.pending = fut
+        try:
+            return await self._reserve(tenant, lease, want)
+        except RedisUnavailable:
+            return self._fallback(lease, self._server_now())
+        except (RedisCommandError, BadState) as exc:  # impossible state: decide locally
+            self._stats["bad_state"] += 1
+            self._warnings.warn("state", "%s: deciding locally: %s", self._what, exc)
+            return self._fallback(lease, self._server_now())
+        finally:
+            lease.pending = None
+            fut.set_result(None)
+
+    def _fallback(self, lease: Lease, now: float) -> Decision:
+        self._stats["local"] += 1
+        return self._local.decide(lease, now, self._agreement.limit)
 
     def _on_mode(self, change: ModeChange) -> None:
+        self._local.on_mode(change)
         if change.new is Mode.DISTRIBUTED:
-            self._outage_began = None
-        elif self._outage_began is None:
-            self._outage_began = self._server_now()
+            # Redis may have restarted empty: counter keys are given an expiry again
+            for lease in self._leases.values():
+                lease.key_seen = -1
 
-    async def _reserve(self, tenant: str | None, lease: _Lease, now: float) -> None:
+    # -- reservations -------------------------------------------------------------------------
+    async def _reserve(self, tenant: str | None, lease: Lease, want: int = 0) -> bool:
+        """One reservation (after the one-off reads it needs; ``want``: the shared tokens a
+        token bucket takes); True if the fleet should be told that the window is spent."""
         if self._needs_fleet:
             self._needs_fleet = False
             self._hub.fleet.start()
@@ -392,82 +423,42 @@ class RateLimiter:
         now = self._server_now()
         if self._agreement.conflict is not None:  # cannot share a budget: refuse
             lease.blocked_until = now + min(self.per, 1.0)
-            return
+            return False
         until = await self._penalties.read(self._tenant_kw(tenant), now)
         if until is not None:
             lease.blocked_until = until
-            return
+            return False
+        now, mono = self._server_now(), self._mono()
         fleet = self.fleet_size or self._hub.fleet.size
         limit = self._agreement.limit
-        cap = min(self.max_lease, max(1, limit // max(1, fleet)))
-        remaining = lease.fleet_remaining if lease.granted_at > -math.inf else limit
-        size = next_lease_size(
-            lease.size,
-            lasted=now - lease.granted_at,
-            horizon=self.horizon,
-            remaining=remaining,
-            fleet=fleet,
-            cap=cap,
+        share = min(self.max_lease, max(1, limit // max(1, fleet)))
+        self._stats["reservations"] += 1
+        if self.algorithm == "token_bucket":
+            await self._reserver.bucket(
+                tenant,
+                lease,
+                now=now,
+                mono=mono,
+                want=min(want, share),
+                fleet=fleet,
+                share=share,
+                limit=limit,
+                cap=self._burst,
+                horizon=self.horizon,
+            )
+            return False
+        spent = await self._reserver.window(
+            tenant, lease, now=now, mono=mono, share=share, limit=limit, horizon=self.horizon
         )
-        # callers already queued behind this reservation are demand we can see
-        size = max(size, min(lease.waiting + 1, cap, max(1, remaining // (2 * fleet))))
-        self.stats["reservations"] += 1
-        if self.algorithm == "fixed_window":
-            await self._reserve_window(tenant, lease, now, size)
-        else:
-            await self._reserve_bucket(tenant, lease, now, size)
-        lease.size = size
-        lease.granted_at = now
-        lease.reserved_window = window_index(now, self.per)
-
-    async def _reserve_window(
-        self, tenant: str | None, lease: _Lease, now: float, size: int
-    ) -> None:
-        w = window_index(now, self.per)
-        # what this hub admitted on its own share while Redis was away, in this same window,
-        # is charged now so the fleet counter stays an upper bound of admissions
-        owed = lease.unreported if lease.local_window == w else 0
-        charge = size + owed
-        key = build_key(self._ns, "limiter", self.name, tenant, f"w{w}")
-        gw = self._hub.gateway
-        att = self._att(tenant)
-        counter = check_window_reply(await gw.call(att, "INCRBY", key, charge), charge)
-        lease.unreported = 0
-        if counter == charge:  # first reservation of the window: give the key a lifetime
-            ttl_ms = math.ceil((window_end(w, self.per) - now + self.per) * 1000)
-            with contextlib.suppress(LowtideError):
-                await gw.call(att, "PEXPIRE", key, ttl_ms)
-        limit = self._agreement.limit
-        granted = max(0, fixed_window_grant(counter, charge, limit) - owed)
-        lease.fleet_remaining = max(0, limit - counter)
-        lease.window = w
-        lease.tokens = granted
-        if granted == 0:
-            lease.blocked_until = window_end(w, self.per)
-
-    async def _reserve_bucket(
-        self, tenant: str | None, lease: _Lease, now: float, size: int
-    ) -> None:
-        key = build_key(self._ns, "limiter", self.name, tenant, "tat")
-        reply = await self._hub.gateway.run_script(
-            self._att(tenant),
-            GCRA,
-            [key],
-            [
-                f"{now * 1000:.3f}",
-                f"{self._interval * 1000:.6f}",
-                f"{self._burst:.6f}",
-                size,
-            ],
+        return (
+            spent
+            and self._spent is not None
+            and lease.told != lease.window
+            and worth_telling(lease.demand or 0.0, share)
+            and self._spent.pushed
         )
-        max_wait_ms = (self._interval + self.horizon + CLOCK_SLACK) * 1000
-        granted, retry_ms, left = check_bucket_reply(reply, max_wait_ms)
-        lease.tokens = granted
-        lease.expires = now + self.horizon
-        lease.fleet_remaining = left
-        if granted == 0:
-            lease.blocked_until = now + retry_ms / 1000
 
+    # -- pushes and fleet agreement -----------------------------------------------------------
     def _limit_changed(self) -> None:
         # the fleet agreed on another limit: token-bucket pacing follows it, and tokens taken
         # under the old rule are given up (under-use, never overshoot)
@@ -475,14 +466,29 @@ class RateLimiter:
         self._interval = self.per / limit
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
         for lease in self._leases.values():
-            lease.tokens = 0
+            lease.end_rate_lease()
+        self._drop_all()
+
+    def _drop_all(self) -> None:
+        for lease in self._leases.values():
+            lease.drop()
 
     def _on_penalty_change(self, k: Key | None) -> None:
         # a penalty was written or removed somewhere: drop leases so the next call reads it
+        held = self._leases.peek(k[0]) if k is not None else None
         if k is None:
-            for lease in self._leases.values():
-                lease.tokens = 0
+            self._drop_all()
+        elif held is not None:
+            held.drop()
+
+    def _on_spent(self, tenant: str | None, window: int) -> None:
+        # another hub took the last token of `window`: once this hub's tokens are spent, it
+        # refuses until the window ends instead of asking (only for the window under way)
+        lease = self._leases.peek(tenant)
+        if lease is None:
             return
-        held = self._leases.peek(k[0])
-        if held is not None:
-            held.tokens = 0
+        now = self._server_now()
+        if window != window_index(now, self.per):
+            return
+        lease.blocked_until = max(lease.blocked_until, window_end(window, self.per))
+        lease.told = window

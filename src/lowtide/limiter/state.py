@@ -8,12 +8,13 @@ Anyone with write access to lowtide's keys chooses these values, so:
   ``retry_after`` to ``max_penalty``. Anything else (a string, a deadline in a year, a value
   the cache cannot read) is ignored, counted in ``bad_penalties`` and logged at most once a
   minute. So one planted value stops a tenant for at most ``max_penalty``.
-* **Counter and bucket replies** (:func:`check_window_reply`, :func:`check_bucket_reply`): a
+* **Counter and bucket replies** (:func:`check_window_reply`, :func:`check_rate_reply`): a
   fixed-window counter below what this reservation itself added (a planted negative count
-  would grant tokens beyond the limit), or a token-bucket wait longer than one token's
-  interval (a planted arrival time years ahead), is :class:`BadState`; so is an error reply
-  (a string or a hash where the counter should be). The limiter then decides locally, as when
-  Redis is away, and counts it in ``bad_state``: never over the limit, never an exception.
+  would grant tokens beyond the limit), or a token-bucket grant beyond what was asked or a
+  lease beyond its period, is :class:`BadState`; so is an error reply (a string or a hash
+  where the counter should be). The limiter then decides locally, as when Redis is away, and
+  counts it in ``bad_state``: never over the limit, never an exception. The token bucket's
+  stored state is checked by its script (:mod:`lowtide.limiter.rates`: unreadable is empty).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lowtide._untrusted import CLOCK_SLACK, Warnings, number, shown, whole
 from lowtide.cache.options import pushed_state
 from lowtide.cache.store import Key
 from lowtide.errors import LowtideError, RedisUnavailable
+from lowtide.limiter.rates import Grant
 
 if TYPE_CHECKING:
     from lowtide.cache import Cache, CacheHub
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BadState",
     "Penalties",
-    "check_bucket_reply",
+    "check_rate_reply",
     "check_window_reply",
     "default_max_penalty",
     "unpushed_bound",
@@ -56,21 +58,44 @@ def check_window_reply(counter: object, charged: int) -> int:
     return value
 
 
-def check_bucket_reply(reply: object, max_wait_ms: float) -> tuple[int, float, int]:
-    """``(granted, retry_ms, left)`` of the GCRA script's reply, if it can be one: counts that
-    are non-negative ints, and a wait of at most ``max_wait_ms`` (one token's interval, plus
-    slack for processes whose limits or clocks differ a little: the arrival time stored is never
-    further ahead than the burst allows); else BadState."""
-    if isinstance(reply, list | tuple) and len(reply) == 3:
-        granted = _int(reply[0])
-        retry_ms = _float(reply[1], max_wait_ms)
-        left = _int(reply[2])
-        if granted is not None and retry_ms is not None and left is not None:
-            return granted, retry_ms, left
+def check_rate_reply(
+    reply: object, *, now: float, want: int, fair_rate: float, cap: float, lease_for: float
+) -> Grant:
+    """The :class:`~lowtide.limiter.rates.Grant` the rate-lease script answered, if it can be
+    one: a rate of at most ``fair_rate``, a burst and a count left of at most ``cap``, a lease
+    ending within ``lease_for`` of ``now``, a fill (or -1) and an addition of at most the
+    burst, at most ``want`` tokens granted and a wait of at most ``lease_for``; else
+    BadState."""
+    if isinstance(reply, list | tuple) and len(reply) == 8:
+        rate = _float(reply[0], fair_rate * (1 + 1e-6) + 1e-9)
+        burst = _int(reply[1])
+        until = _float(reply[2], now + lease_for + 1.0)
+        fill = _int(reply[3], lo=-1)
+        added = _int(reply[4])
+        granted = _int(reply[5])
+        retry = _float(reply[6], lease_for + 1e-3)
+        left = _int(reply[7])
+        if (
+            rate is not None
+            and burst is not None
+            and burst <= cap
+            and until is not None
+            and until >= now - 1.0
+            and fill is not None
+            and fill <= burst
+            and added is not None
+            and added <= burst
+            and granted is not None
+            and granted <= want
+            and retry is not None
+            and left is not None
+            and left <= cap
+        ):
+            return Grant(rate, burst, until, fill, added, granted, retry, left)
     raise BadState(f"token bucket answered {shown(reply)}")
 
 
-def _int(value: object) -> int | None:
+def _int(value: object, lo: int = 0) -> int | None:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     if isinstance(value, str):
@@ -78,7 +103,7 @@ def _int(value: object) -> int | None:
             value = int(value) if len(value) <= 20 else None
         except ValueError:
             return None
-    return whole(value, lo=0, hi=2**63 - 1)
+    return whole(value, lo=lo, hi=2**63 - 1)
 
 
 def _float(value: object, hi: float) -> float | None:

@@ -1,0 +1,212 @@
+"""The Redis side of a reservation: one command for a fixed window, one script for a bucket.
+
+* **Fixed window**: ``HINCRBY <ns>:r:<name>:<tenant>:h<k> <window> <n>`` where the hash ``h<k>``
+  holds the counters of :data:`~lowtide.limiter.core.WINDOWS_PER_KEY` consecutive windows, one
+  field each. The reply is the fleet's counter for the window. The hash needs an expiry, set by
+  ``PEXPIRE`` only when this hub's increment created its window's field and this hub has not
+  yet seen that hash exist; so a window's first reservation costs one command, and the expiry
+  about one more per hub per ``WINDOWS_PER_KEY`` windows in which it reserves (a hash lives
+  until its last window ends, plus one window).
+* **Token bucket**: one script (``GET`` + ``SET PX`` inside, 3 billed units) renews this hub's
+  rate lease and takes shared tokens (see :mod:`lowtide.limiter.rates`): a hub at steady
+  demand calls it about once per 40 s.
+
+Replies are checked (:mod:`lowtide.limiter.state`) before they grant anything.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import TYPE_CHECKING
+
+from lowtide.errors import LowtideError
+from lowtide.keys import build_key
+from lowtide.limiter.core import (
+    counter_key_end,
+    counter_key_index,
+    fixed_window_grant,
+    next_lease_size,
+    window_end,
+    window_index,
+    window_lease_size,
+)
+from lowtide.limiter.lease import Lease
+from lowtide.limiter.state import check_rate_reply, check_window_reply
+from lowtide.redis.scripts import Script
+from lowtide.tenancy import Attributions
+
+if TYPE_CHECKING:
+    from lowtide.runtime import HubView
+
+__all__ = ["DEMAND_PERIOD", "LEASE_FOR", "RATES", "Reserver"]
+
+RATES = Script.from_package("rate_lease")
+#: how long a token bucket's rate lease lasts (renewed when a third of it is left); a hub that
+#: stops holds its share at most this long
+LEASE_FOR = 60.0
+#: a hub stops using its lease this long before it ends (hubs' clocks differ a little)
+LEASE_SLACK = 1.0
+#: the token bucket counts its demand (asks) over periods of at most this many seconds
+DEMAND_PERIOD = 10.0
+
+
+class Reserver:
+    """Sends one limiter's reservations (see module docs)."""
+
+    def __init__(self, hub: HubView, name: str, per: float, family: str) -> None:
+        self._hub = hub
+        #: this limiter's name for its rate leases (unique per process and limiter)
+        self._hub_id = secrets.token_hex(8)
+        self._ns = hub.settings.namespace
+        self._name = name
+        self._per = per
+        self._att = Attributions("limiter", family)
+
+    async def window(
+        self,
+        tenant: str | None,
+        lease: Lease,
+        *,
+        now: float,
+        mono: float,
+        share: int,
+        limit: int,
+        horizon: float,
+    ) -> bool:
+        """Reserve tokens of the window under way (server time ``now``, monotonic ``mono``) for
+        ``lease``: what it should need until the window ends, at most ``share``
+        (:func:`~lowtide.limiter.core.window_lease_size`), plus what it admitted locally in
+        this window. True if the reply shows the window spent (then nothing more is asked in
+        it: ``blocked_until`` its end).
+
+        Raises BadState for a counter no lowtide writer could cause, RedisCommandError for
+        an error reply, RedisUnavailable when Redis is away.
+        """
+        per = self._per
+        window = window_index(now, per)
+        lease.count_window(window)
+        size = window_lease_size(
+            demand=lease.demand or 0.0,
+            asked=lease.asked(),
+            into=now - window * per,
+            left=window_end(window, per) - now,
+            per=per,
+            previous=lease.size,
+            lasted=now - lease.granted_at,
+            horizon=horizon,
+            waiting=lease.waiting,
+            cap=share,
+        )
+        # what this hub admitted on its own share while Redis was away, in this same window,
+        # is charged now so the fleet counter stays an upper bound of admissions
+        owed = lease.unreported if lease.local_window == window else 0
+        charge = size + owed
+        counter = await self._increment(tenant, lease, window, now, charge)
+        lease.unreported = 0
+        granted = max(0, fixed_window_grant(counter, charge, limit) - owed)
+        lease.fleet_remaining = max(0, limit - counter)
+        lease.window = window
+        # usable until the window ends (a reply that arrives later is already too late)
+        end = window_end(window, per)
+        lease.grant(granted, mono + (end - now))
+        lease.size, lease.granted_at, lease.reserved_window = size, now, window
+        if counter < limit:
+            return False
+        lease.blocked_until = max(lease.blocked_until, end)
+        return True
+
+    async def _increment(
+        self, tenant: str | None, lease: Lease, window: int, now: float, n: int
+    ) -> int:
+        index = counter_key_index(window)
+        key = build_key(self._ns, "limiter", self._name, tenant, f"h{index}")
+        gw = self._hub.gateway
+        att = self._att(tenant)
+        counter = check_window_reply(await gw.call(att, "HINCRBY", key, str(window), n), n)
+        if counter == n and lease.key_seen != index:
+            # this increment created the window's field, and perhaps the hash: give it a life
+            ttl_ms = math.ceil((counter_key_end(index, self._per) - now + self._per) * 1000)
+            try:
+                await gw.call(att, "PEXPIRE", key, ttl_ms)
+            except LowtideError:
+                return counter  # the next field this hub creates in it tries again
+        lease.key_seen = index
+        return counter
+
+    async def bucket(
+        self,
+        tenant: str | None,
+        lease: Lease,
+        *,
+        now: float,
+        mono: float,
+        want: int,
+        fleet: int,
+        share: int,
+        limit: int,
+        cap: float,
+        horizon: float,
+    ) -> None:
+        """Renew (or start) this hub's rate lease on the tenant's bucket, sized to its demand,
+        and take shared tokens (spent within ``horizon``): at least ``want`` if any, doubling
+        while they are used up within ``horizon``, at most ``share``; see
+        :mod:`lowtide.limiter.rates`. Raises as :meth:`window` does."""
+        period = min(self._per, DEMAND_PERIOD)
+        rate = limit / self._per
+        fair_rate = rate / max(1, fleet)
+        if want > 0:  # a burst beyond the local bucket: shared takes double while used up fast
+            remaining = lease.fleet_remaining if lease.reserved_window >= 0 else limit
+            size = next_lease_size(
+                lease.size,
+                lasted=now - lease.granted_at,
+                horizon=horizon,
+                remaining=remaining,
+                fleet=fleet,
+                cap=share,
+            )
+            want = min(share, max(want, size))
+        into = now - lease.counted_window * period
+        pace = lease.asked() / max(into, period / 10) * period
+        expected = max(lease.demand or 0.0, pace)  # asks per period
+        want_rate = (expected + 2 * math.sqrt(expected) + 1) / period
+        want_burst = math.ceil(2 * math.sqrt(expected)) + 2
+        # the local bucket stops refilling at the old rate now: the script starts the new one
+        # from `now` (if this call fails, it stays stopped until the next renewal)
+        lease.refill(mono)
+        lease.rate = 0.0
+        key = build_key(self._ns, "limiter", self._name, tenant, "rates")
+        reply = await self._hub.gateway.run_script(
+            self._att(tenant),
+            RATES,
+            [key],
+            [
+                f"{now:.6f}",
+                self._hub_id,
+                f"{want_rate:.9g}",
+                want_burst,
+                f"{LEASE_FOR:.6f}",
+                want,
+                f"{fair_rate:.9g}",
+                f"{rate:.9g}",
+                f"{cap:.6f}",
+            ],
+        )
+        g = check_rate_reply(
+            reply, now=now, want=want, fair_rate=fair_rate, cap=cap, lease_for=LEASE_FOR
+        )
+        lease.rate, lease.burst, lease.local_at = g.rate, g.burst, mono
+        lease.local = min(float(g.burst), g.fill if g.fill >= 0 else lease.local + g.added)
+        span = g.until - now
+        if g.rate > 0:  # stop a slack before the lease ends (clocks differ a little)
+            lease.rate_until = mono + span - min(LEASE_SLACK, span / 10)
+            lease.renew_at = mono + span * 2 / 3
+        else:  # every token is leased to others: ask again when one may be free
+            lease.end_rate_lease()
+            lease.renew_at = mono + max(period / 10, min(g.retry, period))
+        lease.grant(g.granted, mono + horizon)  # horizon after the request was sent
+        lease.fleet_remaining = g.left
+        lease.shared_after = now + min(g.retry, period) if g.granted < want else 0.0
+        if want > 0:
+            lease.size, lease.granted_at = want, now
+        lease.reserved_window = window_index(now, self._per)
