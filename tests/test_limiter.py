@@ -393,3 +393,14 @@ async def test_four_hubs_hammering_never_exceed_the_limit(lowtide_url: str) -> N
     full = sorted(admitted)[1:-1]
     assert full
     assert all(admitted[w] >= 0.9 * limit for w in full), admitted
+
+
+async def test_reserved_tokens_give_the_mean_lease_size(lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url, fleet_switch=False) as lt:
+        limiter = lt.rate_limiter("sized", limit=100, per=3600, fleet_size=1)
+        for _ in range(30):
+            assert (await limiter.acquire("t1")).allowed
+        stats = limiter.info()
+        assert stats["reservations"] >= 1
+        assert stats["reserved_tokens"] >= 30  # every admission came from a granted token
+        assert stats["reserved_tokens"] <= 100  # never more than the limit

@@ -154,6 +154,7 @@ async def test_every_limiter_and_breaker_of_the_hub_is_exported_even_made_later(
         await search.acquire("t1")
         text = generate_latest(registry).decode()
         assert 'limiter="search"' in text
+        assert "lowtide_limiter_reserved_tokens_total" in text
         assert 'breaker="crm"' in text
         other = Lowtide(None).rate_limiter("elsewhere", limit=1, per=1)
         collector.watch(other, search)  # another hub's limiter joins; search stays once

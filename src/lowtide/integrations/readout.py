@@ -257,6 +257,12 @@ def _limiters(limiters: Iterable[RateLimiter]) -> list[Family]:
         "limiter_reservations", "counter", "Reservations sent to Redis (1 command each)", lb
     )
     local = Family("limiter_local_decisions", "counter", "Decisions made locally (Redis away)", lb)
+    tokens = Family(
+        "limiter_reserved_tokens",
+        "counter",
+        "Tokens granted by fixed-window reservations (mean lease size: its rate / reservations')",
+        lb,
+    )
     limit = Family(
         "limiter_limit",
         "gauge",
@@ -272,11 +278,12 @@ def _limiters(limiters: Iterable[RateLimiter]) -> list[Family]:
         decisions.add(_number(info.get("allowed")), name, "allowed")
         decisions.add(_number(info.get("denied")), name, "denied")
         reservations.add(_number(info.get("reservations")), name)
+        tokens.add(_number(info.get("reserved_tokens")), name)
         local.add(_number(info.get("local")), name)
         limit.add(_number(info.get("enforced_limit")), name)
         window.add(_number(info.get("per")), name)
         tenants.add(_number(info.get("tenants")), name)
-    return [decisions, reservations, local, limit, window, tenants]
+    return [decisions, reservations, tokens, local, limit, window, tenants]
 
 
 _BREAKER_COUNTERS = (

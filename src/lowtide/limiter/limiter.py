@@ -172,7 +172,9 @@ class RateLimiter:
         self._fast = 0
         self._last_tenant: str | object | None = _NOBODY
         self._last_lease = Lease()
-        self._stats = {"decisions": 0, "allowed": 0, "denied": 0, "reservations": 0, "local": 0}
+        self._stats = dict.fromkeys(
+            ("decisions", "allowed", "denied", "reservations", "reserved_tokens", "local"), 0
+        )
         #: reservations decided locally because Redis held impossible limiter state
         self._stats["bad_state"] = 0
         self._warnings = Warnings(log)
@@ -447,9 +449,11 @@ class RateLimiter:
                 horizon=self.horizon,
             )
             return False
+        held = lease.tokens
         spent = await self._reserver.window(
             tenant, lease, now=now, mono=mono, share=share, limit=limit, horizon=self.horizon
         )
+        self._stats["reserved_tokens"] += max(0, lease.tokens - held)  # lease size = this / n
         return (
             spent
             and self._spent is not None
