@@ -30,7 +30,8 @@ fixed window (``hit`` per call); its windows start at each key's first hit, so i
 is not counted on aligned windows. Last, the hot path: ``acquire`` with a lease in hand vs the
 floor of awaiting a trivial coroutine, in one process.
 
-Run: ``python -m benchmarks.limiter_cost [--windows N] [--levels 0.01,0.1,...]``.
+Run: ``python -m benchmarks.limiter_cost [--windows N] [--levels 0.01,0.1,...]``
+(``--hot-path``: only the hot-path timing).
 Timing on a shared machine is noisy; command counts are exact.
 """
 
@@ -300,11 +301,22 @@ def main() -> None:
     )
     parser.add_argument("--no-limits", action="store_true", help="skip the limits rows")
     parser.add_argument("--tag", default=str(int(time.time())), help="limiter name suffix")
+    parser.add_argument("--hot-path", action="store_true", help="only the hot-path timing")
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker)
         return
     from lowtide.testing import ValkeyServer
+
+    if args.hot_path:
+        with ValkeyServer() as server:
+            hot = asyncio.run(hot_path(server.url))
+        print(
+            f"acquire with a lease in hand: {hot['acquire_us']} µs; floor (await of a trivial "
+            f"coroutine): {hot['floor_us']} µs; ratio {hot['ratio']} (median of {hot['runs']} "
+            "x 20,000)"
+        )
+        return
 
     levels = [float(x) for x in args.levels.split(",")]
     with_limits = not args.no_limits and limits_available()
