@@ -4,7 +4,8 @@ Runs, one after another (each starts its own embedded server): the L1 map compar
 comparison, the ledger overhead, the hot paths against their floors, the cache (latency vs
 cashews/aiocache/redis-py and commands per operation), the limiter and breaker (vs limits,
 pybreaker, purgatory), memory with 100,000 tenants and, unless ``--quick``, cost growth at
-1x/10x/100x traffic, the cache on production-shaped workloads against its lower bound
+1x/10x/100x traffic, the limiter at 1-150 % demand against its lower bound (``limiter_cost``,
+~10 minutes), the cache on production-shaped workloads against its lower bound
 (``cache_shapes``, ~25 minutes) and three default ``lowtide demo`` runs (~13 minutes).
 Each writes its JSON to ``benchmarks/out/``; this collects them into
 ``benchmarks/out/results.json`` and ``results.md`` and prints where everything is. With
@@ -31,10 +32,11 @@ MODULES = [
     "coordination",
     "memory",
     "growth",
+    "limiter_cost",
     "cache_shapes",
     "demo_runs",
 ]
-SLOW = ("growth", "cache_shapes", "demo_runs")
+SLOW = ("growth", "limiter_cost", "cache_shapes", "demo_runs")
 
 
 def main() -> None:
