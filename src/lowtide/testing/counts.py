@@ -6,7 +6,7 @@ Costs are asserted as changes between two readings, filtered by who sent them::
 
     before = ledger_commands(hub, component="cache")
     await cache.get("u1", tenant="t1")                   # a miss
-    assert changes(before, ledger_commands(hub, component="cache")) == {"get": 1}
+    changes(before, ledger_commands(hub, component="cache"))      # {"get": 1}
 
 and the ledger is reconciled with the server's own ``INFO commandstats``::
 
@@ -14,7 +14,7 @@ and the ledger is reconciled with the server's own ``INFO commandstats``::
     async with Lowtide(server.url) as hub:
         ...
     received = changes(before, server_commands(server), minus={"info": 1})
-    assert received == hub.ledger.snapshot().by_command
+    received == hub.ledger.snapshot().by_command          # True: what a test asserts
 
 Command names are the server's (``get``, ``client|tracking``), on both sides. Filters match
 the ledger's rows: ``component`` (``"cache"``, ``"limiter"``, ``"breaker"``, ``"tenants"``,
