@@ -116,23 +116,25 @@ def test_a_bad_setting_names_its_environment_variable(lowtide_fresh_server: Valk
     assert "LOWTIDE_CONNECT_TIMEOUT" in result.output
 
 
+_OUTPUT: dict[int, str] = {}
+
+
 def read_until(proc: subprocess.Popen[str], pattern: str, within: float = 20.0) -> re.Match[str]:
-    """Read the program's output until ``pattern`` matches a line (with a deadline)."""
+    """Read the program's output until ``pattern`` matches a line (with a deadline). Reads the
+    pipe's descriptor directly: a buffered reader may hold a line select() cannot see."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + within
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise AssertionError(f"no {pattern!r} in {''.join(seen)!r}")
+    while True:
+        for line in _OUTPUT.get(proc.pid, "").splitlines():
+            m = re.search(pattern, line)
+            if m:
+                return m
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            raise AssertionError(f"no {pattern!r} in {_OUTPUT.get(proc.pid, '')!r}")
+        _OUTPUT[proc.pid] = _OUTPUT.get(proc.pid, "") + chunk.decode()
 
 
 def process_gone(pid: int, within: float) -> bool:
