@@ -36,7 +36,7 @@ async def test_a_blip_mid_window_never_admits_a_fresh_share(
         proxy.refuse()
         proxy.cut()  # the blip: every connection drops, new ones are refused
         await ask(30)  # local decisions while Redis is away
-        assert lt.mode is Mode.DEGRADED
+        assert await lt.wait_for(Mode.DEGRADED, 6)  # the failed reservation was noticed
         assert limiter.stats["local"] > 0
         proxy.pass_through()
         assert await lt.wait_for(Mode.DISTRIBUTED, 6)
