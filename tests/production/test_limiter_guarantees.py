@@ -1,5 +1,6 @@
 """The limiter under production conditions: a blip mid-window never admits more than the limit;
-planted spent-window pushes refuse at most until the window under way ends."""
+a listener blip does not strand the tokens a hub holds; planted spent-window pushes refuse at
+most until the window under way ends."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from lowtide.limiter.core import window_index
 from lowtide.testing import FaultProxy, ValkeyServer
 from tests.helpers import eventually
 
-LIMIT, PER = 20, 10.0
+LIMIT, PER = 20, 3600.0  # an hour: the window under way outlasts the scenario
 
 
 async def test_a_blip_mid_window_never_admits_a_fresh_share(
@@ -19,11 +20,12 @@ async def test_a_blip_mid_window_never_admits_a_fresh_share(
 ) -> None:
     _, proxy = proxied
     async with Lowtide(proxy.url, instance="web-1") as lt:
-        limiter = lt.rate_limiter("hubspot", limit=LIMIT, per=PER, fleet_size=1)
+        # leases of one token: every decision is a reservation, so the blip is met by one
+        limiter = lt.rate_limiter("hubspot", limit=LIMIT, per=PER, fleet_size=1, max_lease=1)
         await lt.sync_server_clock()
-        # start early in a window so the whole scenario fits in it
+        # not in a window's last minute, so the whole scenario fits in one window
         into = lt.server_time() % PER
-        if into > 2.0:
+        if into > PER - 60:
             await asyncio.sleep(PER - into + 0.05)
         admitted: Counter[int] = Counter()
 
@@ -43,6 +45,39 @@ async def test_a_blip_mid_window_never_admits_a_fresh_share(
         await ask(30)  # Redis is back in the same window
         assert max(admitted.values()) <= LIMIT
         assert sum(admitted.values()) >= LIMIT  # and the limit itself was available
+
+
+async def test_a_listener_blip_keeps_the_tokens_in_hand(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    # the invalidation listener reconnects: every cached answer (penalties included) is dropped.
+    # The tokens this hub holds were charged to the fleet counter; in a spent window, dropping
+    # them would refuse the tenant until the window ends. They wait for one re-read instead.
+    server = lowtide_fresh_server
+    async with Lowtide(server.url, instance="web-1") as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        limiter = lt.rate_limiter("slack", limit=30, per=3600, fleet_size=1, lease_horizon=600)
+        into = lt.server_time() % 3600
+        if into > 3600 - 60:
+            await asyncio.sleep(3600 - into + 0.05)
+        first = await asyncio.gather(*(limiter.acquire("t1") for _ in range(10)))
+        assert all(d.allowed for d in first)  # one reservation for the ten callers waiting
+        assert (await limiter.acquire("t1")).allowed  # a burst: the next lease doubles, to 20
+        assert limiter.stats["reservations"] == 2
+        index = window_index(lt.server_time(), 3600) // 100
+        counter = build_key("lt", "limiter", "slack", "t1", f"h{index}")
+        charged = server.command("HVALS", counter)
+        assert int(charged[0]) >= 30  # the window is spent fleet-wide
+        seen: list[object] = []
+        lt.invalidations.subscribe(seen.append)
+        server.command("CLIENT", "KILL", "TYPE", "pubsub")  # the listener's connection dies
+        await eventually(lambda: None in seen)  # every cached answer was dropped
+        assert await lt.invalidations.wait_healthy(10)
+        assert await lt.wait_for(Mode.DISTRIBUTED, 10)
+        later = [await limiter.acquire("t1") for _ in range(20)]
+        assert [d.allowed for d in later] == [True] * 19 + [False]  # the 19 held, then the limit
+        assert limiter.stats["reservations"] == 2  # not one more reservation
+        assert server.command("HVALS", counter) == charged
 
 
 async def test_planted_spent_windows_block_at_most_the_window_under_way(

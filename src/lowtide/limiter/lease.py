@@ -29,6 +29,7 @@ class Lease:
         "expires",
         "fleet_remaining",
         "granted_at",
+        "held_until",
         "issued",
         "key_seen",
         "local",
@@ -38,6 +39,7 @@ class Lease:
         "pending",
         "rate",
         "rate_until",
+        "recheck",
         "renew_at",
         "reserved_window",
         "shared_after",
@@ -63,6 +65,11 @@ class Lease:
         self.blocked_until = 0.0
         self.fleet_remaining = 0
         self.reserved_window = -1  # window of the last reservation (fleet_remaining's window)
+        #: non-zero while the tokens in hand wait for the shared state to be read again (a
+        #: penalty or the fleet's configuration may have changed): ``until`` is parked in
+        #: ``held_until`` so no decision spends them; each pause makes the number grow
+        self.recheck = 0
+        self.held_until = -math.inf
         self.local_used = 0  # admissions while Redis was unavailable, in local_window
         self.local_window = -1
         self.unreported = 0  # of those, not yet charged to the fleet counter
@@ -112,7 +119,24 @@ class Lease:
         """Tokens granted by a reservation, usable until monotonic time ``until``."""
         self.tokens = tokens
         self.issued += tokens
-        self.until = until
+        if self.recheck:  # paused meanwhile: usable once the shared state is read again
+            self.held_until = until
+        else:
+            self.until = until
+
+    def pause(self) -> None:
+        """The shared state may have changed: keep the tokens in hand (the fleet counted
+        them) but spend none before it is read again (:meth:`resume` or :meth:`drop`)."""
+        if not self.recheck:
+            self.held_until = self.until
+            self.until = -math.inf
+        self.recheck += 1
+
+    def resume(self) -> None:
+        """The shared state was read again and allows the tokens in hand: spend them."""
+        if self.recheck:
+            self.recheck = 0
+            self.until = self.held_until
 
     def drop(self) -> None:
         """Give up the tokens in hand, local ones included (unspent tokens are not asks); a
@@ -120,6 +144,7 @@ class Lease:
         first, before its local bucket is spent again."""
         self.issued -= self.tokens
         self.tokens = 0
+        self.recheck = 0
         self.local = 0.0
         self.renew_at = -math.inf
 

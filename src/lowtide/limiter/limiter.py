@@ -35,13 +35,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from lowtide._untrusted import Warnings
 from lowtide._validate import integer, optional_seconds, seconds
-from lowtide.cache.store import Key
 from lowtide.errors import ConfigError, RateLimited, RedisCommandError, RedisUnavailable
 from lowtide.keys import build_key, family
 from lowtide.limiter.agreement import FleetConfig, LimitConfig
 from lowtide.limiter.core import (
     Decision,
-    window_end,
     window_index,
     worth_telling,
 )
@@ -50,6 +48,7 @@ from lowtide.limiter.local import LocalDecisions, OnRedisError
 from lowtide.limiter.reserve import DEMAND_PERIOD, Reserver
 from lowtide.limiter.spent import SpentWindows
 from lowtide.limiter.state import BadState, Penalties, default_max_penalty
+from lowtide.limiter.watch import LeaseWatch
 from lowtide.modes import Mode, ModeChange
 from lowtide.tenancy import TenantLRU, resolve_tenant, tenant_kwargs
 
@@ -139,6 +138,7 @@ class RateLimiter:
             max_tenants, Lease, keep_if=lambda lease: lease.pending is not None
         )
         self.max_tenants = max_tenants
+        self._watch = LeaseWatch(self._leases, self.per, hub.server_time, self._tenant_kw)
         self._reserver = Reserver(hub, name, self.per, self.family)
         #: token bucket: demand is counted per period of at most DEMAND_PERIOD seconds
         self._period = min(self.per, DEMAND_PERIOD)
@@ -152,7 +152,7 @@ class RateLimiter:
             name,
             LimitConfig(algorithm, limit, self.per),
             self._limit_changed,
-            on_stale=self._drop_all,  # the next decision reads the configuration again
+            on_stale=self._watch.pause_all,  # the next decision reads the configuration again
         )
         #: the longest penalty written or honoured (seconds)
         self.max_penalty = float(max_penalty or default_max_penalty(self.per))
@@ -161,10 +161,10 @@ class RateLimiter:
             name,
             per_tenant=per_tenant,
             max_penalty=self.max_penalty,
-            on_change=self._on_penalty_change,
+            on_change=self._watch.on_penalty_change,
         )
         self._spent = (
-            SpentWindows(hub, name, per_tenant=per_tenant, on_spent=self._on_spent)
+            SpentWindows(hub, name, per_tenant=per_tenant, on_spent=self._watch.on_spent)
             if algorithm == "fixed_window" and hub.settings.url is not None
             else None
         )
@@ -320,6 +320,9 @@ class RateLimiter:
         while True:
             now = self._server_now()
             lease.count_window(window_index(now, self.per))
+            if lease.recheck:
+                await self._watch.recheck(lease, self._agreement, self._penalties, tenant)
+                continue
             if lease.tokens > 0 and self._mono() < lease.until:
                 lease.tokens -= 1
                 return Decision(True, lease.tokens + lease.fleet_remaining, 0.0)
@@ -348,6 +351,9 @@ class RateLimiter:
         while True:
             now, mono = self._server_now(), self._mono()
             lease.count_window(window_index(now, self._period), drop=False)
+            if lease.recheck:
+                await self._watch.recheck(lease, self._agreement, self._penalties, tenant)
+                continue
             if lease.blocked_until > now:  # a penalty, or no shared budget for this name
                 lease.asked_other += 1
                 return Decision(False, 0, lease.blocked_until - now)
@@ -471,28 +477,4 @@ class RateLimiter:
         self._burst = max(1.0, limit * (1 - self.horizon / self.per))
         for lease in self._leases.values():
             lease.end_rate_lease()
-        self._drop_all()
-
-    def _drop_all(self) -> None:
-        for lease in self._leases.values():
-            lease.drop()
-
-    def _on_penalty_change(self, k: Key | None) -> None:
-        # a penalty was written or removed somewhere: drop leases so the next call reads it
-        held = self._leases.peek(k[0]) if k is not None else None
-        if k is None:
-            self._drop_all()
-        elif held is not None:
-            held.drop()
-
-    def _on_spent(self, tenant: str | None, window: int) -> None:
-        # another hub took the last token of `window`: once this hub's tokens are spent, it
-        # refuses until the window ends instead of asking (only for the window under way)
-        lease = self._leases.peek(tenant)
-        if lease is None:
-            return
-        now = self._server_now()
-        if window != window_index(now, self.per):
-            return
-        lease.blocked_until = max(lease.blocked_until, window_end(window, self.per))
-        lease.told = window
+        self._watch.drop_all()
