@@ -262,7 +262,11 @@ async def test_auto_mode_falls_back_to_pubsub_where_tracking_is_refused(
         assert health["setting"] == "auto"
         assert "s3cret" not in str(a.health())
         ca, cb = a.cache("p"), b.cache("p")
-        await ca.set("k", 1, tenant="t")
+        received = b.invalidations.received
+        await ca.set("k", 1, tenant="t")  # a new key: announced (a remembered absence may exist)
+        # b hears it before reading: a push landing during b's read would (rightly) keep b
+        # from holding the copy the next write must invalidate
+        await eventually(lambda: b.invalidations.received > received)
         assert await cb.get("k", tenant="t") == 1
         await ca.set("k", 2, tenant="t")
         await eventually(lambda: cb.stats.invalidations >= 1)
