@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from lowtide import Lowtide, ManualClock, Mode, build_key
 from lowtide.context import Attribution
-from lowtide.testing import ValkeyServer, changes, server_commands
+from lowtide.testing import FaultProxy, ValkeyServer, changes, ledger_commands, server_commands
 from tests.helpers import eventually
 
 A = Attribution("test", "-")
@@ -131,3 +134,43 @@ async def test_resp3_listener_path(lowtide_fresh_server: ValkeyServer) -> None:
         before = inv.received
         await eventually(lambda: inv.received >= before)  # keepalive PONGs are not messages
         # the cache over this listener: tests/test_cache_contract.py, mode tracking-resp3
+
+
+async def test_a_busy_listener_sends_no_keepalive_ping_and_a_quiet_one_does(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    lt = Lowtide(server.url)
+    lt.invalidations.keepalive = 0.2  # before start: the listener's first period uses it
+    async with lt:
+        assert await lt.invalidations.wait_healthy(5)
+        key = build_key("lt", "cache", "n", "t1", "k")
+        pings = lambda: ledger_commands(lt, component="invalidation").get("ping", 0)  # noqa: E731
+        before = pings()
+        for i in range(40):  # 2 s of pushes, one every 50 ms: ten keepalive periods
+            server.command("SET", key, str(i))
+            await asyncio.sleep(0.05)
+        assert pings() == before  # every period heard a push: no PING
+        await eventually(lambda: pings() >= before + 2)  # quiet: PINGs again
+        assert lt.invalidations.healthy
+
+
+async def test_a_half_open_listener_is_found_within_three_keepalive_periods(
+    proxied: tuple[ValkeyServer, FaultProxy],
+) -> None:
+    server, proxy = proxied
+    lt = Lowtide(proxy.url)
+    lt.invalidations.keepalive = 0.2
+    async with lt:
+        assert await lt.invalidations.wait_healthy(5)
+        seen: list[list[str] | None] = []
+        lt.invalidations.subscribe(seen.append)
+        key = build_key("lt", "cache", "n", "t1", "k")
+        for i in range(10):  # busy: the listener sends no PING
+            server.command("SET", key, str(i))
+            await asyncio.sleep(0.05)
+        proxy.blackhole()  # the peer goes away without closing anything
+        lost = time.monotonic()
+        await eventually(lambda: None in seen, within=5)
+        assert time.monotonic() - lost < 3 * 0.2 + 0.5  # three periods (and a scheduling margin)
+        assert not lt.invalidations.healthy

@@ -409,5 +409,9 @@ class Invalidations:
             if self._hub.gateway.primaries() != topology:
                 # failover or resharding: keys may live elsewhere now; start over (and flush)
                 raise LowtideError("cluster topology changed")
+            # a connection heard from within half a period is alive: no PING (a busy listener
+            # sends none); a dead one is still found within three periods of its last message
+            now = self._hub.clock.monotonic()
             for conn in conns:
-                await conn.ping()
+                if now - self._heard[id(conn)] >= self.keepalive / 2:
+                    await conn.ping()
