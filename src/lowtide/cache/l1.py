@@ -80,18 +80,18 @@ class L1:
         d = fill_deadlines(
             now, lifetime, cap, self.options, stale_ok=stale_ok, demoted=demoted, sent=sent
         )
-        store.put(
-            k,
-            Entry(
-                value,
-                size=size + ENTRY_OVERHEAD,
-                epoch=store.epoch,
-                fresh_until=d.fresh_until,
-                stale_until=d.stale_until,
-                refresh_at=d.refresh_at,
-                echo=echo,
-            ),
+        e = Entry(
+            value,
+            size=size + ENTRY_OVERHEAD,
+            epoch=store.epoch,
+            fresh_until=d.fresh_until,
+            stale_until=d.stale_until,
+            refresh_at=d.refresh_at,
+            echo=echo,
         )
+        if stale_ok:  # a Redis copy that lives `lifetime` more (at least: see l2_gone)
+            e.l2_until = now + lifetime
+        store.put(k, e)
 
     def keep(
         self,
@@ -173,6 +173,8 @@ class L1:
             self.stats.echoes += 1
             return True
         if e is not None:
+            if not e.own_echo:  # this process's own write coming back says nothing new
+                self._heard_of(e)
             # another writer changed it (or, with own_echo, most likely this process's write
             # came back): never fresh again, but kept as the last known value for fail-safe
             # reads (a read while Redis answers replaces or drops it)
@@ -185,6 +187,34 @@ class L1:
                 e.superseded = True
             self.stats.invalidations += 1
         return False
+
+    def _heard_of(self, e: Entry) -> None:
+        # what a push says about the Redis copy: before the copy's known expiry, a write
+        # replaced it (the new copy lives about `ttl` from now: a late estimate, so the cache
+        # never guesses it gone early); after it, the first push is the expiry's own removal
+        # and a second one a new copy
+        if not e.l2_until:
+            return
+        now = self._now()
+        if now < e.l2_until or e.gone:
+            e.l2_until, e.gone = now + self.options.ttl, False
+        else:
+            e.gone = True
+
+    def l2_gone(self, e: Entry) -> bool:
+        """True if Redis is known to hold no copy of ``e``'s key: the copy this process last
+        heard of has expired (its removal was pushed, or a margin for clocks has passed), and
+        with CLIENT TRACKING active since that was learned (same epoch) no push told of a new
+        one. A loader may then store
+        what it loads (``SET NX``) without reading Redis first; if the guess is wrong, the
+        ``NX`` keeps the copy Redis holds."""
+        if not e.l2_until or e.epoch != self.store.epoch:
+            return False
+        if self._tracking_keepalive() is None:
+            return False
+        if e.gone:  # a push came after the expiry: its removal
+            return True
+        return self._now() >= e.l2_until + min(1.0, 0.02 * self.options.ttl)
 
     def has_stale(self, k: Key) -> bool:
         """True if fail-safe could answer for ``k`` now."""

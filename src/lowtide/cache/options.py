@@ -104,6 +104,7 @@ class CacheStats:
     unreadable: int = 0  # L2 values refused: not lowtide's, corrupt, wrong type, too large
     oversized: int = 0  # of those, larger than max_value_bytes (never decoded)
     unreadable_hits: int = 0  # reads refused from memory of an unreadable value, no command
+    known_absent: int = 0  # loads that skipped the GET: the Redis copy was known to be gone
     # pub/sub mode (see lowtide.cache.notify and lowtide.cache.adaptive)
     notified: int = 0  # writes that sent a PUBLISH
     quiet_writes: int = 0  # writes that needed none (nothing another process can hold)

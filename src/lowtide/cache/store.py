@@ -55,7 +55,9 @@ class Entry:
         "echo",
         "epoch",
         "fresh_until",
+        "gone",
         "ident",
+        "l2_until",
         "own_echo",
         "refresh_at",
         "seq",
@@ -97,6 +99,11 @@ class Entry:
         self.shadow_until = 0.0
         #: the store's move count when this entry last moved to the recent end (see touch)
         self.seq = 0
+        #: when the Redis copy this process last heard of expires (monotonic, an early
+        #: estimate; 0: unknown), and whether a push already came after that (the expiry's
+        #: own removal): see :meth:`~lowtide.cache.l1.L1.l2_gone`
+        self.l2_until = 0.0
+        self.gone = False
 
 
 class _Usage:

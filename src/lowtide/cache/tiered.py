@@ -400,9 +400,12 @@ class Cache(LocalViews, Purging, Decorating):
     ) -> Any:
         lifetime = self._ttl(ttl)
         e = self._map_get(k)
-        skip_l2 = (
-            e is not None and e.value is ABSENT and is_fresh(e, self._store.epoch, self._now())
+        skip_l2 = e is not None and (
+            (e.value is ABSENT and is_fresh(e, self._store.epoch, self._now()))
+            or self._l1.l2_gone(e)  # its Redis copy expired, and no new one was pushed
         )
+        if skip_l2 and e is not None and e.value is not ABSENT:
+            self.stats.known_absent += 1
         l2_empty = True
         if not skip_l2 and self._l2.open:
             try:

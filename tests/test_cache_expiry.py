@@ -1,0 +1,102 @@
+"""A load after the Redis copy expired: no GET when Redis is known to hold nothing (CLIENT
+TRACKING), a GET when a push told of a new copy, and a wrong guess that keeps Redis's copy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lowtide import Lowtide, build_key
+from lowtide.testing import ValkeyServer, changes, ledger_commands
+from tests.helpers import eventually
+
+TTL = 1.0
+
+
+class Loader:
+    """Counts its calls; each returns a new value."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        self.calls += 1
+        return {"by": self.name, "n": self.calls}
+
+
+async def _expired(server: ValkeyServer, hub: Lowtide, rk: str) -> None:
+    """Wait until Redis removed ``rk`` (its TTL ran out) and ``hub`` heard that removal."""
+    received = hub.invalidations.received
+    await eventually(lambda: server.command("EXISTS", rk) == 0)
+    await eventually(lambda: hub.invalidations.received > received)
+
+
+async def test_a_load_after_the_redis_copy_expired_sends_no_get(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    rk = build_key("lt", "cache", "p", "t", "k")
+    async with Lowtide(server.url, instance="a") as a:
+        assert await a.invalidations.wait_healthy(5)
+        cache = a.cache("p", ttl=TTL)
+        load = Loader("a")
+        assert await cache.get_or_load("k", load, tenant="t") == {"by": "a", "n": 1}
+        await _expired(server, a, rk)
+        before = ledger_commands(a, component="cache")
+        assert await cache.get_or_load("k", load, tenant="t") == {"by": "a", "n": 2}
+        assert changes(before, ledger_commands(a, component="cache")) == {"set": 1}  # no GET
+        assert cache.stats.known_absent == 1
+        assert server.command("PTTL", rk) > 0  # stored again, with its TTL
+
+
+async def test_a_new_copy_told_by_a_push_is_read_not_loaded(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    rk = build_key("lt", "cache", "p", "t", "k")
+    async with Lowtide(server.url, instance="a") as a, Lowtide(server.url, instance="b") as b:
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        ca, cb = a.cache("p", ttl=TTL), b.cache("p", ttl=TTL)
+        load_a, load_b = Loader("a"), Loader("b")
+        await ca.get_or_load("k", load_a, tenant="t")
+        await _expired(server, a, rk)
+        received = a.invalidations.received
+        assert await cb.get_or_load("k", load_b, tenant="t") == {"by": "b", "n": 1}  # refilled
+        await eventually(lambda: a.invalidations.received > received)  # a heard of it
+        before = ledger_commands(a, component="cache")
+        assert await ca.get_or_load("k", load_a, tenant="t") == {"by": "b", "n": 1}
+        assert changes(before, ledger_commands(a, component="cache")) == {"get": 1}
+        assert load_a.calls == 1
+        assert ca.stats.known_absent == 0
+
+
+async def test_a_wrong_guess_keeps_the_copy_redis_holds(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    # another process wrote the key with a longer TTL than this cache's: after this cache's
+    # TTL the process guesses the copy gone, loads, and its SET NX finds the copy: the caller
+    # gets what it loaded, Redis keeps the other copy, and the next read reads it
+    server = lowtide_fresh_server
+    rk = build_key("lt", "cache", "p", "t", "k")
+    async with Lowtide(server.url, instance="a") as a, Lowtide(server.url, instance="b") as b:
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        ca, cb = a.cache("p", ttl=TTL), b.cache("p", ttl=TTL)
+        load_a = Loader("a")
+        await ca.get_or_load("k", load_a, tenant="t")
+        received = a.invalidations.received
+        await cb.set("k", {"by": "b", "n": 0}, tenant="t", ttl=30.0)
+        await eventually(lambda: a.invalidations.received > received)
+        await _wait(a, 1.2 * TTL)
+        assert await ca.get_or_load("k", load_a, tenant="t") == {"by": "a", "n": 2}
+        assert ca.stats.known_absent == 1
+        assert server.command("PTTL", rk) > 20_000  # b's copy, untouched
+        before = ledger_commands(a, component="cache")
+        assert await ca.get_or_load("k", load_a, tenant="t") == {"by": "b", "n": 0}
+        assert changes(before, ledger_commands(a, component="cache")) == {"get": 1}
+        assert load_a.calls == 2
+
+
+async def _wait(hub: Lowtide, seconds: float) -> None:
+    await hub.clock.sleep(seconds)
