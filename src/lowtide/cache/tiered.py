@@ -31,6 +31,7 @@ server-aligned wall time (envelope expiries).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -404,7 +405,8 @@ class Cache(LocalViews, Purging, Decorating):
             (e.value is ABSENT and is_fresh(e, self._store.epoch, self._now()))
             or self._l1.l2_gone(e)  # its Redis copy expired, and no new one was pushed
         )
-        if skip_l2 and e is not None and e.value is not ABSENT:
+        guessed = skip_l2 and e is not None and e.value is not ABSENT
+        if guessed:
             self.stats.known_absent += 1
         l2_empty = True
         if not skip_l2 and self._l2.open:
@@ -459,10 +461,16 @@ class Cache(LocalViews, Purging, Decorating):
         if seen != 0 or (purge is not None and purge.epoch != epoch):
             return value  # a concurrent write (or a flush) happened: neither store nor keep
         try:
-            await self._writes.store(k, rk, value, payload, lifetime, nx=l2_empty)
+            found = self._found if guessed else None  # a wrong guess brings Redis's copy
+            await self._writes.store(k, rk, value, payload, lifetime, nx=l2_empty, found=found)
         except RedisCommandError:
             log.warning("cache %r: could not store a loaded value", self.name, exc_info=True)
         return value
+
+    def _found(self, k: Key, raw: bytes, seen: int | None, sent: float) -> None:
+        # a load's SET NX found a copy in Redis: keep it in L1 as a read would
+        with contextlib.suppress(SerializationError):
+            self._accept(k, raw, seen, sent)
 
     def _single_flight(self) -> SingleFlight:
         return SingleFlight(

@@ -35,10 +35,14 @@ from lowtide.cache.notify import Replaced, notifies, replaced
 from lowtide.cache.options import CacheStats
 from lowtide.cache.store import Key
 from lowtide.cache.values import Values
+from lowtide.context import Attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.redis.tracking import publish_batches
 
 __all__ = ["Writes"]
+
+#: told what a ``SET ... NX GET`` found in Redis: ``(key, raw value, pushes seen, sent)``
+Found = Callable[[Key, bytes, int | None, float], None]
 
 #: what a write replaced when the server could not say (the safe side: announce it)
 _UNKNOWN: Final = Replaced.SHARED
@@ -81,7 +85,17 @@ class _Outcome:
 class Writes:
     """The write path of one cache (see module docs)."""
 
-    __slots__ = ("_getdel", "_l1", "_l2", "_now", "_set_get", "_stats", "_values", "policy")
+    __slots__ = (
+        "_getdel",
+        "_l1",
+        "_l2",
+        "_now",
+        "_nx_get",
+        "_set_get",
+        "_stats",
+        "_values",
+        "policy",
+    )
 
     def __init__(
         self,
@@ -103,6 +117,8 @@ class Writes:
         #: allow one and not the other)
         self._set_get = True
         self._getdel = True
+        #: the server answers ``SET ... NX GET`` (Redis 7.0+, Valkey)
+        self._nx_get = True
 
     def copies(self) -> bool:
         """True if a value written now lets processes keep copies of it."""
@@ -110,14 +126,22 @@ class Writes:
 
     # -- what the cache calls ---------------------------------------------------------------------
     async def store(
-        self, k: Key, rk: str, value: Any, payload: bytes, ttl: float, *, nx: bool = False
+        self,
+        k: Key,
+        rk: str,
+        value: Any,
+        payload: bytes,
+        ttl: float,
+        *,
+        nx: bool = False,
+        found: Found | None = None,
     ) -> None:
-        """Write ``value`` (encoded: ``payload``) with ``nx`` as :meth:`write`; while Redis
-        is unavailable keep it in L1 only."""
+        """Write ``value`` (encoded: ``payload``) with ``nx`` and ``found`` as :meth:`write`;
+        while Redis is unavailable keep it in L1 only."""
         self._values.forget(k)
         if self._l2.open:
             try:
-                if await self.write(k, rk, value, payload, ttl, nx=nx):
+                if await self.write(k, rk, value, payload, ttl, nx=nx, found=found):
                     self._stats.writes += 1
                 return  # else NX lost: someone else's value is there (L1 dropped)
             except RedisUnavailable:
@@ -155,10 +179,20 @@ class Writes:
 
     # -- one key ---------------------------------------------------------------------------------
     async def write(
-        self, k: Key, rk: str, value: Any, payload: bytes, ttl: float, *, nx: bool = False
+        self,
+        k: Key,
+        rk: str,
+        value: Any,
+        payload: bytes,
+        ttl: float,
+        *,
+        nx: bool = False,
+        found: Found | None = None,
     ) -> bool:
         """Store ``payload`` under ``rk`` (``nx``: only if Redis has no value) and keep what
-        the verdict allows in L1. False if ``nx`` found a value (L1 dropped for ``k``).
+        the verdict allows in L1. False if ``nx`` found a value (L1 dropped for ``k``); with
+        ``found``, the same command brings that value back (``SET ... NX GET``) and
+        ``found(k, raw, seen, sent)`` is told it (as an L2 read would be).
         Raises :class:`~lowtide.errors.RedisUnavailable` (nothing kept) when Redis fails."""
         l2 = self._l2
         inv = l2.guard()
@@ -177,7 +211,9 @@ class Writes:
         written = _Written(copies, expires_ms, ttl, self._now())
         g = Guarded(inv, (rk,))
         return await l2.shielded(
-            self._set(k, rk, cmd, value, payload, g, written, publishes=publishes, nx=nx)
+            self._set(
+                k, rk, cmd, value, payload, g, written, publishes=publishes, nx=nx, found=found
+            )
         )
 
     async def _set(
@@ -192,22 +228,29 @@ class Writes:
         *,
         publishes: bool,
         nx: bool,
+        found: Found | None = None,
     ) -> bool:
         tenant = k[0]
         att = self._l2.attribution(tenant)
         tell = False
         what: Replaced | None = None
+        there: object = None  # what an NX write found in Redis (None: it stored)
         with g:
-            if nx or not publishes:
-                if await self._l2.gateway.call(att, *cmd) is None:  # NX found a value
-                    self._l1.store.drop(k)
-                    return False
+            if nx and found is not None and self._nx_get:
+                there = await self._nx_get_call(att, cmd)
+            elif nx or not publishes:
+                there = None if await self._l2.gateway.call(att, *cmd) is not None else b""
             else:
                 old = await self._with_old(tenant, cmd, "GET", fallback=cmd)
                 what = replaced(old, payload) if old is not _NO_REPLY else _UNKNOWN
                 tell = notifies(what)
                 if tell:
                     await self._publish(tenant, [rk])
+        if there is not None:  # NX found a value (in the step its reply arrived in)
+            self._l1.store.drop(k)
+            if found is not None and isinstance(there, bytes) and there:
+                found(k, there, g.seen[0], written.sent)
+            return False
         # in the step the reply arrived in: no push may slip between the guard and L1
         out = _Outcome(stored=True, notified=tell, what=what)
         self._account(publishes, [out])
@@ -335,6 +378,18 @@ class Writes:
                 self._refused(exc, form)
         await gw.call(att, *fallback)
         return _NO_REPLY
+
+    async def _nx_get_call(self, att: Attribution, cmd: tuple[Any, ...]) -> object:
+        """``cmd`` (a ``SET ... NX``) with ``GET``: None if it stored, else the value found
+        (``b""`` when the server cannot answer both: then every later one is a plain NX)."""
+        gw = self._l2.gateway
+        try:
+            return await gw.call(att, *cmd, "GET")
+        except RedisCommandError as exc:
+            if exc.code not in ("ERR", "NOPERM"):  # WRONGTYPE: found something unreadable
+                return b""
+            self._nx_get = False  # older than Redis 7.0 (NX with GET refused), or an ACL
+        return None if await gw.call(att, *cmd) is not None else b""
 
     def _refused(self, exc: RedisCommandError, form: str) -> None:
         """``SET ... GET`` (``form`` ``SET``) or ``GETDEL`` was refused: for another type under
