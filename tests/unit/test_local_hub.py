@@ -62,3 +62,14 @@ async def test_state_per_tenant_is_bounded_but_open_breakers_are_kept() -> None:
         for i in range(10):
             assert (await limiter.acquire(f"t{i}")).allowed
         assert limiter.info()["tenants"] == 3
+
+
+async def test_breaker_info_counts_half_open_tenants() -> None:
+    clock = ManualClock()
+    async with Lowtide(None, clock=clock) as lt:
+        b = lt.circuit_breaker("x", min_calls=2, open_for=10)
+        await fail(b, "t1", 2)
+        await fail(b, "t2", 2)
+        assert (b.info()["open"], b.info()["half_open"]) == (2, 0)
+        clock.advance(11)  # both open periods over: the next call of each would be a probe
+        assert (b.info()["open"], b.info()["half_open"]) == (2, 2)

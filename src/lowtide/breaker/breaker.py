@@ -18,12 +18,10 @@ Per (breaker, tenant):
   deletes it (or its optional deadline passes).
 
 While Redis is unavailable every machine runs its breaker locally (and probes locally).
-
 The fleet state read back is untrusted (:mod:`lowtide.breaker.state`): anything that is not a
 well-formed state is read as "no fleet state", counted in ``stats["bad_state"]`` and logged at
-most once a minute. ``guard()`` and ``state()`` never raise for it. The guarded call itself is
-:class:`~lowtide.breaker.guard.Guard`; the shared state's I/O is
-:class:`~lowtide.breaker.shared.SharedState`.
+most once a minute. ``guard()`` and ``state()`` never raise for it. The guarded call is
+:class:`~lowtide.breaker.guard.Guard`, the shared state's I/O :mod:`lowtide.breaker.shared`.
 """
 
 from __future__ import annotations
@@ -291,14 +289,15 @@ class CircuitBreaker:
         return None if fleet is None else fleet.to_dict()
 
     def info(self) -> dict[str, Any]:
-        """Configuration, counters and how many tenants are open and forced here."""
+        """Configuration, counters, and tenants open (half-open included), half-open, forced."""
         now = self._server_now()
-        cores = self._cores.values()
+        states = [(c.current(now), c.is_forced(now)) for c in self._cores.values()]
         return {
             "name": self.name,
-            "tenants": len(cores),
-            "open": sum(1 for c in cores if c.current(now) is not State.CLOSED),
-            "forced": sum(1 for c in cores if c.is_forced(now)),
+            "tenants": len(states),
+            "open": sum(s is not State.CLOSED for s, _ in states),
+            "half_open": sum(s is State.HALF_OPEN for s, _ in states),
+            "forced": sum(forced for _, forced in states),
             **self.stats,
         }
 
