@@ -34,6 +34,7 @@ MODULES = [
     "growth",
     "limiter_cost",
     "cache_shapes",
+    "demo_gap",
     "demo_runs",
 ]
 SLOW = ("growth", "limiter_cost", "cache_shapes", "demo_runs")
