@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from benchmarks.demo_gap import cache_cost
+
 from lowtide.demo import DemoConfig
 from lowtide.demo.bound import key_costs
 from lowtide.demo.trace import generate

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from lowtide.testing.server import ServerStartError, ValkeyServer
+from lowtide.testing.server import ServerStartError, ValkeyServer, free_cluster_port
 
 __all__ = ["Cluster", "ClusterNode", "start_cluster"]
 
@@ -123,14 +123,13 @@ class Cluster:
         raise ServerStartError(f"failover did not complete within {timeout}s")
 
 
-def start_cluster(masters: int = 3, replicas: int = 0, *, node_timeout_ms: int = 2000) -> Cluster:
-    """Start a real cluster of ``masters`` masters, each with ``replicas`` replicas."""
-    if masters < 1 or replicas < 0:
-        raise ValueError("need at least one master and a non-negative replica count")
-    cluster = Cluster()
-    try:
-        for i in range(masters * (1 + replicas)):
-            server = ValkeyServer(
+def _start_node(node_timeout_ms: int) -> ValkeyServer:
+    """One cluster node on a port whose bus port is free too (retried on a clash)."""
+    last: ServerStartError | None = None
+    for _ in range(5):
+        try:
+            return ValkeyServer(
+                port=free_cluster_port(),
                 args=[
                     "--cluster-enabled",
                     "yes",
@@ -140,8 +139,21 @@ def start_cluster(masters: int = 3, replicas: int = 0, *, node_timeout_ms: int =
                     str(node_timeout_ms),
                     "--cluster-require-full-coverage",
                     "yes",
-                ]
+                ],
             ).start()
+        except ServerStartError as exc:
+            last = exc
+    raise ServerStartError(f"no cluster node started in 5 tries: {last}")
+
+
+def start_cluster(masters: int = 3, replicas: int = 0, *, node_timeout_ms: int = 2000) -> Cluster:
+    """Start a real cluster of ``masters`` masters, each with ``replicas`` replicas."""
+    if masters < 1 or replicas < 0:
+        raise ValueError("need at least one master and a non-negative replica count")
+    cluster = Cluster()
+    try:
+        for i in range(masters * (1 + replicas)):
+            server = _start_node(node_timeout_ms)
             node_id = server.command("CLUSTER", "MYID").decode()
             role = "master" if i < masters else "replica"
             cluster.nodes.append(ClusterNode(server, node_id, role))

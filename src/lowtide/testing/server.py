@@ -51,6 +51,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port whose cluster bus port (``+ 10000``) exists and is free too (an
+    ephemeral port above 55535 has no bus port: a cluster node there exits at start-up)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1]) % 45_000 + 10_000  # 10000..54999: bus <= 64999
+        with (
+            contextlib.suppress(OSError),
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a,
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b,
+        ):
+            a.bind((host, port))
+            b.bind((host, port + 10_000))
+            return port
+    raise OSError("no free port pair for a cluster node")
+
+
 def _encode(*args: Any) -> bytes:
     out = [f"*{len(args)}\r\n".encode()]
     for a in args:
