@@ -100,3 +100,26 @@ async def test_a_wrong_guess_keeps_the_copy_redis_holds(
 
 async def _wait(hub: Lowtide, seconds: float) -> None:
     await hub.clock.sleep(seconds)
+
+
+async def test_an_eager_refresh_with_tracking_stores_without_reading_first(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    # a fresh copy under CLIENT TRACKING is the copy Redis holds (a write would have been
+    # pushed), so a due refresh loads and overwrites it: 1 SET, no GET
+    server = lowtide_fresh_server
+    async with Lowtide(server.url, instance="a") as a, Lowtide(server.url, instance="b") as b:
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        ca = a.cache("p", ttl=2.0, eager_refresh=0.5)
+        cb = b.cache("p", ttl=2.0, eager_refresh=0.5)
+        load_a, load_b = Loader("a"), Loader("b")
+        await cb.get_or_load("k", load_b, tenant="t")  # b stores it
+        assert await ca.get_or_load("k", load_a, tenant="t") == {"by": "b", "n": 1}  # a reads it
+        await _wait(a, 1.1)  # past half its life: the refresh is due
+        before = ledger_commands(a, component="cache")
+        assert await ca.get_or_load("k", load_a, tenant="t") == {"by": "b", "n": 1}  # L1 hit
+        await eventually(lambda: load_a.calls == 1)  # refreshed in the background
+        await eventually(lambda: changes(before, ledger_commands(a, component="cache")) != {})
+        assert changes(before, ledger_commands(a, component="cache")) == {"set": 1}
+        assert server.command("PTTL", build_key("lt", "cache", "p", "t", "k")) > 1500

@@ -216,6 +216,23 @@ class L1:
             return True
         return self._now() >= e.l2_until + min(1.0, 0.02 * self.options.ttl)
 
+    def refresh_plan(self, e: Entry, lifetime: float) -> bool | None:
+        """An eager refresh of ``e`` (a copy of ``lifetime``) without reading Redis first:
+        with CLIENT TRACKING and ``e`` still fresh, Redis holds this very copy (any write
+        would have been pushed) until ``e.l2_until``. True: its last ``1 - eager_refresh`` of
+        life has begun, load and overwrite it; False: not yet (the refresh is re-armed for
+        then); None: not known here (read Redis as usual)."""
+        eager, now = self.options.eager_refresh, self._now()
+        if eager is None or not e.l2_until or e.epoch != self.store.epoch:
+            return None
+        if e.fresh_until <= now or self._tracking_keepalive() is None:
+            return None
+        due = e.l2_until - lifetime * (1 - eager)
+        if now < due:
+            e.refresh_at = due
+            return False
+        return True
+
     def has_stale(self, k: Key) -> bool:
         """True if fail-safe could answer for ``k`` now."""
         return has_stale(self.store.map.get(k), self._now(), fail_safe=self.options.fail_safe)

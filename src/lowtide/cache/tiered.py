@@ -401,14 +401,18 @@ class Cache(LocalViews, Purging, Decorating):
     ) -> Any:
         lifetime = self._ttl(ttl)
         e = self._map_get(k)
+        plan = self._l1.refresh_plan(e, lifetime) if refresh and e is not None else None
+        if plan is False and e is not None:  # the Redis copy has life enough: not due yet
+            return answer(e.value)
         skip_l2 = e is not None and (
-            (e.value is ABSENT and is_fresh(e, self._store.epoch, self._now()))
+            plan  # a due refresh of the copy Redis is known to hold: load and overwrite
+            or (e.value is ABSENT and is_fresh(e, self._store.epoch, self._now()))
             or self._l1.l2_gone(e)  # its Redis copy expired, and no new one was pushed
         )
-        guessed = skip_l2 and e is not None and e.value is not ABSENT
+        guessed = skip_l2 and not plan and e is not None and e.value is not ABSENT
         if guessed:
             self.stats.known_absent += 1
-        l2_empty = True
+        l2_empty = not plan
         if not skip_l2 and self._l2.open:
             try:
                 found, value, remaining = await self._reads.join(k, lambda: self._fetch(k))
