@@ -3,6 +3,8 @@ TRACKING), a GET when a push told of a new copy, and a wrong guess that keeps Re
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from lowtide import Lowtide, build_key
@@ -22,6 +24,15 @@ class Loader:
     async def __call__(self) -> dict[str, Any]:
         self.calls += 1
         return {"by": self.name, "n": self.calls}
+
+
+@contextlib.asynccontextmanager
+async def two_hubs(server: ValkeyServer) -> AsyncIterator[tuple[Lowtide, Lowtide]]:
+    """Two processes' hubs on ``server``, each with its listener healthy."""
+    async with Lowtide(server.url, instance="a") as a, Lowtide(server.url, instance="b") as b:
+        assert await a.invalidations.wait_healthy(5)
+        assert await b.invalidations.wait_healthy(5)
+        yield a, b
 
 
 async def _expired(server: ValkeyServer, hub: Lowtide, rk: str) -> None:
@@ -54,9 +65,7 @@ async def test_a_new_copy_told_by_a_push_is_read_not_loaded(
 ) -> None:
     server = lowtide_fresh_server
     rk = build_key("lt", "cache", "p", "t", "k")
-    async with Lowtide(server.url, instance="a") as a, Lowtide(server.url, instance="b") as b:
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
+    async with two_hubs(server) as (a, b):
         ca, cb = a.cache("p", ttl=TTL), b.cache("p", ttl=TTL)
         load_a, load_b = Loader("a"), Loader("b")
         await ca.get_or_load("k", load_a, tenant="t")
@@ -79,9 +88,7 @@ async def test_a_wrong_guess_keeps_the_copy_redis_holds(
     # caller gets what it loaded, Redis keeps the other copy, and L1 holds it from that reply
     server = lowtide_fresh_server
     rk = build_key("lt", "cache", "p", "t", "k")
-    async with Lowtide(server.url, instance="a") as a, Lowtide(server.url, instance="b") as b:
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
+    async with two_hubs(server) as (a, b):
         ca, cb = a.cache("p", ttl=TTL), b.cache("p", ttl=TTL)
         load_a = Loader("a")
         await ca.get_or_load("k", load_a, tenant="t")
@@ -108,9 +115,7 @@ async def test_an_eager_refresh_with_tracking_stores_without_reading_first(
     # a fresh copy under CLIENT TRACKING is the copy Redis holds (a write would have been
     # pushed), so a due refresh loads and overwrites it: 1 SET, no GET
     server = lowtide_fresh_server
-    async with Lowtide(server.url, instance="a") as a, Lowtide(server.url, instance="b") as b:
-        assert await a.invalidations.wait_healthy(5)
-        assert await b.invalidations.wait_healthy(5)
+    async with two_hubs(server) as (a, b):
         ca = a.cache("p", ttl=2.0, eager_refresh=0.5)
         cb = b.cache("p", ttl=2.0, eager_refresh=0.5)
         load_a, load_b = Loader("a"), Loader("b")
