@@ -10,7 +10,10 @@ warm-up, 1,200 s measured; each run in its own process with its own server, all 
 ~30 minutes) and reports how far each run's default median is from it (the steady-state
 check).
 
-Run: ``python -m benchmarks.demo_runs [--repeat 3] [--long]``.
+``--dropin`` adds the run of the naive code with only its client swapped for ``lt.redis()``
+(``lowtide demo --dropin``).
+
+Run: ``python -m benchmarks.demo_runs [--repeat 3] [--long] [--dropin]``.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def long_runs(config: DemoConfig, seconds: float, warmup: float) -> dict[str, An
 
 def single(name: str, out: Path, seconds: float, warmup: float) -> None:
     """One run of the real-time comparison (a subprocess of :func:`long_runs`)."""
-    cfg = DemoConfig(seconds=seconds, warmup=warmup, speedup=1.0)
+    cfg = DemoConfig(seconds=seconds, warmup=warmup, speedup=1.0, dropin=name == "dropin")
     out.write_text(json.dumps(asyncio.run(one(cfg, (name,)))))
 
 
@@ -113,12 +116,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=DemoConfig().warmup)
     parser.add_argument("--long-seconds", type=float, default=LONG_SECONDS)
     parser.add_argument("--long-warmup", type=float, default=LONG_WARMUP)
+    parser.add_argument(
+        "--dropin", action="store_true", help="also the naive code on lowtide's drop-in client"
+    )
     parser.add_argument("--single", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
         single(args.single[0], Path(args.single[1]), args.long_seconds, args.long_warmup)
         return
-    config = DemoConfig(seconds=args.seconds, warmup=args.warmup)
+    config = DemoConfig(seconds=args.seconds, warmup=args.warmup, dropin=args.dropin)
     reps = []
     for i in range(args.repeat):
         reps.append(asyncio.run(one(config)))
@@ -135,6 +141,7 @@ def main() -> None:
             "speedup": config.time_scale,
             "machines": config.machines,
             "seed": config.seed,
+            "dropin": config.dropin,
         },
         "repeat": args.repeat,
         "repetitions": reps,
