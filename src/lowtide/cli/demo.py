@@ -22,7 +22,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from lowtide import ConfigError
-from lowtide.cli.app import embedded_server
+from lowtide.cli.app import embedded_server, fail
 from lowtide.cli.output import cell
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 from lowtide.demo.runner import ProgressEvent
@@ -337,8 +337,7 @@ def demo(
                 )
                 result = asyncio.run(run_demo(config, target, progress=plain))
         except (ConnectionError, ConfigError, RuntimeError) as exc:
-            console.print(cell(exc, "red"))
-            raise typer.Exit(2) from None
+            fail(exc)
     if json_path:
         json_path.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     render_demo(result, console)
