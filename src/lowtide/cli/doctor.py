@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -33,8 +34,10 @@ from lowtide.settings import PROVIDERS
 __all__ = ["doctor", "render_report"]
 
 
-def render_report(report: Report) -> None:
-    """Print ``report``: the totals, warnings, the busiest families and the findings."""
+def render_report(report: Report, out: Console | None = None) -> None:
+    """Print ``report`` to ``out`` (default: the CLI's console): the totals, warnings, the
+    busiest families and the findings."""
+    out = console if out is None else out
     cost = (
         Text.assemble(
             f", ${report.usd_per_month:,.2f}/month at ", printable(report.provider), " rates"
@@ -42,7 +45,7 @@ def render_report(report: Report) -> None:
         if report.priced
         else Text.assemble(" (", printable(report.provider), ": not priced; --provider upstash)")
     )
-    console.print(
+    out.print(
         Text.assemble(
             (f"{report.commands:,}", "bold"),
             f" commands in {report.seconds:.1f}s (",
@@ -52,11 +55,11 @@ def render_report(report: Report) -> None:
         )
     )
     for warning in report.warnings:
-        say(warning, "yellow")
+        out.print(cell(warning, "yellow"))
     if report.skipped_lines:
-        say(f"{report.skipped_lines:,} malformed MONITOR line(s) skipped", "yellow")
+        out.print(cell(f"{report.skipped_lines:,} malformed MONITOR line(s) skipped", "yellow"))
     if not report.families:
-        console.print("no commands from other clients during the sample")
+        out.print("no commands from other clients during the sample")
         return
     title = "Where the commands come from (key families, ids masked)"
     # as wide as its title, so a narrow table does not fold the title over two lines
@@ -67,7 +70,7 @@ def render_report(report: Report) -> None:
         table.add_row(
             cell(f["family"]), cell(f["command"]), f"{f['count']:,}", f"{f['per_day']:,.0f}"
         )
-    console.print(table)
+    out.print(table)
     if report.findings:
         findings = Table(title="Findings")
         findings.add_column("kind")
@@ -75,9 +78,9 @@ def render_report(report: Report) -> None:
         findings.add_column("detail")
         for finding in report.findings:
             findings.add_row(cell(finding.kind), cell(finding.family), cell(finding.detail))
-        console.print(findings)
+        out.print(findings)
     else:
-        console.print("no findings")
+        out.print("no findings")
 
 
 @app.command()
