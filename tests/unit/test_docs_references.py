@@ -119,3 +119,11 @@ def test_the_ci_script_gives_the_demo_the_readmes_duration() -> None:
     said = minutes(readme, r"`lowtide demo`.*?in about ([\d.]+) minutes")
     comment = " ".join(line.lstrip("# ") for line in ci.splitlines() if line.startswith("#"))
     assert minutes(comment, r"`lowtide demo`.*?about ([\d.]+) minutes") == said
+
+
+def test_the_readmes_url_setting_lists_every_scheme_the_settings_accept() -> None:
+    from lowtide.settings import URL_SCHEMES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `url` |")]
+    assert re.findall(r"`(\w+)://`", row) == list(URL_SCHEMES)
