@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lowtide.cli.main import app
+from lowtide.settings import URL_SCHEMES, validate_url
 from lowtide.testing import ValkeyServer, raw_command
 from tests.terminal import run_in_terminal
 
@@ -72,6 +73,9 @@ def test_help_is_plain_text_and_names_every_url_variable(command: str) -> None:
     if "--url" in result.output and command not in ("selftest", "demo"):  # those start a server
         assert "LOWTIDE_REDIS_URL" in result.output
         assert "REDIS_URL" in result.output.replace("LOWTIDE_REDIS_URL", "")
+        for scheme in URL_SCHEMES:  # every form the settings accept, valkey:// included
+            assert f"{scheme}://" in result.output
+            validate_url(f"{scheme}://h" if scheme != "unix" else "unix:///tmp/s.sock")
 
 
 def test_every_command_is_listed() -> None:

@@ -21,6 +21,7 @@ from lowtide.errors import ConfigError
 __all__ = [
     "INVALIDATION_MODES",
     "PROVIDERS",
+    "URL_SCHEMES",
     "InvalidationSetting",
     "Provider",
     "Settings",
@@ -39,7 +40,9 @@ PROVIDERS: tuple[str, ...] = ("redis", "valkey", "dragonfly", "keydb", "upstash"
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
-_SCHEMES = {"redis", "rediss", "valkey", "valkeys", "unix"}
+#: URL schemes :func:`validate_url` accepts (``valkey://`` and ``valkeys://`` are spellings of
+#: ``redis://`` and ``rediss://``)
+URL_SCHEMES: tuple[str, ...] = ("redis", "rediss", "valkey", "valkeys", "unix")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -112,10 +115,11 @@ def validate_url(url: str) -> str:
             "percent-encoded, e.g. %2F %3F %23 %40)"
         ) from None
     scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
+    if scheme not in URL_SCHEMES:
+        schemes = [f"{s}://" for s in URL_SCHEMES]
         raise ConfigError(
             f"url: unsupported scheme {parts.scheme!r} in {shown!r}; "
-            "use redis://, rediss://, valkey://, valkeys:// or unix://"
+            f"use {', '.join(schemes[:-1])} or {schemes[-1]}"
         )
     if scheme == "unix":
         if not parts.path:

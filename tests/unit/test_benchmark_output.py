@@ -1,7 +1,10 @@
-"""Running a benchmark never rewrites the recorded (tracked) results; ``--write`` does."""
+"""Running a benchmark never rewrites the recorded (tracked) results; ``--write`` does. What
+the README and docs suggest writing at the top of a checkout (``demo.png``, ``--json`` files, a
+MONITOR log) is ignored by git."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +32,27 @@ def test_results_go_to_an_untracked_folder_unless_asked_to_write() -> None:
         ["git", "check-ignore", "-q", "benchmarks/out/cache.json"], cwd=ROOT, check=False
     )
     assert ignored.returncode == 0, "benchmarks/out/ is not ignored by git"
+    # the README's main command writes demo.png where it runs
+    demo_png = subprocess.run(["git", "check-ignore", "-q", "demo.png"], cwd=ROOT, check=False)
+    assert demo_png.returncode == 0, "demo.png is not ignored by git"
     tracked = subprocess.run(
         ["git", "ls-files", "benchmarks/out"], cwd=ROOT, capture_output=True, text=True
     )
     assert tracked.stdout == ""
+
+
+#: a file a command in the README or docs writes: ``--chart F``, ``--json F``, ``> F``
+WRITES = re.compile(r"(?:--chart|--json)[ =]([\w.-]+\.\w+)|> *([\w.-]+\.\w+)")
+
+
+def test_files_the_docs_suggest_writing_are_ignored() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    written = set()
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for m in WRITES.finditer(doc.read_text(encoding="utf-8")):
+            written.add(m.group(1) or m.group(2))
+    assert {"demo.png", "out.json", "report.json", "monitor.log"} <= written  # the pattern works
+    for name in sorted(written):
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, f"{name} (written as the docs suggest) is not ignored"

@@ -194,3 +194,19 @@ def test_any_planted_snapshot_is_shown_or_skipped_never_fatal(snaps: list[Any]) 
     for p in shown.snapshots:
         json.dumps(p, allow_nan=False)
         assert all(math.isfinite(float(p[k])) for k in ("per_day", "at", "usd_per_month"))
+
+
+def test_the_doctors_tables_fit_80_columns_with_each_title_on_one_line() -> None:
+    from lowtide.cli.doctor import render_report
+    from lowtide.doctor import Command, analyse
+
+    # a narrow families table (short keys): its title is wider than its columns
+    cmds = [Command(i * 0.2, 0, "c1", "get", (f"user:{i % 3}:profile",)) for i in range(200)]
+    cmds += [Command(0.1 + i, 0, "c1", "set", (f"upload:t{i}:a", "v")) for i in range(2)]
+    out = io.StringIO()
+    render_report(analyse(cmds, 40.0), Console(file=out, width=80, color_system=None))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    titles = [line.strip() for line in lines]
+    assert "Where the commands come from (key families, ids masked)" in titles
+    assert "Findings" in titles

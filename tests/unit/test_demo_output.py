@@ -1,5 +1,6 @@
 """``lowtide demo``'s output with no server: the results table through a real 80-column
-console, and the plain progress lines printed when output is not a terminal."""
+console, the plain progress lines printed when output is not a terminal, and the live bars
+shown on a terminal, driven by synthetic progress events on a fake clock."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 
 from rich.console import Console
 
-from lowtide.cli.demo import PlainProgress, render_demo
+from lowtide.cli.demo import LiveProgress, PlainProgress, progress_bars, render_demo
 from lowtide.demo import DemoConfig, DemoResult, LowerBound, ProgressEvent, StrategyResult
 
 
@@ -115,3 +116,57 @@ def test_plain_progress_prints_lines_as_it_goes_with_a_timer_per_run() -> None:
     assert lines[-2] == "[0:01:06] naive: done in 0:01:06, 2,830,000 billed commands/day"
     # the next run's clock starts when that run starts
     assert lines[-1] == "[0:00:00] lowtide pub/sub: setting up 4 machines"
+
+
+def test_live_progress_times_each_run_from_its_start_and_fills_the_bar_in_warm_up() -> None:
+    clock = FakeClock()
+    config = DemoConfig()  # 600 s of warm-up, then 600 s measured
+    console = Console(file=io.StringIO(), width=120, color_system=None, emoji=False)
+    bars = progress_bars(console, get_time=clock)
+    live = LiveProgress(bars, ("naive", "lowtide/pubsub"), config)
+    naive, pubsub = bars.tasks
+
+    def row(task_index: int) -> str:
+        out = io.StringIO()
+        Console(file=out, width=120, color_system=None).print(bars.make_tasks_table(bars.tasks))
+        return out.getvalue().splitlines()[task_index]
+
+    def elapsed(task_index: int) -> str:
+        return row(task_index).split()[-1]
+
+    assert "waiting" in row(0)
+    assert elapsed(0) == "-:--:--"
+    clock.now += 40  # launch: the embedded server, the trace
+    live(ProgressEvent("naive", "setup"))
+    assert "setting up" in row(0)
+    assert elapsed(0) == "0:00:00"
+    assert "waiting" in row(1)
+    assert elapsed(1) == "-:--:--"
+    filled = []
+    for done in (150.0, 300.0, 450.0):
+        clock.now += 7.5
+        live(ProgressEvent("naive", "warm-up", done, config.warmup))
+        filled.append(naive.completed)
+        assert f"warm-up (not measured) {done:,.0f} s" in row(0)
+        assert "measuring" not in row(0)
+    assert filled == [150.0, 300.0, 450.0]  # the bar moves during the warm-up
+    assert naive.percentage == 37.5  # of warm-up + measured window
+    assert elapsed(0) == "0:00:22"
+    clock.now += 7.5
+    live(ProgressEvent("naive", "measuring", 150.0, config.seconds))
+    assert "measuring 150/600 s" in row(0)
+    assert "warm-up" not in row(0)
+    assert naive.completed == config.warmup + 150.0
+    clock.now += 30
+    live(ProgressEvent("naive", "done", result=_result("naive", 2.83e6)))
+    assert "done" in row(0)
+    assert naive.finished
+    assert elapsed(0) == "0:01:00"
+    clock.now += 25
+    live(ProgressEvent("lowtide/pubsub", "setup"))
+    live(ProgressEvent("dropin", "warm-up", 10.0, 600.0))  # a run not shown: ignored
+    clock.now += 5
+    assert elapsed(0) == "0:01:00"  # a finished run's timer stops
+    assert elapsed(1) == "0:00:05"  # the next run's timer starts with that run
+    assert pubsub.completed == 0
+    assert "setting up" in row(1)

@@ -108,10 +108,16 @@ def test_a_short_sample_is_said_to_be_one() -> None:
 def test_counts_in_findings_agree_with_their_nouns() -> None:
     one = analyse(commands(1, 1, "upload:tenant-1:a", "set", "v"), 1)
     (finding,) = [f for f in one.findings if f.kind == "no_ttl"]
-    assert finding.detail.startswith("1 key written")
+    assert finding.detail == (
+        "1 key written without an expiry, kept (and stored) until something deletes it: "
+        "give it a TTL."
+    )
     two = analyse(commands(2, 1, "upload:tenant-{i}:a", "set", "v"), 1)
     (finding,) = [f for f in two.findings if f.kind == "no_ttl"]
-    assert finding.detail.startswith("2 keys written")
+    assert finding.detail == (
+        "2 keys written without an expiry, kept (and stored) until something deletes them: "
+        "give them a TTL."
+    )
     static = analyse(commands(40, 10, "config:flags"), 10)
     (finding,) = [f for f in static.findings if f.kind == "static_reads"]
     assert "40 reads of only 1 key and" in finding.detail

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 try:
     import typer
@@ -24,8 +25,10 @@ except ImportError:  # pragma: no cover - only without the cli extra
 
 from lowtide import ConfigError, Lowtide, Settings, __version__
 from lowtide.cli.output import cell
+from lowtide.settings import URL_SCHEMES
 
 __all__ = [
+    "URL_HELP",
     "URL_VARIABLES",
     "NamespaceOption",
     "UrlOption",
@@ -33,9 +36,13 @@ __all__ = [
     "configure_logging",
     "console",
     "embedded_server",
+    "err_console",
+    "fail",
+    "option_origin",
     "say",
     "settings_with_url",
     "unreachable",
+    "where_from",
     "write_json",
 ]
 
@@ -46,13 +53,17 @@ app = typer.Typer(
 )
 # our own messages use markup; every untrusted value goes through output.cell() / say() as Text
 console = Console(emoji=False)
+#: errors go to stderr, so a command's output stays clean when it is piped
+err_console = Console(emoji=False, stderr=True)
 
 #: where a command's ``--url`` comes from when it is not given (the first one set wins)
 URL_VARIABLES = ["LOWTIDE_REDIS_URL", "REDIS_URL"]
+#: the URL forms the settings accept, for ``--url``'s help
+URL_HELP = ", ".join(f"{scheme}://" for scheme in URL_SCHEMES)
 
 UrlOption = Annotated[
     str | None,
-    typer.Option(help="Redis URL (redis://, rediss://, unix://)", envvar=URL_VARIABLES),
+    typer.Option(help=f"Redis URL ({URL_HELP})", envvar=URL_VARIABLES),
 ]
 NamespaceOption = Annotated[
     str, typer.Option(help="the fleet's lowtide namespace", envvar="LOWTIDE_NAMESPACE")
@@ -110,6 +121,46 @@ def say(message: object, style: str = "") -> None:
     console.print(cell(message, style))
 
 
+def fail(message: object, code: int = 2) -> NoReturn:
+    """Print an error (verbatim, to stderr) and exit with ``code``."""
+    err_console.print(cell(message, "red"))
+    raise typer.Exit(code)
+
+
+def option_origin(ctx: typer.Context, name: str) -> str | None:
+    """What supplied the option ``name`` (its parameter name, e.g. ``url``) of the command
+    ``ctx`` runs: the environment variable it was read from (the first of its variables that is
+    set and not empty, as typer reads them), the option as typed on the command line
+    (``--url``), or None (its default)."""
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    if param is None:
+        return None
+    source = getattr(ctx.get_parameter_source(name), "name", None)
+    if source == "ENVIRONMENT":
+        envvar: Any = param.envvar
+        names: list[str] = [envvar] if isinstance(envvar, str) else list(envvar or ())
+        return next((var for var in names if os.environ.get(var)), None)
+    if source == "COMMANDLINE" and param.opts:
+        return max(param.opts, key=len)  # --url rather than -u
+    return None
+
+
+def where_from(ctx: typer.Context, message: str, options: Iterable[str]) -> str:
+    """``message`` (``"setting: what is wrong"``) naming what supplied the setting when it is
+    one of ``options`` (parameters of the command ``ctx`` runs): ``"REDIS_URL: url: ..."`` for
+    an environment variable (as :meth:`Settings.from_env` names its own), ``"--url: ..."``
+    for the command line; unchanged otherwise."""
+    setting, sep, rest = message.partition(":")
+    if not sep or setting not in set(options):
+        return message
+    origin = option_origin(ctx, setting)
+    if origin is None:
+        return message
+    if origin.startswith("-"):
+        return f"{origin}:{rest}"
+    return f"{origin}: {message}"
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write a ``--json`` file: called before anything is printed that could fail."""
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -139,17 +190,17 @@ def embedded_server(
         yield server.url
 
 
-def settings_with_url(url: str | None, **changes: Any) -> Settings:
+def settings_with_url(ctx: typer.Context, url: str | None, **changes: Any) -> Settings:
     """Settings from the environment with ``--url`` and ``changes`` winning; exits 2 when they
-    are invalid or there is no URL at all."""
+    are invalid or there is no URL at all. An error names what supplied the value: the
+    environment variable (whether :meth:`Settings.from_env` or an option of the command ``ctx``
+    runs read it) or the option typed on the command line."""
     try:
         if url:
             changes["url"] = url
         settings = Settings.from_env(**changes)
     except ConfigError as exc:
-        say(exc, "red")
-        raise typer.Exit(2) from None
+        fail(where_from(ctx, str(exc), changes))
     if settings.url is None:
-        say(f"no --url and no {' / '.join(URL_VARIABLES)} (`lowtide server` starts one)", "red")
-        raise typer.Exit(2)
+        fail(f"no --url and no {' / '.join(URL_VARIABLES)} (`lowtide server` starts one)")
     return settings

@@ -22,12 +22,20 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from lowtide import ConfigError
-from lowtide.cli.app import embedded_server
+from lowtide.cli.app import embedded_server, fail
 from lowtide.cli.output import cell
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 from lowtide.demo.runner import ProgressEvent
 
-__all__ = ["PlainProgress", "add_demo_command", "demo_table", "render_demo", "run_label"]
+__all__ = [
+    "LiveProgress",
+    "PlainProgress",
+    "add_demo_command",
+    "demo_table",
+    "progress_bars",
+    "render_demo",
+    "run_label",
+]
 
 MODES = {"tracking": ("tracking",), "pubsub": ("pubsub",), "both": ("tracking", "pubsub")}
 _LABELS = {
@@ -112,8 +120,22 @@ class PlainProgress:
         self._write(f"{stamp} {what}: {ev.done:,.0f} of {ev.total:,.0f} s of trace")
 
 
-class _LiveProgress:
-    """Progress on a terminal: one bar per run; its timer starts when the run starts."""
+def progress_bars(console: Console, get_time: Callable[[], float] | None = None) -> RichProgress:
+    """The live display's bars: the run, its bar (trace seconds, warm-up then measuring), its
+    phase and its own elapsed time (``get_time``: the clock, by default rich's)."""
+    return RichProgress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(bar_width=16),
+        TextColumn("{task.fields[phase]:<30}"),
+        TimeElapsedColumn(),
+        console=console,
+        get_time=get_time,
+    )
+
+
+class LiveProgress:
+    """Progress on a terminal: one bar per run, filled over the run's warm-up and measured
+    window; its timer starts when the run starts and stops when it is done."""
 
     def __init__(self, bar: RichProgress, runs: tuple[str, ...], cfg: DemoConfig) -> None:
         self._bar = bar
@@ -322,14 +344,8 @@ def demo(
     with embedded_server(url, say) as target:
         try:
             if console.is_terminal:
-                with RichProgress(
-                    TextColumn("{task.description:<34}"),
-                    BarColumn(bar_width=16),
-                    TextColumn("{task.fields[phase]:<30}"),
-                    TimeElapsedColumn(),
-                    console=console,
-                ) as bar:
-                    live = _LiveProgress(bar, config.runs, config)
+                with progress_bars(console) as bar:
+                    live = LiveProgress(bar, config.runs, config)
                     result = asyncio.run(run_demo(config, target, progress=live))
             else:
                 plain = PlainProgress(
@@ -337,8 +353,7 @@ def demo(
                 )
                 result = asyncio.run(run_demo(config, target, progress=plain))
         except (ConnectionError, ConfigError, RuntimeError) as exc:
-            console.print(cell(exc, "red"))
-            raise typer.Exit(2) from None
+            fail(exc)
     if json_path:
         json_path.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     render_demo(result, console)

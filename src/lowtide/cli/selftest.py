@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from lowtide import ConfigError
-from lowtide.cli.app import app, console, embedded_server, say, write_json
+from lowtide.cli.app import app, console, embedded_server, fail, say, write_json
 from lowtide.cli.output import cell
 from lowtide.cli.reconcile import SelftestResult, run_selftest
 
@@ -62,8 +62,7 @@ def selftest(
         try:
             result = asyncio.run(run_selftest(target))
         except (ConnectionError, ConfigError) as exc:
-            say(exc, "red")
-            raise typer.Exit(2) from None
+            fail(exc)
     if json_path:
         write_json(json_path, result.to_dict())
     _render(result)

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from lowtide.cli.app import app, console, say
+from lowtide.cli.app import app, console, fail, say
 
 __all__ = ["server"]
 
@@ -49,17 +49,14 @@ def server(
     if not 0 <= port <= 65535:
         raise typer.BadParameter("--port must be 0..65535")
     if port and _port_taken(host, port):
-        say(
+        fail(
             f"port {port} on {host} is taken (a Redis already running? then use it: "
-            f"redis://{host}:{port}); `lowtide server --port 0` picks a free port",
-            "red",
+            f"redis://{host}:{port}); `lowtide server --port 0` picks a free port"
         )
-        raise typer.Exit(2)
     try:
         valkey = ValkeyServer(host=host, port=port or None)
     except ServerStartError as exc:  # no binary: the embedded extra is not installed
-        say(exc, "red")
-        raise typer.Exit(2) from None
+        fail(exc)
     handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         valkey.start()
@@ -69,13 +66,11 @@ def server(
         console.print("Ctrl-C stops it.")
         sys.stdout.flush()
         code = valkey.process.wait() if valkey.process is not None else None
-        say(f"valkey-server exited by itself (code {code}): {valkey.log_tail()}", "red")
-        raise typer.Exit(1)
+        fail(f"valkey-server exited by itself (code {code}): {valkey.log_tail()}", 1)
     except (KeyboardInterrupt, _Stop):
         pass  # the way to stop it
     except ServerStartError as exc:
-        say(exc, "red")
-        raise typer.Exit(2) from None
+        fail(exc)
     finally:
         valkey.stop()  # also when start() was interrupted half-way
         for sig, handler in handlers.items():

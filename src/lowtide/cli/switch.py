@@ -8,15 +8,26 @@ from typing import Annotated
 import typer
 
 from lowtide import Lowtide, LowtideError
-from lowtide.cli.app import NamespaceOption, UrlOption, app, say, settings_with_url, unreachable
+from lowtide.cli.app import (
+    NamespaceOption,
+    UrlOption,
+    app,
+    fail,
+    say,
+    settings_with_url,
+    unreachable,
+)
 from lowtide.control import write_switch
 
 __all__ = ["resume", "suspend"]
 
 
-def _switch(url: str | None, namespace: str, *, suspend: bool, reason: str) -> None:
+def _switch(
+    ctx: typer.Context, url: str | None, namespace: str, *, suspend: bool, reason: str
+) -> None:
     # a tool's own hub: never suspended itself, no listener, nothing published
     settings = settings_with_url(
+        ctx,
         url,
         namespace=namespace,
         instance="lowtide-switch",
@@ -35,23 +46,23 @@ def _switch(url: str | None, namespace: str, *, suspend: bool, reason: str) -> N
     try:
         asyncio.run(run())
     except (ConnectionError, LowtideError) as exc:
-        say(exc, "red")
-        raise typer.Exit(2) from None
+        fail(exc)
     word = "suspended" if suspend else "resumed"
     say(f"fleet {word} (namespace {namespace!r}); every hub switches on the push")
 
 
 @app.command()
 def suspend(
+    ctx: typer.Context,
     url: UrlOption = None,
     namespace: NamespaceOption = "lt",
     reason: Annotated[str, typer.Option(help="shown in every hub's health")] = "",
 ) -> None:
     """Fleet-wide kill switch: every hub stops using Redis (and keeps working locally)."""
-    _switch(url, namespace, suspend=True, reason=reason)
+    _switch(ctx, url, namespace, suspend=True, reason=reason)
 
 
 @app.command()
-def resume(url: UrlOption = None, namespace: NamespaceOption = "lt") -> None:
+def resume(ctx: typer.Context, url: UrlOption = None, namespace: NamespaceOption = "lt") -> None:
     """Undo lowtide suspend: every hub goes back to Redis."""
-    _switch(url, namespace, suspend=False, reason="")
+    _switch(ctx, url, namespace, suspend=False, reason="")

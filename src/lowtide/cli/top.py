@@ -30,7 +30,7 @@ from lowtide.cli.app import (
     UrlOption,
     app,
     console,
-    say,
+    fail,
     settings_with_url,
     unreachable,
     write_json,
@@ -183,6 +183,7 @@ def fleet_tables(view: FleetView) -> Group:
 
 @app.command()
 def top(
+    ctx: typer.Context,
     url: UrlOption = None,
     namespace: NamespaceOption = "lt",
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 5.0,
@@ -199,6 +200,7 @@ def top(
         raise typer.BadParameter("--json needs --once")
     # the tool's own hub: never suspended by the switch it shows, no listener, nothing published
     settings = settings_with_url(
+        ctx,
         url,
         namespace=namespace,
         instance="lowtide-top",
@@ -226,7 +228,6 @@ def top(
     try:
         asyncio.run(run())
     except (ConnectionError, LowtideError) as exc:
-        say(exc, "red")
-        raise typer.Exit(2) from None
+        fail(exc)
     except KeyboardInterrupt:
         pass

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from lowtide.demo.analysis import UPSTASH
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from lowtide.demo.runner import DemoResult
 
-__all__ = ["measured_points", "write_chart"]
+__all__ = ["draw_chart", "measured_points", "write_chart"]
 
 COLOURS = {
     "naive": "#d62728",
@@ -50,16 +52,16 @@ def measured_points(
     return [(t - warmup, billed, gets) for t, billed, gets in series if t > warmup]
 
 
-def write_chart(result: DemoResult, path: Path) -> Path:
-    """Draw the PNG to ``path`` and return it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def draw_chart(result: DemoResult) -> Figure:
+    """The chart as a matplotlib figure (on an Agg canvas; no pyplot, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     cfg = result.config
     usd_per_min = 1440 * 30 * UPSTASH.usd_per_100k / 100_000  # $/month of 1 billed/min
-    fig, ax = plt.subplots(figsize=(10, 5.6), dpi=120)
+    fig = Figure(figsize=(10, 5.6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     offset = 0.0
     peak = cfg.naive_gets_per_min
     labels: list[tuple[float, str, str]] = []
@@ -116,7 +118,12 @@ def write_chart(result: DemoResult, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def write_chart(result: DemoResult, path: Path) -> Path:
+    """Draw the PNG to ``path`` and return it."""
+    fig = draw_chart(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

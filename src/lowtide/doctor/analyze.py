@@ -285,7 +285,8 @@ def analyse(
                     "no_ttl",
                     fam,
                     f"{_plural(len(left), 'key')} written without an expiry, kept (and stored) "
-                    "until something deletes them: give them a TTL.",
+                    f"until something deletes {'it' if len(left) == 1 else 'them'}: give "
+                    f"{'it' if len(left) == 1 else 'them'} a TTL.",
                 )
             )
     families = [
