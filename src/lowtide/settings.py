@@ -109,6 +109,12 @@ def validate_url(url: str) -> str:
     except ValueError as exc:
         if "@" not in url:  # no user info: the parser's message (a bad port...) is safe
             raise ConfigError(f"url: cannot parse {shown!r}: {exc}") from None
+        try:
+            netloc = urlsplit(url.strip()).netloc
+        except ValueError:
+            netloc = ""
+        if "@" in netloc:  # the user info parsed whole: the port after it is what failed
+            raise ConfigError(f"url: port must be a number from 1 to 65535 in {shown!r}") from None
         # the parser's own message may quote part of a password: never show it
         raise ConfigError(
             f"url: cannot parse {shown!r} (a password with / ? # or @ must be "

@@ -80,6 +80,23 @@ def test_bad_url_error_masks_the_password() -> None:
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("valkey://:hunter2@h:99999", "port must be a number"),
+        ("redis://user:hunter2@h:abc", "port must be a number"),
+        ("redis://:hun/ter2@h:6379", "percent-encoded"),  # the parser cannot find the host
+    ],
+)
+def test_a_bad_port_after_a_password_is_named_and_the_password_masked(
+    url: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings(url=url)
+    assert "hunter2" not in str(info.value)
+    assert "hun/" not in str(info.value)
+
+
 def test_valkey_scheme_is_accepted() -> None:
     assert validate_url("valkey://h:1/0") == "redis://h:1/0"
     assert validate_url("valkeys://h:1") == "rediss://h:1"
