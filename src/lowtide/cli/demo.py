@@ -282,6 +282,10 @@ def _header(cfg: DemoConfig, runs: tuple[str, ...]) -> list[str]:
     return lines
 
 
+#: the trace's defaults (measured and warm-up seconds come from here)
+_DEFAULTS = DemoConfig()
+
+
 def add_demo_command(app: typer.Typer) -> None:
     """Register ``lowtide demo`` on ``app``."""
     app.command("demo")(demo)
@@ -294,10 +298,10 @@ def demo(
     ] = None,
     seconds: Annotated[
         float, typer.Option(help="measured seconds of trace per run (after the warm-up)")
-    ] = 600.0,
+    ] = _DEFAULTS.seconds,
     warmup: Annotated[
         float, typer.Option(help="seconds of trace replayed before measuring (not measured)")
-    ] = 600.0,
+    ] = _DEFAULTS.warmup,
     speedup: Annotated[
         float | None,
         typer.Option(help="time compression (default 20, or 20/scale above scale 1; 1: real time)"),
