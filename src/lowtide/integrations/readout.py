@@ -301,23 +301,40 @@ _BREAKER_COUNTERS = (
 )
 
 
+#: gauges of tenants by state, by breaker info() key; each combines over workers as the
+#: largest (every worker reads the fleet's state)
+_BREAKER_STATES = (
+    (
+        "open",
+        "breaker_open_tenants",
+        "Tenants whose breaker is open or half-open as this process sees it",
+    ),
+    (
+        "half_open",
+        "breaker_half_open_tenants",
+        "Tenants whose breaker is half-open as this process sees it",
+    ),
+    (
+        "forced",
+        "breaker_forced_tenants",
+        "Tenants held open or closed by open()/close() (until automatic() or their end)",
+    ),
+)
+
+
 def _breakers(breakers: Iterable[CircuitBreaker]) -> list[Family]:
     lb = ("breaker",)
     counters = [(key, Family(name, "counter", text, lb)) for key, name, text in _BREAKER_COUNTERS]
-    open_ = Family(
-        "breaker_open_tenants",
-        "gauge",
-        "Tenants whose breaker is open or half-open as this process sees it",
-        lb,
-        merge="livemax",
-    )
+    gauges = [
+        (key, Family(name, "gauge", text, lb, merge="livemax"))
+        for key, name, text in _BREAKER_STATES
+    ]
     for b in breakers:
         info = _retry(b.info)
         name = str(info["name"])
-        for key, fam in counters:
+        for key, fam in (*counters, *gauges):
             fam.add(_number(info.get(key)), name)
-        open_.add(_number(info.get("open")), name)
-    return [*(fam for _, fam in counters), open_]
+    return [*(fam for _, fam in counters), *(fam for _, fam in gauges)]
 
 
 def build_info() -> Family:
