@@ -12,17 +12,20 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from lowtide.cli.demo import CHART_HINT
 from lowtide.cli.main import app
 from lowtide.settings import URL_SCHEMES, validate_url
 from lowtide.testing import ValkeyServer, raw_command
 from tests.terminal import run_in_terminal
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_selftest_against_a_url_reconciles(
@@ -202,3 +205,39 @@ def test_verbose_shows_the_first_mode_as_itself_not_as_a_change_from_suspended()
     assert rc == 2, shown
     assert re.search(r"WARNING lowtide: lowtide mode degraded \(start\)", shown), shown
     assert "->" not in shown  # nothing was suspended, and nothing changed mode
+
+
+def extra_closure(name: str) -> set[str]:
+    """The distribution names pyproject.toml's extra ``name`` installs (extras of lowtide
+    itself followed)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    out: set[str] = set()
+    for req in extras[name]:
+        inner = re.fullmatch(r"lowtide\[([\w,]+)\]", req)
+        if inner:
+            for sub in inner.group(1).split(","):
+                out |= extra_closure(sub)
+        else:
+            out.add(re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower())
+    return out
+
+
+def test_demo_chart_without_matplotlib_names_the_extra_that_brings_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    chart = tmp_path / "demo.png"
+    # said at once, before any run (an unreachable URL: nothing was started)
+    result = runner.invoke(app, ["demo", "--chart", str(chart), "--url", "redis://127.0.0.1:1"])
+    assert result.exit_code == 2, result.output
+    assert " ".join(CHART_HINT.split()) in " ".join(result.output.split())
+    assert not chart.exists()
+    named = re.findall(r"lowtide\[(\w+)\]", CHART_HINT)
+    assert named == ["chart", "demo"]
+    for extra in named:  # each extra the hint names installs matplotlib
+        assert "matplotlib" in extra_closure(extra)
+    # the cli extra (doctor, top, suspend) brings no plotting stack
+    assert "matplotlib" not in extra_closure("cli")
+    assert {"typer", "rich"} <= extra_closure("cli")

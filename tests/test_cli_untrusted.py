@@ -34,7 +34,7 @@ JUNK = {
     "list": "[1,2]",  # JSON, not an object
     "text": "not json",
     "fields": '{"instance": "junk-fields", "per_day": "lots"}',
-    "null": '{"instance": "junk-null", "billed_per_day": null}',
+    "null": '{"instance": "junk-null", "billed": null}',  # (a projection may be null)
     "deep": "[" * 100_000 + "]" * 100_000,
 }
 

@@ -6,14 +6,15 @@ distributed, a hub writes **one command**::
     SET <ns>:m:fleet::snap:<instance> <json> PX 180000
 
 so a snapshot disappears three minutes after its hub stops. The JSON holds the projection
-(commands and billed units per day, $/month), totals by component and command, the 20 busiest
+(commands and billed units per day, $/month: null while the hub has counted for less than a
+minute), totals by component and command, the 20 busiest
 key families and tenants, commands saved, and the mode. :func:`read_fleet` lists them (SCAN +
 MGET) for ``lowtide top``.
 
 Snapshots are untrusted (anyone with write access can plant or spoof one): :func:`parse_snapshot`
 keeps a snapshot only if it is a JSON object of at most :data:`MAX_SNAPSHOT_BYTES` whose known
 fields have the published types (``instance``, ``provider``, ``mode``: strings; counts and
-rates: finite numbers >= 0; the ``by_*`` and ``saved`` tables: at most
+rates: finite numbers >= 0, the projections also null; the ``by_*`` and ``saved`` tables: at most
 :data:`MAX_TABLE_ENTRIES` string keys with finite numbers >= 0), and returns only those fields
 (missing ones at their zero value). A malformed snapshot is skipped and counted, never fatal; at
 most :data:`MAX_SNAPSHOTS` are read. Strings are returned as they are: a consumer that renders
@@ -31,6 +32,7 @@ import orjson
 from lowtide._untrusted import Warnings, number, shown
 from lowtide.context import Attribution
 from lowtide.keys import build_key, family, prefix
+from lowtide.ledger.snapshot import rounded
 from lowtide.periodic import Periodic
 
 if TYPE_CHECKING:
@@ -56,7 +58,9 @@ MAX_TABLE_ENTRIES: Final = 1000
 #: most snapshots :func:`read_fleet` reads (keys beyond are left out, counted)
 MAX_SNAPSHOTS: Final = 10_000
 _TEXT = ("instance", "provider", "mode")
-_NUMBERS = ("at", "elapsed_s", "commands", "billed", "per_day", "billed_per_day", "usd_per_month")
+_NUMBERS = ("at", "elapsed_s", "commands", "billed")
+#: numbers that may be null: a hub counting for less than a minute projects nothing yet
+_PROJECTIONS = ("per_day", "billed_per_day", "usd_per_month")
 _TABLES = ("by_component", "by_command", "by_family", "by_tenant", "saved")
 _warnings = Warnings(log)
 
@@ -76,9 +80,10 @@ def snapshot_payload(hub: HubView) -> dict[str, Any]:
         "elapsed_s": round(snap.elapsed_s, 1),
         "commands": snap.total,
         "billed": snap.billed,
-        "per_day": round(snap.per_day, 1),
-        "billed_per_day": round(snap.billed_per_day, 1),
-        "usd_per_month": round(snap.usd_per_month, 4),
+        # null until the hub counted for a minute (MIN_PROJECTION_S)
+        "per_day": rounded(snap.per_day, 1),
+        "billed_per_day": rounded(snap.billed_per_day, 1),
+        "usd_per_month": rounded(snap.usd_per_month, 4),
         "by_component": snap.by_component,
         "by_command": _top(snap.by_command),
         "by_family": _top(snap.by_family),
@@ -125,8 +130,11 @@ def parse_snapshot(raw: object) -> dict[str, Any] | None:
         if not isinstance(text, str):
             return None
         out[name] = text
-    for name in _NUMBERS:
+    for name in (*_NUMBERS, *_PROJECTIONS):
         n = value.get(name, 0)
+        if n is None and name in _PROJECTIONS:
+            out[name] = None
+            continue
         checked = number(n, lo=0.0)
         if checked is None:
             return None
@@ -181,4 +189,4 @@ async def read_fleet(
     if stats is not None:
         for name, n in counts.items():
             stats[name] = stats.get(name, 0) + n
-    return sorted(out, key=lambda s: -float(s["billed_per_day"]))
+    return sorted(out, key=lambda s: -float(s["billed_per_day"] or 0.0))

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lowtide.ledger.snapshot import rounded
 from lowtide.modes import Mode
 
 if TYPE_CHECKING:
@@ -77,9 +78,11 @@ def hub_health(status: HubStatus) -> dict[str, Any]:
         "ledger": {
             "commands": totals.total,
             "billed": totals.billed,
-            "per_day": round(totals.per_day, 1),
-            "billed_per_day": round(totals.billed_per_day, 1),
-            "usd_per_month": round(totals.usd_per_month, 4),
+            # projections: null until the ledger counted for MIN_PROJECTION_S (60 s)
+            "projection_s": round(totals.projection_s, 1),
+            "per_day": rounded(totals.per_day, 1),
+            "billed_per_day": rounded(totals.billed_per_day, 1),
+            "usd_per_month": rounded(totals.usd_per_month, 4),
         },
     }
 
@@ -103,8 +106,8 @@ async def metrics_log_loop(hub: HubView) -> None:
                     "mode": hub.mode.value,
                     "commands": snap.total,
                     "billed": snap.billed,
-                    "per_day": round(snap.per_day),
-                    "usd_per_month": round(snap.usd_per_month, 4),
+                    "per_day": rounded(snap.per_day, 0),
+                    "usd_per_month": rounded(snap.usd_per_month, 4),
                     "interval_by_command": {k: v for k, v in delta.items() if v},
                     "by_component": by_component,
                     "saved": hub.saved(),

@@ -449,6 +449,11 @@ class Lowtide:
             out["limiter"] = decided
         return out
 
+    def cache_info(self) -> list[dict[str, Any]]:
+        """``info()`` of every tiered cache (:attr:`caches`) and of every drop-in client's
+        memory (``name="redis"``, its ``component``): what health and metrics report."""
+        return self._registry.info() + [engine.info() for _, engine in self._dropins]
+
     def status(self) -> HubStatus:
         """A read-only record of everything health reports are made from."""
         inv = self._invalidations
@@ -456,7 +461,7 @@ class Lowtide:
             settings=self._settings,
             link=self._link.status(),
             invalidation=None if inv is None else inv.info(),
-            caches=self._registry.info() + [engine.info() for _, engine in self._dropins],
+            caches=self.cache_info(),
             saved=self.saved(),
             ledger=self.ledger.totals(),
         )

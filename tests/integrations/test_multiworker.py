@@ -97,6 +97,24 @@ async def test_two_workers_metrics_match_the_server(
             reads += total(m, "lowtide_cache_misses_total", cache="profiles")
             profiles = sum(n for (path, _), n in answers.items() if path.startswith("/profiles"))
             assert reads == profiles
+            # histograms, summed over workers: every loader call timed once, and round trips
+            # timed by component (a pipeline or script is one, so never more than commands)
+            read = "lowtide_cache_read_duration_seconds"
+            loads = total(m, "lowtide_cache_loads_total", cache="profiles")
+            assert total(m, f"{read}_count", cache="profiles", source="load") == loads >= 1
+            inf = total(m, f"{read}_bucket", cache="profiles", source="load", le="+Inf")
+            assert inf == loads
+            trips = by_label(m, "lowtide_redis_command_duration_seconds_count", "component")
+            sent = by_label(m, "lowtide_redis_commands_total", "component")
+            assert trips["cache"] >= 1
+            assert trips["limiter"] >= 1
+            assert all(0 < n <= sent[c] for c, n in trips.items())
+            infs = by_label(
+                {k: v for k, v in m.items() if ("le", "+Inf") in k[1]},
+                "lowtide_redis_command_duration_seconds_bucket",
+                "component",
+            )
+            assert infs == trips
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -77,7 +77,7 @@ def view(raws: list[Any], **fields: Any) -> FleetView:
     """What ``top`` builds from these values read from Redis (each checked, busiest first)."""
     checked = [parse_snapshot(encode(r)) for r in raws]
     good = [c for c in checked if c is not None]
-    good.sort(key=lambda s: -float(s["billed_per_day"]))
+    good.sort(key=lambda s: -float(s["billed_per_day"] or 0.0))
     return FleetView("lt", good, len(checked) - len(good), read_at=NOW, **fields)
 
 
@@ -95,7 +95,8 @@ def test_top_shows_hostile_names_verbatim_and_counts_malformed_snapshots() -> No
         None,
         snapshot(instance=["x"]),
         snapshot(per_day="lots"),
-        snapshot(billed_per_day=None),
+        snapshot(billed=None),
+        snapshot(per_day=True),
         snapshot(usd_per_month=float("nan")),
         snapshot(commands=10**400),  # too large for a float
         snapshot(per_day=-5),
@@ -193,7 +194,36 @@ def test_any_planted_snapshot_is_shown_or_skipped_never_fatal(snaps: list[Any]) 
         assert f"{shown.skipped} malformed snapshot(s) skipped" in text
     for p in shown.snapshots:
         json.dumps(p, allow_nan=False)
-        assert all(math.isfinite(float(p[k])) for k in ("per_day", "at", "usd_per_month"))
+        assert math.isfinite(float(p["at"]))
+        # a projection is a finite number, or null (the hub counted for under a minute)
+        assert all(p[k] is None or math.isfinite(p[k]) for k in ("per_day", "usd_per_month"))
+
+
+def test_top_shows_no_per_day_figures_for_a_hub_counting_for_under_a_minute() -> None:
+    # what a hub publishes 1 s after start: 7 start-up commands and no projection (null)
+    young = snapshot(
+        instance="young",
+        elapsed_s=1.0,
+        commands=7,
+        billed=7,
+        per_day=None,
+        billed_per_day=None,
+        usd_per_month=None,
+        by_family={"lt:x:boot:*": 7},
+        by_tenant={},
+    )
+    text = render(fleet_tables(view([snapshot(), young])), 120)
+    assert "2 hub(s) publishing" in text
+    (row,) = [line for line in text.splitlines() if "young" in line]
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[4:7] == ["-", "-", "-"]  # commands/day, billed/day, $/month
+    assert "604,800" not in text  # 7 commands in 1 s, as a day
+    assert "1 hub(s) counting for under 60s: no per-day figures yet" in text
+    (boot,) = [line for line in text.splitlines() if "lt:x:boot:*" in line]
+    assert boot.split("│")[2].strip() == "-"  # listed, with no per-day figure
+    (web,) = [line for line in text.splitlines() if "lt:c:profiles:*" in line]
+    assert web.split("│")[2].strip() == "115,200"  # 80 of web-1's 100 commands: 144,000/day
+    assert "fleet: $7.78/month projected" in text  # web-1's alone
 
 
 def test_the_doctors_tables_fit_80_columns_with_each_title_on_one_line() -> None:

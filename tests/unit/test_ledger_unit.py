@@ -8,7 +8,7 @@ import pytest
 
 from lowtide import ManualClock
 from lowtide.context import Attribution
-from lowtide.ledger import Ledger, billing_profile, command_name
+from lowtide.ledger import MIN_PROJECTION_S, Ledger, billing_profile, command_name
 
 A = Attribution("cache", "lt:c:p:*", "t1")
 
@@ -35,6 +35,34 @@ def test_per_day_projection_and_cost_use_the_injected_clock() -> None:
     assert snap.billed_per_day == pytest.approx(86_400, rel=0.02)
     assert snap.usd_per_month == pytest.approx(86_400 * 30 * 0.20 / 100_000, rel=0.02)
     assert len(snap.per_minute) == 60
+
+
+def test_no_projection_before_a_minute_of_counting() -> None:
+    """7 start-up commands 1 s after start are not 604,800 a day: per-day figures wait for
+    MIN_PROJECTION_S of counting (and start over after a reset)."""
+    clock = ManualClock()
+    ledger = Ledger(billing_profile("upstash"), clock=clock)
+    for _ in range(7):
+        ledger.record([("get", A)])
+    now = 0.0
+    for elapsed in (0.0, 1.0, MIN_PROJECTION_S - 0.5):
+        clock.advance(elapsed - now)
+        now = elapsed
+        for view in (ledger.totals(), ledger.snapshot()):
+            assert view.projection_s == pytest.approx(elapsed)
+            assert (view.per_day, view.billed_per_day, view.usd_per_month) == (None, None, None)
+            assert view.total == 7  # the counts themselves are there from the start
+    clock.advance(0.5)  # a minute of counting: the rate over that minute
+    snap = ledger.snapshot()
+    assert snap.projection_s == pytest.approx(MIN_PROJECTION_S)
+    assert snap.per_day == pytest.approx(7 / 60 * 86_400)
+    assert snap.usd_per_month == pytest.approx(7 / 60 * 86_400 * 30 * 0.20 / 100_000)
+    assert json.loads(json.dumps(snap.to_dict()))["per_day"] == snap.per_day
+    ledger.reset()
+    ledger.record([("get", A)])
+    clock.advance(5)
+    assert ledger.totals().per_day is None
+    assert json.loads(json.dumps(ledger.snapshot().to_dict()))["per_day"] is None
 
 
 def test_free_commands_are_not_billed_on_upstash() -> None:

@@ -8,6 +8,7 @@ table fits 80 columns (each run one column; numbers in compact form).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 from lowtide.demo.runner import ProgressEvent
 
 __all__ = [
+    "CHART_HINT",
     "LiveProgress",
     "PlainProgress",
     "add_demo_command",
@@ -36,6 +38,14 @@ __all__ = [
     "render_demo",
     "run_label",
 ]
+
+#: what ``--chart`` says when matplotlib is missing: the ``chart`` extra brings it (the ``cli``
+#: extra does not: doctor, top and suspend need no plotting stack); ``demo`` is cli + chart +
+#: the embedded server
+CHART_HINT = (
+    "--chart needs matplotlib: pip install 'lowtide[chart]' "
+    "(or 'lowtide[demo]': the CLI, the chart and the embedded server)"
+)
 
 MODES = {"tracking": ("tracking",), "pubsub": ("pubsub",), "both": ("tracking", "pubsub")}
 _LABELS = {
@@ -331,6 +341,10 @@ def demo(
         raise typer.BadParameter("speedup must be > 0")
     if invalidation not in MODES:
         raise typer.BadParameter("invalidation: tracking, pubsub or both")
+    if chart and importlib.util.find_spec("matplotlib") is None:
+        # said before the runs (minutes), not after them
+        Console(emoji=False, highlight=False, stderr=True).print(cell(CHART_HINT, "yellow"))
+        raise typer.Exit(2)
     config = DemoConfig(
         seconds=seconds,
         warmup=warmup,
@@ -369,4 +383,4 @@ def demo(
 
             say(f"wrote {write_chart(result, chart)}")
         except ImportError:
-            console.print("--chart needs matplotlib: pip install 'lowtide[cli]'", style="yellow")
+            console.print(cell(CHART_HINT, "yellow"))

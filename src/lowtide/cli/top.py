@@ -39,7 +39,7 @@ from lowtide.cli.output import cell
 from lowtide.control import parse_switch, switch_key
 from lowtide.errors import LowtideError, RedisCommandError
 from lowtide.fleetview import READER, TTL_MS, read_fleet
-from lowtide.ledger import profile_for_provider
+from lowtide.ledger import MIN_PROJECTION_S, profile_for_provider
 
 __all__ = ["STALE_AFTER", "FleetView", "fleet_tables", "read_view", "top"]
 
@@ -102,17 +102,27 @@ def _switch_line(view: FleetView) -> Text:
     )
 
 
-def _totals(snaps: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per-day rates by component, family and tenant, summed over the fleet."""
-    totals: dict[str, dict[str, float]] = {"component": {}, "family": {}, "tenant": {}}
+def _per_day(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _totals(snaps: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per-day rates by component, family and tenant, summed over the fleet's hubs that
+    project one; a part seen only on hubs counting for under a minute is None (no rate yet)."""
+    totals: dict[str, dict[str, float | None]] = {"component": {}, "family": {}, "tenant": {}}
     for s in snaps:
+        if s["per_day"] is None:  # counting for under a minute: no projection yet
+            for dim, data in totals.items():
+                for k in s[f"by_{dim}"]:
+                    data.setdefault(k, None)
+            continue
         elapsed = max(float(s["elapsed_s"]), 1.0)
         scale = float(s["per_day"]) / max(float(s["commands"]), 1.0)
-        for dim in totals:
+        for dim, data in totals.items():
             for k, n in s[f"by_{dim}"].items():
                 # each part's per-day rate, in proportion to the hub's projection
                 rate = n * scale if scale else n / elapsed * 86_400
-                totals[dim][k] = totals[dim].get(k, 0.0) + rate
+                data[k] = (data.get(k) or 0.0) + rate
     return totals
 
 
@@ -138,22 +148,23 @@ def fleet_tables(view: FleetView) -> Group:
             cell(s["instance"]),
             cell(s["mode"]),
             _age(view, float(s["at"])),
-            f"{s['per_day']:,.0f}",
-            f"{s['billed_per_day']:,.0f}",
+            _per_day(s["per_day"]),
+            _per_day(s["billed_per_day"]),
         ]
         if any(priced):
-            row.append(f"${s['usd_per_month']:,.2f}" if has_price else "-")
+            usd = s["usd_per_month"]
+            row.append(f"${usd:,.2f}" if has_price and usd is not None else "-")
         inst.add_row(*row, f"{sum(s['saved'].values()):,.0f}")
     parts.append(inst)
     for dim, data in _totals(snaps).items():
         t = Table(title=f"by {dim} (projected commands/day, fleet)")
         t.add_column(dim)
         t.add_column("per day", justify="right")
-        for k, v in sorted(data.items(), key=lambda kv: -kv[1])[:10]:
-            t.add_row(cell(k), f"{v:,.0f}")
+        for k, v in sorted(data.items(), key=lambda kv: (kv[1] is None, -(kv[1] or 0.0)))[:10]:
+            t.add_row(cell(k), _per_day(v))
         parts.append(t)
     if any(priced):
-        usd = sum(s["usd_per_month"] for s, p in zip(snaps, priced, strict=True) if p)
+        usd = sum(s["usd_per_month"] or 0.0 for s, p in zip(snaps, priced, strict=True) if p)
         unpriced = priced.count(False)
         note = f" ({unpriced} hub(s) without prices: -)" if unpriced else ""
         parts.append(Text(f"fleet: ${usd:,.2f}/month projected{note}"))
@@ -163,6 +174,15 @@ def fleet_tables(view: FleetView) -> Group:
                 "no $ figures: these hubs run with a self-hosted provider (redis, valkey...), "
                 "where commands are counted, not priced; hubs with LOWTIDE_PROVIDER=upstash "
                 "publish Upstash prices",
+                "dim",
+            )
+        )
+    young = sum(s["per_day"] is None for s in snaps)
+    if young:
+        parts.append(
+            Text(
+                f"{young} hub(s) counting for under {MIN_PROJECTION_S:.0f}s: no per-day figures "
+                "yet (-); their commands are not in the projections above",
                 "dim",
             )
         )

@@ -220,7 +220,7 @@ def _link(hub: Lowtide) -> list[Family]:
 #: cache counters exported, by CacheStats field
 _CACHE_COUNTERS = (
     ("hits", "cache_hits", "Reads answered from process memory (L1): 0 commands"),
-    ("misses", "cache_misses", "Reads not fresh in L1 (get, get_many, get_or_load)"),
+    ("misses", "cache_misses", "Reads not fresh in L1 (get, get_many, get_or_load, drop-in reads)"),
     ("l2_hits", "cache_l2_hits", "Reads answered by Redis (L2)"),
     ("l2_misses", "cache_l2_misses", "Reads Redis had no value for"),
     ("loads", "cache_loads", "Loader calls"),
@@ -232,17 +232,23 @@ _CACHE_COUNTERS = (
 
 
 def _caches(hub: Lowtide) -> list[Family]:
-    infos: Sequence[dict[str, object]] = _retry(hub.caches.info)
+    """Every cache's L1 and counters, drop-in clients' included. Caches with the same
+    (component, name), e.g. two drop-in clients of one component, are summed: one series."""
+    infos: Sequence[dict[str, object]] = _retry(hub.cache_info)
     labels = ("component", "cache")
     entries = Family("cache_entries", "gauge", "L1 entries", labels)
     size = Family("cache_size", "gauge", "L1 size", labels, unit="bytes")
     counters = [(key, Family(name, "counter", text, labels)) for key, name, text in _CACHE_COUNTERS]
+    sums: dict[tuple[str, str], dict[str, float]] = {}
     for info in infos:
-        lb = (str(info["component"]), str(info["name"]))
-        entries.add(_number(info.get("entries")), *lb)
-        size.add(_number(info.get("bytes")), *lb)
+        into = sums.setdefault((str(info["component"]), str(info["name"])), {})
+        for key in ("entries", "bytes", *(key for key, _ in counters)):
+            into[key] = into.get(key, 0.0) + _number(info.get(key))
+    for lb, values in sums.items():
+        entries.add(values["entries"], *lb)
+        size.add(values["bytes"], *lb)
         for key, fam in counters:
-            fam.add(_number(info.get(key)), *lb)
+            fam.add(values[key], *lb)
     return [entries, size, *(fam for _, fam in counters)]
 
 
@@ -295,23 +301,40 @@ _BREAKER_COUNTERS = (
 )
 
 
+#: gauges of tenants by state, by breaker info() key; each combines over workers as the
+#: largest (every worker reads the fleet's state)
+_BREAKER_STATES = (
+    (
+        "open",
+        "breaker_open_tenants",
+        "Tenants whose breaker is open or half-open as this process sees it",
+    ),
+    (
+        "half_open",
+        "breaker_half_open_tenants",
+        "Tenants whose breaker is half-open as this process sees it",
+    ),
+    (
+        "forced",
+        "breaker_forced_tenants",
+        "Tenants held open or closed by open()/close() (until automatic() or their end)",
+    ),
+)
+
+
 def _breakers(breakers: Iterable[CircuitBreaker]) -> list[Family]:
     lb = ("breaker",)
     counters = [(key, Family(name, "counter", text, lb)) for key, name, text in _BREAKER_COUNTERS]
-    open_ = Family(
-        "breaker_open_tenants",
-        "gauge",
-        "Tenants whose breaker is open or half-open as this process sees it",
-        lb,
-        merge="livemax",
-    )
+    gauges = [
+        (key, Family(name, "gauge", text, lb, merge="livemax"))
+        for key, name, text in _BREAKER_STATES
+    ]
     for b in breakers:
         info = _retry(b.info)
         name = str(info["name"])
-        for key, fam in counters:
+        for key, fam in (*counters, *gauges):
             fam.add(_number(info.get(key)), name)
-        open_.add(_number(info.get("open")), name)
-    return [*(fam for _, fam in counters), open_]
+    return [*(fam for _, fam in counters), *(fam for _, fam in gauges)]
 
 
 def build_info() -> Family:

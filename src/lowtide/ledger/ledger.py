@@ -24,7 +24,13 @@ from typing import Any, Final
 from lowtide.clock import Clock, SystemClock
 from lowtide.context import Attribution
 from lowtide.ledger.providers import BillingProfile, billing_profile
-from lowtide.ledger.snapshot import LedgerRow, LedgerSnapshot, LedgerTotals, MinuteBucket
+from lowtide.ledger.snapshot import (
+    MIN_PROJECTION_S,
+    LedgerRow,
+    LedgerSnapshot,
+    LedgerTotals,
+    MinuteBucket,
+)
 
 __all__ = ["OTHER_TENANT", "Group", "Ledger"]
 
@@ -214,7 +220,7 @@ class Ledger:
     def _summary(self, prof: BillingProfile, by_command: dict[str, int]) -> dict[str, Any]:
         """The fields :class:`LedgerTotals` and :class:`LedgerSnapshot` share."""
         now = self._clock.monotonic()
-        per_minute, per_day, billed_per_day = self._projection(prof, by_command, now)
+        per_minute, span, per_day, billed_per_day = self._projection(prof, by_command, now)
         return {
             "instance": self.instance,
             "provider": self.provider,
@@ -226,9 +232,10 @@ class Ledger:
             "script_inner": self._inner,
             "by_command": by_command,
             "per_minute": per_minute,
+            "projection_s": span,
             "per_day": per_day,
             "billed_per_day": billed_per_day,
-            "usd_per_month": prof.usd(billed_per_day * 30),
+            "usd_per_month": None if billed_per_day is None else prof.usd(billed_per_day * 30),
         }
 
     def groups(self) -> dict[Group, int]:
@@ -293,8 +300,9 @@ class Ledger:
 
     def _projection(
         self, prof: BillingProfile, by_command: dict[str, int], now: float
-    ) -> tuple[tuple[MinuteBucket, ...], float, float]:
-        """Per-minute buckets, and commands and billed units per day at the recent rate."""
+    ) -> tuple[tuple[MinuteBucket, ...], float, float | None, float | None]:
+        """Per-minute buckets, the seconds the rates rest on, and commands and billed units per
+        day at the recent rate (None before :data:`MIN_PROJECTION_S` seconds of counting)."""
         marks = sorted(self._marks.items())
         buckets: list[tuple[int, dict[str, int]]] = []
         for i, (m, mark) in enumerate(marks):
@@ -316,8 +324,10 @@ class Ledger:
             mb.billed for (m, _), mb in zip(buckets, per_minute, strict=True) if m >= first_minute
         )
         # the window is whole minutes from first_minute, but never before the ledger started
-        span = max(now - max(self._started, first_minute * 60.0), 1.0)
-        return per_minute, recent_cmds / span * 86_400, recent_billed / span * 86_400
+        span = max(now - max(self._started, first_minute * 60.0), 0.0)
+        if span < MIN_PROJECTION_S:
+            return per_minute, span, None, None
+        return per_minute, span, recent_cmds / span * 86_400, recent_billed / span * 86_400
 
     # -- the full copy --------------------------------------------------------------------
     def snapshot(self, profile: BillingProfile | str | None = None) -> LedgerSnapshot:

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["LedgerRow", "LedgerSnapshot", "LedgerTotals", "MinuteBucket"]
+__all__ = [
+    "MIN_PROJECTION_S",
+    "LedgerRow",
+    "LedgerSnapshot",
+    "LedgerTotals",
+    "MinuteBucket",
+    "rounded",
+]
+
+#: seconds of counting before the ledger projects per-day figures: a rate read over the first
+#: seconds after start turns a handful of start-up commands into hundreds of thousands a day
+MIN_PROJECTION_S: Final = 60.0
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    """``round(value, digits)`` of a projection; None (no projection yet) stays None."""
+    return None if value is None else round(value, digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +64,14 @@ class LedgerTotals:
     script_inner: int
     by_command: dict[str, int]
     per_minute: tuple[MinuteBucket, ...]
-    #: projected commands per day at the recent rate (last 10 minutes at most)
-    per_day: float
-    #: projected billed units per day at the recent rate
-    billed_per_day: float
-    #: projected dollars per 30-day month under the billing profile
-    usd_per_month: float
+    #: seconds of counting the projections rest on (the last 10 minutes at most)
+    projection_s: float
+    #: projected commands per day at the recent rate; None until :data:`MIN_PROJECTION_S`
+    per_day: float | None
+    #: projected billed units per day at the recent rate (None as ``per_day``)
+    billed_per_day: float | None
+    #: projected dollars per 30-day month under the billing profile (None as ``per_day``)
+    usd_per_month: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +98,14 @@ class LedgerSnapshot:
     by_tenant: dict[str, int]
     rows: tuple[LedgerRow, ...]
     per_minute: tuple[MinuteBucket, ...]
-    #: projected commands per day at the recent rate (last 10 minutes at most)
-    per_day: float
-    #: projected billed units per day at the recent rate
-    billed_per_day: float
-    #: projected dollars per 30-day month under the billing profile
-    usd_per_month: float
+    #: seconds of counting the projections rest on (the last 10 minutes at most)
+    projection_s: float
+    #: projected commands per day at the recent rate; None until :data:`MIN_PROJECTION_S`
+    per_day: float | None
+    #: projected billed units per day at the recent rate (None as ``per_day``)
+    billed_per_day: float | None
+    #: projected dollars per 30-day month under the billing profile (None as ``per_day``)
+    usd_per_month: float | None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tenants without a tenant are shown as ``"-"``)."""
