@@ -13,9 +13,7 @@ from lowtide import CircuitBreaker, CircuitOpen, Quotas
 from lowtide.testing import ValkeyServer
 
 
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], within: float = 5.0
-) -> None:
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
     """Wait until ``condition()`` is true (polls; fails the test after ``within`` seconds).
 
     ``condition`` may be a coroutine function (``async def``): each poll then awaits it, e.g.
