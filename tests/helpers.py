@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -12,10 +13,19 @@ from lowtide import CircuitBreaker, CircuitOpen, Quotas
 from lowtide.testing import ValkeyServer
 
 
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait until ``condition()`` is true (polls; fails the test after ``within`` seconds)."""
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
+    """Wait until ``condition()`` is true (polls; fails the test after ``within`` seconds).
+
+    ``condition`` may be a coroutine function (``async def``): each poll then awaits it, e.g.
+    a read that must come back with a new value.
+    """
     deadline = time.monotonic() + within
-    while not condition():
+    while True:
+        met = condition()
+        if inspect.isawaitable(met):
+            met = await met
+        if met:
+            return
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.005)

@@ -1,4 +1,4 @@
-"""@cache.cached() on 4 hubs: one load for the fleet, single-flight, negative caching,
+"""@cache.cached() on 4 hubs: one load for the fleet, single-flight, negative caching, key=,
 fail-safe, tenants, invalidation and tags, as get_or_load does them."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from lowtide import ConfigError, Lowtide, TenantRequired, tenant_scope
-from lowtide.testing import changes, ledger_commands
+from lowtide import ConfigError, Lowtide, TenantRequired, build_key, tenant_scope
+from lowtide.testing import ValkeyServer, changes, ledger_commands
 from tests.helpers import eventually
 
 
@@ -101,7 +101,7 @@ async def test_single_flight_negative_caching_and_fail_safe(lowtide_url: str) ->
             await lookup("initech", "x")  # nothing to fall back on
 
 
-async def test_tenants_and_misuse(lowtide_url: str) -> None:
+async def test_tenants_and_misuse(lowtide_server: ValkeyServer, lowtide_url: str) -> None:
     async with Lowtide(lowtide_url) as lt:
         c = lt.cache("per-tenant")
 
@@ -141,10 +141,110 @@ async def test_tenants_and_misuse(lowtide_url: str) -> None:
                 return {"id": user_id}
 
         with tenant_scope("t1"):
-            assert await Repo().get(3) == {"id": 3}
+            repo = Repo()
+            assert await repo.get(3) == {"id": 3}
+            # through an instance, key and invalidate take the instance first (as typed)
+            assert repo.get.key(repo, 3) == Repo.get.key(repo, 3) == Repo.get.key(None, 3)
+            assert stored(lowtide_server, "per-tenant", "t1", repo.get.key(repo, 3))
+            await repo.get.invalidate(repo, 3)
+            assert not stored(lowtide_server, "per-tenant", "t1", Repo.get.key(repo, 3))
 
         @shared.cached()
         async def rates(day: str) -> float:
             return 1.5
 
         assert await rates("2024-01-01") == 1.5
+
+
+def stored(server: ValkeyServer, cache: str, tenant: str, key: str) -> bool:
+    """Whether the server holds ``key`` of ``tenant`` in ``cache`` (asked without lowtide)."""
+    return bool(server.command("EXISTS", build_key("lt", "cache", cache, tenant, key)))
+
+
+async def test_key_callable(lowtide_server: ValkeyServer, lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.ready(10)
+        c = lt.cache("keyed")
+        loads: list[tuple[int, bool]] = []
+
+        @c.cached(key=lambda user_id, full=False: f"user:{user_id}", name="profile")
+        async def profile(user_id: int, full: bool = False) -> dict[str, Any]:
+            loads.append((user_id, full))
+            return {"id": user_id, "full": full}
+
+        # the stored key is the function's name and what key= returned, nothing else
+        assert profile.key(7) == profile.key(7, full=True) == "profile:user:7"
+        with tenant_scope("t1"):
+            assert await profile(7) == {"id": 7, "full": False}
+            # another argument set, the same key= value: the same entry, no second load
+            assert await profile(7, full=True) == {"id": 7, "full": False}
+            assert await profile(user_id=7, full=True) == {"id": 7, "full": False}
+        assert loads == [(7, False)]
+        assert stored(lowtide_server, "keyed", "t1", "profile:user:7")
+        # invalidate by any argument set that maps to the key: gone from Redis, loaded again
+        with tenant_scope("t1"):
+            await profile.invalidate(7, full=True)
+            assert not stored(lowtide_server, "keyed", "t1", "profile:user:7")
+            assert await profile(7, full=True) == {"id": 7, "full": True}
+        assert loads == [(7, False), (7, True)]
+
+        # key= must return a str: anything else is a clear TypeError, before any load
+        @c.cached(key=lambda n: n, name="bad")
+        async def bad(n: int) -> int:
+            loads.append((n, False))
+            return n
+
+        keys_before = lowtide_server.command("DBSIZE")
+        with tenant_scope("t1"), pytest.raises(TypeError, match="key= returned int, expected str"):
+            await bad(5)
+        with pytest.raises(TypeError, match="key= returned int"):
+            bad.key(5)
+        with pytest.raises(TypeError, match="key= returned int"):
+            await bad.invalidate(5)
+        assert len(loads) == 2
+        assert lowtide_server.command("DBSIZE") == keys_before
+        with pytest.raises(ConfigError, match="key:"):
+            c.cached(key="user:{user_id}")(profile)  # type: ignore[arg-type]
+
+
+async def test_tenant_selector_function(lowtide_server: ValkeyServer, lowtide_url: str) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.ready(10)
+        c = lt.cache("selected")
+        loads: list[str] = []
+
+        @c.cached(tenant=lambda path: path.split("/")[0] or None)
+        async def document(path: str) -> str:
+            loads.append(path)
+            return path.upper()
+
+        k = document.key("acme/readme")
+        assert await document("acme/readme") == "ACME/README"  # no tenant_scope needed
+        assert stored(lowtide_server, "selected", "acme", k)
+        with tenant_scope("globex"):  # the selector wins over tenant_scope()
+            assert await document("acme/readme") == "ACME/README"
+        assert loads == ["acme/readme"]
+        assert not stored(lowtide_server, "selected", "globex", k)
+        # a path of another tenant: stored under that tenant
+        assert await document("globex/readme") == "GLOBEX/README"
+        assert stored(lowtide_server, "selected", "globex", document.key("globex/readme"))
+        # a selector returning None falls back to tenant_scope(), and needs it
+        with tenant_scope("t9"):
+            assert await document("/shared") == "/SHARED"
+        assert stored(lowtide_server, "selected", "t9", document.key("/shared"))
+        with pytest.raises(TenantRequired):
+            await document("/shared")
+        # invalidate finds the tenant the same way
+        await document.invalidate("acme/readme")
+        assert not stored(lowtide_server, "selected", "acme", k)
+        assert await document("acme/readme") == "ACME/README"
+        assert loads == ["acme/readme", "globex/readme", "/shared", "acme/readme"]
+
+        @c.cached(tenant=lambda org_id: org_id)
+        async def by_number(org_id: int) -> int:
+            loads.append(str(org_id))
+            return org_id
+
+        with pytest.raises(TypeError, match="tenant= returned int, expected str or None"):
+            await by_number(3)
+        assert len(loads) == 4

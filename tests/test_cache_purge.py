@@ -4,7 +4,8 @@ staleness bound, in O(1) commands, leaving everything else held (0 commands)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from lowtide import Cache, ConfigError, Lowtide, build_key
 from lowtide.cache.purge import MARGIN_MS
-from lowtide.testing import changes, ledger_commands
+from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
 from tests.deployments import PUBSUB, TRACKING_RESP2, ListenerMode
 from tests.helpers import eventually
 
@@ -123,6 +124,95 @@ async def test_a_purge_costs_the_same_whatever_the_number_of_entries(lowtide_url
             costs.append(changes(before, ledger_commands(lt)))
             assert await c.get("k1", tenant=t) is None
         assert costs[0] == costs[1] == {"set": 2}
+
+
+async def counted(
+    server: ValkeyServer, hubs: list[Lowtide], action: Callable[[], Awaitable[None]]
+) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """Run ``action`` and wait for it to reach every hub; return what the server received
+    that no hub spent outside the cache (a listener keepalive can fall in the window), and
+    what each hub's ledger says its caches spent. The server's count must equal the ledgers'."""
+    server0 = server_commands(server)
+    total0 = [ledger_commands(h) for h in hubs]
+    cache0 = [ledger_commands(h, component="cache") for h in hubs]
+    await action()
+    received = Counter(changes(server0, server_commands(server), minus={"info": 1}))
+    total = sum(
+        (Counter(changes(b, ledger_commands(h))) for b, h in zip(total0, hubs, strict=True)),
+        Counter(),
+    )
+    assert received == total  # the ledgers account for every command the server received
+    spent = [
+        changes(b, ledger_commands(h, component="cache")) for b, h in zip(cache0, hubs, strict=True)
+    ]
+    background = total - sum((Counter(x) for x in spent), Counter())
+    return dict(received - background), spent
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_purge_costs_what_the_docs_say(
+    lowtide_server: ValkeyServer, lowtide_url: str, mode: ListenerMode
+) -> None:
+    """docs/cache.md's table, counted by the server: purge_tag 1 HSET, purge(tenant=) 2 SET,
+    purge() 1 SET, each +1 PUBLISH in pub/sub mode; the hubs that hear of it spend nothing."""
+    publish = {"publish": 1} if mode.publishes else {}
+    async with fleet(lowtide_url, mode) as hubs:
+        cs = caches(hubs)
+        await warm(cs, ("t1", "t2"))
+        for c in cs:
+            await c.set("tagged", 1, tenant="t2", tags=("plan:pro",))
+
+        async def tag() -> None:
+            await cs[1].purge_tag("plan:pro")
+            for c in cs:
+                await eventually(lambda c=c: c.peek("tagged", tenant="t2") is None, within=1.0)
+
+        async def tenant() -> None:
+            await cs[1].purge(tenant="t1")
+            for c in cs:
+                await eventually(lambda c=c: held(c, "t1") == 0, within=1.0)
+
+        async def everything() -> None:
+            await cs[1].purge()
+            for c in cs:
+                await eventually(lambda c=c: held(c, "t2") == 0, within=1.0)
+
+        for action, cost in (
+            (tag, {"hset": 1}),
+            (tenant, {"set": 2}),
+            (everything, {"set": 1}),
+        ):
+            assert all(held(c, "t2") == N for c in cs)  # the hubs hold entries until purge()
+            received, spent = await counted(lowtide_server, hubs, action)
+            assert received == {**cost, **publish}, action.__name__
+            assert spent == [{}, {**cost, **publish}, {}, {}], action.__name__
+        for c in cs:
+            assert await c.get("k1", tenant="t2") is None
+
+
+async def test_a_tag_purge_costs_the_same_whatever_the_number_of_entries(
+    lowtide_server: ValkeyServer, lowtide_url: str
+) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.ready(10)
+        c = lt.cache("big-tags", purgeable=True)
+        costs = []
+        for n in (10, 2000):
+            tag = f"batch:{n}"
+            await c.set_many({f"k{n}:{i}": i for i in range(n)}, tenant="t1", tags=(tag,))
+            await c.set("other", n, tenant="t1", tags=("batch:other",))
+            assert await c.get(f"k{n}:1", tenant="t1") == 1
+
+            async def purge(tag: str = tag) -> None:
+                await c.purge_tag(tag)
+
+            received, (spent,) = await counted(lowtide_server, [lt], purge)
+            assert received == spent
+            costs.append(spent)
+            assert await c.get(f"k{n}:1", tenant="t1") is None
+            assert await c.get(f"k{n}:{n - 1}", tenant="t1") is None
+            assert await c.get("other", tenant="t1") == n  # another tag: still readable
+        assert costs[0] == costs[1] == {"hset": 1}
 
 
 async def test_what_reads_of_a_purgeable_cache_cost(lowtide_url: str) -> None:

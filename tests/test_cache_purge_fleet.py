@@ -1,46 +1,105 @@
-"""A tenant purged by one process, seen by 4 other processes (real ones) that cache with
-@cached: the purged tenant's entries are gone everywhere within the bound and read again, the
-other tenants' entries stay held and cost nothing."""
+"""Four real processes cache per-tenant data with @cached (tests/workers/purge_worker.py) while
+this process purges one tenant, then one tag, then the whole cache: every entry is loaded once
+by the fleet (then read from Redis by the other processes), each purge reaches every process
+within the bound and costs O(1) commands, what it does not cover stays held, no process ever
+returns a purged value; and 50 concurrent callers in each process share one load there."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from lowtide import Lowtide
-from lowtide.testing import ledger_commands
+from lowtide.testing import changes, ledger_commands
+from tests.deployments import PUBSUB, TRACKING_RESP2, ListenerMode
 from tests.helpers import eventually
+from tests.workers.purge_worker import CALLERS, ITEMS, TENANTS, WORKERS
 
 ROOT = Path(__file__).parent.parent
+MODES = [pytest.param(TRACKING_RESP2, id="tracking"), pytest.param(PUBSUB, id="pubsub")]
 
 
-async def test_four_processes_see_one_tenant_purged(lowtide_url: str, tmp_path: Path) -> None:
+def table(phase: Callable[[str, int], str]) -> dict[str, list[str]]:
+    """The phase each (tenant, item) must be read at, as the workers report values."""
+    return {t: [phase(t, i) for i in ITEMS] for t in TENANTS}
+
+
+def loads_expected() -> Counter[str]:
+    """One load per entry per phase the fleet needed it in: p0 everything, p1 tenant t1
+    (purged), p2 the even items (tag purged), p3 everything (the whole cache purged)."""
+    want: Counter[str] = Counter()
+    for t in TENANTS:
+        for i in ITEMS:
+            want[f"p0:{t}:{i}"] = want[f"p3:{t}:{i}"] = 1
+            if t == "t1":
+                want[f"p1:{t}:{i}"] = 1
+            if i % 2 == 0:
+                want[f"p2:{t}:{i}"] = 1
+    return want
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_fleet_of_processes(lowtide_url: str, tmp_path: Path, mode: ListenerMode) -> None:
+    extra = ["pubsub"] if mode.publishes else []
+    logs = [(tmp_path / f"w{i}.err").open("wb") for i in range(WORKERS)]
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "tests.workers.purge_worker",
-            lowtide_url,
-            f"w{i}",
-            str(tmp_path),
+            *("-m", "tests.workers.purge_worker", lowtide_url, str(i), str(tmp_path), *extra),
             cwd=ROOT,
+            stderr=logs[i],
         )
-        for i in range(4)
+        for i in range(WORKERS)
     ]
+    costs = []
     try:
 
-        def ready() -> bool:
-            assert all(p.returncode is None for p in procs), "a worker died"
-            return all((tmp_path / f"w{i}.ready").exists() for i in range(4))
+        async def reached(step: str) -> None:
+            def everyone() -> bool:
+                for i, p in enumerate(procs):
+                    if p.returncode is not None:
+                        err = (tmp_path / f"w{i}.err").read_text()
+                        raise AssertionError(f"worker w{i} exited ({p.returncode}): {err}")
+                return all((tmp_path / f"w{i}.{step}").exists() for i in range(WORKERS))
 
-        await eventually(ready, within=60)
-        async with Lowtide(lowtide_url, instance="admin") as admin:
-            cache = admin.cache("fleet-offboard", purgeable=True)
-            await cache.purge(tenant="t1")
-            spent = ledger_commands(admin, component="cache")
-        (tmp_path / "go").write_text("1")
+            await eventually(everyone, within=60)
+
+        async def step(name: str) -> None:
+            await reached(name)
+            (tmp_path / f"go.{name}").write_text("1")
+
+        async with Lowtide(lowtide_url, instance="admin", **mode.options) as admin:
+            assert await admin.ready(10)
+            cache = admin.cache("fleet", purgeable=True)
+
+            async def purge(tenant: str | None = None, tag: str | None = None) -> None:
+                before = ledger_commands(admin, component="cache")
+                await (cache.purge_tag(tag) if tag else cache.purge(tenant=tenant))
+                costs.append(changes(before, ledger_commands(admin, component="cache")))
+
+            await step("warm")
+            await reached("read")
+            await purge(tenant="t1")
+            await step("read")
+            await step("tenant")
+            await reached("tenant-read")
+            await purge(tag="even")
+            await step("tenant-read")
+            await step("tag")
+            await reached("tag-read")
+            await purge()
+            await step("tag-read")
+            await step("all")
+            await step("all-read")
+            await reached("loading")  # every worker is inside its load of the hot key
+            (tmp_path / "release").write_text("1")
+            await step("hot")
         for p in procs:
             assert await asyncio.wait_for(p.wait(), 60) == 0
     finally:
@@ -48,15 +107,34 @@ async def test_four_processes_see_one_tenant_purged(lowtide_url: str, tmp_path: 
             if p.returncode is None:
                 p.kill()
                 await p.wait()
-    results = [json.loads((tmp_path / f"w{i}.json").read_text()) for i in range(4)]
-    assert spent == {"set": 2}  # the purge itself: O(1), whatever the entries
-    phase1 = sum(r["loads"].get(f"before:{t}", 0) for r in results for t in ("t1", "t2"))
-    assert 40 <= phase1 <= 4 * 40  # each entry loaded once by the fleet (concurrent starts)
-    for r in results:
-        assert r["dropped_after"] < 1.0  # the push reached it (well within the bound)
-        assert r["values"]["t1"] == ["after"] * 20  # never a purged value
-        for t in ("t2", "t3", "t4"):
-            assert r["values"][t] == ["before"] * 20
-            assert r["loads"].get(f"after:{t}", 0) == 0
-    reloads = sum(r["loads"].get("after:t1", 0) for r in results)
-    assert 20 <= reloads <= 4 * 20
+        for log in logs:
+            log.close()
+    results = [json.loads((tmp_path / f"w{i}.json").read_text()) for i in range(WORKERS)]
+    # each purge: O(1) commands, whatever the 80 entries (+1 PUBLISH in pub/sub mode)
+    publish = {"publish": 1} if mode.publishes else {}
+    assert costs == [{"set": 2, **publish}, {"hset": 1, **publish}, {"set": 1, **publish}]
+    # every entry loaded exactly once by the fleet in each phase, by the worker that owns it:
+    # the 3 others read it from Redis
+    fleet = sum((Counter(r["loads"]) for r in results), Counter())
+    assert fleet == loads_expected()
+    for index, r in enumerate(results):
+        assert {int(k.rsplit(":", 1)[1]) % WORKERS for k in r["loads"]} == {index}
+    for index, r in enumerate(results):
+        values = r["values"]
+        assert values["read"] == values["read-again"] == table(lambda t, i: "p0")
+        assert r["read_again_commands"] == {}  # everything held: 80 reads, 0 commands
+        # never a purged value; what a purge does not cover is the old value, held in L1
+        assert values["tenant"] == table(lambda t, i: "p1" if t == "t1" else "p0")
+        assert values["tag"] == table(
+            lambda t, i: "p2" if i % 2 == 0 else "p1" if t == "t1" else "p0"
+        )
+        assert values["all"] == table(lambda t, i: "p3")
+        assert r["held"] == {"tenant": True, "tag": True}
+        # each purge left every process's L1 within the bound (a push: milliseconds)
+        assert all(seconds < 1.0 for seconds in r["dropped"].values()), r["dropped"]
+        # single-flight in each process: its 50 concurrent callers shared one load
+        assert r["hot"]["loads"] == 1
+        assert r["hot"]["got"] == [f"w{index}"] * CALLERS
+    # no lock across processes: the 4 loads overlapped (each waited until all 4 had started),
+    # the first value stored won and every process then reads that one
+    assert len({r["hot"]["after"] for r in results}) == 1

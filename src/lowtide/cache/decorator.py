@@ -14,7 +14,9 @@ fail-safe, eager refresh; the tenant comes from ``tenant_scope()`` or a ``tenant
 name (or function); ``tags=`` (a tuple, or a function of the arguments) needs a
 ``purgeable=True`` cache. The decorated function keeps its signature for type checkers
 (``ParamSpec``) and gains ``key(*args, **kwargs) -> str`` and
-``await invalidate(*args, **kwargs)`` attributes.
+``await invalidate(*args, **kwargs)``, typed with the same parameters (:class:`CachedFunction`;
+through an instance, a method's ``key`` and ``invalidate`` still take the instance first:
+:class:`CachedMethod`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,18 @@ import inspect
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Final,
+    ParamSpec,
+    Protocol,
+    Self,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from lowtide.errors import ConfigError
 from lowtide.keys import escape
@@ -36,10 +49,14 @@ from lowtide.keys import escape
 if TYPE_CHECKING:
     from lowtide.cache.options import CacheOptions
 
-__all__ = ["MAX_KEY_TEXT", "Decorating", "encode_arguments"]
+__all__ = ["MAX_KEY_TEXT", "CachedFunction", "CachedMethod", "Decorating", "encode_arguments"]
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
 Fn = Callable[P, Coroutine[Any, Any, R]]
 
 #: longest key kept as text (longer: the function's name and a digest of the arguments)
@@ -116,6 +133,57 @@ def encode_arguments(values: Sequence[tuple[str, Any]]) -> str:
                 f"or exclude=({name!r},) to @cached"
             ) from None
     return "".join(out)
+
+
+class CachedMethod(Protocol[S_contra, P, R_co]):
+    """A cached method read through an instance: called without the instance (bound), while
+    its ``key`` and ``invalidate`` take the instance first (as through the class)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]:
+        """Call the method (its cached result)."""
+        ...
+
+    def key(self, instance: S_contra, /, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key of a call with these arguments."""
+        ...
+
+    def invalidate(
+        self, instance: S_contra, /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, None]:
+        """Delete the cached result of a call with these arguments (on every hub)."""
+        ...
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """What ``@cache.cached()`` returns: the async function with its signature, plus ``key``
+    and ``invalidate`` taking the same arguments."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]:
+        """Call the function (its cached result)."""
+        ...
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key of a call with these arguments."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, None]:
+        """Delete the cached result of a call with these arguments (on every hub)."""
+        ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None, /) -> Self: ...
+
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[S, Q], R],
+        instance: S,
+        owner: type[Any] | None = None,
+        /,
+    ) -> CachedMethod[S, Q, R]: ...
+
+    def __get__(self, instance: Any, owner: Any = None, /) -> Any:
+        """A method read through an instance is bound (as any function)."""
+        ...
 
 
 class _CacheLike(Protocol):
@@ -198,7 +266,10 @@ class _Binder:
         if selector is None:
             return None
         if callable(selector):
-            return selector(*args, **kwargs)
+            chosen = selector(*args, **kwargs)
+            if chosen is not None and not isinstance(chosen, str):
+                raise TypeError(f"tenant= returned {type(chosen).__name__}, expected str or None")
+            return chosen
         at = self._tenant_at
         if selector in kwargs:
             value = kwargs[selector]
@@ -218,7 +289,7 @@ class Decorating:
     """Gives :class:`~lowtide.cache.tiered.Cache` its ``cached`` decorator."""
 
     @overload
-    def cached(self, fn: Fn[P, R], /) -> Fn[P, R]: ...
+    def cached(self, fn: Fn[P, R], /) -> CachedFunction[P, R]: ...
 
     @overload
     def cached(
@@ -232,7 +303,7 @@ class Decorating:
         tags: Sequence[str] | Callable[..., Sequence[str]] = (),
         exclude: Sequence[str] = (),
         name: str | None = None,
-    ) -> Callable[[Fn[P, R]], Fn[P, R]]: ...
+    ) -> Callable[[Fn[P, R]], CachedFunction[P, R]]: ...
 
     def cached(
         self,
@@ -249,7 +320,7 @@ class Decorating:
         """Cache an async function's results (see :mod:`lowtide.cache.decorator`)."""
         cache = cast(_CacheLike, self)
 
-        def decorate(func: Fn[P, R]) -> Fn[P, R]:
+        def decorate(func: Fn[P, R]) -> CachedFunction[P, R]:
             return _decorate(cache, func, key, tenant, ttl, tags, exclude, name)
 
         return decorate if fn is None else decorate(fn)
@@ -264,7 +335,7 @@ def _decorate(
     tags: Sequence[str] | Callable[..., Sequence[str]],
     exclude: Sequence[str],
     name: str | None,
-) -> Fn[P, R]:
+) -> CachedFunction[P, R]:
     if not inspect.iscoroutinefunction(fn):
         raise TypeError("@cached() decorates async functions (async def)")
     if name is None:
@@ -300,7 +371,7 @@ def _decorate(
 
     setattr(wrapper, "invalidate", invalidate)  # noqa: B010 - documented attributes
     setattr(wrapper, "key", key_of)  # noqa: B010
-    return wrapper
+    return cast(CachedFunction[P, R], wrapper)
 
 
 def _register(cache: _CacheLike, fn_id: str, fn: Callable[..., Any]) -> None:
