@@ -33,14 +33,17 @@ class ListenerMode:
     #: lowtide's writers PUBLISH, so other programs' writes are bounded by max_staleness only
     sees_foreign_writes: bool = True
     #: pub/sub sends exactly one message per write, so a writer swallows its own echo and keeps
-    #: its copy; CLIENT TRACKING merges the invalidations of one server cycle into one message,
-    #: so the echo demotes the writer's copy (the next read costs 1 GET)
+    #: its copy; CLIENT TRACKING on one server sends cache writes over the listener's NOLOOP
+    #: writer connection, so no echo comes and the writer keeps its copy; where the write is
+    #: pushed back (RESP3 listener, a cluster, ``noloop_writes=False``) the echo, which may
+    #: merge other writes of its server cycle, demotes the writer's copy (next read: 1 GET)
     keeps_own_writes: bool = False
     #: writers PUBLISH the keys they changed (1 extra command per write or batch)
     publishes: bool = False
 
 
-TRACKING_RESP2 = ListenerMode(options={}, health="tracking")
+TRACKING_RESP2 = ListenerMode(options={}, health="tracking", keeps_own_writes=True)
+TRACKING_ECHO = ListenerMode(options={"noloop_writes": False}, health="tracking")
 TRACKING_RESP3 = ListenerMode(options={"listener_resp3": True}, health="tracking")
 PUBSUB = ListenerMode(
     options={"invalidation": "pubsub"},
@@ -53,6 +56,7 @@ CLUSTER = ListenerMode(options={}, health="tracking", cluster=True)
 
 LISTENER_MODES = [
     pytest.param(TRACKING_RESP2, id="tracking-resp2"),
+    pytest.param(TRACKING_ECHO, id="tracking-echo"),
     pytest.param(TRACKING_RESP3, id="tracking-resp3"),
     pytest.param(PUBSUB, id="pubsub"),
     pytest.param(CLUSTER, id="cluster", marks=pytest.mark.cluster),

@@ -90,7 +90,8 @@ class CacheContract:
             await asyncio.sleep(0.05)  # the write's own echo arrives
             assert await cache.get("u1", tenant="t1") == {"name": "Ada"}
             if mode.keeps_own_writes:
-                # pub/sub: one message per write, the writer swallowed its own: still a hit
+                # pub/sub: one message per write, the writer swallowed its own; tracking with
+                # the NOLOOP writer: no echo at all. Still a hit
                 assert changes(c1, ledger_commands(hub, component="cache")) == {}
             else:
                 # tracking merges invalidations of one server cycle, so the writer does not keep

@@ -43,7 +43,7 @@ async def test_four_hubs_share_one_load(lowtide_url: str) -> None:
                 assert await fn(7) == {"id": 7, "full": False}  # from Redis: no load
                 assert await fn(user_id=7, full=False) == {"id": 7, "full": False}  # same key
             assert loads == [("7", 0)]
-            await fns[0](7)  # the loader's own copy came back as a push: read once more
+            await fns[0](7)  # where its own fill is pushed back (echo path): read once more
             before = [ledger_commands(h, component="cache") for h in hubs]
             for fn in fns:
                 for _ in range(50):
@@ -66,6 +66,14 @@ async def test_four_hubs_share_one_load(lowtide_url: str) -> None:
             # tags from the arguments: purge_tag drops them everywhere
             n = len(loads)
             await hubs[3].cache("users", purgeable=True).purge_tag("user:7")
+            # the purge's push reaches hub 0 (its own fill is no longer read back, so nothing
+            # else gives the push time to arrive before the next call)
+            await eventually(
+                lambda: (
+                    hubs[0].cache("users", purgeable=True).peek(fns[0].key(7), tenant="t1") is None
+                ),
+                within=1.0,
+            )
             assert await fns[0](7) == {"id": 7, "full": False}
             assert len(loads) == n + 1
 

@@ -46,6 +46,8 @@ def fill(ledger: Ledger, rows: int) -> None:
     for i in range(rows // 2):
         for fam in ("lt:c:profiles:*", "lt:t:slack:*"):
             entries += [("get", Attribution("cache", fam, f"tenant-{i:05d}"))] * (i % 13 + 1)
+    if rows % 2:  # an odd number of rows (the hub's own rows depend on its connections)
+        entries.append(("get", Attribution("cache", "lt:c:odd:*", "tenant-odd")))
     ledger.record(entries)
 
 

@@ -15,7 +15,7 @@ Redis gateway); the listener and the fleet appear here as small protocols of the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lowtide.blocklist import TenantBlockList
@@ -25,10 +25,20 @@ if TYPE_CHECKING:
     from lowtide.redis import Gateway
     from lowtide.settings import Settings
 
-__all__ = ["FleetSize", "HubView", "InvalidationFeed", "Subscriber"]
+__all__ = ["FleetSize", "HubView", "InvalidationFeed", "QuietWriter", "Subscriber"]
 
 #: an invalidation callback: the Redis keys a push named, or ``None`` for "drop everything"
 Subscriber = Callable[[list[str] | None], None]
+
+
+class QuietWriter(Protocol):
+    """A pipelined connection of the listener's (see :mod:`lowtide.redis.writer`)."""
+
+    async def call(self, *args: Any) -> Any:
+        """One command's raw reply."""
+
+    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Raw replies of ``commands`` sent in one write (error replies in place)."""
 
 
 class InvalidationFeed(Protocol):
@@ -66,6 +76,14 @@ class InvalidationFeed(Protocol):
 
     def track(self, prefixes: Sequence[str]) -> None:
         """Also track keys under ``prefixes`` (keys lowtide does not build itself)."""
+
+    @property
+    def writer(self) -> QuietWriter | None:
+        """The connection whose writes are not pushed back to this process, while it is up
+        (CLIENT TRACKING with NOLOOP); None: write through the pool, expect your own push."""
+
+    def wrote_quietly(self, keys: Sequence[str]) -> None:
+        """Race guard: this process changed ``keys`` on :attr:`writer` (no push will tell)."""
 
     def begin(self, key: str) -> tuple[int, int]:
         """Race guard: a command on ``key`` is about to be sent."""

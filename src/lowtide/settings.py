@@ -192,6 +192,9 @@ class Settings:
     fleet_switch: bool = True
     #: the listener speaks RESP3 (push frames on its own connection) instead of RESP2 pub/sub
     listener_resp3: bool = False
+    #: with CLIENT TRACKING on one server known to support it, cache writes go over a
+    #: connection registered with NOLOOP, so the writer does not read its own write back
+    noloop_writes: bool = True
     #: longest ``start()`` waits for the invalidation listener to be subscribed and
     #: self-tested (0: do not wait; ``Lowtide.ready()`` waits on demand)
     start_wait: float = 2.0
@@ -211,7 +214,14 @@ class Settings:
                 f"provider: unknown provider {self.provider!r}; expected one of "
                 + ", ".join(PROVIDERS)
             )
-        for name in ("suspend", "track_metrics", "fleet_view", "fleet_switch", "listener_resp3"):
+        for name in (
+            "suspend",
+            "track_metrics",
+            "fleet_view",
+            "fleet_switch",
+            "listener_resp3",
+            "noloop_writes",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         for name in (
@@ -279,6 +289,7 @@ class Settings:
         fleet_view                LOWTIDE_FLEET_VIEW               true
         fleet_switch              LOWTIDE_FLEET_SWITCH             false
         listener_resp3            LOWTIDE_LISTENER_RESP3           true
+        noloop_writes             LOWTIDE_NOLOOP_WRITES            false
         start_wait                LOWTIDE_START_WAIT               2.0
         ========================  ==============================  ===============
 
@@ -304,6 +315,7 @@ class Settings:
             ("fleet_view", ("LOWTIDE_FLEET_VIEW",)),
             ("fleet_switch", ("LOWTIDE_FLEET_SWITCH",)),
             ("listener_resp3", ("LOWTIDE_LISTENER_RESP3",)),
+            ("noloop_writes", ("LOWTIDE_NOLOOP_WRITES",)),
         ):
             hit = pick(*names)
             if hit:

@@ -300,3 +300,22 @@ def test_tracking_a_writer_never_keeps_its_copy_fresh_past_the_echo(
     assert e is None or not is_fresh(e, store.store.epoch, 100.0)
     if e is not None:
         assert e.value == "ours"  # still there for fail-safe reads
+
+
+@given(later_writes=st.integers(0, 3), before_reply=st.integers(0, 3))
+def test_tracking_noloop_a_writer_keeps_its_copy_exactly_while_no_later_write_landed(
+    later_writes: int, before_reply: int
+) -> None:
+    # the NOLOOP writer: our own write is never pushed back; each later write by anyone else
+    # (one merged into our server cycle after ours included) is, in 1..n messages
+    store = l1()
+    k = ("t", "k")
+    seen = min(before_reply, later_writes)
+    verdict = after_write(seen, InvalidationMode.TRACKING, distributed=True, echo=False)
+    assert verdict == (Fill(echo=0) if seen == 0 else DEMOTE)
+    store.keep(k, "ours", 1, 60, verdict)
+    for _ in range(later_writes - seen):
+        store.invalidate(k)
+    e = store.store.map[k]
+    assert is_fresh(e, store.store.epoch, 100.0) == (later_writes == 0)
+    assert e.value == "ours"  # kept for fail-safe reads either way

@@ -212,6 +212,7 @@ def after_write(
     *,
     distributed: bool,
     notified: bool = True,
+    echo: bool = True,
 ) -> Verdict:
     """What a writer keeps in L1 once Redis acknowledged its write.
 
@@ -221,11 +222,18 @@ def after_write(
     healthy).
 
     * ``seen is None`` or Redis no longer in use: :class:`Drop` (cannot prove the copy current).
-    * CLIENT TRACKING merges the invalidations of one server cycle into one message, so the
-      echo of this write may also stand for another writer's: counting echoes could keep a
-      stale copy. The copy is kept only until the echo arrives (which demotes it; the next read
-      fetches it, 1 GET, and it still serves fail-safe reads meanwhile). If a message already
-      arrived, it may have covered a later write too: :class:`Demote` at once.
+    * CLIENT TRACKING, ``echo`` (the server pushes this write back to this process) merges the
+      invalidations of one server cycle into one message, so the echo of this write may also
+      stand for another writer's: counting echoes could keep a stale copy. The copy is kept
+      only until the echo arrives (which demotes it; the next read fetches it, 1 GET, and it
+      still serves fail-safe reads meanwhile). If a message already arrived, it may have
+      covered a later write too: :class:`Demote` at once.
+    * CLIENT TRACKING, not ``echo`` (sent on the writer connection registered with NOLOOP,
+      :mod:`lowtide.redis.writer`): the server pushes a key unless its last modifier in the
+      cycle was that connection, so no push of this write will come, and one that arrived
+      meanwhile is another writer's, which may have landed after ours: :class:`Demote`; none:
+      ``Fill(echo=0)`` (a later write by anyone else is pushed, one merged into our cycle
+      too when it landed after ours).
     * pub/sub, ``notified`` (the writer published one message for its write): none arrived
       yet: swallow ours when it comes (``Fill(echo=1)``), so any later one demotes the copy.
       One arrived: it is ours (a later write's message will demote the copy) or another
@@ -242,6 +250,8 @@ def after_write(
     if seen is None or not distributed:
         return DROP
     if mode is not InvalidationMode.PUBSUB:
+        if not echo:
+            return _FILL if seen == 0 else DEMOTE
         return DEMOTE if seen > 0 else _FILL_OWN_ECHO_DUE
     if not notified:
         return _FILL if seen == 0 else DEMOTE

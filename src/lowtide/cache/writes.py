@@ -38,6 +38,7 @@ from lowtide.cache.values import Values
 from lowtide.context import Attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.redis.tracking import publish_batches
+from lowtide.redis.writer import WriterLost
 
 __all__ = ["Writes"]
 
@@ -80,6 +81,8 @@ class _Outcome:
     notified: bool
     #: what it replaced (None when not asked: tracking, ttl, or a fill)
     what: Replaced | None
+    #: the server pushes it back to this process (False: sent on the NOLOOP writer)
+    echo: bool = True
 
 
 class Writes:
@@ -233,26 +236,30 @@ class Writes:
         tenant = k[0]
         att = self._l2.attribution(tenant)
         tell = False
+        echo = True
         what: Replaced | None = None
         there: object = None  # what an NX write found in Redis (None: it stored)
         with g:
             if nx and found is not None and self._nx_get:
-                there = await self._nx_get_call(att, cmd)
+                there, echo = await self._nx_get_call(att, cmd)
             elif nx or not publishes:
-                there = None if await self._l2.gateway.call(att, *cmd) is not None else b""
+                reply, echo = await self._call(att, cmd)
+                there = None if reply is not None else b""
             else:
                 old = await self._with_old(tenant, cmd, "GET", fallback=cmd)
                 what = replaced(old, payload) if old is not _NO_REPLY else _UNKNOWN
                 tell = notifies(what)
                 if tell:
                     await self._publish(tenant, [rk])
+        if not echo:  # after our own guard ended: no push tells the other commands on rk
+            self._quietly([rk])
         if there is not None:  # NX found a value (in the step its reply arrived in)
             self._l1.store.drop(k)
             if found is not None and isinstance(there, bytes) and there:
                 found(k, there, g.seen[0], written.sent)
             return False
         # in the step the reply arrived in: no push may slip between the guard and L1
-        out = _Outcome(stored=True, notified=tell, what=what)
+        out = _Outcome(stored=True, notified=tell, what=what, echo=echo)
         self._account(publishes, [out])
         self._keep(k, value, payload, written, self._verdict(g, 0, out))
         return True
@@ -276,7 +283,9 @@ class Writes:
         l2 = self._l2
         inv = l2.listener()
         if inv is None or not inv.publishes:
-            await l2.gateway.call(l2.attribution(k[0]), "DEL", rk)
+            _, echo = await self._call(l2.attribution(k[0]), ("DEL", rk))
+            if not echo:
+                self._quietly([rk])
             return
         await l2.shielded(self._delete(k[0], rk))
 
@@ -327,6 +336,8 @@ class Writes:
         payloads = [payload for _, _, _, payload in items]
         with g:
             outs = await self._send_many(tenant, cmds, rks, payloads, publishes)
+        if outs and not outs[0].echo:
+            self._quietly(rks)
         # in the step the replies arrived in: no push may slip between the guard and L1
         self._account(publishes, outs)
         for i, (k, _, value, payload) in enumerate(items):
@@ -340,9 +351,10 @@ class Writes:
         payloads: list[bytes],
         publishes: bool,
     ) -> list[_Outcome]:
-        replies = await self._send(tenant, cmds, errors_in_place=publishes)
         if not publishes:
-            return [_Outcome(True, False, None) for _ in rks]
+            echo = await self._send_quiet(tenant, cmds)
+            return [_Outcome(True, False, None, echo) for _ in rks]
+        replies = await self._send(tenant, cmds, errors_in_place=True)
         whats: list[Replaced] = []
         redo: list[tuple[Any, ...]] = []
         for cmd, reply, payload in zip(cmds, replies, payloads, strict=True):
@@ -379,17 +391,58 @@ class Writes:
         await gw.call(att, *fallback)
         return _NO_REPLY
 
-    async def _nx_get_call(self, att: Attribution, cmd: tuple[Any, ...]) -> object:
+    async def _nx_get_call(self, att: Attribution, cmd: tuple[Any, ...]) -> tuple[object, bool]:
         """``cmd`` (a ``SET ... NX``) with ``GET``: None if it stored, else the value found
-        (``b""`` when the server cannot answer both: then every later one is a plain NX)."""
-        gw = self._l2.gateway
+        (``b""`` when the server cannot answer both: then every later one is a plain NX);
+        and whether its push comes back (:meth:`_call`)."""
         try:
-            return await gw.call(att, *cmd, "GET")
+            return await self._call(att, (*cmd, "GET"))
         except RedisCommandError as exc:
             if exc.code not in ("ERR", "NOPERM"):  # WRONGTYPE: found something unreadable
-                return b""
+                return b"", True
             self._nx_get = False  # older than Redis 7.0 (NX with GET refused), or an ACL
-        return None if await gw.call(att, *cmd) is not None else b""
+        reply, echo = await self._call(att, cmd)
+        return (None if reply is not None else b""), echo
+
+    async def _call(self, att: Attribution, cmd: tuple[Any, ...]) -> tuple[Any, bool]:
+        """``cmd``'s raw reply, and whether the server pushes it back to this process: False
+        when it went over the listener's NOLOOP writer (:mod:`lowtide.redis.writer`); through
+        the pool while there is none, or when it was lost (the listener flushed first, so no
+        copy is kept of what it wrote)."""
+        l2 = self._l2
+        inv = l2.guard()
+        writer = inv.writer if inv is not None else None
+        if writer is not None:
+            try:
+                return await l2.gateway.call_on(writer, att, *cmd), False
+            except WriterLost:
+                pass  # it may have run: a second SET/DEL writes the same
+        return await l2.gateway.call(att, *cmd), True
+
+    async def _send_quiet(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> bool:
+        """:meth:`_send` (errors raised) over the NOLOOP writer where there is one, as
+        :meth:`_call`; True if the pushes come back to this process."""
+        l2 = self._l2
+        inv = l2.guard()
+        writer = inv.writer if inv is not None else None
+        if writer is not None:
+            try:
+                replies = await l2.gateway.pipeline_on(writer, l2.attribution(tenant), cmds)
+            except WriterLost:
+                pass
+            else:
+                errors = [r for r in replies if isinstance(r, RedisCommandError)]
+                if errors:  # the others were written: reads in flight must not fill
+                    self._quietly([str(c[1]) for c in cmds])
+                    raise errors[0]
+                return False
+        await self._send(tenant, cmds, errors_in_place=False)
+        return True
+
+    def _quietly(self, rks: list[str]) -> None:
+        inv = self._l2.guard()
+        if inv is not None:
+            inv.wrote_quietly(rks)
 
     def _refused(self, exc: RedisCommandError, form: str) -> None:
         """``SET ... GET`` (``form`` ``SET``) or ``GETDEL`` was refused: for another type under
@@ -429,7 +482,9 @@ class Writes:
         await self._send(tenant, cmds, errors_in_place=False)
 
     def _verdict(self, g: Guarded, i: int, out: _Outcome) -> Verdict:
-        return after_write(g.seen[i], g.mode, distributed=self._l2.open, notified=out.notified)
+        return after_write(
+            g.seen[i], g.mode, distributed=self._l2.open, notified=out.notified, echo=out.echo
+        )
 
     def _account(self, publishes: bool, outs: list[_Outcome]) -> None:
         """Count notifications, and tell the copy policy what the writes cost."""

@@ -23,6 +23,7 @@ changed (:attr:`publishes`); writes by other programs are then only bounded by T
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from lowtide.keys import build_key, prefix
 from lowtide.modes import InvalidationMode, Mode, ModeChange
 from lowtide.redis.cluster import node_url
 from lowtide.redis.tracking import MessageStats, TrackingConnection
+from lowtide.redis.writer import WriterConnection
 from lowtide.settings import Settings
 
 if TYPE_CHECKING:
@@ -84,6 +86,9 @@ class Invalidations:
         self._closing = BackgroundTasks(log, "invalidation listener")
         self._race = RaceGuard()
         self._conns: list[TrackingConnection] = []  # one per primary on a cluster
+        #: carries the BCAST NOLOOP registration (single server, RESP2 listener; see
+        #: :mod:`lowtide.redis.writer`), else None and the listener registers itself
+        self._writer: WriterConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._healthy_event = asyncio.Event()
         self._probe_key = build_key(ns, "control", "selftest", None, hub.settings.instance)
@@ -149,12 +154,28 @@ class Invalidations:
             "malformed_messages": self.refused.malformed,
             "skipped_keys": self.refused.skipped_keys,
             "last_error": self.last_error,
+            # cache writes sent on a connection whose writes are not pushed back (NOLOOP)
+            "quiet_writes": self.writer is not None,
         }
 
     @property
     def connections(self) -> tuple[TrackingConnection, ...]:
         """The live listener connections (one per primary on a cluster; empty while down)."""
         return tuple(self._conns)
+
+    @property
+    def writer(self) -> WriterConnection | None:
+        """The connection carrying the tracking registration with NOLOOP, while it is up:
+        writes sent on it are not pushed back to this process (None: write through the pool
+        and expect the push of your own write)."""
+        w = self._writer
+        return w if w is not None and w.up else None
+
+    def wrote_quietly(self, keys: Sequence[str]) -> None:
+        """Race guard: this process changed ``keys`` on :attr:`writer`, so no push will tell:
+        count it as an invalidation for every command on them still in flight (a read sent
+        before the write may bring back the value it replaced)."""
+        self._race.note(keys)
 
     @property
     def publishes(self) -> bool:
@@ -224,12 +245,17 @@ class Invalidations:
         self._stopping = True
         task, self._task = self._task, None
         conns, self._conns = self._conns, []
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.abort()
         for conn in conns:
             await conn.close()  # pending reads fail at once
         if task is not None:
             task.cancel()
             # redis-py disconnects on cancellation; never let a stuck socket hold shutdown
             await asyncio.wait({task}, timeout=2.0)
+        if writer is not None:
+            await writer.close()
         await self._closing.drain(timeout=2.0)
         self._lost("stopped", expected=True)
 
@@ -245,7 +271,7 @@ class Invalidations:
     async def _run(self) -> None:
         backoff = Backoff(self._hub.settings.reconnect_min, self._hub.settings.reconnect_max)
         clock = self._hub.clock
-        while True:
+        while not self._stopping:
             while not (self._hub.distributed or self._hub.fleet_suspended):
                 await self._hub.wait_for(Mode.DISTRIBUTED, 1.0)
             try:
@@ -268,6 +294,7 @@ class Invalidations:
             conns, self._conns = self._conns, []
             for conn in conns:
                 await conn.close()
+            await self._close_writer()
             await clock.sleep(backoff.next_delay())
 
     def _close_conn(self) -> None:
@@ -275,6 +302,32 @@ class Invalidations:
         for conn in conns:
             conn.abort()  # not one more command, even from a handshake under way
             self._closing.spawn(conn.close())
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.abort()
+            self._closing.spawn(writer.close())
+
+    async def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+
+    def _writer_lost(self, why: str) -> None:
+        # the registration went with the connection: the listener hears nothing more (and
+        # writes through the pool from now on must see this flush before their verdict)
+        self._lost(why)
+
+    def _quiet_writer(self, targets: list[tuple[Settings, str]], resp3: bool) -> bool:
+        """True if this session registers tracking on a writer connection (NOLOOP): CLIENT
+        TRACKING on one server (not a cluster), RESP2 listener, the setting on."""
+        hub = self._hub
+        return (
+            hub.settings.noloop_writes
+            and not self._use_pubsub
+            and not resp3
+            and len(targets) == 1
+            and hub.gateway.primaries() is None
+        )
 
     @property
     def _use_pubsub(self) -> bool:
@@ -314,14 +367,28 @@ class Invalidations:
             for s, _ in targets
         ]
         self._conns = conns
+        writer = None
+        if self._quiet_writer(targets, resp3):
+            writer = self._writer = WriterConnection(
+                targets[0][0],
+                self._hub.ledger,
+                on_lost=self._writer_lost,
+                now=self._hub.clock.monotonic,
+            )
         for conn in conns:
             if self._use_pubsub:
                 await conn.open(self.prefixes, backplane=self.channel)
+            elif writer is not None:
+                await conn.open(
+                    self.prefixes, track=functools.partial(writer.open, prefixes=self.prefixes)
+                )
             else:
                 await conn.open(self.prefixes)
         self.mode = InvalidationMode.PUBSUB if self._use_pubsub else InvalidationMode.TRACKING
         loop = asyncio.get_running_loop()
         readers = [loop.create_task(self._read_loop(c)) for c in conns]
+        if writer is not None and writer.reader is not None:
+            readers.append(writer.reader)  # its loss ends the session like the listener's
         try:
             self._on_subscribed.emit(None)
             if self._hub.fleet_suspended:
@@ -350,6 +417,10 @@ class Invalidations:
             self._last_heard = self._heard[id(conn)] = self._hub.clock.monotonic()
             if msg == "pong":
                 continue
+            if self._writer is not None:
+                # a push comes only through the writer's registration: it is alive on the
+                # server, which is all the listener needs of it (no keepalive PING on it)
+                self._writer.heard = self._last_heard
             keys = msg if isinstance(msg, list) or msg is None else None
             self.received += 1
             probe = self._probe_seen
@@ -404,7 +475,11 @@ class Invalidations:
                 if reader in done:
                     reader.result()
                     raise LowtideError("listener stopped")
-            if self._hub.clock.monotonic() - min(self._heard.values()) > 2 * self.keepalive:
+            heard = min(self._heard.values())
+            writer = self._writer if self._writer is not None and self._writer.up else None
+            if writer is not None:
+                heard = min(heard, writer.heard)
+            if self._hub.clock.monotonic() - heard > 2 * self.keepalive:
                 raise LowtideError("a listener connection was silent for two keepalive periods")
             if self._hub.gateway.primaries() != topology:
                 # failover or resharding: keys may live elsewhere now; start over (and flush)
@@ -415,3 +490,5 @@ class Invalidations:
             for conn in conns:
                 if now - self._heard[id(conn)] >= self.keepalive / 2:
                     await conn.ping()
+            if writer is not None and now - writer.heard >= self.keepalive / 2:
+                await writer.ping()

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -29,7 +29,7 @@ from lowtide.redis.info import parse_commandstats
 from lowtide.redis.scripts import Script
 from lowtide.settings import Settings
 
-__all__ = ["QUEUE_TIMEOUT", "Gateway", "Sent", "observe_sends"]
+__all__ = ["QUEUE_TIMEOUT", "Dedicated", "Gateway", "Sent", "observe_sends"]
 
 log = logging.getLogger("lowtide")
 
@@ -55,6 +55,17 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (rexc.NoPermissionError, "NOPERM"),
     (rexc.ExecAbortError, "EXECABORT"),
 )
+
+
+class Dedicated(Protocol):
+    """A connection of its own that pipelines commands (:class:`~lowtide.redis.writer.
+    WriterConnection`): raw replies, error replies raised (``call``) or in place."""
+
+    async def call(self, *args: Any) -> Any:
+        """One command's raw reply."""
+
+    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Raw replies of ``commands`` sent in one write."""
 
 
 class Sent(NamedTuple):
@@ -264,11 +275,16 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def _sending(
-        self, attribution: Attribution, command: str | tuple[Any, ...], *, data: bool
+        self,
+        attribution: Attribution,
+        command: str | tuple[Any, ...],
+        *,
+        data: bool,
+        slot: bool = True,
     ) -> AsyncIterator[None]:
         """Around every send: refuse data traffic without I/O while closed or over quota,
-        wait for a free connection, label the commands for the ledger, and translate driver
-        errors (once, here).
+        wait for a free connection (``slot``: from the pool), label the commands for the
+        ledger, and translate driver errors (once, here).
 
         ``command`` names the command in errors (the args tuple is named only on failure)."""
         if data:
@@ -276,7 +292,8 @@ class Gateway:
                 raise self._refuse()
             if self.blocked and self._over_quota(attribution):
                 raise self._quota_refusal(attribution)
-        await self._take_slot()
+        if slot:
+            await self._take_slot()
         token = _attribution.set(attribution)
         observed = (time.time_ns(), time.perf_counter()) if _observers else None
         failed: BaseException | None = None
@@ -297,7 +314,8 @@ class Gateway:
             raise
         finally:
             _attribution.reset(token)
-            self._slots.release()
+            if slot:
+                self._slots.release()
             if observed is not None:
                 name = command if isinstance(command, str) else command_name(command)
                 took = time.perf_counter() - observed[1]
@@ -325,6 +343,25 @@ class Gateway:
         """Run one command labelled with ``attribution``; returns the raw reply."""
         async with self._sending(attribution, args, data=True):
             return await self._send(*args)
+
+    async def call_on(self, conn: Dedicated, attribution: Attribution, *args: Any) -> Any:
+        """:meth:`call` on a dedicated pipelined connection (the listener's writer), which
+        needs no slot of the pool; its own loss raises its own error, untranslated."""
+        async with self._sending(attribution, args, data=True, slot=False):
+            return await conn.call(*args)
+
+    async def pipeline_on(
+        self, conn: Dedicated, attribution: Attribution, commands: Sequence[Sequence[Any]]
+    ) -> list[Any]:
+        """:meth:`pipeline` (error replies in place) on a dedicated connection."""
+        async with self._sending(attribution, "pipeline", data=True, slot=False):
+            replies = await conn.call_many(commands)
+        return [
+            RedisCommandError(str(r), command=command_name(c), code=_code_of(r))
+            if isinstance(r, rexc.ResponseError)
+            else r
+            for r, c in zip(replies, commands, strict=True)
+        ]
 
     async def mget(self, attribution: Attribution, keys: Sequence[str]) -> list[Any]:
         """The values of ``keys``: 1 MGET on one server; on a cluster one MGET per hash slot,

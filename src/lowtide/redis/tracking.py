@@ -247,11 +247,20 @@ class TrackingConnection:
             raise RedisCommandError(str(reply), command=_text(args[0]).lower())
         return reply
 
-    async def open(self, prefixes: Sequence[str], *, backplane: str | None = None) -> None:
+    async def open(
+        self,
+        prefixes: Sequence[str],
+        *,
+        backplane: str | None = None,
+        track: Callable[[int], Awaitable[bool]] | None = None,
+    ) -> None:
         """Connect, turn BCAST tracking on for ``prefixes`` and subscribe (raises on failure).
 
         With ``backplane`` set, skip tracking and subscribe to that pub/sub channel instead.
-        Pushed keys outside ``prefixes`` are skipped by :meth:`read`.
+        With ``track``, ``await track(own id)`` may register the tracking elsewhere (a writer
+        connection redirecting here: :mod:`lowtide.redis.writer`); when it returns False this
+        connection registers itself. Pushed keys outside ``prefixes`` are skipped by
+        :meth:`read`.
         """
         self._prefixes = tuple(p.encode("utf-8") for p in prefixes)
         try:
@@ -272,11 +281,12 @@ class TrackingConnection:
                 return
             if backplane is None:
                 self.client_id = int(await self._cmd("CLIENT", "ID"))
-                args: list[Any] = ["CLIENT", "TRACKING", "ON", "REDIRECT", self.client_id]
-                args.append("BCAST")
-                for p in prefixes:
-                    args += ["PREFIX", p]
-                await self._cmd(*args)
+                if track is None or not await track(self.client_id):
+                    args: list[Any] = ["CLIENT", "TRACKING", "ON", "REDIRECT", self.client_id]
+                    args.append("BCAST")
+                    for p in prefixes:
+                        args += ["PREFIX", p]
+                    await self._cmd(*args)
             else:
                 self.channel = backplane
             reply = await self._cmd("SUBSCRIBE", self.channel)
