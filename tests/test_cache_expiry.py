@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from lowtide import Lowtide, build_key
 from lowtide.testing import ValkeyServer, changes, ledger_commands
 from tests.helpers import eventually
@@ -128,3 +130,35 @@ async def test_an_eager_refresh_with_tracking_stores_without_reading_first(
         await eventually(lambda: changes(before, ledger_commands(a, component="cache")) != {})
         assert changes(before, ledger_commands(a, component="cache")) == {"set": 1}
         assert server.command("PTTL", build_key("lt", "cache", "p", "t", "k")) > 1500
+
+
+@pytest.mark.parametrize("invalidation", ["tracking", "pubsub"])
+async def test_a_failed_load_after_the_redis_copy_expired_serves_the_last_good_value(
+    lowtide_fresh_server: ValkeyServer, invalidation: str
+) -> None:
+    """Redis answering "no value" for a copy whose known life is over is its expiry, not a
+    delete: fail-safe still has the last good value (it used to be dropped on that miss). A
+    delete before the expiry is not: nothing stale comes back after it."""
+    server = lowtide_fresh_server
+
+    async def failing() -> Any:
+        raise RuntimeError("upstream down")
+
+    async with Lowtide(server.url, invalidation=invalidation) as hub:
+        assert await hub.invalidations.wait_healthy(5)
+        c = hub.cache("failsafe", ttl=0.3, max_staleness=0.3)
+        good = Loader("a")
+        assert await c.get_or_load("k", good, tenant="t1") == {"by": "a", "n": 1}
+        rk = build_key("lt", "cache", "failsafe", "t1", "k")
+        await eventually(lambda: server.command("EXISTS", rk) == 0, within=5.0)
+        assert await c.get_or_load("k", failing, tenant="t1") == {"by": "a", "n": 1}
+        assert c.stats.stale_served == 1
+        # a delete by another process before the copy's life is over: nothing stale after it
+        async with Lowtide(server.url, invalidation=invalidation, instance="b") as b:
+            assert await b.invalidations.wait_healthy(5)
+            c2 = hub.cache("failsafe2", ttl=60, max_staleness=60)
+            assert await c2.get_or_load("k", good, tenant="t1") == {"by": "a", "n": 2}
+            await b.cache("failsafe2", ttl=60, max_staleness=60).delete("k", tenant="t1")
+            await eventually(lambda: c2.peek("k", tenant="t1") is None)
+            with pytest.raises(RuntimeError, match="upstream down"):
+                await c2.get_or_load("k", failing, tenant="t1")

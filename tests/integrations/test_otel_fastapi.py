@@ -57,7 +57,14 @@ def tracing(how: str, lt: Lowtide, provider: TracerProvider) -> Callable[[], Non
     if how == "redis_instrumentation":
         provider.add_span_processor(AttributionSpanProcessor())
         RedisInstrumentor().instrument(tracer_provider=provider)
-        return RedisInstrumentor().uninstrument
+        # the cache's writes on lowtide's writer connection, which that instrumentation misses
+        stop_writer = trace_sends(lt, provider, dedicated_only=True)
+
+        def stop() -> None:
+            stop_writer()
+            RedisInstrumentor().uninstrument()
+
+        return stop
     return trace_sends(lt, provider)
 
 
@@ -85,8 +92,8 @@ async def test_redis_spans_are_children_of_the_request_span(
 
             await read()  # a miss: GET, the loader, SET
             for _ in range(5):  # until memory holds it (a read-back of the load's own write
-                if profiles.peek("u1", tenant="acme") is not None:  # may come first, see
-                    break  # docs/cache.md)
+                if profiles.peek("u1", tenant="acme") is not None:  # may come first where the
+                    break  # writer connection is off, see docs/cache.md)
                 await read()
             else:
                 raise AssertionError("the profile never stayed in memory")
@@ -96,7 +103,7 @@ async def test_redis_spans_are_children_of_the_request_span(
         FastAPIInstrumentor.uninstrument_app(app)
     spans = exporter.get_finished_spans()
     requests = [s for s in spans if s.kind is SpanKind.SERVER]
-    assert 3 <= len(requests) <= 7
+    assert 2 <= len(requests) <= 7  # a miss, [read-backs], a hit
     for request in requests:
         assert request.name == "GET /profiles/{user_id}"
         assert request.attributes is not None

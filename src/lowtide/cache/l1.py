@@ -24,7 +24,7 @@ from lowtide.cache.freshness import (
     throttled_until,
 )
 from lowtide.cache.options import CacheOptions, CacheStats
-from lowtide.cache.store import ENTRY_OVERHEAD, Entry, Key, L1Store
+from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
 
 __all__ = ["L1"]
 
@@ -215,6 +215,22 @@ class L1:
         if e.gone:  # a push came after the expiry: its removal
             return True
         return self._now() >= e.l2_until + min(1.0, 0.02 * self.options.ttl)
+
+    def expired_in_l2(self, k: Key) -> bool:
+        """Redis answered that ``k`` has no value: True if that is the expiry of the copy this
+        process knew of (its known life is over), in which case the entry stays as the last
+        good value for fail-safe (never fresh, its Redis copy gone); False otherwise (a delete,
+        or nothing known: the caller drops it)."""
+        e = self.store.map.get(k)
+        if e is None or not e.l2_until or e.value is ABSENT or e.value is LOADED_NONE:
+            return False
+        if self._now() < e.l2_until - min(1.0, 0.02 * self.options.ttl):
+            return False
+        e.fresh_until = 0.0
+        e.shadow_until = 0.0
+        e.refresh_at = math.inf
+        e.gone = True
+        return True
 
     def refresh_plan(self, e: Entry, lifetime: float) -> bool | None:
         """An eager refresh of ``e`` (a copy of ``lifetime``) without reading Redis first:

@@ -362,6 +362,8 @@ class Cache(LocalViews, Purging, Decorating):
             if publishes:
                 self._policy.read(would_hit=False)
             self.stats.l2_misses += 1
+            if self._l1.expired_in_l2(k):  # expired, not deleted: kept for fail-safe only
+                return False, None, 0.0
             self._store.drop(k)  # L2 says there is no value: nothing stale may come back
             if fill:
                 self._l1.fill(k, ABSENT, 0, self.options.ttl, echo=0, stale_ok=False, sent=sent)

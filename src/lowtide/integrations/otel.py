@@ -5,7 +5,9 @@ and components as OTel metrics (``pip install 'lowtide[otel]'``).
   ``lowtide.tenant`` to every span started while lowtide sends a command: the spans of
   ``opentelemetry-instrumentation-redis`` (``RedisInstrumentor().instrument()``), or any other
   instrumentation of redis-py. :func:`redis_request_hook` does the same as that
-  instrumentation's ``request_hook``.
+  instrumentation's ``request_hook``. The cache's writes under CLIENT TRACKING go on a
+  connection of lowtide's own, which that instrumentation does not see:
+  ``trace_sends(hub, dedicated_only=True)`` adds spans for those alone.
 * :func:`trace_sends` makes a span of lowtide's own for every round trip to Redis (no redis-py
   instrumentation needed), a child of the span current at the call (the request's, say).
 * :func:`register_metrics` exports what the Prometheus collector exports, as observable
@@ -90,17 +92,26 @@ def _span_name(command: str) -> str:
 
 
 def trace_sends(
-    hub: Lowtide, tracer_provider: TracerProvider | None = None, *, tenant: bool = True
+    hub: Lowtide,
+    tracer_provider: TracerProvider | None = None,
+    *,
+    tenant: bool = True,
+    dedicated_only: bool = False,
 ) -> Callable[[], None]:
     """A CLIENT span for every round trip ``hub`` makes to Redis (a pipeline or script is
     one), named after the command (``GET``, ``PIPELINE``, ``EVALSHA``), with lowtide's
     attributes, ``db.system.name=redis`` and ``db.operation.name``; an error sets the span's
-    status. Returns a function that stops it."""
+    status. Returns a function that stops it.
+
+    ``dedicated_only``: only the round trips redis-py's instrumentation cannot see, those on
+    lowtide's own writer connection (the cache's writes under CLIENT TRACKING): with
+    ``RedisInstrumentor`` and :class:`AttributionSpanProcessor`, this completes the picture
+    without a second span for anything."""
     tracer = trace.get_tracer("lowtide", __version__, tracer_provider=tracer_provider)
     ledger = hub.ledger
 
     def on_send(sent: Sent) -> None:
-        if sent.ledger is not ledger:
+        if sent.ledger is not ledger or (dedicated_only and not sent.dedicated):
             return
         name = _span_name(sent.command)
         span = tracer.start_span(

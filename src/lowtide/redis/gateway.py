@@ -82,6 +82,9 @@ class Sent(NamedTuple):
     seconds: float
     #: what the caller got instead of a reply (lowtide's typed error), or None
     error: BaseException | None
+    #: sent on a dedicated connection of lowtide's (the cache's writer connection), not
+    #: through redis-py's client: instrumentation of redis-py does not see it
+    dedicated: bool = False
 
 
 _observers: list[Callable[[Sent], None]] = []
@@ -319,7 +322,8 @@ class Gateway:
             if observed is not None:
                 name = command if isinstance(command, str) else command_name(command)
                 took = time.perf_counter() - observed[1]
-                _notify(Sent(self.ledger, attribution, name, observed[0], took, failed))
+                sent = Sent(self.ledger, attribution, name, observed[0], took, failed, not slot)
+                _notify(sent)
 
     async def _take_slot(self) -> None:
         if not self._slots.locked():
