@@ -99,3 +99,33 @@ def test_the_limiter_figures_are_limiter_mds_medians_and_hold_the_recorded_run()
         medians.append(median)
     readme = row(read("README.md"), "limiter, 4 processes on one 200-per-2 s fixed window")
     assert readme.strip().startswith(" / ".join(str(m) for m in medians) + " (median of 3 runs)")
+
+
+DEMO_RUNS = ("naive", "ttl-fix", "dropin", "lowtide/tracking", "lowtide/pubsub")
+
+
+def _cells(text: str, starts: str) -> list[str]:
+    """Every cell after the first of the table row (of whitespace-joined ``text``) that starts
+    with ``starts``."""
+    m = re.search(re.escape(f"| {starts} |") + r"((?:[^|]*\|)+?) (?=\| |$)", text)
+    assert m, starts
+    return [c.strip() for c in m.group(1).split("|") if c.strip()]
+
+
+def test_the_demo_tables_quote_the_recorded_set() -> None:
+    """README and docs/demo.md quote benchmarks/results/demo_runs.json's medians (min-max)."""
+    summary = recorded("demo_runs.json")["summary"]
+
+    def billed(run: str) -> str:
+        b = summary[run]["billed_per_day"]
+        return f"{b['median']:,.0f} ({b['min']:,.0f}-{b['max']:,.0f})"
+
+    def ratio(run: str) -> str:
+        r = summary[run]["bound_ratio"]
+        return f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+
+    for doc in ("README.md", "docs/demo.md"):
+        text = read(doc)
+        assert [billed(r) for r in DEMO_RUNS] == _cells(text, "billed commands/day")[:5], doc
+        ratios = [c for c in _cells(text, "lowtide / bound") if c != "-"]
+        assert ratios[:2] == [ratio("lowtide/tracking"), ratio("lowtide/pubsub")], doc
