@@ -241,3 +241,49 @@ def test_demo_chart_without_matplotlib_names_the_extra_that_brings_it(
     # the cli extra (doctor, top, suspend) brings no plotting stack
     assert "matplotlib" not in extra_closure("cli")
     assert {"typer", "rich"} <= extra_closure("cli")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stopped_demo_stops_its_embedded_server_and_machines(stop: signal.Signals) -> None:
+    """`lowtide demo` stopped by SIGTERM (a `timeout`, a container stop) or SIGHUP mid-run
+    leaves no valkey-server and no machine behind (the server used to outlive it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lowtide.cli.main", "demo", "--invalidation", "tracking"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        m = read_until(proc, r"started embedded Valkey at (redis://(127\.0\.0\.1):(\d+))")
+        host, port = m.group(2), int(m.group(3))
+        read_until(proc, r"naive: warm-up \(not measured\)")  # the machines are replaying
+        found = re.search(rb"process_id:(\d+)", raw_command(host, port, "INFO", "server"))
+        assert found is not None
+        pid = int(found.group(1))
+        machines = machine_pids(port)
+        assert len(machines) == 4
+        proc.send_signal(stop)
+        assert proc.wait(timeout=30) == 128 + stop
+        with pytest.raises(ConnectionRefusedError):
+            raw_command(host, port, "PING", timeout=1.0)
+        assert process_gone(pid, within=10.0)
+        assert all(process_gone(m, within=10.0) for m in machines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def machine_pids(port: int) -> list[int]:
+    """The demo's machine processes (``lowtide.demo.worker``) replaying against ``port``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"lowtide.demo.worker" in argv and any(f":{port}".encode() in a for a in argv):
+            out.append(int(entry.name))
+    return out

