@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, ConnectionPool, parse_url
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from lowtide.context import Attribution, _attribution
 from lowtide.errors import ConfigError
 from lowtide.ledger import Ledger
 from lowtide.redis.connection import CountingConnection, counting_class_for
@@ -116,3 +119,24 @@ def plain_client(url: str, *, cluster: bool = False) -> Any:
 
         return RedisCluster.from_url(url, protocol=2, driver_info=None)
     return Redis.from_url(url, protocol=2, driver_info=None, health_check_interval=0)
+
+
+async def round_trip(conn: AbstractConnection, attribution: Attribution, *args: Any) -> Any:
+    """Send one command on a dedicated connection nobody else reads (a listener's or writer's
+    set-up) and read its reply (5 s at most), labelled ``attribution`` for the ledger; an error
+    reply is returned, not raised."""
+    token = _attribution.set(attribution)
+    try:
+        await conn.send_command(*args)
+        return await conn.read_response(timeout=5.0)
+    finally:
+        _attribution.reset(token)
+
+
+async def close_quietly(conn: AbstractConnection | None, pool: ConnectionPool) -> None:
+    """Close a dedicated connection and its pool: never fails, never waits more than ~2 s."""
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.disconnect(nowait=True), 1.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(pool.disconnect(), 1.0)

@@ -32,8 +32,6 @@ the server sends invalidations as push frames that a Pub/Sub reader drops (the c
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -48,7 +46,7 @@ from lowtide.context import Attribution, _attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.keys import MAX_KEY_LENGTH, MAX_TENANT_LENGTH
 from lowtide.ledger import Ledger
-from lowtide.redis.client import make_pool
+from lowtide.redis.client import close_quietly, make_pool, round_trip
 from lowtide.settings import Settings
 
 __all__ = [
@@ -237,12 +235,7 @@ class TrackingConnection:
     async def _cmd(self, *args: Any) -> Any:
         if self._conn is None or self._aborted:
             raise RedisUnavailable("tracking connection is closed")
-        token = _attribution.set(LISTENER)
-        try:
-            await self._conn.send_command(*args)
-            reply = await self._conn.read_response(timeout=5.0)
-        finally:
-            _attribution.reset(token)
+        reply = await round_trip(self._conn, LISTENER, *args)
         if isinstance(reply, rexc.ResponseError):
             raise RedisCommandError(str(reply), command=_text(args[0]).lower())
         return reply
@@ -349,8 +342,4 @@ class TrackingConnection:
     async def close(self) -> None:
         """Close the connection (tracking state on the server goes with it)."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # closing must not fail, nor hang
-                await asyncio.wait_for(conn.disconnect(nowait=True), 1.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._pool.disconnect(), 1.0)
+        await close_quietly(conn, self._pool)

@@ -40,7 +40,7 @@ from redis.asyncio.connection import AbstractConnection
 from lowtide.context import Attribution, _attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.ledger import Ledger
-from lowtide.redis.client import make_pool
+from lowtide.redis.client import close_quietly, make_pool, round_trip
 from lowtide.redis.info import parse_info
 from lowtide.settings import Settings
 
@@ -108,12 +108,7 @@ class WriterConnection:
         """One command before the reader runs (send, then read its reply)."""
         if self._conn is None or self._aborted:
             raise WriterLost("writer connection is closed")
-        token = _attribution.set(WRITER)
-        try:
-            await self._conn.send_command(*args)
-            return await self._conn.read_response(timeout=5.0)
-        finally:
-            _attribution.reset(token)
+        return await round_trip(self._conn, WRITER, *args)
 
     async def open(self, redirect: int, prefixes: Sequence[str]) -> bool:
         """Connect, read ``INFO server`` and, where :func:`noloop_safe`, register BCAST NOLOOP
@@ -250,8 +245,4 @@ class WriterConnection:
             with contextlib.suppress(BaseException):
                 await asyncio.wait({reader}, timeout=1.0)
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # closing must not fail, nor hang
-                await asyncio.wait_for(conn.disconnect(nowait=True), 1.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._pool.disconnect(), 1.0)
+        await close_quietly(conn, self._pool)
