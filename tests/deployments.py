@@ -40,6 +40,9 @@ class ListenerMode:
     keeps_own_writes: bool = False
     #: writers PUBLISH the keys they changed (1 extra command per write or batch)
     publishes: bool = False
+    #: the server announces FLUSHALL at once (CLIENT TRACKING); keyspace notifications have no
+    #: event for it: the listener's sentinel check notices it within ``max_staleness / 2``
+    flush_pushed: bool = True
 
 
 TRACKING_RESP2 = ListenerMode(options={}, health="tracking", keeps_own_writes=True)
@@ -52,14 +55,31 @@ PUBSUB = ListenerMode(
     keeps_own_writes=True,
     publishes=True,
 )
+#: keyspace notifications: the server publishes every change by anyone, one message per change
+#: in order, so a writer swallows its own echo exactly as on the backplane
+KEYSPACE = ListenerMode(
+    options={"invalidation": "keyspace"},
+    health="keyspace",
+    keeps_own_writes=True,
+    flush_pushed=False,
+)
 CLUSTER = ListenerMode(options={}, health="tracking", cluster=True)
+KEYSPACE_CLUSTER = ListenerMode(
+    options={"invalidation": "keyspace"},
+    health="keyspace",
+    cluster=True,
+    keeps_own_writes=True,
+    flush_pushed=False,
+)
 
 LISTENER_MODES = [
     pytest.param(TRACKING_RESP2, id="tracking-resp2"),
     pytest.param(TRACKING_ECHO, id="tracking-echo"),
     pytest.param(TRACKING_RESP3, id="tracking-resp3"),
     pytest.param(PUBSUB, id="pubsub"),
+    pytest.param(KEYSPACE, id="keyspace"),
     pytest.param(CLUSTER, id="cluster", marks=pytest.mark.cluster),
+    pytest.param(KEYSPACE_CLUSTER, id="keyspace-cluster", marks=pytest.mark.cluster),
 ]
 
 

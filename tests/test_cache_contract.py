@@ -193,7 +193,12 @@ class CacheContract:
             for server in deployment.servers:
                 server.flushall()  # redis-cli FLUSHALL, on every primary
             if deployment.mode.sees_foreign_writes:
-                # the server pushes "drop everything": every copy is demoted at once
+                if not deployment.mode.flush_pushed:
+                    # no event for a flush: the next sentinel check (every max_staleness / 2
+                    # of the hub, 30 s) finds its probe key gone
+                    assert [cache.peek(k, tenant="t1") for k in keys] == ["v"] * len(keys)
+                    clock.advance(30.1)
+                # the listener drops everything: every copy is demoted
                 await eventually(lambda: all(cache.peek(k, tenant="t1") is None for k in keys))
             else:
                 # not on the backplane: copies answer until max_staleness, then L2 does

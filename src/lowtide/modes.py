@@ -39,5 +39,6 @@ class InvalidationMode(StrEnum):
 
     TRACKING = "tracking"  # CLIENT TRACKING BCAST pushes (any writer, no extra commands)
     PUBSUB = "pubsub"  # backplane: lowtide writers PUBLISH changed keys (+1 command per write)
+    KEYSPACE = "keyspace"  # keyspace notifications: the server publishes every writer's changes
     TTL = "ttl"  # no push by choice: entries live at most max_staleness
     OFF = "off"  # not established (yet): callers must bypass process memory

@@ -62,6 +62,11 @@ class InvalidationFeed(Protocol):
         """The pub/sub backplane channel."""
 
     @property
+    def pushed_keepalive(self) -> float | None:
+        """While the server pushes every writer's changes (verified): the period whose triple
+        bounds an unnoticed change; None otherwise."""
+
+    @property
     def publishes(self) -> bool:
         """True when writers must PUBLISH the keys they change."""
 

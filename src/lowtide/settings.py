@@ -31,10 +31,12 @@ __all__ = [
 ]
 
 Provider = Literal["redis", "valkey", "dragonfly", "keydb", "upstash"]
-InvalidationSetting = Literal["auto", "tracking", "pubsub", "ttl"]
+InvalidationSetting = Literal["auto", "tracking", "keyspace", "pubsub", "ttl"]
 #: ``auto``: CLIENT TRACKING, or pub/sub where tracking is absent (always pub/sub on Upstash);
+#: ``keyspace``: the server's keyspace notifications (lowtide turns on the event classes it
+#: needs in ``notify-keyspace-events``; the choice for Upstash);
 #: ``ttl``: no push at all, L1 entries live at most ``max_staleness``
-INVALIDATION_MODES: tuple[str, ...] = ("auto", "tracking", "pubsub", "ttl")
+INVALIDATION_MODES: tuple[str, ...] = ("auto", "tracking", "keyspace", "pubsub", "ttl")
 #: servers lowtide knows; ``upstash`` selects per-command billing rules and no CLIENT TRACKING
 PROVIDERS: tuple[str, ...] = ("redis", "valkey", "dragonfly", "keydb", "upstash")
 

@@ -226,16 +226,20 @@ def test_after_write_never_keeps_a_fresh_copy_an_invalidation_may_have_overtaken
     seen: int | None, mode: InvalidationMode, distributed: bool
 ) -> None:
     verdict = after_write(seen, mode, distributed=distributed)
+    one_per_write = (InvalidationMode.PUBSUB, InvalidationMode.KEYSPACE)
     if seen is None or not distributed:
         assert verdict == DROP  # a flush, an untrusted listener, or Redis gone: keep nothing
-    elif mode is InvalidationMode.PUBSUB:
+    elif mode in one_per_write:
         # one message per write: swallow ours if it is still to come; after two, another
         # writer's may have landed last with nothing left to tell: not fresh
         assert verdict == (Fill(echo=1) if seen == 0 else Fill(echo=0) if seen == 1 else DEMOTE)
     else:
         # tracking merges messages: never count echoes, never keep past a message
         assert verdict == (Fill(echo=0, own_echo=True) if seen == 0 else DEMOTE)
-    if mode is not InvalidationMode.PUBSUB:
+    if mode is InvalidationMode.KEYSPACE:
+        # the server publishes every write, whether or not the writer would have published
+        assert after_write(seen, mode, distributed=distributed, notified=False) == verdict
+    if mode not in one_per_write:
         assert not (isinstance(verdict, Fill) and verdict.echo)
         if seen:
             assert not isinstance(verdict, Fill)

@@ -244,12 +244,16 @@ def after_write(
       no echo will come, so any message that arrived meanwhile is another writer's, which may
       have landed after ours: :class:`Demote`; none: ``Fill(echo=0)`` (a later write that
       changes the value is announced, because this copy may exist).
+    * keyspace notifications: the server publishes one message per change, ours included, in
+      the order it applied them, never merged: as pub/sub with ``notified``.
     """
     if mode is None:
         return _FILL
     if seen is None or not distributed:
         return DROP
-    if mode is not InvalidationMode.PUBSUB:
+    if mode is InvalidationMode.KEYSPACE:
+        notified = True
+    elif mode is not InvalidationMode.PUBSUB:
         if not echo:
             return _FILL if seen == 0 else DEMOTE
         return DEMOTE if seen > 0 else _FILL_OWN_ECHO_DUE

@@ -137,12 +137,14 @@ class L2:
         return self._hub.invalidations
 
     def tracking_keepalive(self) -> float | None:
-        """The listener's keepalive period while CLIENT TRACKING is active and verified (Redis
-        in use, listener healthy), else None (see :func:`~lowtide.cache.freshness.fresh_cap`)."""
+        """While Redis is in use and the server pushes every writer's changes (CLIENT TRACKING
+        or keyspace notifications, verified): the period whose triple bounds an unnoticed
+        change (:attr:`~lowtide.invalidation.Invalidations.pushed_keepalive`), else None (see
+        :func:`~lowtide.cache.freshness.fresh_cap`)."""
         if self._hub.distributed:
             inv = self.listener()
-            if inv is not None and inv.healthy and inv.mode is InvalidationMode.TRACKING:
-                return inv.keepalive
+            if inv is not None:
+                return inv.pushed_keepalive
         return None
 
     def guard(self) -> InvalidationFeed | None:

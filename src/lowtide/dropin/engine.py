@@ -57,6 +57,9 @@ log = logging.getLogger("lowtide.dropin")
 #: replies held per Redis key (a key read with many different arguments keeps the newest)
 MAX_VARIANTS: Final = 64
 _MISSING: Final = object()
+#: feeds that carry one key per message, so a key may hold a newline (the pub/sub backplane
+#: separates keys by newlines)
+_KEY_PER_MESSAGE: Final = (InvalidationMode.TRACKING, InvalidationMode.KEYSPACE)
 Sig = tuple[Any, ...]
 
 
@@ -100,18 +103,13 @@ class DropInEngine:
 
     def _keepalive(self) -> float | None:
         feed = self._feed()
-        if (
-            self._hub.distributed
-            and feed is not None
-            and feed.healthy
-            and feed.mode is InvalidationMode.TRACKING
-        ):
-            return feed.keepalive
+        if self._hub.distributed and feed is not None:
+            return feed.pushed_keepalive
         return None
 
     def _newline_ok(self) -> bool:
         feed = self._feed()
-        return feed is None or feed.mode is InvalidationMode.TRACKING
+        return feed is None or feed.mode in _KEY_PER_MESSAGE
 
     def _refusal(self) -> DropInUnavailable | None:
         """Why nothing may be sent now, or None."""

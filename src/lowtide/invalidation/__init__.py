@@ -15,9 +15,11 @@ breakers, control keys; never counters that change per call), and offers:
   must not trust process memory (the cache bypasses L1).
 
 On loss it flushes, reconnects with the hub's backoff, and self-tests again. Where the server has
-no CLIENT TRACKING (Upstash, some managed services) it falls back to a pub/sub backplane: the
-listener subscribes to ``<namespace>:invalidate`` and lowtide's writers PUBLISH the keys they
-changed (:attr:`publishes`); writes by other programs are then only bounded by TTLs.
+no CLIENT TRACKING (Upstash, some managed services) there are two other feeds: keyspace
+notifications (``invalidation="keyspace"``: the server publishes every writer's changes; see
+:mod:`lowtide.redis.keyspace`), or a pub/sub backplane: the listener subscribes to
+``<namespace>:invalidate`` and lowtide's writers PUBLISH the keys they changed
+(:attr:`publishes`); writes by other programs are then only bounded by TTLs.
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ from typing import TYPE_CHECKING, Any
 from lowtide._listeners import Listeners
 from lowtide._tasks import BackgroundTasks
 from lowtide.backoff import Backoff
-from lowtide.context import Attribution
 from lowtide.errors import LowtideError, RedisCommandError
 from lowtide.invalidation.guard import RaceGuard
-from lowtide.keys import build_key, prefix
+from lowtide.invalidation.probes import Probes, listener_targets
+from lowtide.keys import prefix
 from lowtide.modes import InvalidationMode, Mode, ModeChange
-from lowtide.redis.cluster import node_url
 from lowtide.redis.tracking import MessageStats, TrackingConnection
 from lowtide.redis.writer import WriterConnection
 from lowtide.settings import Settings
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["InvalidationMode", "Invalidations"]
 
 log = logging.getLogger("lowtide.invalidation")
-SELFTEST = Attribution("invalidation", "-", None)
 #: components whose keys are tracked (values that rarely change and are read often)
 TRACKED_COMPONENTS: tuple[str, ...] = ("cache", "tenants", "breaker", "control")
 
@@ -91,9 +91,7 @@ class Invalidations:
         self._writer: WriterConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._healthy_event = asyncio.Event()
-        self._probe_key = build_key(ns, "control", "selftest", None, hub.settings.instance)
-        self._probe_seen: asyncio.Future[None] | None = None
-        self._probes_pending: set[str] = set()
+        self._probes = Probes(hub)
         self._unsupported = False
         self._stopping = False
         self._last_heard = 0.0
@@ -156,6 +154,8 @@ class Invalidations:
             "last_error": self.last_error,
             # cache writes sent on a connection whose writes are not pushed back (NOLOOP)
             "quiet_writes": self.writer is not None,
+            # keyspace mode: flushes noticed by a vanished sentinel (FLUSHALL sends no event)
+            "silent_flushes": self._probes.flushes,
         }
 
     @property
@@ -176,6 +176,20 @@ class Invalidations:
         count it as an invalidation for every command on them still in flight (a read sent
         before the write may bring back the value it replaced)."""
         self._race.note(keys)
+
+    @property
+    def pushed_keepalive(self) -> float | None:
+        """While healthy in a mode where the server pushes every writer's changes (CLIENT
+        TRACKING, keyspace notifications): a period whose triple bounds how long a change can
+        go unnoticed (a lost connection, or in keyspace mode a silent flush, is found within
+        it); None otherwise (see :func:`~lowtide.cache.freshness.fresh_cap`)."""
+        if not self.healthy:
+            return None
+        if self.mode is InvalidationMode.TRACKING:
+            return self.keepalive
+        if self.mode is InvalidationMode.KEYSPACE:
+            return max(self.keepalive, self._probes.period / 3)
+        return None
 
     @property
     def publishes(self) -> bool:
@@ -323,6 +337,7 @@ class Invalidations:
         hub = self._hub
         return (
             hub.settings.noloop_writes
+            and self.setting != "keyspace"
             and not self._use_pubsub
             and not resp3
             and len(targets) == 1
@@ -333,35 +348,11 @@ class Invalidations:
     def _use_pubsub(self) -> bool:
         return self.setting == "pubsub" or (self.setting == "auto" and self._unsupported)
 
-    def _targets(self) -> list[tuple[Settings, str]]:
-        """One ``(settings, self-test probe key)`` per listener connection.
-
-        On a cluster, tracking is per node: one connection per primary, each proven by a probe
-        key that lives on that node. Pub/sub messages reach every node of a cluster, so the
-        backplane needs one connection.
-        """
-        hub = self._hub
-        settings = hub.settings
-        nodes = hub.gateway.primaries()
-        if nodes is None or self._use_pubsub or settings.url is None:
-            return [(settings, self._probe_key)]
-        ns, inst = settings.namespace, settings.instance
-
-        def probe(i: int) -> str:
-            return build_key(ns, "control", f"selftest.{i}", None, inst, hashtag=True)
-
-        return [
-            (
-                settings.with_(url=node_url(settings.url, host, port)),
-                hub.gateway.key_on_node(probe, host, port),
-            )
-            for host, port in nodes
-        ]
-
     async def _session(self) -> None:
-        targets = self._targets()
+        targets = listener_targets(self._hub, pubsub=self._use_pubsub)
         topology = self._hub.gateway.primaries()
-        resp3 = self._hub.settings.listener_resp3 and not self._use_pubsub
+        keyspace = self.setting == "keyspace"
+        resp3 = self._hub.settings.listener_resp3 and not (self._use_pubsub or keyspace)
         conns = [
             TrackingConnection(s, self._hub.ledger, resp3=resp3, stats=self.refused)
             for s, _ in targets
@@ -378,13 +369,21 @@ class Invalidations:
         for conn in conns:
             if self._use_pubsub:
                 await conn.open(self.prefixes, backplane=self.channel)
+            elif keyspace:
+                await conn.open(self.prefixes, keyspace=True)
             elif writer is not None:
                 await conn.open(
                     self.prefixes, track=functools.partial(writer.open, prefixes=self.prefixes)
                 )
             else:
                 await conn.open(self.prefixes)
-        self.mode = InvalidationMode.PUBSUB if self._use_pubsub else InvalidationMode.TRACKING
+        self.mode = (
+            InvalidationMode.PUBSUB
+            if self._use_pubsub
+            else InvalidationMode.KEYSPACE
+            if keyspace
+            else InvalidationMode.TRACKING
+        )
         loop = asyncio.get_running_loop()
         readers = [loop.create_task(self._read_loop(c)) for c in conns]
         if writer is not None and writer.reader is not None:
@@ -397,7 +396,13 @@ class Invalidations:
                 # next one proves itself before process memory is trusted again
                 self.last_error = "fleet suspended: listening for the switch only"
                 await self._keepalive(conns, readers, topology)
-            await self._selftest(readers, [probe for _, probe in targets])
+            await self._probes.selftest(
+                [probe for _, probe in targets],
+                readers,
+                self.mode,
+                self.channel,
+                self.selftest_timeout,
+            )
             # anything begun before tracking was on could have missed a push: a new generation
             # makes such reads and writes unable to fill
             self._race.flush()
@@ -423,38 +428,13 @@ class Invalidations:
                 self._writer.heard = self._last_heard
             keys = msg if isinstance(msg, list) or msg is None else None
             self.received += 1
-            probe = self._probe_seen
-            if keys is not None and probe is not None and not probe.done():
-                self._probes_pending.difference_update(keys)
-                if not self._probes_pending:
-                    probe.set_result(None)
+            if keys is not None:
+                self._probes.heard(keys)
             if keys is None or keys:  # nothing to do for a message whose keys were all skipped
                 self._dispatch(keys)
             # let the loop run between messages: a flood of pushes already buffered would
             # otherwise be read and dispatched without a single yield
             await asyncio.sleep(0)
-
-    async def _selftest(self, readers: list[asyncio.Task[None]], probes: list[str]) -> None:
-        self._probe_seen = asyncio.get_running_loop().create_future()
-        self._probes_pending = set(probes)
-        for key in probes:
-            if self.mode is InvalidationMode.PUBSUB:
-                await self._hub.gateway.control(SELFTEST, "PUBLISH", self.channel, key)
-            else:
-                await self._hub.gateway.control(SELFTEST, "SET", key, "1", "PX", 10_000)
-        done, _ = await asyncio.wait(
-            {self._probe_seen, *readers},
-            timeout=self.selftest_timeout,
-            return_when="FIRST_COMPLETED",
-        )
-        for reader in readers:
-            if reader in done:
-                reader.result()  # re-raise why the connection died
-        if self._probe_seen not in done:
-            raise LowtideError(
-                "self-test failed: a write produced no invalidation message "
-                f"within {self.selftest_timeout}s"
-            )
 
     async def _keepalive(
         self,
@@ -484,6 +464,8 @@ class Invalidations:
             if self._hub.gateway.primaries() != topology:
                 # failover or resharding: keys may live elsewhere now; start over (and flush)
                 raise LowtideError("cluster topology changed")
+            if self.healthy and await self._probes.flushed(self.mode):
+                self._dispatch(None)
             # a connection heard from within half a period is alive: no PING (a busy listener
             # sends none); a dead one is still found within three periods of its last message
             now = self._hub.clock.monotonic()

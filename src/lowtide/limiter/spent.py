@@ -39,7 +39,7 @@ __all__ = ["SpentWindows"]
 
 log = logging.getLogger("lowtide.limiter")
 _WINDOW = re.compile(r"w(-?[0-9]{1,18})")
-_PUSHED = (InvalidationMode.TRACKING, InvalidationMode.PUBSUB)
+_PUSHED = (InvalidationMode.TRACKING, InvalidationMode.KEYSPACE, InvalidationMode.PUBSUB)
 
 
 class SpentWindows:

@@ -6,6 +6,12 @@ Tracking set-up (3 commands, counted by the ledger like any other)::
     CLIENT TRACKING ON REDIRECT <id> BCAST PREFIX <p1> PREFIX <p2> ...
     SUBSCRIBE __redis__:invalidate
 
+Keyspace set-up (:mod:`lowtide.redis.keyspace`)::
+
+    CONFIG GET notify-keyspace-events           -> the server's event classes
+    CONFIG SET notify-keyspace-events <flags>   (only when a class lowtide needs is missing)
+    PSUBSCRIBE __keyspace@<db>__:<p1>* ...
+
 Backplane set-up, where the server has no CLIENT TRACKING (Upstash): ``SUBSCRIBE <channel>``
 only; writers PUBLISH the keys they changed, newline-separated (keys built by
 :func:`lowtide.keys.build_key` never contain whitespace).
@@ -46,6 +52,7 @@ from lowtide.context import Attribution, _attribution
 from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.keys import MAX_KEY_LENGTH, MAX_TENANT_LENGTH
 from lowtide.ledger import Ledger
+from lowtide.redis import keyspace as ks
 from lowtide.redis.client import close_quietly, make_pool, round_trip
 from lowtide.settings import Settings
 
@@ -220,6 +227,8 @@ class TrackingConnection:
         self._aborted = False
         self.client_id: int | None = None
         self.channel = INVALIDATE_CHANNEL
+        #: keyspace mode: the channel prefix before each key (None in the other modes)
+        self._keyspace: bytes | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -246,14 +255,16 @@ class TrackingConnection:
         *,
         backplane: str | None = None,
         track: Callable[[int], Awaitable[bool]] | None = None,
+        keyspace: bool = False,
     ) -> None:
         """Connect, turn BCAST tracking on for ``prefixes`` and subscribe (raises on failure).
 
         With ``backplane`` set, skip tracking and subscribe to that pub/sub channel instead.
         With ``track``, ``await track(own id)`` may register the tracking elsewhere (a writer
         connection redirecting here: :mod:`lowtide.redis.writer`); when it returns False this
-        connection registers itself. Pushed keys outside ``prefixes`` are skipped by
-        :meth:`read`.
+        connection registers itself. With ``keyspace``, turn on the event classes keyspace
+        invalidation needs and subscribe to the keyspace channels of ``prefixes`` instead.
+        Pushed keys outside ``prefixes`` are skipped by :meth:`read`.
         """
         self._prefixes = tuple(p.encode("utf-8") for p in prefixes)
         try:
@@ -261,6 +272,9 @@ class TrackingConnection:
             self._conn = await get()
             if self._aborted:
                 raise RedisUnavailable("tracking connection is closed")
+            if keyspace:
+                await self._subscribe_keyspace(prefixes)
+                return
             if self.resp3 and backplane is None:
                 # pushes are returned by read_response(push_request=True), not handled away
                 parser: Any = getattr(self._conn, "_parser", None)
@@ -293,6 +307,43 @@ class TrackingConnection:
         except (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError) as exc:
             await self.close()
             raise RedisUnavailable(f"tracking connection: {exc}") from exc
+
+    async def _subscribe_keyspace(self, prefixes: Sequence[str]) -> None:
+        reply = await self._cmd("CONFIG", "GET", "notify-keyspace-events")
+        current = ""
+        if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], bytes):
+            current = _text(reply[1])
+        elif reply:  # anything but the two-element answer (or nothing: not configurable)
+            raise RedisCommandError(f"unexpected CONFIG GET reply {shown(reply)}", command="config")
+        missing = ks.missing_flags(current)
+        if missing:
+            await self._cmd("CONFIG", "SET", "notify-keyspace-events", current + missing)
+            log.info(
+                "keyspace notifications: notify-keyspace-events %r -> %r (classes lowtide needs)",
+                current,
+                current + missing,
+            )
+        db = int(self._pool.connection_kwargs.get("db") or 0)
+        self._keyspace = ks.channel_prefix(db).encode()
+        reply = await self._cmd("PSUBSCRIBE", *(ks.pattern(db, p) for p in prefixes))
+        if not (isinstance(reply, list) and reply and _text(reply[0]).lower() == "psubscribe"):
+            raise RedisCommandError(
+                f"unexpected PSUBSCRIBE reply {shown(reply)}", command="psubscribe"
+            )
+
+    def _keyspace_message(self, channel: object, event: object) -> list[str] | None:
+        """The key a keyspace message names (``[]`` for a TTL-only event or a channel that is
+        not a keyspace channel of this database)."""
+        prefix = self._keyspace or b""
+        if not (isinstance(channel, bytes) and channel.startswith(prefix)):
+            self.stats.malformed += 1
+            self.stats.warnings.warn(
+                "shape", "keyspace message on an unexpected channel ignored: %s", shown(channel)
+            )
+            return []
+        if not ks.is_invalidation(event):
+            return []
+        return message_keys(channel[len(prefix) :], self._prefixes, self.stats, split=False)
 
     async def ping(self) -> None:
         """Send a keepalive PING (answered in subscribed mode as a ``pong`` message)."""
@@ -333,6 +384,8 @@ class TrackingConnection:
                 return message_keys(msg[1], self._prefixes, self.stats, split=False)
             if kind == "pong":
                 return "pong"
+            if kind == "pmessage" and self._keyspace is not None and len(msg) >= 4:
+                return self._keyspace_message(msg[2], msg[3])
             if kind == "message" and len(msg) >= 3 and _text(msg[1]) == self.channel:
                 if msg[2] is None:
                     return None
