@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from lowtide import CircuitBreaker, CircuitOpen, Quotas
+from lowtide import CircuitBreaker, CircuitOpen, ManualClock, Quotas
 from lowtide.testing import ValkeyServer
 
 
@@ -52,3 +52,14 @@ def server_fleet_total(server: ValkeyServer, quotas: Quotas, tenant: str) -> int
         if name.startswith("s:"):
             total += int(server.command("HGET", quotas.counter_key(name[2:]), tenant) or 0)
     return total
+
+
+async def advance_gently(clock: ManualClock, seconds: float, step: float = 5.0) -> None:
+    """Advance a :class:`~lowtide.ManualClock` by ``seconds`` in steps of ``step``, letting the
+    loop run between them: background loops (the listener's keepalive, which declares a
+    listener dead after two silent periods) see time pass as it would in real life."""
+    left = seconds
+    while left > 0:
+        clock.advance(min(step, left))
+        left -= step
+        await asyncio.sleep(0.02)

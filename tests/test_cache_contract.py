@@ -20,7 +20,7 @@ from lowtide import Cache, Lowtide, ManualClock, Mode, build_key
 from lowtide.context import Attribution
 from lowtide.testing import changes, ledger_commands
 from tests.deployments import LISTENER_MODES, Deployment
-from tests.helpers import eventually
+from tests.helpers import advance_gently, eventually
 
 A = Attribution("test", "-")
 #: listener start-up: three connections and self-tests on a cluster
@@ -197,7 +197,7 @@ class CacheContract:
                     # no event for a flush: the next sentinel check (every max_staleness / 2
                     # of the hub, 30 s) finds its probe key gone
                     assert [cache.peek(k, tenant="t1") for k in keys] == ["v"] * len(keys)
-                    clock.advance(30.1)
+                    await advance_gently(clock, 30.1)
                 # the listener drops everything: every copy is demoted
                 await eventually(lambda: all(cache.peek(k, tenant="t1") is None for k in keys))
             else:

@@ -105,7 +105,9 @@ class Probes:
         """Keyspace mode, once per :attr:`period`: True if a sentinel vanished unheard (the
         caller flushes process memory); the sentinel is then written again."""
         now = self._hub.clock.monotonic()
-        if mode is not InvalidationMode.KEYSPACE or now - self._checked < self.period:
+        # the listener's keepalive loop calls this on its ticks: half a second of slack so a
+        # period that is a multiple of the tick is not missed by a rounding error
+        if mode is not InvalidationMode.KEYSPACE or now - self._checked < self.period - 0.5:
             return False
         self._checked = now
         life = int(3 * self.period * 1000)

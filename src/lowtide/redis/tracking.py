@@ -309,15 +309,24 @@ class TrackingConnection:
             raise RedisUnavailable(f"tracking connection: {exc}") from exc
 
     async def _subscribe_keyspace(self, prefixes: Sequence[str]) -> None:
-        reply = await self._cmd("CONFIG", "GET", "notify-keyspace-events")
-        current = ""
-        if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], bytes):
-            current = _text(reply[1])
-        elif reply:  # anything but the two-element answer (or nothing: not configurable)
-            raise RedisCommandError(f"unexpected CONFIG GET reply {shown(reply)}", command="config")
-        missing = ks.missing_flags(current)
+        try:
+            reply = await self._cmd("CONFIG", "GET", "notify-keyspace-events")
+            current = ""
+            if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], bytes):
+                current = _text(reply[1])
+            elif reply:  # anything but the two-element answer (or nothing: not configurable)
+                raise RedisCommandError(f"unexpected reply {shown(reply)}", command="config")
+            missing = ks.missing_flags(current)
+            if missing:
+                await self._cmd("CONFIG", "SET", "notify-keyspace-events", current + missing)
+        except (RedisCommandError, rexc.ResponseError) as exc:
+            raise RedisCommandError(
+                "keyspace notifications need notify-keyspace-events to hold "
+                f"{ks.REQUIRED_FLAGS!r}, and reading or setting it failed ({exc}): allow "
+                "CONFIG GET and CONFIG SET, or set it on the server and allow CONFIG GET",
+                command="config",
+            ) from exc
         if missing:
-            await self._cmd("CONFIG", "SET", "notify-keyspace-events", current + missing)
             log.info(
                 "keyspace notifications: notify-keyspace-events %r -> %r (classes lowtide needs)",
                 current,

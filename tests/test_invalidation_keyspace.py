@@ -1,0 +1,167 @@
+"""Invalidation by keyspace notifications (``invalidation="keyspace"``), on a real server.
+
+The listener turns on the event classes it needs (never removing any), copies live as long as
+their Redis value does (no ``max_staleness`` cap: every writer's changes are published by the
+server), a writer keeps its own write without reading it back and without a PUBLISH, a silent
+FLUSHALL is noticed by the sentinel check, and hostile messages on the keyspace channels are
+bounded like any other pushed message. (The cache contract in every mode, keyspace included, is
+tests/test_cache_contract.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lowtide import Lowtide, ManualClock
+from lowtide.keys import build_key
+from lowtide.redis import keyspace as ks
+from lowtide.redis import plain_client
+from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
+from tests.helpers import advance_gently, eventually
+
+
+def events(server: ValkeyServer) -> str:
+    reply = server.command("CONFIG", "GET", "notify-keyspace-events")
+    return bytes(reply[1]).decode() if isinstance(reply, list) else ""
+
+
+def test_missing_flags_add_only_what_is_needed() -> None:
+    assert ks.missing_flags("") == "Kg$hxe"
+    assert ks.missing_flags("Ex") == "Kg$he"
+    assert ks.missing_flags("KA") == ""  # A stands for every event class
+    assert ks.missing_flags("AE") == "K"
+    assert ks.pattern(0, "lt:c:") == "__keyspace@0__:lt:c:*"
+    assert ks.pattern(3, "a*b?[c]\\") == "__keyspace@3__:a\\*b\\?\\[c\\]\\\\*"
+    assert not ks.is_invalidation(b"expire")
+    assert not ks.is_invalidation(b"persist")
+    assert ks.is_invalidation(b"set")
+    assert ks.is_invalidation(b"expired")
+    assert ks.is_invalidation(b"x" * 100)
+    assert ks.is_invalidation(None)
+
+
+@pytest.mark.parametrize("before", ["", "Ex", "KEA"])
+async def test_the_listener_adds_the_event_classes_it_needs_and_removes_none(before: str) -> None:
+    with ValkeyServer() as server:
+        server.command("CONFIG", "SET", "notify-keyspace-events", before)
+        sets = server_commands(server).get("config|set", 0)
+        async with Lowtide(server.url, invalidation="keyspace") as hub:
+            assert await hub.invalidations.wait_healthy(5)
+            assert hub.health()["invalidation"]["mode"] == "keyspace"
+            now = events(server)
+            assert set(before) <= set(now)
+            assert ks.missing_flags(now) == ""
+            if before == "KEA":
+                assert set(now) == set(before)  # nothing to add: no CONFIG SET was sent
+                assert server_commands(server).get("config|set", 0) == sets
+
+
+async def test_copies_live_as_long_as_their_redis_value_and_writers_send_no_publish() -> None:
+    clock = ManualClock()
+    with ValkeyServer() as server:
+        async with (
+            Lowtide(server.url, invalidation="keyspace", instance="a", clock=clock) as a,
+            Lowtide(server.url, invalidation="keyspace", instance="b", clock=clock) as b,
+        ):
+            for hub in (a, b):
+                assert await hub.invalidations.wait_healthy(5)
+            ca, cb = a.cache("profiles", ttl=300), b.cache("profiles", ttl=300)
+            before_server = server_commands(server)
+            before = ledger_commands(a, component="cache")
+            before_b = ledger_commands(b, component="cache")
+            await ca.set("u1", "v1", tenant="t1")
+            assert await cb.get("u1", tenant="t1") == "v1"
+            await asyncio.sleep(0.05)  # a's own echo arrives (and is swallowed)
+            assert await ca.get("u1", tenant="t1") == "v1"  # no read-back
+            # past max_staleness (60 s): still served from memory, no GET
+            await advance_gently(clock, 90)
+            for _ in range(5):
+                assert await ca.get("u1", tenant="t1") == "v1"
+                assert await cb.get("u1", tenant="t1") == "v1"
+            assert changes(before, ledger_commands(a, component="cache")) == {"set": 1}
+            assert changes(before_b, ledger_commands(b, component="cache")) == {"get": 1}
+            assert "publish" not in changes(before_server, server_commands(server))
+            # a write by any client reaches both
+            raw = build_key("lt", "cache", "profiles", "t1", "u1")
+            other = plain_client(server.url)
+            await other.delete(raw)
+            await other.aclose()
+            await eventually(
+                lambda: ca.peek("u1", tenant="t1") is None and cb.peek("u1", tenant="t1") is None
+            )
+            # the Redis copy's own expiry is pushed too ("expired")
+            await ca.set("u2", "v", tenant="t1", ttl=0.2)
+            assert await cb.get("u2", tenant="t1") == "v"
+            await eventually(lambda: cb.peek("u2", tenant="t1") is None)
+
+
+async def test_a_silent_flushall_is_noticed_by_the_sentinel_check() -> None:
+    clock = ManualClock()
+    with ValkeyServer() as server:
+        async with Lowtide(server.url, invalidation="keyspace", clock=clock) as hub:
+            assert await hub.invalidations.wait_healthy(5)
+            cache = hub.cache("profiles", ttl=300)
+            await cache.set("u1", "v1", tenant="t1")
+            server.flushall()
+            await asyncio.sleep(0.1)
+            assert cache.peek("u1", tenant="t1") == "v1"  # no event for a flush
+            before = ledger_commands(hub, component="invalidation")
+            await advance_gently(clock, 30.1)  # max_staleness / 2
+            await eventually(lambda: cache.peek("u1", tenant="t1") is None)
+            assert hub.health()["invalidation"]["silent_flushes"] == 1
+            # one PEXPIRE found the sentinel gone, one SET wrote it again
+            sent = changes(before, ledger_commands(hub, component="invalidation"))
+            sent.pop("ping", None)  # keepalives of a quiet listener
+            assert sent == {"pexpire": 1, "set": 1}
+            assert await cache.get("u1", tenant="t1") is None
+            # while nothing vanishes, a check costs one PEXPIRE and flushes nothing
+            await cache.set("u1", "v2", tenant="t1")
+            before = ledger_commands(hub, component="invalidation")
+            await advance_gently(clock, 30.1)
+            await eventually(
+                lambda: (
+                    changes(before, ledger_commands(hub, component="invalidation")).get("pexpire")
+                    == 1
+                )
+            )
+            assert "set" not in changes(before, ledger_commands(hub, component="invalidation"))
+            assert cache.peek("u1", tenant="t1") == "v2"
+            assert hub.health()["invalidation"]["silent_flushes"] == 1
+
+
+async def test_hostile_messages_on_keyspace_channels_are_bounded() -> None:
+    with ValkeyServer() as server:
+        async with Lowtide(server.url, invalidation="keyspace") as hub:
+            assert await hub.invalidations.wait_healthy(5)
+            cache = hub.cache("profiles")
+            await cache.set("u1", "v1", tenant="t1")
+            await cache.set("u2", "v2", tenant="t1")
+            raw = build_key("lt", "cache", "profiles", "t1", "u1")
+            other = plain_client(server.url)
+            # a huge "event" on a real key's channel: one invalidation of that key
+            await other.publish(f"__keyspace@0__:{raw}", b"x" * (2 << 20))
+            # a TTL-only event changes nothing
+            await other.publish(f"__keyspace@0__:{raw.replace('u1', 'u2')}", b"expire")
+            # an over-long key under the prefix: skipped and counted
+            await other.publish("__keyspace@0__:lt:c:" + "k" * 200_000, b"set")
+            await other.aclose()
+            await eventually(lambda: cache.peek("u1", tenant="t1") is None)
+            await eventually(lambda: hub.health()["invalidation"]["skipped_keys"] == 1)
+            assert cache.peek("u2", tenant="t1") == "v2"
+            assert hub.invalidations.healthy
+
+
+async def test_refused_configuration_leaves_the_listener_down_with_the_reason() -> None:
+    with ValkeyServer() as server:
+        server.command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config")
+        url = f"redis://app:pw@{server.host}:{server.port}/0"
+        async with Lowtide(url, invalidation="keyspace", start_wait=0) as hub:
+            await eventually(lambda: hub.invalidations.last_error is not None)
+            assert not hub.invalidations.healthy
+            assert "notify-keyspace-events" in str(hub.invalidations.last_error)
+            cache = hub.cache("profiles")
+            await cache.set("u1", "v1", tenant="t1")
+            assert await cache.get("u1", tenant="t1") == "v1"  # through Redis, not memory
+            assert cache.peek("u1", tenant="t1") is None
