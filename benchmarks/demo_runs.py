@@ -12,7 +12,8 @@ reports how far each run's default median is from it (the steady-state check).
 configuration) instead of running them again, so ``--long`` can be made on its own.
 
 ``--dropin`` adds the run of the naive code with only its client swapped for ``lt.redis()``
-(``lowtide demo --dropin``).
+(``lowtide demo --dropin``). Every invalidation mode is measured (``lowtide demo --invalidation
+all``: tracking, keyspace, pub/sub); ``--invalidation both`` measures the demo's default two.
 
 Run: ``python -m benchmarks.demo_runs [--repeat 3] [--long] [--dropin]``.
 """
@@ -31,6 +32,7 @@ from typing import Any
 
 from benchmarks._common import table, write
 from lowtide.demo import DemoConfig, run_demo
+from lowtide.demo.trace import ALL_INVALIDATION_RUNS, INVALIDATION_RUNS
 from lowtide.demo.analysis import StrategyResult
 from lowtide.testing import ValkeyServer
 
@@ -125,12 +127,16 @@ def main() -> None:
     parser.add_argument(
         "--default-from", type=Path, help="the default repetitions from an earlier run's JSON"
     )
+    parser.add_argument("--invalidation", choices=("all", "both"), default="all")
     parser.add_argument("--single", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
         single(args.single[0], Path(args.single[1]), args.long_seconds, args.long_warmup)
         return
-    config = DemoConfig(seconds=args.seconds, warmup=args.warmup, dropin=args.dropin)
+    modes = ALL_INVALIDATION_RUNS if args.invalidation == "all" else INVALIDATION_RUNS
+    config = DemoConfig(
+        seconds=args.seconds, warmup=args.warmup, dropin=args.dropin, invalidation=modes
+    )
     reps = []
     if args.default_from:
         earlier = json.loads(args.default_from.read_text())
@@ -156,6 +162,7 @@ def main() -> None:
             "machines": config.machines,
             "seed": config.seed,
             "dropin": config.dropin,
+            "invalidation": list(config.invalidation),
         },
         "repeat": len(reps),
         "repetitions": reps,

@@ -36,5 +36,5 @@ def test_time_compression_divides_every_period_by_one_factor() -> None:
 
 
 def test_runs_are_the_baselines_then_one_per_invalidation_mode() -> None:
-    assert DemoConfig().runs == ("naive", "ttl-fix", "lowtide/tracking", "lowtide/pubsub")
+    assert DemoConfig().runs == ("naive", "ttl-fix", "lowtide/tracking", "lowtide/keyspace")
     assert DemoConfig(invalidation=("pubsub",)).runs == ("naive", "ttl-fix", "lowtide/pubsub")

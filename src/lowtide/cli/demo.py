@@ -27,6 +27,7 @@ from lowtide.cli.app import embedded_server, fail
 from lowtide.cli.output import cell
 from lowtide.demo import DemoConfig, DemoResult, StrategyResult, run_demo
 from lowtide.demo.runner import ProgressEvent
+from lowtide.demo.trace import ALL_INVALIDATION_RUNS, INVALIDATION_RUNS
 
 __all__ = [
     "CHART_HINT",
@@ -47,17 +48,25 @@ CHART_HINT = (
     "(or 'lowtide[demo]': the CLI, the chart and the embedded server)"
 )
 
-MODES = {"tracking": ("tracking",), "pubsub": ("pubsub",), "both": ("tracking", "pubsub")}
+MODES = {
+    "tracking": ("tracking",),
+    "keyspace": ("keyspace",),
+    "pubsub": ("pubsub",),
+    "both": INVALIDATION_RUNS,
+    "all": ALL_INVALIDATION_RUNS,
+}
 _LABELS = {
     "naive": "naive",
     "ttl-fix": "ttl-fix",
     "dropin": "drop-in\nlt.redis()",
     "lowtide/tracking": "lowtide\ntracking",
+    "lowtide/keyspace": "lowtide\nkeyspace",
     "lowtide/pubsub": "lowtide\npub/sub",
 }
 _LONG = {
     "dropin": "naive code on lt.redis()",
     "lowtide/tracking": "lowtide tracking",
+    "lowtide/keyspace": "lowtide keyspace",
     "lowtide/pubsub": "lowtide pub/sub",
 }
 
@@ -272,7 +281,8 @@ def _header(cfg: DemoConfig, runs: tuple[str, ...]) -> list[str]:
     lines = [
         f"lowtide demo: the incident's workload x{cfg.scale:g} (~{cfg.naive_gets_per_min:,.0f} "
         f"naive GETs/min) on {cfg.machines} machines (real processes); runs: {names} "
-        "(tracking: CLIENT TRACKING; pub/sub: the backplane lowtide uses on Upstash).",
+        "(tracking: CLIENT TRACKING; keyspace: keyspace notifications, lowtide's mode for "
+        "Upstash; pub/sub: the backplane, for servers with neither).",
     ]
     k = cfg.time_scale
     wall = _clock(cfg.wall(cfg.total_seconds))
@@ -319,7 +329,11 @@ def demo(
     machines: Annotated[int, typer.Option(help="machines (real processes) per run")] = 4,
     scale: Annotated[float, typer.Option(help="multiply the incident's traffic rates")] = 1.0,
     invalidation: Annotated[
-        str, typer.Option(help="lowtide's invalidation mode(s): tracking, pubsub or both")
+        str,
+        typer.Option(
+            help="lowtide's invalidation mode(s): tracking, keyspace, pubsub, "
+            "both (tracking and keyspace) or all"
+        ),
     ] = "both",
     dropin: Annotated[
         bool,
@@ -334,13 +348,13 @@ def demo(
     ] = None,
 ) -> None:
     """Replay the incident on a real server (the naive code, its TTL fix, lowtide with CLIENT
-    TRACKING and with pub/sub) and measure each from the server's side."""
+    TRACKING and with keyspace notifications) and measure each from the server's side."""
     if seconds <= 0 or machines < 1 or scale <= 0 or warmup < 0:
         raise typer.BadParameter("seconds and scale must be > 0, machines >= 1, warmup >= 0")
     if speedup is not None and speedup <= 0:
         raise typer.BadParameter("speedup must be > 0")
     if invalidation not in MODES:
-        raise typer.BadParameter("invalidation: tracking, pubsub or both")
+        raise typer.BadParameter("invalidation: tracking, keyspace, pubsub, both or all")
     if chart and importlib.util.find_spec("matplotlib") is None:
         # said before the runs (minutes), not after them
         Console(emoji=False, highlight=False, stderr=True).print(cell(CHART_HINT, "yellow"))

@@ -180,12 +180,13 @@ def lower_bound(
     mode: str,
     window_of: Callable[[float], int] | None = None,
 ) -> LowerBound:
-    """The bound for ``mode`` (``tracking`` or ``pubsub``) over the measured window.
+    """The bound for ``mode`` (``tracking``, ``keyspace`` or ``pubsub``) over the measured
+    window (keyspace notifications are pushed by the server as tracking's are: same bound).
 
     ``window_of`` maps a trace time to the limiter window it falls in (by default
     ``floor(t / per)``; a run passes its own alignment to the wall clock).
     """
-    if mode not in ("tracking", "pubsub"):
+    if mode not in ("tracking", "keyspace", "pubsub"):
         raise ValueError(f"unknown invalidation mode {mode!r}")
     start, end = config.warmup, config.warmup + config.seconds
     per = config.per
@@ -205,7 +206,7 @@ def lower_bound(
         timeline.sort(key=lambda e: e[0])
         costs = key_costs(timeline, config.cache_ttl, start, end)
         writes += costs.writes
-        if mode == "tracking":
+        if mode != "pubsub":
             fetches += costs.fetches
         elif costs.writes + costs.reads < costs.writes + costs.fetches + costs.notifications:
             fetches += costs.reads  # cache-aside: every read asks Redis

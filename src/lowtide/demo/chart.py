@@ -27,11 +27,13 @@ COLOURS = {
     "ttl-fix": "#ff7f0e",
     "dropin": "#9467bd",
     "lowtide/tracking": "#1f77b4",
+    "lowtide/keyspace": "#17becf",
     "lowtide/pubsub": "#2ca02c",
 }
 NAMES = {
     "dropin": "naive code on lt.redis()",
     "lowtide/tracking": "lowtide, tracking",
+    "lowtide/keyspace": "lowtide, keyspace",
     "lowtide/pubsub": "lowtide, pub/sub",
 }
 

@@ -10,7 +10,8 @@
 * :class:`DropIn` (``--dropin``): the naive code unchanged, its redis-py client swapped for
   lowtide's drop-in (``lt.redis(cache_prefixes=...)``).
 * :class:`LowtideStrategy`: this library with its defaults, in one invalidation mode
-  (``tracking``: CLIENT TRACKING; ``pubsub``: the backplane lowtide uses on Upstash).
+  (``tracking``: CLIENT TRACKING; ``keyspace``: keyspace notifications, the mode for Upstash;
+  ``pubsub``: the backplane, for servers with neither).
 
 All three use the same "database" (the trace's history, 2 ms per query) and the same dependency
 (which fails while the trace says so), start with an empty cache and reach their steady state in
@@ -470,8 +471,9 @@ def make_strategy(run: str, url: str, namespace: str, db: Database, machine: int
     if run == "dropin":
         return DropIn(url, namespace, db, machine)
     name, _, mode = run.partition("/")
-    if name == "lowtide" and mode in ("tracking", "pubsub"):
+    if name == "lowtide" and mode in ("tracking", "keyspace", "pubsub"):
         return LowtideStrategy(url, namespace, db, machine, mode)
     raise ValueError(
-        f"unknown run {run!r}; expected naive, ttl-fix, dropin, lowtide/tracking or lowtide/pubsub"
+        f"unknown run {run!r}; expected naive, ttl-fix, dropin, lowtide/tracking, "
+        "lowtide/keyspace or lowtide/pubsub"
     )

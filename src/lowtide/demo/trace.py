@@ -18,11 +18,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_SPEEDUP", "INVALIDATION_RUNS", "DemoConfig", "Event", "Trace", "generate"]
+__all__ = [
+    "ALL_INVALIDATION_RUNS",
+    "DEFAULT_SPEEDUP",
+    "INVALIDATION_RUNS",
+    "DemoConfig",
+    "Event",
+    "Trace",
+    "generate",
+]
 
 
 #: lowtide's invalidation modes the demo can measure (each is its own run and column)
-INVALIDATION_RUNS: tuple[str, ...] = ("tracking", "pubsub")
+INVALIDATION_RUNS: tuple[str, ...] = ("tracking", "keyspace")
+#: every mode lowtide has (the pub/sub backplane is for servers with neither CLIENT TRACKING
+#: nor configurable keyspace notifications)
+ALL_INVALIDATION_RUNS: tuple[str, ...] = ("tracking", "keyspace", "pubsub")
 #: the default time compression at ``scale <= 1`` (event rates x20, every period / 20)
 DEFAULT_SPEEDUP = 20.0
 
