@@ -32,8 +32,8 @@ from typing import Any
 
 from benchmarks._common import table, write
 from lowtide.demo import DemoConfig, run_demo
-from lowtide.demo.trace import ALL_INVALIDATION_RUNS, INVALIDATION_RUNS
 from lowtide.demo.analysis import StrategyResult
+from lowtide.demo.trace import ALL_INVALIDATION_RUNS, INVALIDATION_RUNS
 from lowtide.testing import ValkeyServer
 
 METRICS = ("billed_per_day", "gets_per_day", "usd_per_month", "bound_per_day", "bound_ratio")
