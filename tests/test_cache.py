@@ -245,20 +245,23 @@ async def test_same_name_with_other_options_is_an_error(hub: Lowtide) -> None:
         hub.cache("p", ttl=20)
 
 
-async def test_auto_mode_falls_back_to_pubsub_where_tracking_is_refused(
-    lowtide_fresh_server: ValkeyServer,
+@pytest.mark.parametrize(
+    ("refused", "feed"),
+    [(("-client|tracking",), "keyspace"), (("-client|tracking", "-config"), "pubsub")],
+)
+async def test_auto_mode_falls_back_where_tracking_is_refused(
+    lowtide_fresh_server: ValkeyServer, refused: tuple[str, ...], feed: str
 ) -> None:
     server = lowtide_fresh_server
-    # a managed service without CLIENT TRACKING, modelled by an ACL user that may not run it
-    server.command(
-        "ACL", "SETUSER", "app", "on", ">s3cret", "~*", "&*", "+@all", "-client|tracking"
-    )
+    # a managed service without CLIENT TRACKING (and without CONFIG), modelled by an ACL user
+    # that may not run them: keyspace notifications, else the pub/sub backplane
+    server.command("ACL", "SETUSER", "app", "on", ">s3cret", "~*", "&*", "+@all", *refused)
     url = f"redis://app:s3cret@127.0.0.1:{server.port}/0"
     async with Lowtide(url, instance="a") as a, Lowtide(url, instance="b") as b:
         assert await a.invalidations.wait_healthy(5)
         assert await b.invalidations.wait_healthy(5)
         health = a.health()["invalidation"]
-        assert health["mode"] == "pubsub"
+        assert health["mode"] == feed
         assert health["setting"] == "auto"
         assert "s3cret" not in str(a.health())
         ca, cb = a.cache("p"), b.cache("p")

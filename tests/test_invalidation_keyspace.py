@@ -165,3 +165,19 @@ async def test_refused_configuration_leaves_the_listener_down_with_the_reason() 
             await cache.set("u1", "v1", tenant="t1")
             assert await cache.get("u1", tenant="t1") == "v1"  # through Redis, not memory
             assert cache.peek("u1", tenant="t1") is None
+
+
+@pytest.mark.parametrize(("refused", "feed"), [((), "keyspace"), (("-config",), "pubsub")])
+async def test_auto_on_upstash_uses_keyspace_notifications_where_config_is_allowed(
+    refused: tuple[str, ...], feed: str
+) -> None:
+    with ValkeyServer() as server:
+        server.command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", *refused)
+        url = f"redis://app:pw@{server.host}:{server.port}/0"
+        async with Lowtide(url, provider="upstash") as hub:
+            assert await hub.invalidations.wait_healthy(5)
+            assert hub.health()["invalidation"]["mode"] == feed
+            assert hub.health()["invalidation"]["setting"] == "auto"
+            # Upstash documents no CLIENT TRACKING: never tried
+            assert "client|tracking" not in server_commands(server)
+            assert (ks.missing_flags(events(server)) == "") is (feed == "keyspace")

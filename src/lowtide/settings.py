@@ -32,9 +32,10 @@ __all__ = [
 
 Provider = Literal["redis", "valkey", "dragonfly", "keydb", "upstash"]
 InvalidationSetting = Literal["auto", "tracking", "keyspace", "pubsub", "ttl"]
-#: ``auto``: CLIENT TRACKING, or pub/sub where tracking is absent (always pub/sub on Upstash);
+#: ``auto``: CLIENT TRACKING, else keyspace notifications, else pub/sub (on Upstash: keyspace
+#: notifications, else pub/sub; see :mod:`lowtide.invalidation.feeds`);
 #: ``keyspace``: the server's keyspace notifications (lowtide turns on the event classes it
-#: needs in ``notify-keyspace-events``; the choice for Upstash);
+#: needs in ``notify-keyspace-events``, never removing one);
 #: ``ttl``: no push at all, L1 entries live at most ``max_staleness``
 INVALIDATION_MODES: tuple[str, ...] = ("auto", "tracking", "keyspace", "pubsub", "ttl")
 #: servers lowtide knows; ``upstash`` selects per-command billing rules and no CLIENT TRACKING
@@ -162,7 +163,8 @@ class Settings:
     namespace: str = "lt"
     #: this process's name in the ledger, health and the fleet view
     instance: str = field(default_factory=_default_instance)
-    #: server kind; ``upstash`` switches billing rules and invalidation to pub/sub
+    #: server kind; ``upstash`` switches billing rules, and ``auto`` invalidation to keyspace
+    #: notifications (Upstash documents no CLIENT TRACKING)
     provider: Provider = "redis"
     #: start suspended: never open a connection (SUSPEND_REDIS, the incident team's switch)
     suspend: bool = False

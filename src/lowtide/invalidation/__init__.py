@@ -34,8 +34,9 @@ from lowtide._listeners import Listeners
 from lowtide._tasks import BackgroundTasks
 from lowtide.backoff import Backoff
 from lowtide.errors import LowtideError, RedisCommandError
+from lowtide.invalidation.feeds import FeedChain
 from lowtide.invalidation.guard import RaceGuard
-from lowtide.invalidation.probes import Probes, listener_targets
+from lowtide.invalidation.probes import Probes, SelfTestFailed, listener_targets
 from lowtide.keys import prefix
 from lowtide.modes import InvalidationMode, Mode, ModeChange
 from lowtide.redis.tracking import MessageStats, TrackingConnection
@@ -69,8 +70,7 @@ class Invalidations:
         self.keepalive = keepalive
         self.selftest_timeout = selftest_timeout
         self.setting = hub.settings.invalidation
-        if self.setting == "auto" and hub.settings.provider == "upstash":
-            self.setting = "pubsub"  # Upstash documents no CLIENT TRACKING
+        self._feeds = FeedChain(self.setting, hub.settings.provider)
         #: pub/sub channel of the backplane (used only in pubsub mode)
         self.channel = f"{ns}:invalidate"
         self.mode = InvalidationMode.TTL if self.setting == "ttl" else InvalidationMode.OFF
@@ -92,7 +92,6 @@ class Invalidations:
         self._task: asyncio.Task[None] | None = None
         self._healthy_event = asyncio.Event()
         self._probes = Probes(hub)
-        self._unsupported = False
         self._stopping = False
         self._last_heard = 0.0
         self._heard: dict[int, float] = {}
@@ -197,7 +196,7 @@ class Invalidations:
         if self.setting == "pubsub":
             return True
         if self.setting == "auto":
-            return self.mode is not InvalidationMode.TRACKING
+            return self.mode not in (InvalidationMode.TRACKING, InvalidationMode.KEYSPACE)
         return False
 
     @property
@@ -292,14 +291,12 @@ class Invalidations:
                 await self._session()
                 backoff.reset()
             except RedisCommandError as exc:
-                text = str(exc).lower()
-                tracking_refused = exc.command == "client|tracking" or "tracking" in text
-                if tracking_refused and self.setting == "auto" and not self._unsupported:
-                    self._unsupported = True  # fall back to the pub/sub backplane at once
-                    self._lost(f"CLIENT TRACKING unavailable ({exc}); using pub/sub")
-                    log.warning("no CLIENT TRACKING on this server; using the pub/sub backplane")
-                    self._close_conn()
+                if self._fall_back(exc):
                     continue
+                self._lost(str(exc))
+            except SelfTestFailed as exc:
+                if self._fall_back(exc, selftest=True):
+                    continue  # events that never came: the server only takes the setting
                 self._lost(str(exc))
             except LowtideError as exc:
                 self._lost(str(exc))
@@ -310,6 +307,19 @@ class Invalidations:
                 await conn.close()
             await self._close_writer()
             await clock.sleep(backoff.next_delay())
+
+    def _fall_back(self, exc: LowtideError, *, selftest: bool = False) -> bool:
+        why = self._feeds.fall_back(exc, selftest=selftest)
+        if why is None:
+            return False
+        self._lost(why)
+        log.warning("%s", why)
+        self._close_conn()
+        return True
+
+    @property
+    def _feed(self) -> str:
+        return self._feeds.current
 
     def _close_conn(self) -> None:
         conns, self._conns = self._conns, []
@@ -337,8 +347,7 @@ class Invalidations:
         hub = self._hub
         return (
             hub.settings.noloop_writes
-            and self.setting != "keyspace"
-            and not self._use_pubsub
+            and self._feed == "tracking"
             and not resp3
             and len(targets) == 1
             and hub.gateway.primaries() is None
@@ -346,12 +355,12 @@ class Invalidations:
 
     @property
     def _use_pubsub(self) -> bool:
-        return self.setting == "pubsub" or (self.setting == "auto" and self._unsupported)
+        return self._feed == "pubsub"
 
     async def _session(self) -> None:
         targets = listener_targets(self._hub, pubsub=self._use_pubsub)
         topology = self._hub.gateway.primaries()
-        keyspace = self.setting == "keyspace"
+        keyspace = self._feed == "keyspace"
         resp3 = self._hub.settings.listener_resp3 and not (self._use_pubsub or keyspace)
         conns = [
             TrackingConnection(s, self._hub.ledger, resp3=resp3, stats=self.refused)
@@ -407,6 +416,7 @@ class Invalidations:
             # makes such reads and writes unable to fill
             self._race.flush()
             self.healthy = True
+            self._feeds.proven = True
             self._healthy_event.set()
             self.last_error = None
             self._on_healthy.emit(None)

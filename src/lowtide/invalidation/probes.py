@@ -31,12 +31,16 @@ if TYPE_CHECKING:
     from lowtide.runtime import HubView
     from lowtide.settings import Settings
 
-__all__ = ["SELFTEST", "Probes", "listener_targets"]
+__all__ = ["SELFTEST", "Probes", "SelfTestFailed", "listener_targets"]
 
 log = logging.getLogger("lowtide.invalidation")
 SELFTEST = Attribution("invalidation", "-", None)
 #: a self-test write's life when it is not a sentinel (ms)
 _PROBE_MS = 10_000
+
+
+class SelfTestFailed(LowtideError):
+    """A probe write produced no message within the self-test's timeout."""
 
 
 class Probes:
@@ -96,7 +100,7 @@ class Probes:
             if reader in done:
                 reader.result()  # re-raise why the connection died
         if self._seen not in done:
-            raise LowtideError(
+            raise SelfTestFailed(
                 f"self-test failed: a write produced no invalidation message within {timeout}s"
             )
         self._checked = self._hub.clock.monotonic()
