@@ -15,24 +15,28 @@ from lowtide.testing import ValkeyServer
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 
-def recipe() -> list[str]:
-    """The ``ACL SETUSER`` line of the doc's recipe block, as arguments."""
+def recipe(which: int = 0) -> list[str]:
+    """The ``ACL SETUSER`` line of the doc's recipe block ``which`` (0: every mode; 1: what
+    keyspace notifications add), as arguments."""
     text = DOC.read_text()
-    block = re.search(r"```\n(ACL SETUSER lowtide .*?)\n```", text, re.S)
-    assert block, "docs/security.md has the ACL recipe"
-    return block.group(1).replace("\\\n", " ").split()
+    blocks = re.findall(r"```\n(ACL SETUSER lowtide .*?)\n```", text, re.S)
+    assert len(blocks) == 2, "docs/security.md has the ACL recipe and its keyspace addition"
+    return blocks[which].replace("\\\n", " ").split()
 
 
-@pytest.mark.parametrize("invalidation", ["tracking", "pubsub"])
+@pytest.mark.parametrize("invalidation", ["tracking", "pubsub", "keyspace"])
 async def test_lowtide_runs_with_exactly_the_documented_permissions(invalidation: str) -> None:
     with ValkeyServer() as server:
         args = recipe()
         assert args[:3] == ["ACL", "SETUSER", "lowtide"]
         server.command(*args)
+        if invalidation == "keyspace":
+            server.command(*recipe(1))
         url = f"redis://lowtide:change-me@{server.host}:{server.port}/0"
         async with Lowtide(url, invalidation=invalidation, fleet_view=True) as lt:
             assert lt.mode is Mode.DISTRIBUTED
             assert await lt.ready(5)
+            assert lt.health()["invalidation"]["mode"] == invalidation
             cache = lt.cache("profiles")
             await cache.set("k", {"v": 1}, tenant="t1")
             assert await cache.get_many(["k"], tenant="t1") == {"k": {"v": 1}}
