@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from lowtide import CircuitBreaker, CircuitOpen, ManualClock, Quotas
+from lowtide import CircuitBreaker, CircuitOpen, Lowtide, ManualClock, Quotas, build_key
+from lowtide.modes import InvalidationMode
+from lowtide.redis import plain_client
 from lowtide.testing import ValkeyServer
 
 
@@ -63,3 +66,31 @@ async def advance_gently(clock: ManualClock, seconds: float, step: float = 5.0) 
         clock.advance(min(step, left))
         left -= step
         await asyncio.sleep(0.02)
+
+
+async def listeners_caught_up(hubs: list[Lowtide]) -> None:
+    """Wait until every hub's invalidation listener has handled every message sent so far: a
+    fence key is written (published, on the backplane) and each listener must hear it (one
+    connection, in order). Keyspace notifications send one message per write, so a big batch
+    of writes can still be in flight to the listeners when the writer has its replies."""
+    url = hubs[0].settings.url
+    assert url is not None
+    key = build_key(hubs[0].settings.namespace, "cache", "fence", None, str(time.monotonic()))
+    heard: set[int] = set()
+
+    def hear(i: int, keys: list[str] | None) -> None:
+        if keys is None or key in keys:
+            heard.add(i)
+
+    stops = [hub.invalidations.subscribe(functools.partial(hear, i)) for i, hub in enumerate(hubs)]
+    client = plain_client(url)
+    try:
+        if hubs[0].invalidations.mode is InvalidationMode.PUBSUB:
+            await client.publish(hubs[0].invalidations.channel, key)
+        else:
+            await client.set(key, "1", px=10_000)
+        await eventually(lambda: len(heard) == len(hubs))
+    finally:
+        await client.aclose()
+        for stop in stops:
+            stop()

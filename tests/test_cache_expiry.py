@@ -132,7 +132,7 @@ async def test_an_eager_refresh_with_tracking_stores_without_reading_first(
         assert server.command("PTTL", build_key("lt", "cache", "p", "t", "k")) > 1500
 
 
-@pytest.mark.parametrize("invalidation", ["tracking", "pubsub"])
+@pytest.mark.parametrize("invalidation", ["tracking", "pubsub", "keyspace"])
 async def test_a_failed_load_after_the_redis_copy_expired_serves_the_last_good_value(
     lowtide_fresh_server: ValkeyServer, invalidation: str
 ) -> None:

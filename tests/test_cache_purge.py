@@ -14,10 +14,14 @@ import pytest
 from lowtide import Cache, ConfigError, Lowtide, build_key
 from lowtide.cache.purge import MARGIN_MS
 from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
-from tests.deployments import PUBSUB, TRACKING_RESP2, ListenerMode
-from tests.helpers import eventually
+from tests.deployments import KEYSPACE, PUBSUB, TRACKING_RESP2, ListenerMode
+from tests.helpers import eventually, listeners_caught_up
 
-MODES = [pytest.param(TRACKING_RESP2, id="tracking"), pytest.param(PUBSUB, id="pubsub")]
+MODES = [
+    pytest.param(TRACKING_RESP2, id="tracking"),
+    pytest.param(PUBSUB, id="pubsub"),
+    pytest.param(KEYSPACE, id="keyspace"),
+]
 N = 200  # entries per tenant
 
 
@@ -37,10 +41,11 @@ def caches(hubs: list[Lowtide], **options: Any) -> list[Cache]:
     return [hub.cache("offboard", purgeable=True, **options) for hub in hubs]
 
 
-async def warm(cs: list[Cache], tenants: tuple[str, ...]) -> None:
+async def warm(hubs: list[Lowtide], cs: list[Cache], tenants: tuple[str, ...]) -> None:
     """Every hub holds every entry of ``tenants`` in L1."""
     for t in tenants:
         await cs[0].set_many({f"k{i}": {"t": t, "i": i} for i in range(N)}, tenant=t, tags=())
+    await listeners_caught_up(hubs)  # the writes' messages, before the reads that fill L1
     for c in cs:
         for t in tenants:
             got = await c.get_many([f"k{i}" for i in range(N)], tenant=t)
@@ -56,7 +61,7 @@ def held(c: Cache, tenant: str) -> int:
 async def test_a_tenant_purge_reaches_every_hub(lowtide_url: str, mode: ListenerMode) -> None:
     async with fleet(lowtide_url, mode) as hubs:
         cs = caches(hubs)
-        await warm(cs, ("t1", "t2"))
+        await warm(hubs, cs, ("t1", "t2"))
         before = ledger_commands(hubs[0], component="cache")
         await cs[0].purge(tenant="t1")
         # O(1): the tenant's marker and the "a tenant was purged" flag (+1 PUBLISH)
@@ -158,7 +163,7 @@ async def test_each_purge_costs_what_the_docs_say(
     publish = {"publish": 1} if mode.publishes else {}
     async with fleet(lowtide_url, mode) as hubs:
         cs = caches(hubs)
-        await warm(cs, ("t1", "t2"))
+        await warm(hubs, cs, ("t1", "t2"))
         for c in cs:
             await c.set("tagged", 1, tenant="t2", tags=("plan:pro",))
 

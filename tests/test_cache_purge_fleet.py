@@ -17,12 +17,16 @@ import pytest
 
 from lowtide import Lowtide
 from lowtide.testing import changes, ledger_commands
-from tests.deployments import PUBSUB, TRACKING_RESP2, ListenerMode
+from tests.deployments import KEYSPACE, PUBSUB, TRACKING_RESP2, ListenerMode
 from tests.helpers import eventually
 from tests.workers.purge_worker import CALLERS, ITEMS, TENANTS, WORKERS
 
 ROOT = Path(__file__).parent.parent
-MODES = [pytest.param(TRACKING_RESP2, id="tracking"), pytest.param(PUBSUB, id="pubsub")]
+MODES = [
+    pytest.param(TRACKING_RESP2, id="tracking"),
+    pytest.param(PUBSUB, id="pubsub"),
+    pytest.param(KEYSPACE, id="keyspace"),
+]
 
 
 def table(phase: Callable[[str, int], str]) -> dict[str, list[str]]:

@@ -11,14 +11,19 @@ import redis.asyncio as aredis
 
 from lowtide import tenant_scope
 from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
-from tests.deployments import PUBSUB, TRACKING_RESP2, ListenerMode
+from tests.deployments import KEYSPACE, PUBSUB, TRACKING_RESP2, ListenerMode
 from tests.dropin.helpers import dropin, plain
 
 INCR_TWICE = "redis.call('INCR', KEYS[1]); return redis.call('INCR', KEYS[1])"
 
 
 @pytest.mark.parametrize(
-    "mode", [pytest.param(TRACKING_RESP2, id="tracking"), pytest.param(PUBSUB, id="pubsub")]
+    "mode",
+    [
+        pytest.param(TRACKING_RESP2, id="tracking"),
+        pytest.param(PUBSUB, id="pubsub"),
+        pytest.param(KEYSPACE, id="keyspace"),
+    ],
 )
 async def test_the_ledger_equals_the_server(
     lowtide_fresh_server: ValkeyServer, mode: ListenerMode

@@ -9,11 +9,15 @@ import pytest
 import redis.asyncio as aredis
 
 from lowtide.testing import changes, ledger_commands
-from tests.deployments import PUBSUB, TRACKING_RESP2, ListenerMode
+from tests.deployments import KEYSPACE, PUBSUB, TRACKING_RESP2, ListenerMode
 from tests.dropin.helpers import dropin, plain
 from tests.helpers import eventually
 
-MODES = [pytest.param(TRACKING_RESP2, id="tracking"), pytest.param(PUBSUB, id="pubsub")]
+MODES = [
+    pytest.param(TRACKING_RESP2, id="tracking"),
+    pytest.param(PUBSUB, id="pubsub"),
+    pytest.param(KEYSPACE, id="keyspace"),
+]
 
 
 @pytest.mark.parametrize("mode", MODES)
