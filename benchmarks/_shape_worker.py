@@ -1,7 +1,7 @@
 """One process of ``benchmarks.cache_shapes``: replays its share of a shape's trace.
 
 ``python -m benchmarks._shape_worker CONFIG_JSON``. The config names the shape, seed, timing,
-process index, mode (``tracking``, ``pubsub`` or ``cache-aside``), server URL, namespace and
+process index, mode (``tracking``, ``keyspace``, ``pubsub`` or ``cache-aside``), server URL, namespace and
 three files: READY (written once connected and, for lowtide, once the listener is healthy), GO
 (written by the runner: the wall time at which trace time 0 starts) and OUT (this process's
 results as JSON: its ledger's commands in the measured window, cache stats, lateness, errors).
@@ -73,8 +73,8 @@ class Replay:
         if self.mode == "cache-aside":
             return await self._run_plain()
         options: dict[str, Any] = {"fleet_switch": False}
-        if self.mode == "pubsub":
-            options["invalidation"] = "pubsub"
+        if self.mode in ("pubsub", "keyspace"):
+            options["invalidation"] = self.mode
         else:
             options["listener_resp3"] = True
         lt = Lowtide(

@@ -9,7 +9,8 @@ published Twitter cache cluster) and each mode, 4 real processes (each its own e
 hub) replay the same trace against one embedded Valkey:
 
 * ``tracking``: lowtide with CLIENT TRACKING (RESP3 listener);
-* ``pubsub``: lowtide with the pub/sub backplane (what Upstash gets);
+* ``keyspace``: lowtide with keyspace notifications (what Upstash gets);
+* ``pubsub``: lowtide with the pub/sub backplane (servers with neither);
 * ``cache-aside``: plain redis-py, no lowtide (GET, on a miss load + SET; SET; DEL).
 
 Commands are the server's own (``INFO commandstats`` between the edges of the measured window,
@@ -37,7 +38,7 @@ from lowtide.ledger import billing_profile
 from lowtide.testing import ValkeyServer, commandstats_delta
 
 UPSTASH = billing_profile("upstash")
-MODES = ("tracking", "pubsub", "cache-aside")
+MODES = ("tracking", "keyspace", "pubsub", "cache-aside")
 ROOT = Path(__file__).resolve().parent.parent
 
 
