@@ -163,7 +163,9 @@ async def test_penalize_is_shared_fleet_wide(lowtide_url: str) -> None:
         await eventually(lambda: lb.penalty_cache.stats.invalidations >= 1)
         d = await lb.acquire("t1")
         assert not d.allowed
-        assert 3 < d.retry_after <= 5
+        # b reads the penalty's end on its own estimate of the server's clock, a estimated
+        # it on its own: they may differ by the error of those estimates (well under 50 ms)
+        assert 3 < d.retry_after <= 5.05
         assert (await lb.acquire("t2")).allowed  # other tenants are not penalised
 
 
