@@ -41,7 +41,7 @@ class ListenerMode:
     #: writers PUBLISH the keys they changed (1 extra command per write or batch)
     publishes: bool = False
     #: the server announces FLUSHALL at once (CLIENT TRACKING); keyspace notifications have no
-    #: event for it: the listener's sentinel check notices it within ``max_staleness / 2``
+    #: event for it: the listener's sentinel check notices it within three keepalive periods
     flush_pushed: bool = True
 
 

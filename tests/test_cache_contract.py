@@ -194,10 +194,10 @@ class CacheContract:
                 server.flushall()  # redis-cli FLUSHALL, on every primary
             if deployment.mode.sees_foreign_writes:
                 if not deployment.mode.flush_pushed:
-                    # no event for a flush: the next sentinel check (every max_staleness / 2
-                    # of the hub, 30 s) finds its probe key gone
+                    # no event for a flush: the next sentinel check (every three keepalive
+                    # periods, 45 s) finds its probe key gone
                     assert [cache.peek(k, tenant="t1") for k in keys] == ["v"] * len(keys)
-                    await advance_gently(clock, 30.1)
+                    await advance_gently(clock, 45.1)
                 # the listener drops everything: every copy is demoted
                 await eventually(lambda: all(cache.peek(k, tenant="t1") is None for k in keys))
             else:

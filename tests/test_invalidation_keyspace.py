@@ -108,7 +108,7 @@ async def test_a_silent_flushall_is_noticed_by_the_sentinel_check() -> None:
             await asyncio.sleep(0.1)
             assert cache.peek("u1", tenant="t1") == "v1"  # no event for a flush
             before = ledger_commands(hub, component="invalidation")
-            await advance_gently(clock, 30.1)  # max_staleness / 2
+            await advance_gently(clock, 45.1)  # three keepalive periods
             await eventually(lambda: cache.peek("u1", tenant="t1") is None)
             assert hub.health()["invalidation"]["silent_flushes"] == 1
             # one PEXPIRE found the sentinel gone, one SET wrote it again
@@ -119,7 +119,7 @@ async def test_a_silent_flushall_is_noticed_by_the_sentinel_check() -> None:
             # while nothing vanishes, a check costs one PEXPIRE and flushes nothing
             await cache.set("u1", "v2", tenant="t1")
             before = ledger_commands(hub, component="invalidation")
-            await advance_gently(clock, 30.1)
+            await advance_gently(clock, 45.1)
             await eventually(
                 lambda: (
                     changes(before, ledger_commands(hub, component="invalidation")).get("pexpire")

@@ -91,7 +91,7 @@ class Invalidations:
         self._writer: WriterConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._healthy_event = asyncio.Event()
-        self._probes = Probes(hub)
+        self._probes = Probes(hub, lambda: self.keepalive)
         self._stopping = False
         self._last_heard = 0.0
         self._heard: dict[int, float] = {}
@@ -187,7 +187,7 @@ class Invalidations:
         if self.mode is InvalidationMode.TRACKING:
             return self.keepalive
         if self.mode is InvalidationMode.KEYSPACE:
-            return max(self.keepalive, self._probes.period / 3)
+            return self.keepalive  # a silent flush is noticed within three periods too
         return None
 
     @property

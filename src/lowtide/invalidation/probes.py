@@ -10,15 +10,16 @@ without a keyspace event, so copies of removed values would otherwise live on un
 expiry. The probe keys stay as sentinels: written with a life of three check periods, and every
 period one ``PEXPIRE`` per probe extends it. A reply of 0 means the key vanished without the
 listener hearing of it (a flush, or eviction missed): the listener flushes process memory and
-writes the sentinel again. Cost: 1 command per connection per period (the period is half of
-``max_staleness``, so a flush is noticed well within the staleness bound).
+writes the sentinel again. The period is three keepalive periods (45 s), the time within which
+a lost connection is noticed too, so copies are trusted on the same terms as with CLIENT
+TRACKING. Cost: 1 command per connection per period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from lowtide.context import Attribution
@@ -46,8 +47,9 @@ class SelfTestFailed(LowtideError):
 class Probes:
     """The probe keys of one listener session (see module docs)."""
 
-    def __init__(self, hub: HubView) -> None:
+    def __init__(self, hub: HubView, keepalive: Callable[[], float]) -> None:
         self._hub = hub
+        self._keepalive = keepalive
         self.keys: list[str] = []
         self._pending: set[str] = set()
         self._seen: asyncio.Future[None] | None = None
@@ -57,8 +59,8 @@ class Probes:
 
     @property
     def period(self) -> float:
-        """Seconds between sentinel checks (half of ``max_staleness``)."""
-        return self._hub.settings.max_staleness / 2
+        """Seconds between sentinel checks: three of the listener's keepalive periods."""
+        return 3 * self._keepalive()
 
     def heard(self, keys: Iterable[str]) -> None:
         """The listener received a message naming ``keys``."""
