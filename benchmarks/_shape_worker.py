@@ -1,10 +1,11 @@
 """One process of ``benchmarks.cache_shapes``: replays its share of a shape's trace.
 
 ``python -m benchmarks._shape_worker CONFIG_JSON``. The config names the shape, seed, timing,
-process index, mode (``tracking``, ``keyspace``, ``pubsub`` or ``cache-aside``), server URL, namespace and
-three files: READY (written once connected and, for lowtide, once the listener is healthy), GO
-(written by the runner: the wall time at which trace time 0 starts) and OUT (this process's
-results as JSON: its ledger's commands in the measured window, cache stats, lateness, errors).
+process index, mode (``tracking``, ``keyspace``, ``pubsub`` or ``cache-aside``), server URL,
+namespace and three files: READY (written once connected and, for lowtide, once the listener
+is healthy), GO (written by the runner: the wall time at which trace time 0 starts) and OUT
+(this process's results as JSON: its ledger's commands in the measured window, cache stats,
+lateness, errors).
 
 Each operation runs as its own task at its trace time, like requests on a server. The data
 source is modelled from the whole trace: every ``set`` or ``delete`` of a key (by any process)
