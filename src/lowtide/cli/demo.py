@@ -262,7 +262,8 @@ def render_demo(result: DemoResult, console: Console) -> None:
         cell(
             f"the incident report's model: {result.naive_gets_per_day_model:,.0f} GETs/day; "
             "$ at Upstash pay-as-you-go ($0.20 per 100K; PUBLISH and SUBSCRIBE billed like any "
-            "command, PING and INFO free)"
+            "command, PING and INFO free; delivered messages, keyspace notifications included, "
+            "are not commands: not billed)"
         ),
         style="dim",
     )
