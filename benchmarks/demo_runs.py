@@ -56,6 +56,8 @@ def metrics(r: StrategyResult) -> dict[str, Any]:
         "admitted": r.admitted,
         "stale_beyond_bound": r.stale_beyond_bound,
         "lag_p99_ms": round(r.lag_p99_ms, 1),
+        # lowtide's own ledger, per day of trace (where its commands go: docs/demo.md)
+        "attribution_per_day": {k: round(v * 86_400 / r.seconds) for k, v in r.attribution.items()},
     }
 
 
