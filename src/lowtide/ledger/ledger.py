@@ -5,8 +5,9 @@ names of the commands it has just written, each labelled with the :class:`Attrib
 current when the command was packed. Lua scripts report the commands they ran and the gateway
 adds them with :meth:`Ledger.record_inner`.
 
-The hot path is one clock read per send, then one dict lookup and two or three integer
-additions per command: each row keeps references to the running totals it feeds (its
+The hot path is one dict lookup and two or three integer additions per command, and no clock
+read while a timer of the running event loop watches for the next minute (see
+:meth:`Ledger.record`): each row keeps references to the running totals it feeds (its
 (component, command, family) group and its tenant's billed units), so the views health and
 metrics read (:meth:`Ledger.totals`, :meth:`Ledger.groups`, :meth:`Ledger.top_tenants`,
 :meth:`Ledger.tenant_rows`) never walk the rows; per-command totals are summed from the groups,
@@ -16,6 +17,7 @@ Only :meth:`Ledger.snapshot` copies and sorts every row.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
 from collections.abc import Collection, Iterable, Mapping
@@ -111,6 +113,13 @@ class Ledger:
         self._marks: dict[int, dict[str, int]] = {}
         self._minute: int | None = None
         self._next_minute = -math.inf  # monotonic time at which the next minute starts
+        #: read the clock at the next record (a new minute may have started); False while a
+        #: timer of the running event loop is set to say when the next minute starts
+        self._look = True
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        #: whether a loop timer can stand in for the clock (a clock moving at real speed)
+        self._timed = isinstance(self._clock, SystemClock)
         self._started = self._clock.monotonic()
         self._wall_offset = self._clock.time() - self._started
 
@@ -136,10 +145,15 @@ class Ledger:
 
     # -- hot path -------------------------------------------------------------------------
     def record(self, entries: Iterable[tuple[str, Attribution]]) -> None:
-        """Count commands just written to a connection: ``(command name, attribution)`` pairs."""
-        now = self._now()
-        if now >= self._next_minute:
-            self._roll(now)
+        """Count commands just written to a connection: ``(command name, attribution)`` pairs.
+
+        The per-minute marks are taken at the first record of each minute. With the system clock
+        and a running event loop, the clock is read only at the first record after a loop timer
+        said the next minute started (records in the same loop iteration as that moment count in
+        the minute before); otherwise (no running loop, an injected clock) at every record.
+        """
+        if self._look:
+            self._tick()
         rows = self._rows
         for entry in entries:
             row = rows.get(entry)
@@ -180,6 +194,26 @@ class Ledger:
         if tenant is not None:
             tenant.rows.append((entry, row))
         return row
+
+    def _tick(self) -> None:
+        now = self._now()
+        if now >= self._next_minute:
+            self._roll(now)
+        if not self._timed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop in this thread: the clock is read at every record
+        if self._timer is not None and self._timer_loop is loop:
+            self._timer.cancel()  # woken early, or a reset: one timer at a time
+        self._timer = loop.call_later(self._next_minute - now, self._wake)
+        self._timer_loop = loop
+        self._look = False
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._look = True
 
     def _roll(self, now: float) -> None:
         """The first record of a new minute: mark the totals it starts from."""
@@ -294,6 +328,7 @@ class Ledger:
         self._marks.clear()
         self._minute = None
         self._next_minute = -math.inf
+        self._look = True
         self._inner = 0
         self._generation += 1
         self._started = self._clock.monotonic()
