@@ -5,12 +5,14 @@ names of the commands it has just written, each labelled with the :class:`Attrib
 current when the command was packed. Lua scripts report the commands they ran and the gateway
 adds them with :meth:`Ledger.record_inner`.
 
-The hot path is one dict lookup and two or three integer additions per command, and no clock
-read while a timer of the running event loop watches for the next minute (see
-:meth:`Ledger.record`): each row keeps references to the running totals it feeds (its
-(component, command, family) group and its tenant's billed units), so the views health and
-metrics read (:meth:`Ledger.totals`, :meth:`Ledger.groups`, :meth:`Ledger.top_tenants`,
-:meth:`Ledger.tenant_rows`) never walk the rows; per-command totals are summed from the groups,
+The hot path is one dict lookup and one integer addition per command, and no clock read while a
+timer of the running event loop watches for the next minute (see :meth:`Ledger.record`). Each
+row keeps references to the running totals it feeds (its (component, command, family) group and
+its tenant's billed units); a row counted since the last *fold* is listed once, and every view
+that reads those totals first folds the listed rows into them (under a lock: metrics may read
+from another thread), so the views health and metrics read (:meth:`Ledger.totals`,
+:meth:`Ledger.groups`, :meth:`Ledger.top_tenants`, :meth:`Ledger.tenant_rows`) never walk the
+rows, only those counted since the last view; per-command totals are summed from the groups,
 whose number is bounded by the code (components, commands, key families), not by tenants.
 Only :meth:`Ledger.snapshot` copies and sorts every row.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
@@ -64,12 +67,15 @@ class _Tenant:
 
 
 class _Row:
-    """One ledger row's count and the running totals every command of it adds to."""
+    """One ledger row's count and the running totals every command of it adds to: ``folded``
+    of its ``n`` commands are in them; ``dirty`` while it is listed for the next fold."""
 
-    __slots__ = ("group", "n", "tenant", "units")
+    __slots__ = ("dirty", "folded", "group", "n", "tenant", "units")
 
     def __init__(self, group: _Total, tenant: _Tenant | None, units: int) -> None:
         self.n = 0
+        self.folded = 0
+        self.dirty = False
         self.group = group
         self.tenant = tenant
         self.units = units
@@ -103,9 +109,13 @@ class Ledger:
         self._now = self._clock.monotonic
         self._max_rows = max_rows
         self._rows: dict[_Key, _Row] = {}
-        # running totals, each fed by the rows that reference it
+        # running totals, each fed by the rows that reference it when they are folded
         self._groups: dict[Group, _Total] = {}
         self._tenants: dict[str, _Tenant] = {}
+        #: rows counted since the last fold (each once); only ever appended to by records, and
+        #: only cut from the front by a fold, which holds ``_lock``
+        self._dirty: list[_Row] = []
+        self._lock = threading.Lock()
         self._inner: int = 0
         self._generation = 0
         # cumulative per-command totals at the first record of each minute: per-minute series
@@ -130,13 +140,15 @@ class Ledger:
 
     @profile.setter
     def profile(self, profile: BillingProfile) -> None:
-        self._profile = profile
-        for t in self._tenants.values():
-            t.billed = 0
-        for (name, _), row in self._rows.items():
-            row.units = profile.units(name)
-            if row.tenant is not None:
-                row.tenant.billed += row.units * row.n
+        with self._lock:
+            self._fold()
+            self._profile = profile
+            for t in list(self._tenants.values()):
+                t.billed = 0
+            for (name, _), row in list(self._rows.items()):
+                row.units = profile.units(name)
+                if row.tenant is not None:
+                    row.tenant.billed += row.units * row.folded
 
     @property
     def generation(self) -> int:
@@ -160,10 +172,9 @@ class Ledger:
             if row is None:
                 row = self._new_row(entry)
             row.n += 1
-            row.group.n += 1
-            tenant = row.tenant
-            if tenant is not None:
-                tenant.billed += row.units
+            if not row.dirty:  # its first command since the last fold
+                row.dirty = True
+                self._dirty.append(row)
 
     def record_inner(self, commands: Mapping[str, int], attribution: Attribution) -> None:
         """Count commands a Lua script ran with ``redis.call`` (the server counts them too)."""
@@ -195,6 +206,31 @@ class Ledger:
             tenant.rows.append((entry, row))
         return row
 
+    def _fold(self) -> None:
+        """Add what the listed rows counted since the last fold to their group's and tenant's
+        totals. The caller holds ``_lock``. A record may run meanwhile in another thread: it only
+        raises ``row.n``, marks a row and appends it to ``_dirty``."""
+        dirty = self._dirty
+        k = len(dirty)
+        if not k:
+            return
+        batch = dirty[:k]
+        del dirty[:k]  # rows appended meanwhile stay listed
+        for row in batch:
+            row.dirty = False  # before reading n: a command counted after this lists it again
+            n = row.n
+            added = n - row.folded
+            row.folded = n
+            row.group.n += added
+            tenant = row.tenant
+            if tenant is not None:
+                tenant.billed += added * row.units
+
+    def _folded(self) -> None:
+        """Bring the running totals up to every command recorded so far (views call it)."""
+        with self._lock:
+            self._fold()
+
     def _tick(self) -> None:
         now = self._now()
         if now >= self._next_minute:
@@ -222,6 +258,7 @@ class Ledger:
         if minute == self._minute:
             return
         self._minute = minute
+        self._folded()
         self._marks[minute] = self._by_command()
         for old in [m for m in self._marks if m <= minute - _MINUTES_KEPT]:
             del self._marks[old]
@@ -241,6 +278,7 @@ class Ledger:
     @property
     def total(self) -> int:
         """Commands counted so far."""
+        self._folded()
         return sum(t.n for t in list(self._groups.values()))
 
     def totals(self, profile: BillingProfile | str | None = None) -> LedgerTotals:
@@ -249,6 +287,7 @@ class Ledger:
         Costs O(distinct commands x minutes kept), whatever the number of rows or tenants.
         """
         prof = self._resolve(profile)
+        self._folded()
         return LedgerTotals(**self._summary(prof, self._by_command()))
 
     def _summary(self, prof: BillingProfile, by_command: dict[str, int]) -> dict[str, Any]:
@@ -278,6 +317,7 @@ class Ledger:
         Bounded by the code's components, commands and key families (families never hold
         ids), not by the number of tenants.
         """
+        self._folded()
         return {g: t.n for g, t in list(self._groups.items())}
 
     def top_tenants(self, n: int, *, exclude: Collection[str] = ()) -> list[tuple[str, int]]:
@@ -288,6 +328,7 @@ class Ledger:
         """
         if n <= 0:
             return []
+        self._folded()
         candidates = (
             (t, s.billed)
             for t, s in list(self._tenants.items())
@@ -306,6 +347,7 @@ class Ledger:
         """Billed units so far per tenant (commands with no tenant are left out)."""
         prof = profile or self._profile
         if prof == self._profile:
+            self._folded()
             return {t: s.billed for t, s in list(self._tenants.items()) if s.billed}
         units: dict[str, int] = {}
         out: dict[str, int] = {}
@@ -322,6 +364,8 @@ class Ledger:
 
     def reset(self) -> None:
         """Forget every count and restart the projection window."""
+        with self._lock:
+            self._dirty.clear()
         self._rows.clear()
         self._groups.clear()
         self._tenants.clear()
