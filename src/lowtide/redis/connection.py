@@ -43,15 +43,18 @@ class _CountingMixin(AbstractConnection):
     _lt_pending: list[tuple[str, Attribution]]
     #: the ``pack_command`` the hook hands over to: what ``super()`` finds after this mixin in
     #: the class's MRO, looked up once per class instead of once per command
-    _lt_pack: ClassVar[Callable[..., list[bytes]]]
+    _lt_next_pack: ClassVar[Callable[..., list[bytes]]]
+    #: the same, held by the instance (read faster than a class attribute)
+    _lt_pack: Callable[..., list[bytes]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._lt_pack = staticmethod(super().pack_command)
+        cls._lt_next_pack = staticmethod(super().pack_command)
 
     def __init__(self, *args: Any, lowtide_ledger: Ledger | None = None, **kwargs: Any) -> None:
         self._lt_ledger = lowtide_ledger
         self._lt_pending = []
+        self._lt_pack = self._lt_next_pack
         super().__init__(*args, **kwargs)
 
     def pack_command(self, *args: Any) -> list[bytes]:
