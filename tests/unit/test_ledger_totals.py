@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from lowtide import ManualClock
 from lowtide.context import Attribution
 from lowtide.ledger import Ledger, billing_profile
+from lowtide.ledger.ledger import _MAX_LISTED
 
 COMMANDS = st.sampled_from(["get", "set", "ping", "info", "evalsha", "client|tracking"])
 ATTRIBUTIONS = st.builds(
@@ -72,6 +73,16 @@ def test_running_totals_equal_the_snapshot(ops: list[tuple[str, object]], max_ro
         else:
             ledger.reset()
         check(ledger)
+
+
+def test_a_view_folds_a_bounded_number_of_rows() -> None:
+    """However many rows a workload touches between two views, the view folds at most
+    ``_MAX_LISTED`` of them: records fold the rest as they go, and the totals stay exact."""
+    ledger = Ledger(billing_profile("upstash"), clock=ManualClock())
+    for i in range(5 * _MAX_LISTED):
+        ledger.record([("get", Attribution("cache", "f", f"t{i}"))] * (i % 3 + 1))
+        assert len(ledger._dirty) < _MAX_LISTED
+    check(ledger)
 
 
 def test_top_tenants_excludes_and_skips_unbilled_tenants() -> None:
