@@ -130,6 +130,7 @@ class Ledger:
         #: read the clock at the next record (a new minute may have started); False while a
         #: timer of the running event loop is set to say when the next minute starts
         self._look = True
+        self._woken = False  # a timer fired (perhaps a little early): set the next one
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         #: whether a loop timer can stand in for the clock (a clock moving at real speed)
@@ -248,20 +249,24 @@ class Ledger:
         now = self._now()
         if now >= self._next_minute:
             self._roll(now)
+        elif not self._woken:
+            return  # within the minute, no timer: nothing more until the next one
+        self._woken = False
         if not self._timed:
             return
-        try:
+        try:  # once a minute at most (or when a timer fired early)
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no event loop in this thread: the clock is read at every record
         if self._timer is not None and self._timer_loop is loop:
-            self._timer.cancel()  # woken early, or a reset: one timer at a time
+            self._timer.cancel()  # after a reset: one timer at a time
         self._timer = loop.call_later(self._next_minute - now, self._wake)
         self._timer_loop = loop
         self._look = False
 
     def _wake(self) -> None:
         self._timer = None
+        self._woken = True
         self._look = True
 
     def _roll(self, now: float) -> None:
