@@ -24,7 +24,7 @@ import asyncio
 import heapq
 import math
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 from lowtide.clock import Clock, SystemClock
@@ -161,7 +161,7 @@ class Ledger:
         return self._generation
 
     # -- hot path -------------------------------------------------------------------------
-    def record(self, entries: Iterable[tuple[str, Attribution]]) -> None:
+    def record(self, entries: Sequence[tuple[str, Attribution]]) -> None:
         """Count commands just written to a connection: ``(command name, attribution)`` pairs.
 
         The per-minute marks are taken at the first record of each minute. With the system clock
@@ -172,12 +172,21 @@ class Ledger:
         if self._look:
             self._tick()
         rows = self._rows
-        for entry in entries:
+        if len(entries) == 1:  # a send of one command, the commonest, without the loop (~20 ns)
+            entry = entries[0]
             row = rows.get(entry)
             if row is None:
                 row = self._new_row(entry)
             row.n += 1
             if not row.dirty:  # its first command since the last fold
+                self._list(row)
+            return
+        for entry in entries:
+            row = rows.get(entry)
+            if row is None:
+                row = self._new_row(entry)
+            row.n += 1
+            if not row.dirty:
                 self._list(row)
 
     def record_inner(self, commands: Mapping[str, int], attribution: Attribution) -> None:
