@@ -8,7 +8,10 @@
   ``Ledger.record``), with redis-py's own packing stubbed out; floor: calling a no-op function
   with the same arguments (also with 10 commands per send, as a pipeline records them, and
   ``Ledger.record([(name, attribution)])`` alone, the list built per call as a send builds it:
-  the rest is the connection's packing hook in ``lowtide/redis/connection.py``);
+  the rest is the connection's packing hook in ``lowtide/redis/connection.py``). The ledgers
+  are made inside the running loop with the system clock, as a hub's is (no clock read per
+  send); what a view does later (folding each row counted since the last view into the group
+  and tenant totals, once per row, not per command) is not in the loop;
 * acquire: ``await limiter.acquire("t1")`` with the lease in hand; floor: ``await`` an
   ``async def`` that returns a constant.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lowtide.cache.store import ENTRY_OVERHEAD, Entry, L1Store
+from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, L1Store
 
 
 def entry(size: int = 0, epoch: int = 0) -> Entry:
@@ -71,9 +71,29 @@ def test_a_hit_in_the_newest_quarter_moves_nothing_and_older_hits_still_protect(
     assert s.touch_gap == 2
     h = s.map[("t", "h")]
     assert s.seq - h.seq < s.touch_gap  # "h" is the newest: a hot path skips the touch
+    assert not h.seq <= s.old_seq  # the hot path's form of the same test
     a = s.map[("t", "a")]
     assert s.seq - a.seq >= s.touch_gap  # "a" is the oldest: a hit moves it
+    assert a.seq <= s.old_seq
     s.touch(("t", "a"), a)
+    assert s.old_seq == s.seq - s.touch_gap  # kept with seq by touch and put
+    assert not a.seq <= s.old_seq  # just moved: the next hit leaves it where it is
     s.put(("t", "i"), Entry("i", size=1, epoch=0, fresh_until=1, stale_until=1))
     assert ("t", "a") in s.map  # protected by its hit
     assert ("t", "b") not in s.map  # the least recently used went
+    assert s.old_seq == s.seq - s.touch_gap
+
+
+def test_an_entry_precomputes_what_a_hit_answers() -> None:
+    """``Cache.get``'s hot path returns ``entry.answer``: None for both negative markers (the
+    key is absent in Redis, the loader said None), the value itself otherwise (falsy ones too)."""
+
+    def make(value: object) -> Entry:
+        return Entry(value, size=1, epoch=0, fresh_until=1, stale_until=1)
+
+    assert make(ABSENT).answer is None
+    assert make(LOADED_NONE).answer is None
+    value = {"plan": "pro"}
+    assert make(value).answer is value
+    assert make(0).answer == 0
+    assert make("").answer == ""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lowtide import ManualClock
 from lowtide.context import Attribution
 from lowtide.ledger import Ledger, billing_profile
+from lowtide.ledger.ledger import _MAX_LISTED
 
 COMMANDS = st.sampled_from(["get", "set", "ping", "info", "evalsha", "client|tracking"])
 ATTRIBUTIONS = st.builds(
@@ -71,6 +75,16 @@ def test_running_totals_equal_the_snapshot(ops: list[tuple[str, object]], max_ro
         check(ledger)
 
 
+def test_a_view_folds_a_bounded_number_of_rows() -> None:
+    """However many rows a workload touches between two views, the view folds at most
+    ``_MAX_LISTED`` of them: records fold the rest as they go, and the totals stay exact."""
+    ledger = Ledger(billing_profile("upstash"), clock=ManualClock())
+    for i in range(5 * _MAX_LISTED):
+        ledger.record([("get", Attribution("cache", "f", f"t{i}"))] * (i % 3 + 1))
+        assert len(ledger._dirty) < _MAX_LISTED
+    check(ledger)
+
+
 def test_top_tenants_excludes_and_skips_unbilled_tenants() -> None:
     ledger = Ledger(billing_profile("upstash"), clock=ManualClock())
     for i, n in enumerate([5, 1, 9, 3]):
@@ -92,3 +106,46 @@ def test_reset_bumps_the_generation() -> None:
     assert ledger.totals().total == 0
     assert ledger.groups() == {}
     assert ledger.tenant_rows("t") == {}
+
+
+def test_views_read_from_another_thread_while_counting_end_exact() -> None:
+    """Metrics read the ledger from their own threads while the event loop counts: each read
+    folds the rows counted since the last one into the running totals, one fold at a time.
+    Reads never go back, and once counting stops the totals equal a full snapshot (nothing
+    lost or counted twice)."""
+    ledger = Ledger(billing_profile("upstash", read_regions=1), clock=ManualClock())
+    atts = [Attribution("cache", "f", f"t{i}") for i in range(40)] + [Attribution("hub", "-")]
+    stop = threading.Event()
+    problems: list[str] = []
+    reads = 0
+
+    def reader() -> None:
+        nonlocal reads
+        last = 0
+        while not stop.is_set():
+            total = ledger.total
+            ledger.groups()
+            ledger.billed_by_tenant()
+            ledger.top_tenants(3)
+            if total < last:
+                problems.append(f"total went back from {last} to {total}")
+            last = total
+            reads += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    threads = [threading.Thread(target=reader) for _ in range(2)]  # two readers fold at once
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(30_000):
+            ledger.record([("get", atts[i % 41]), ("set", atts[i * 7 % 41])])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        sys.setswitchinterval(interval)
+    assert not problems
+    assert reads > 20
+    assert ledger.total == 60_000
+    check(ledger)

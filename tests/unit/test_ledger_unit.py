@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 
 import pytest
 
-from lowtide import ManualClock
+from lowtide import ManualClock, SystemClock
 from lowtide.context import Attribution
 from lowtide.ledger import MIN_PROJECTION_S, Ledger, billing_profile, command_name
+from tests.helpers import eventually
 
 A = Attribution("cache", "lt:c:p:*", "t1")
 
@@ -92,6 +95,51 @@ def test_snapshot_is_json_ready_and_frozen() -> None:
     assert {r["tenant"] for r in d["rows"]} == {"t1", "-"}
     with pytest.raises(AttributeError):
         snap.total = 3  # type: ignore[misc]
+
+
+class _NextMinuteSoon(SystemClock):
+    """The system clock shifted so that a new minute starts ``lead`` seconds after creation,
+    counting its reads."""
+
+    def __init__(self, lead: float) -> None:
+        now = time.monotonic()
+        self.boundary = (math.floor(now / 60) + 2) * 60.0  # >= 60 s ahead: room for ``lead``
+        self._offset = self.boundary - lead - now
+        self.reads = 0
+
+    def monotonic(self) -> float:  # type: ignore[override]
+        self.reads += 1
+        return time.monotonic() + self._offset
+
+
+async def test_a_loop_timer_stands_in_for_the_clock_until_the_next_minute() -> None:
+    """With the system clock and a running loop, records do not read the clock: a timer of the
+    loop says when the next minute starts, and the first record after it marks the minute."""
+    clock = _NextMinuteSoon(lead=0.3)
+    ledger = Ledger(clock=clock)
+    ledger.record([("get", A)])
+    reads = clock.reads
+    for _ in range(100):
+        ledger.record([("get", A)])
+    assert clock.reads == reads  # no clock read per record within the minute
+    assert [b.commands for b in ledger.totals().per_minute] == [101]
+    await eventually(lambda: ledger._look)  # the loop's timer fires as the new minute starts
+    assert clock.monotonic() >= clock.boundary
+    ledger.record([("get", A)] * 2)  # the first record of the new minute marks it
+    assert [b.commands for b in ledger.totals().per_minute] == [101, 2]
+    ledger.reset()  # counting starts over: the next record marks its minute at once
+    ledger.record([("get", A)])
+    assert [b.commands for b in ledger.totals().per_minute] == [1]
+
+
+def test_without_a_running_loop_every_record_reads_the_clock() -> None:
+    clock = _NextMinuteSoon(lead=30)
+    ledger = Ledger(clock=clock)
+    reads = clock.reads
+    for _ in range(3):
+        ledger.record([("get", A)])
+    assert clock.reads == reads + 3
+    assert [b.commands for b in ledger.totals().per_minute] == [3]
 
 
 def test_reset_forgets_counts() -> None:

@@ -149,15 +149,15 @@ class Cache(LocalViews, Purging, Decorating):
         # a per-tenant store never holds (None, key) and a shared one only holds those, so a
         # missing or forbidden tenant cannot hit here; the miss path raises for it
         k = (tenant, key)
-        e = self._map_get(k)
-        # freshness.is_fresh, written out: this is the hot path
-        store = self._store
-        if e is not None and e.epoch == store.epoch and e.fresh_until > self._now():
-            if store.seq - e.seq >= store.touch_gap:  # see L1Store.touch
-                self._touch(k, e)
+        # the hot path: freshness.is_fresh written out, and the callables held by the instance
+        # read into locals first (CPython 3.11 does not specialise ``self.attr()`` for them)
+        map_get, now, store = self._map_get, self._now, self._store
+        e = map_get(k)
+        if e is not None and e.epoch == store.epoch and e.fresh_until > now():
+            if e.seq <= store.old_seq:  # see L1Store.touch
+                store.touch(k, e)
             self.stats.hits += 1
-            value = e.value
-            return None if value is ABSENT or value is LOADED_NONE else value
+            return e.answer  # None for a negative entry
         k = (self._check_tenant(tenant), key)
         found, value, _ = await self._read(k)
         return value if found else None
@@ -182,18 +182,17 @@ class Cache(LocalViews, Purging, Decorating):
         if tenant is None and self._per_tenant:
             tenant = _tenant.get()
         k = (tenant, key)
-        e = self._map_get(k)
-        now = self._now()
-        if e is not None and is_fresh(e, self._store.epoch, now) and e.value is not ABSENT:
-            if self._store.seq - e.seq >= self._store.touch_gap:
-                self._touch(k, e)
+        map_get, clock, store = self._map_get, self._now, self._store  # see get
+        e, now = map_get(k), clock()
+        if e is not None and is_fresh(e, store.epoch, now) and e.value is not ABSENT:
+            if e.seq <= store.old_seq:
+                store.touch(k, e)
             self.stats.hits += 1
             if e.refresh_at <= now and k not in self._loads:
                 e.refresh_at = math.inf
                 self.stats.refreshes += 1
                 self._loads.in_background(k, lambda: self._load(k, loader, ttl, True, tags))
-            value = e.value
-            return None if value is LOADED_NONE else value
+            return e.answer  # None for LOADED_NONE (ABSENT does not answer here)
         k = (self._check_tenant(tenant), key)
         if not callable(loader):
             raise TypeError("loader must be an async callable taking no arguments")

@@ -5,20 +5,26 @@ names of the commands it has just written, each labelled with the :class:`Attrib
 current when the command was packed. Lua scripts report the commands they ran and the gateway
 adds them with :meth:`Ledger.record_inner`.
 
-The hot path is one clock read per send, then one dict lookup and two or three integer
-additions per command: each row keeps references to the running totals it feeds (its
-(component, command, family) group and its tenant's billed units), so the views health and
-metrics read (:meth:`Ledger.totals`, :meth:`Ledger.groups`, :meth:`Ledger.top_tenants`,
-:meth:`Ledger.tenant_rows`) never walk the rows; per-command totals are summed from the groups,
-whose number is bounded by the code (components, commands, key families), not by tenants.
-Only :meth:`Ledger.snapshot` copies and sorts every row.
+The hot path is one dict lookup and one integer addition per command, and no clock read while a
+timer of the running event loop watches for the next minute (see :meth:`Ledger.record`). Each
+row keeps references to the running totals it feeds (its (component, command, family) group and
+its tenant's billed units). A row counted since the last *fold* is listed once; every view that
+reads those totals first folds the listed rows into them (under a lock: metrics may read from
+another thread), and a record that would list more than ``_MAX_LISTED`` rows folds them itself.
+So the views health and metrics read (:meth:`Ledger.totals`, :meth:`Ledger.groups`,
+:meth:`Ledger.top_tenants`, :meth:`Ledger.tenant_rows`) never walk the rows, only at most
+``_MAX_LISTED`` of them counted since the last fold; per-command totals are summed from the
+groups, whose number is bounded by the code (components, commands, key families), not by
+tenants. Only :meth:`Ledger.snapshot` copies and sorts every row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
-from collections.abc import Collection, Iterable, Mapping
+import threading
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 from lowtide.clock import Clock, SystemClock
@@ -37,6 +43,9 @@ __all__ = ["OTHER_TENANT", "Group", "Ledger"]
 #: tenant label used once the ledger holds ``max_rows`` distinct rows
 OTHER_TENANT: Final = "~other"
 _MINUTES_KEPT: Final = 60
+#: rows listed for the next fold at most (about): the record that lists one more folds them, so
+#: a view never folds more than this many rows (~0.2 ms), however many rows a workload touches
+_MAX_LISTED: Final = 1024
 _PROJECTION_WINDOW_S: Final = 600.0
 
 _Key = tuple[str, Attribution]
@@ -62,12 +71,15 @@ class _Tenant:
 
 
 class _Row:
-    """One ledger row's count and the running totals every command of it adds to."""
+    """One ledger row's count and the running totals every command of it adds to: ``folded``
+    of its ``n`` commands are in them; ``dirty`` while it is listed for the next fold."""
 
-    __slots__ = ("group", "n", "tenant", "units")
+    __slots__ = ("dirty", "folded", "group", "n", "tenant", "units")
 
     def __init__(self, group: _Total, tenant: _Tenant | None, units: int) -> None:
         self.n = 0
+        self.folded = 0
+        self.dirty = False
         self.group = group
         self.tenant = tenant
         self.units = units
@@ -101,9 +113,13 @@ class Ledger:
         self._now = self._clock.monotonic
         self._max_rows = max_rows
         self._rows: dict[_Key, _Row] = {}
-        # running totals, each fed by the rows that reference it
+        # running totals, each fed by the rows that reference it when they are folded
         self._groups: dict[Group, _Total] = {}
         self._tenants: dict[str, _Tenant] = {}
+        #: rows counted since the last fold (each once); only ever appended to by records, and
+        #: only cut from the front by a fold, which holds ``_lock``
+        self._dirty: list[_Row] = []
+        self._lock = threading.Lock()
         self._inner: int = 0
         self._generation = 0
         # cumulative per-command totals at the first record of each minute: per-minute series
@@ -111,6 +127,14 @@ class Ledger:
         self._marks: dict[int, dict[str, int]] = {}
         self._minute: int | None = None
         self._next_minute = -math.inf  # monotonic time at which the next minute starts
+        #: read the clock at the next record (a new minute may have started); False while a
+        #: timer of the running event loop is set to say when the next minute starts
+        self._look = True
+        self._woken = False  # a timer fired (perhaps a little early): set the next one
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        #: whether a loop timer can stand in for the clock (a clock moving at real speed)
+        self._timed = isinstance(self._clock, SystemClock)
         self._started = self._clock.monotonic()
         self._wall_offset = self._clock.time() - self._started
 
@@ -121,13 +145,15 @@ class Ledger:
 
     @profile.setter
     def profile(self, profile: BillingProfile) -> None:
-        self._profile = profile
-        for t in self._tenants.values():
-            t.billed = 0
-        for (name, _), row in self._rows.items():
-            row.units = profile.units(name)
-            if row.tenant is not None:
-                row.tenant.billed += row.units * row.n
+        with self._lock:
+            self._fold()
+            self._profile = profile
+            for t in list(self._tenants.values()):
+                t.billed = 0
+            for (name, _), row in list(self._rows.items()):
+                row.units = profile.units(name)
+                if row.tenant is not None:
+                    row.tenant.billed += row.units * row.folded
 
     @property
     def generation(self) -> int:
@@ -135,21 +161,33 @@ class Ledger:
         return self._generation
 
     # -- hot path -------------------------------------------------------------------------
-    def record(self, entries: Iterable[tuple[str, Attribution]]) -> None:
-        """Count commands just written to a connection: ``(command name, attribution)`` pairs."""
-        now = self._now()
-        if now >= self._next_minute:
-            self._roll(now)
+    def record(self, entries: Sequence[tuple[str, Attribution]]) -> None:
+        """Count commands just written to a connection: ``(command name, attribution)`` pairs.
+
+        The per-minute marks are taken at the first record of each minute. With the system clock
+        and a running event loop, the clock is read only at the first record after a loop timer
+        said the next minute started (records in the same loop iteration as that moment count in
+        the minute before); otherwise (no running loop, an injected clock) at every record.
+        """
+        if self._look:
+            self._tick()
         rows = self._rows
+        if len(entries) == 1:  # a send of one command, the commonest, without the loop (~20 ns)
+            entry = entries[0]
+            row = rows.get(entry)
+            if row is None:
+                row = self._new_row(entry)
+            row.n += 1
+            if not row.dirty:  # its first command since the last fold
+                self._list(row)
+            return
         for entry in entries:
             row = rows.get(entry)
             if row is None:
                 row = self._new_row(entry)
             row.n += 1
-            row.group.n += 1
-            tenant = row.tenant
-            if tenant is not None:
-                tenant.billed += row.units
+            if not row.dirty:
+                self._list(row)
 
     def record_inner(self, commands: Mapping[str, int], attribution: Attribution) -> None:
         """Count commands a Lua script ran with ``redis.call`` (the server counts them too)."""
@@ -181,6 +219,65 @@ class Ledger:
             tenant.rows.append((entry, row))
         return row
 
+    def _list(self, row: _Row) -> None:
+        row.dirty = True
+        dirty = self._dirty
+        dirty.append(row)
+        if len(dirty) >= _MAX_LISTED and self._lock.acquire(blocking=False):
+            try:  # (a view folding right now in another thread does it instead)
+                self._fold()
+            finally:
+                self._lock.release()
+
+    def _fold(self) -> None:
+        """Add what the listed rows counted since the last fold to their group's and tenant's
+        totals. The caller holds ``_lock``. A record may run meanwhile in another thread: it only
+        raises ``row.n``, marks a row and appends it to ``_dirty``."""
+        dirty = self._dirty
+        k = len(dirty)
+        if not k:
+            return
+        batch = dirty[:k]
+        del dirty[:k]  # rows appended meanwhile stay listed
+        for row in batch:
+            row.dirty = False  # before reading n: a command counted after this lists it again
+            n = row.n
+            added = n - row.folded
+            row.folded = n
+            row.group.n += added
+            tenant = row.tenant
+            if tenant is not None:
+                tenant.billed += added * row.units
+
+    def _folded(self) -> None:
+        """Bring the running totals up to every command recorded so far (views call it)."""
+        with self._lock:
+            self._fold()
+
+    def _tick(self) -> None:
+        now = self._now()
+        if now >= self._next_minute:
+            self._roll(now)
+        elif not self._woken:
+            return  # within the minute, no timer: nothing more until the next one
+        self._woken = False
+        if not self._timed:
+            return
+        try:  # once a minute at most (or when a timer fired early)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop in this thread: the clock is read at every record
+        if self._timer is not None and self._timer_loop is loop:
+            self._timer.cancel()  # after a reset: one timer at a time
+        self._timer = loop.call_later(self._next_minute - now, self._wake)
+        self._timer_loop = loop
+        self._look = False
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._woken = True
+        self._look = True
+
     def _roll(self, now: float) -> None:
         """The first record of a new minute: mark the totals it starts from."""
         minute = int(now // 60)
@@ -188,6 +285,7 @@ class Ledger:
         if minute == self._minute:
             return
         self._minute = minute
+        self._folded()
         self._marks[minute] = self._by_command()
         for old in [m for m in self._marks if m <= minute - _MINUTES_KEPT]:
             del self._marks[old]
@@ -207,6 +305,7 @@ class Ledger:
     @property
     def total(self) -> int:
         """Commands counted so far."""
+        self._folded()
         return sum(t.n for t in list(self._groups.values()))
 
     def totals(self, profile: BillingProfile | str | None = None) -> LedgerTotals:
@@ -215,6 +314,7 @@ class Ledger:
         Costs O(distinct commands x minutes kept), whatever the number of rows or tenants.
         """
         prof = self._resolve(profile)
+        self._folded()
         return LedgerTotals(**self._summary(prof, self._by_command()))
 
     def _summary(self, prof: BillingProfile, by_command: dict[str, int]) -> dict[str, Any]:
@@ -244,6 +344,7 @@ class Ledger:
         Bounded by the code's components, commands and key families (families never hold
         ids), not by the number of tenants.
         """
+        self._folded()
         return {g: t.n for g, t in list(self._groups.items())}
 
     def top_tenants(self, n: int, *, exclude: Collection[str] = ()) -> list[tuple[str, int]]:
@@ -254,6 +355,7 @@ class Ledger:
         """
         if n <= 0:
             return []
+        self._folded()
         candidates = (
             (t, s.billed)
             for t, s in list(self._tenants.items())
@@ -272,6 +374,7 @@ class Ledger:
         """Billed units so far per tenant (commands with no tenant are left out)."""
         prof = profile or self._profile
         if prof == self._profile:
+            self._folded()
             return {t: s.billed for t, s in list(self._tenants.items()) if s.billed}
         units: dict[str, int] = {}
         out: dict[str, int] = {}
@@ -288,12 +391,15 @@ class Ledger:
 
     def reset(self) -> None:
         """Forget every count and restart the projection window."""
+        with self._lock:
+            self._dirty.clear()
         self._rows.clear()
         self._groups.clear()
         self._tenants.clear()
         self._marks.clear()
         self._minute = None
         self._next_minute = -math.inf
+        self._look = True
         self._inner = 0
         self._generation += 1
         self._started = self._clock.monotonic()

@@ -13,8 +13,8 @@ AUTH only when a password is set, SELECT only for a non-zero database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 from redis.asyncio.connection import (
     AbstractConnection,
@@ -36,22 +36,43 @@ __all__ = [
 
 #: attribution of the commands a connection sends to set itself up
 HANDSHAKE = Attribution("connection", "-", None)
+#: ``_attribution.get`` bound once: calling it is ~30 ns cheaper per command than looking the
+#: method up on the ContextVar each time (CPython 3.11)
+_current = _attribution.get
 
 
 class _CountingMixin(AbstractConnection):
     _lt_ledger: Ledger | None
     _lt_pending: list[tuple[str, Attribution]]
+    #: the ``pack_command`` the hook hands over to: what ``super()`` finds after this mixin in
+    #: the class's MRO, looked up once per class instead of once per command
+    _lt_next_pack: ClassVar[Callable[..., list[bytes]]]
+    #: the same, held by the instance (read faster than a class attribute)
+    _lt_pack: Callable[..., list[bytes]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._lt_next_pack = staticmethod(super().pack_command)
 
     def __init__(self, *args: Any, lowtide_ledger: Ledger | None = None, **kwargs: Any) -> None:
         self._lt_ledger = lowtide_ledger
         self._lt_pending = []
+        self._lt_pack = self._lt_next_pack
         super().__init__(*args, **kwargs)
 
     def pack_command(self, *args: Any) -> list[bytes]:
         # pack_commands (pipelines, MULTI/EXEC) calls this once per command too; a command
         # named before is one dict lookup (known_name), not a call of command_name
-        self._lt_pending.append((known_name(args[0]) or command_name(args), _attribution.get()))
-        return super().pack_command(*args)
+        self._lt_pending.append((known_name(args[0]) or command_name(args), _current()))
+        pack = self._lt_pack
+        # the commonest arities (GET, DEL; INCRBY, PEXPIRE, PUBLISH) are passed one by one:
+        # CPython 3.11 runs ``f(*args)`` in a new eval loop, ~70 ns more per command
+        n = len(args)
+        if n == 2:
+            return pack(self, args[0], args[1])
+        if n == 3:
+            return pack(self, args[0], args[1], args[2])
+        return pack(self, *args)
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
