@@ -19,7 +19,7 @@ from lowtide.keys import build_key
 from lowtide.redis import keyspace as ks
 from lowtide.redis import plain_client
 from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
-from tests.helpers import advance_gently, eventually
+from tests.helpers import advance_gently, eventually, listeners_caught_up
 
 
 def events(server: ValkeyServer) -> str:
@@ -181,3 +181,31 @@ async def test_auto_on_upstash_uses_keyspace_notifications_where_config_is_allow
             # Upstash documents no CLIENT TRACKING: never tried
             assert "client|tracking" not in server_commands(server)
             assert (ks.missing_flags(events(server)) == "") is (feed == "keyspace")
+
+
+async def test_a_write_on_an_expired_key_is_kept_by_its_writer_and_reaches_the_others() -> None:
+    # with active expiry off, an expired key stays in Redis until touched: a write on it
+    # publishes `expired` (the old value's removal) and then its own `set`
+    with ValkeyServer(args=["--enable-debug-command", "yes"]) as server:
+        server.command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+        async with (
+            Lowtide(server.url, invalidation="keyspace", instance="a") as a,
+            Lowtide(server.url, invalidation="keyspace", instance="b") as b,
+        ):
+            for hub in (a, b):
+                assert await hub.invalidations.wait_healthy(5)
+            ca, cb = a.cache("profiles", ttl=300), b.cache("profiles", ttl=300)
+            await ca.set("u1", "old", tenant="t1", ttl=0.05)
+            await listeners_caught_up([a, b])
+            await asyncio.sleep(0.1)  # its life is over; Redis still holds it (no active expiry)
+            assert server.command(
+                "DEBUG", "OBJECT", build_key("lt", "cache", "profiles", "t1", "u1")
+            )
+            echoes = ca.stats.echoes
+            await ca.set("u1", "new", tenant="t1")
+            await listeners_caught_up([a, b])
+            assert ca.stats.echoes == echoes + 1  # its own `set`, not the `expired` before it
+            before = ledger_commands(a, component="cache")
+            assert await ca.get("u1", tenant="t1") == "new"  # still fresh in memory
+            assert changes(before, ledger_commands(a, component="cache")) == {}
+            assert await cb.get("u1", tenant="t1") == "new"  # the other hub reads the new value

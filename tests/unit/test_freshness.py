@@ -323,3 +323,26 @@ def test_tracking_noloop_a_writer_keeps_its_copy_exactly_while_no_later_write_la
     e = store.store.map[k]
     assert is_fresh(e, store.store.epoch, 100.0) == (later_writes == 0)
     assert e.value == "ours"  # kept for fail-safe reads either way
+
+
+@given(later_writes=st.integers(0, 3), expired_first=st.booleans())
+def test_keyspace_an_expiry_before_the_echo_is_never_taken_for_it(
+    later_writes: int, expired_first: bool
+) -> None:
+    # keyspace notifications: a write on a key whose life is over but which Redis has not
+    # removed yet publishes `expired` (the old value's removal) before its own `set`; then
+    # each later write by anyone publishes one more message
+    store = l1()
+    k = ("t", "k")
+    store.keep(k, "ours", 1, 60, after_write(0, InvalidationMode.KEYSPACE, distributed=True))
+    if expired_first:
+        assert store.invalidate(k, expiry=True)  # not our echo, and nothing about our value
+        assert is_fresh(store.store.map[k], store.store.epoch, 100.0)
+    assert store.invalidate(k)  # our own `set`, swallowed
+    for _ in range(later_writes):
+        store.invalidate(k)
+    e = store.store.map[k]
+    assert is_fresh(e, store.store.epoch, 100.0) == (later_writes == 0)
+    # once the echo came, an expiry is an invalidation like any other (our value's end)
+    store.invalidate(k, expiry=True)
+    assert not is_fresh(store.store.map[k], store.store.epoch, 100.0)

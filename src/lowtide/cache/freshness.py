@@ -245,7 +245,9 @@ def after_write(
       have landed after ours: :class:`Demote`; none: ``Fill(echo=0)`` (a later write that
       changes the value is announced, because this copy may exist).
     * keyspace notifications: the server publishes one message per change, ours included, in
-      the order it applied them, never merged: as pub/sub with ``notified``.
+      the order it applied them, never merged: as pub/sub with ``notified``. (A write on a key
+      whose life is over but which Redis has not removed yet comes after an ``expired``
+      message: the old value's removal, never the echo; see :meth:`L1.invalidate`.)
     """
     if mode is None:
         return _FILL

@@ -164,11 +164,18 @@ class L1:
             and e.shadow_until > self._now()
         )
 
-    def invalidate(self, k: Key) -> bool:
+    def invalidate(self, k: Key, *, expiry: bool = False) -> bool:
         """A push named ``k``: swallow it if it is the echo of this process's own write (True),
-        else make the entry never fresh again (kept for fail-safe reads) and return False."""
+        else make the entry never fresh again (kept for fail-safe reads) and return False.
+
+        ``expiry``: the message says Redis removed an expired value (keyspace notifications'
+        ``expired``). It is never the echo a writer waits for, and while one is awaited it says
+        nothing about the written value: it is the removal of the value the write replaced
+        (:class:`lowtide.redis.keyspace.Expired`), so the entry is kept as it is (True)."""
         e = self.store.map.get(k)
         if e is not None and e.echo > 0:
+            if expiry:
+                return True
             e.echo -= 1
             self.stats.echoes += 1
             return True

@@ -16,6 +16,7 @@ from lowtide.codec import Codec
 from lowtide.errors import ConfigError, InvalidKeyError
 from lowtide.keys import parse_key
 from lowtide.modes import ModeChange
+from lowtide.redis.keyspace import Expired
 from lowtide.runtime import HubView
 
 __all__ = ["CacheHub", "CacheRegistry"]
@@ -71,6 +72,7 @@ class CacheRegistry:
             self.demote_all()
             return
         caches = self._caches
+        expiry = isinstance(keys, Expired)
         for rk in keys:
             try:
                 parsed = parse_key(rk)
@@ -78,7 +80,7 @@ class CacheRegistry:
                 continue
             cache = caches.get((parsed.component, parsed.name))
             if cache is not None and not parsed.hashtag:
-                cache._invalidate((parsed.tenant, parsed.key))
+                cache._invalidate((parsed.tenant, parsed.key), expiry=expiry)
 
     def _on_mode(self, change: ModeChange) -> None:
         # whatever was learned before a mode change can no longer be trusted as fresh

@@ -305,9 +305,9 @@ class Cache(LocalViews, Purging, Decorating):
         await self._l2.aclose()
 
     # -- called by the registry ------------------------------------------------------------
-    def _invalidate(self, k: Key) -> None:
+    def _invalidate(self, k: Key, *, expiry: bool = False) -> None:
         self._values.forget(k)
-        if self._l1.invalidate(k):
+        if self._l1.invalidate(k, expiry=expiry):
             return  # the echo of this process's own write
         if self._watchers:
             self._watchers.emit(k)

@@ -27,6 +27,7 @@ from typing import Final
 __all__ = [
     "REQUIRED_FLAGS",
     "TTL_ONLY_EVENTS",
+    "Expired",
     "channel_prefix",
     "missing_flags",
     "pattern",
@@ -40,6 +41,19 @@ _ALL: Final = "g$lshzxe"
 TTL_ONLY_EVENTS: Final = frozenset({b"expire", b"persist"})
 #: longest event name accepted from a message (Valkey's longest is under 20 bytes)
 MAX_EVENT_BYTES: Final = 64
+
+
+class Expired(list[str]):
+    """The keys of an ``expired`` event: Redis removed a value whose life was over.
+
+    It is never the message of a write a process is waiting for: a write on a key whose life is
+    over but which Redis has not removed yet publishes ``expired`` (the old value's removal)
+    *before* its own ``set``, and a value written later than ours cannot expire before its own
+    ``set`` arrives. So a writer expecting its own message must not take an ``expired`` for it
+    (:meth:`lowtide.cache.l1.L1.invalidate`); for everyone else it is an invalidation like any
+    other (it is a ``list``)."""
+
+    __slots__ = ()
 
 
 def missing_flags(current: str) -> str:

@@ -352,7 +352,8 @@ class TrackingConnection:
             return []
         if not ks.is_invalidation(event):
             return []
-        return message_keys(channel[len(prefix) :], self._prefixes, self.stats, split=False)
+        keys = message_keys(channel[len(prefix) :], self._prefixes, self.stats, split=False)
+        return ks.Expired(keys) if keys and event == b"expired" else keys
 
     async def ping(self) -> None:
         """Send a keepalive PING (answered in subscribed mode as a ``pong`` message)."""
