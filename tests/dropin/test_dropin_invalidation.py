@@ -16,7 +16,7 @@ import pytest
 from lowtide.testing import changes, ledger_commands
 from tests.deployments import KEYSPACE, PUBSUB, TRACKING_RESP2, TRACKING_RESP3, ListenerMode
 from tests.dropin.helpers import dropin, plain
-from tests.helpers import eventually
+from tests.helpers import eventually, listeners_caught_up
 
 MODES = [
     pytest.param(TRACKING_RESP2, id="tracking-resp2"),
@@ -64,15 +64,20 @@ async def test_writes_through_a_drop_in_client_reach_every_hub(
 ) -> None:
     async with (
         dropin(lowtide_url, hub_options=mode.options, instance="a") as (la, a),
-        dropin(lowtide_url, hub_options=mode.options, instance="b") as (_, b),
+        dropin(lowtide_url, hub_options=mode.options, instance="b") as (lb, b),
     ):
         await a.set("d:k", "1")
+        # (each write's message heard before the other hub reads: one landing while its read
+        # is in flight rightly keeps it from holding a copy, and then no later write of that
+        # key would count as an invalidation)
+        await listeners_caught_up([la, lb])
         assert await b.get("d:k") == b"1"
         assert await b.get("d:k") == b"1"  # held
         await a.set("d:k", "2")
         await eventually(lambda: b.lt_engine.info()["invalidations"] >= 1, within=1.0)
         assert await b.get("d:k") == b"2"
         await a.hset("d:h", "f", "1")  # any write command, not only SET
+        await listeners_caught_up([la, lb])
         assert await b.hget("d:h", "f") == b"1"
         await a.hincrby("d:h", "f", 5)
         await eventually(lambda: b.lt_engine.info()["invalidations"] >= 2, within=1.0)
