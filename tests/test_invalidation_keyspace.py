@@ -73,7 +73,7 @@ async def test_copies_live_as_long_as_their_redis_value_and_writers_send_no_publ
             before_b = ledger_commands(b, component="cache")
             await ca.set("u1", "v1", tenant="t1")
             assert await cb.get("u1", tenant="t1") == "v1"
-            await asyncio.sleep(0.05)  # a's own echo arrives (and is swallowed)
+            await listeners_caught_up([a, b])  # a's own echo arrived (and was swallowed)
             assert await ca.get("u1", tenant="t1") == "v1"  # no read-back
             # past max_staleness (60 s): still served from memory, no GET
             await advance_gently(clock, 90)
@@ -105,7 +105,7 @@ async def test_a_silent_flushall_is_noticed_by_the_sentinel_check() -> None:
             cache = hub.cache("profiles", ttl=300)
             await cache.set("u1", "v1", tenant="t1")
             server.flushall()
-            await asyncio.sleep(0.1)
+            await listeners_caught_up([hub])  # whatever the flush sent has arrived: nothing
             assert cache.peek("u1", tenant="t1") == "v1"  # no event for a flush
             before = ledger_commands(hub, component="invalidation")
             await advance_gently(clock, 45.1)  # three keepalive periods
