@@ -14,7 +14,7 @@ from lowtide import Cache, Lowtide, build_key
 from lowtide.cache.adaptive import WINDOW
 from lowtide.context import Attribution
 from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
-from tests.helpers import eventually
+from tests.helpers import eventually, listeners_caught_up
 
 A = Attribution("test", "-")
 
@@ -196,6 +196,7 @@ async def test_copies_that_do_not_pay_are_turned_off_and_back_on(lowtide_url: st
         assert health["copies"] == "off"  # said in health too
         # values written now are marked "no copies": nobody keeps one, so replacing one is free
         await ca.set("p", "v1", tenant="t")
+        await listeners_caught_up([a, b])  # (its message, if any, heard before b reads)
         assert await cb.get("p", tenant="t") == "v1"
         assert await cb.get("p", tenant="t") == "v1"
         assert (cb.stats.private_reads, cb.stats.would_hits) == (2, 1)

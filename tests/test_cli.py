@@ -167,6 +167,9 @@ def test_lowtide_server_prints_a_url_that_answers_and_stops_on_a_signal(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # as from a terminal: a shell without job control starts background commands with
+        # SIGINT ignored, and the child would inherit that (then Ctrl-C cannot reach it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         m = read_until(proc, r"running at (redis://(127\.0\.0\.1):(\d+))")
