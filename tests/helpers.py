@@ -71,8 +71,9 @@ async def advance_gently(clock: ManualClock, seconds: float, step: float = 5.0) 
 async def listeners_caught_up(hubs: list[Lowtide]) -> None:
     """Wait until every hub's invalidation listener has handled every message sent so far: a
     fence key is written (published, on the backplane) and each listener must hear it (one
-    connection, in order). Keyspace notifications send one message per write, so a big batch
-    of writes can still be in flight to the listeners when the writer has its replies."""
+    connection, in order; one server only: on a cluster each primary has its own connection).
+    Keyspace notifications send one message per write, so a big batch of writes can still be
+    in flight to the listeners when the writer has its replies."""
     url = hubs[0].settings.url
     assert url is not None
     key = build_key(hubs[0].settings.namespace, "cache", "fence", None, str(time.monotonic()))

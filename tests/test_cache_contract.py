@@ -20,7 +20,7 @@ from lowtide import Cache, Lowtide, ManualClock, Mode, build_key
 from lowtide.context import Attribution
 from lowtide.testing import changes, ledger_commands
 from tests.deployments import LISTENER_MODES, Deployment
-from tests.helpers import advance_gently, eventually, listeners_caught_up
+from tests.helpers import advance_gently, eventually
 
 A = Attribution("test", "-")
 #: listener start-up: three connections and self-tests on a cluster
@@ -112,10 +112,14 @@ class CacheContract:
             await healthy(a, b)
             ca, cb = a.cache("profiles"), b.cache("profiles")
             await ca.set("u1", {"v": 1}, tenant="t1")
-            # the write's message heard first: one landing while b's read is in flight rightly
-            # keeps b from holding the copy the next write must invalidate
-            await listeners_caught_up([a, b])
-            assert await cb.get("u1", tenant="t1") == {"v": 1}  # b fills its L1
+            # b fills its L1 (a read with the write's message landing while it is in flight
+            # rightly keeps no copy: read again until b holds the one the next write must drop)
+
+            async def b_holds() -> bool:
+                assert await cb.get("u1", tenant="t1") == {"v": 1}
+                return cb.peek("u1", tenant="t1") == {"v": 1}
+
+            await eventually(b_holds)
             before = ledger_commands(b, component="cache")
             await ca.set("u1", {"v": 2}, tenant="t1")
             await eventually(lambda: cb.stats.invalidations >= 1)
