@@ -9,7 +9,7 @@ instead of testing the mode's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -64,13 +64,7 @@ KEYSPACE = ListenerMode(
     flush_pushed=False,
 )
 CLUSTER = ListenerMode(options={}, health="tracking", cluster=True)
-KEYSPACE_CLUSTER = ListenerMode(
-    options={"invalidation": "keyspace"},
-    health="keyspace",
-    cluster=True,
-    keeps_own_writes=True,
-    flush_pushed=False,
-)
+KEYSPACE_CLUSTER = replace(KEYSPACE, cluster=True)
 
 LISTENER_MODES = [
     pytest.param(TRACKING_RESP2, id="tracking-resp2"),
