@@ -182,13 +182,8 @@ class Invalidations:
         TRACKING, keyspace notifications): a period whose triple bounds how long a change can
         go unnoticed (a lost connection, or in keyspace mode a silent flush, is found within
         it); None otherwise (see :func:`~lowtide.cache.freshness.fresh_cap`)."""
-        if not self.healthy:
-            return None
-        if self.mode is InvalidationMode.TRACKING:
-            return self.keepalive
-        if self.mode is InvalidationMode.KEYSPACE:
-            return self.keepalive  # a silent flush is noticed within three periods too
-        return None
+        pushed = (InvalidationMode.TRACKING, InvalidationMode.KEYSPACE)
+        return self.keepalive if self.healthy and self.mode in pushed else None
 
     @property
     def publishes(self) -> bool:
@@ -386,13 +381,7 @@ class Invalidations:
                 )
             else:
                 await conn.open(self.prefixes)
-        self.mode = (
-            InvalidationMode.PUBSUB
-            if self._use_pubsub
-            else InvalidationMode.KEYSPACE
-            if keyspace
-            else InvalidationMode.TRACKING
-        )
+        self.mode = InvalidationMode(self._feed)  # tracking, keyspace or pubsub
         loop = asyncio.get_running_loop()
         readers = [loop.create_task(self._read_loop(c)) for c in conns]
         if writer is not None and writer.reader is not None:
