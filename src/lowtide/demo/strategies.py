@@ -11,7 +11,9 @@
   lowtide's drop-in (``lt.redis(cache_prefixes=...)``).
 * :class:`LowtideStrategy`: this library with its defaults, in one invalidation mode
   (``tracking``: CLIENT TRACKING; ``keyspace``: keyspace notifications, the mode for Upstash;
-  ``pubsub``: the backplane, for servers with neither).
+  ``pubsub``: the backplane, for servers with neither). Each connector's per-tenant breaker
+  sits under one shared by all tenants (``per_tenant=False``), as docs/breaker.md recommends
+  for a dependency that fails for everyone at once.
 
 All three use the same "database" (the trace's history, 2 ms per query) and the same dependency
 (which fails while the trace says so), start with an empty cache and reach their steady state in
@@ -31,6 +33,7 @@ import random
 import time
 from typing import Any, Protocol
 
+from lowtide.breaker import CircuitBreaker
 from lowtide.demo.trace import DemoConfig, Event, Trace
 from lowtide.errors import CircuitOpen
 from lowtide.hub import Lowtide
@@ -388,16 +391,20 @@ class LowtideStrategy:
             c: self.hub.rate_limiter(c, cfg.limit, wall(cfg.per), lease_horizon=wall(LEASE_HORIZON))
             for c in cfg.connectors
         }
-        self.breakers = {
-            c: self.hub.circuit_breaker(
-                c,
+        def breaker(name: str, *, per_tenant: bool) -> CircuitBreaker:
+            return self.hub.circuit_breaker(
+                name,
                 min_calls=FAIL_THRESHOLD,
                 failure_rate=0.5,
                 window=wall(WINDOW),
                 open_for=wall(OPEN_FOR),
+                per_tenant=per_tenant,
             )
-            for c in cfg.connectors
-        }
+
+        self.breakers = {c: breaker(c, per_tenant=True) for c in cfg.connectors}
+        # a connector-wide breaker over the per-tenant ones: when the connector itself is down,
+        # tenants that call it a few times a minute never reach min_calls on their own
+        self.connector_down = {c: breaker(f"{c}-all", per_tenant=False) for c in cfg.connectors}
 
     async def setup(self, machine: int) -> None:
         cfg = self.db.cfg
@@ -435,7 +442,8 @@ class LowtideStrategy:
     async def call(self, ev: Event) -> tuple[float, float] | None:
         """Make the outbound call if allowed; return the interval in which the admission was
         decided (asked, answered; server time as this process sees it), or None."""
-        if self.breakers[ev.key].state(ev.tenant) == "open":
+        everyone, this_tenant = self.connector_down[ev.key], self.breakers[ev.key]
+        if everyone.state() == "open" or this_tenant.state(ev.tenant) == "open":
             return None  # fail fast before spending a token (0 commands)
         # judged by the clock lowtide's windows follow: the server's, as this process sees it
         asked = self.hub.server_time()
@@ -444,7 +452,7 @@ class LowtideStrategy:
             return None
         decided = (asked, self.hub.server_time())
         try:
-            async with self.breakers[ev.key].guard(ev.tenant):
+            async with everyone.guard(), this_tenant.guard(ev.tenant):
                 await self.db.dependency(ev.key)
         except (CircuitOpen, DependencyDown):
             pass
