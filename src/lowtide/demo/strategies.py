@@ -391,6 +391,7 @@ class LowtideStrategy:
             c: self.hub.rate_limiter(c, cfg.limit, wall(cfg.per), lease_horizon=wall(LEASE_HORIZON))
             for c in cfg.connectors
         }
+
         def breaker(name: str, *, per_tenant: bool) -> CircuitBreaker:
             return self.hub.circuit_breaker(
                 name,
