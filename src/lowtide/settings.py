@@ -177,7 +177,7 @@ class Settings:
     default_ttl: float = 300.0
     #: upper bound on how old an L1 value may be when read
     max_staleness: float = 60.0
-    #: seconds a round trip may take once it has a connection (a batch gets 0.1 ms more per
+    #: seconds a round trip may take once it has a connection (a batch gets 0.25 ms more per
     #: command or key it carries)
     op_timeout: float = 1.0
     #: timeout of opening a connection
