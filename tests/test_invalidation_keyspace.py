@@ -72,8 +72,10 @@ async def test_copies_live_as_long_as_their_redis_value_and_writers_send_no_publ
             before = ledger_commands(a, component="cache")
             before_b = ledger_commands(b, component="cache")
             await ca.set("u1", "v1", tenant="t1")
+            # the write's message reached both first (one landing while b's GET is in flight
+            # rightly keeps b from holding what it read), and a swallowed its own
+            await listeners_caught_up([a, b])
             assert await cb.get("u1", tenant="t1") == "v1"
-            await listeners_caught_up([a, b])  # a's own echo arrived (and was swallowed)
             assert await ca.get("u1", tenant="t1") == "v1"  # no read-back
             # past max_staleness (60 s): still served from memory, no GET
             await advance_gently(clock, 90)
@@ -92,8 +94,10 @@ async def test_copies_live_as_long_as_their_redis_value_and_writers_send_no_publ
                 lambda: ca.peek("u1", tenant="t1") is None and cb.peek("u1", tenant="t1") is None
             )
             # the Redis copy's own expiry is pushed too ("expired")
-            await ca.set("u2", "v", tenant="t1", ttl=0.2)
+            await ca.set("u2", "v", tenant="t1", ttl=1.0)
+            await listeners_caught_up([a, b])
             assert await cb.get("u2", tenant="t1") == "v"
+            assert cb.peek("u2", tenant="t1") == "v"
             await eventually(lambda: cb.peek("u2", tenant="t1") is None)
 
 
