@@ -92,6 +92,7 @@ async def test_rewriting_the_same_bytes_tells_no_one(lowtide_url: str) -> None:
     async with hubs(lowtide_url, 2) as (a, b):
         ca, cb = a.cache("profiles"), b.cache("profiles")
         await ca.set("u1", {"n": 1}, tenant="t")
+        await fence([a, b])  # its message lands before b reads (during the read, b keeps none)
         assert await cb.get("u1", tenant="t") == {"n": 1}
         before_a, before_b = cache_cmds(a), cache_cmds(b)
         await ca.set("u1", {"n": 1}, tenant="t")
@@ -210,6 +211,7 @@ async def test_copies_that_do_not_pay_are_turned_off_and_back_on(lowtide_url: st
         assert ca.info()["copies"] == "on"
         assert ca.info()["copy_switches"] == 2
         await ca.set("p", "v3", tenant="t")  # shared again: b may keep it
+        await listeners_caught_up([a, b])
         assert await cb.get("p", tenant="t") == "v3"
         c1 = cache_cmds(b)
         assert await cb.get("p", tenant="t") == "v3"
