@@ -13,12 +13,15 @@ Windows, warm-up and time compression (trace seconds; per-day figures are per da
   replayed 20x faster than real time (``lowtide demo``'s default);
 * 10x: 60 s of warm-up, 120 s measured (12 limiter windows), 10x faster (the demo's default
   would be 2x; 10x replays the same events per wall second as 100x in real time);
-* 100x: 20 s of warm-up (two limiter windows, so leases have grown), 30 s measured, in real
-  time (faster made the naive code's connection pool raise).
+* 100x: 15 s of warm-up (at least one whole limiter window before the measured one, whatever
+  the phase), 30 s measured, in real time (at 2x, 464 of the naive code's operations raised
+  in a 60 s run).
 
-That is ~20 minutes per profile on a 2-core machine; none of it is the demo's 1,000 s steady
-state (see ``python -m benchmarks.demo_runs``). A run whose machines start events late by more
-than a tenth of a limiter window is reported (the demo's note) and kept.
+That is ~21 minutes per profile on a 2-core machine (~7 minutes per repetition, over half of it
+at 100x), and none of it is the demo's 1,000 s steady state (``python -m benchmarks.demo_runs``):
+its 1,600 s of warm-up and window would take 4 x 1,600 s per repetition at 100x. A run whose
+machines start events late by more than a tenth of a limiter window is reported (the demo's
+note) and kept.
 
 Run: ``python -m benchmarks.growth [--read-mostly | --dense] [--repeat 3] [--seconds S [S S]]
 [--warmup W [W W]]``.
@@ -40,7 +43,7 @@ from lowtide.testing import ValkeyServer
 SCALES = (1.0, 10.0, 100.0)
 #: measured trace seconds, warm-up trace seconds and time compression, per scale (see above)
 SECONDS = (300.0, 120.0, 30.0)
-WARMUP = (300.0, 60.0, 20.0)
+WARMUP = (300.0, 60.0, 15.0)
 SPEEDUP = (20.0, 10.0, 1.0)
 #: lowtide's invalidation modes on real servers: CLIENT TRACKING, keyspace notifications
 MODES = ("tracking", "keyspace")
