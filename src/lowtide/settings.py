@@ -178,7 +178,7 @@ class Settings:
     #: upper bound on how old an L1 value may be when read
     max_staleness: float = 60.0
     #: seconds a round trip may take once it has a connection (a batch gets 0.25 ms more per
-    #: command or key it carries)
+    #: command or key it carries, and per KB of a large argument)
     op_timeout: float = 1.0
     #: timeout of opening a connection
     connect_timeout: float = 1.0
