@@ -25,6 +25,7 @@ from lowtide.cache.freshness import (
 )
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, Key, L1Store
+from lowtide.cache.unseen import Unseen
 
 __all__ = ["L1"]
 
@@ -32,7 +33,7 @@ __all__ = ["L1"]
 class L1:
     """The in-process side of one cache (see module docs)."""
 
-    __slots__ = ("_now", "_tracking_keepalive", "options", "stats", "store")
+    __slots__ = ("_now", "_tracking_keepalive", "options", "stats", "store", "unseen")
 
     def __init__(
         self,
@@ -55,6 +56,11 @@ class L1:
             tenant_entries=max(1, int(options.max_entries * share)),
             tenant_bytes=max(1, int(options.max_bytes * share)),
         )
+        #: pushes and removals of keys with no entry (what a load may skip the GET on)
+        self.unseen = Unseen(
+            options.ttl, options.max_entries, self.store, now=now, keepalive=tracking_keepalive
+        )
+        self.store.on_remove = self.unseen.heard
 
     def fill(
         self,
@@ -74,6 +80,7 @@ class L1:
         store = self.store
         if size + ENTRY_OVERHEAD > store.tenant_bytes:
             store.drop(k)  # would evict a whole tenant's share: serve it from L2 instead
+            self.unseen.heard(k)  # maybe this process's own write: not known absent
             return
         now = self._now()
         cap = fresh_cap(self.options, tracking_keepalive=self._tracking_keepalive())
@@ -137,6 +144,7 @@ class L1:
         store = self.store
         if size + ENTRY_OVERHEAD > store.tenant_bytes:
             store.drop(k)
+            self.unseen.heard(k)
             return
         now = self._now()
         cap = fresh_cap(self.options, tracking_keepalive=self._tracking_keepalive())
@@ -173,26 +181,28 @@ class L1:
         nothing about the written value: it is the removal of the value the write replaced
         (:class:`lowtide.redis.keyspace.Expired`), so the entry is kept as it is (True)."""
         e = self.store.map.get(k)
-        if e is not None and e.echo > 0:
+        if e is None:
+            self.unseen.heard(k, gone=expiry)
+            return False
+        if e.echo > 0:
             if expiry:
                 return True
             e.echo -= 1
             self.stats.echoes += 1
             return True
-        if e is not None:
-            if not e.own_echo:  # this process's own write coming back says nothing new
-                self._heard_of(e)
-            # another writer changed it (or, with own_echo, most likely this process's write
-            # came back): never fresh again, but kept as the last known value for fail-safe
-            # reads (a read while Redis answers replaces or drops it)
-            e.fresh_until = 0.0
-            e.shadow_until = 0.0
-            e.refresh_at = math.inf
-            if e.own_echo:
-                e.own_echo = False
-            else:
-                e.superseded = True
-            self.stats.invalidations += 1
+        if not e.own_echo:  # this process's own write coming back says nothing new
+            self._heard_of(e)
+        # another writer changed it (or, with own_echo, most likely this process's write came
+        # back): never fresh again, but kept as the last known value for fail-safe reads (a
+        # read while Redis answers replaces or drops it)
+        e.fresh_until = 0.0
+        e.shadow_until = 0.0
+        e.refresh_at = math.inf
+        if e.own_echo:
+            e.own_echo = False
+        else:
+            e.superseded = True
+        self.stats.invalidations += 1
         return False
 
     def _heard_of(self, e: Entry) -> None:

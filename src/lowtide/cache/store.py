@@ -22,6 +22,7 @@ fail-safe reads when Redis is down.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = ["ABSENT", "ENTRY_OVERHEAD", "LOADED_NONE", "Entry", "L1Store"]
@@ -145,6 +146,8 @@ class L1Store:
         #: ``seq - touch_gap``, kept with ``seq``: a hit moves an entry whose ``seq`` is at most
         #: this (one comparison on the hot path instead of a subtraction and a comparison)
         self.old_seq = -self.touch_gap
+        #: called with each key removed (evicted or dropped; not by :meth:`clear`)
+        self.on_remove: Callable[[Key], None] | None = None
 
     def __len__(self) -> int:
         return len(self.map)
@@ -225,6 +228,8 @@ class L1Store:
         del usage.keys[key]
         if not usage.keys:
             del self._usage[key[0]]
+        if self.on_remove is not None:
+            self.on_remove(key)
 
     def demote_all(self) -> None:
         """Make every entry stale at once (kept for fail-safe reads until ``stale_until``)."""

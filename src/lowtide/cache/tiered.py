@@ -405,12 +405,14 @@ class Cache(LocalViews, Purging, Decorating):
         plan = self._l1.refresh_plan(e, lifetime) if refresh and e is not None else None
         if plan is False and e is not None:  # the Redis copy has life enough: not due yet
             return answer(e.value)
-        skip_l2 = e is not None and (
-            plan  # a due refresh of the copy Redis is known to hold: load and overwrite
+        skip_l2 = (
+            self._l1.unseen.absent(k)  # no entry, and no push named it for ttl (cache.unseen)
+            if e is None
+            else plan  # a due refresh of the copy Redis is known to hold: load and overwrite
             or (e.value is ABSENT and is_fresh(e, self._store.epoch, self._now()))
             or self._l1.l2_gone(e)  # its Redis copy expired, and no new one was pushed
         )
-        guessed = skip_l2 and not plan and e is not None and e.value is not ABSENT
+        guessed = skip_l2 and not plan and (e is None or e.value is not ABSENT)
         if guessed:
             self.stats.known_absent += 1
         l2_empty = not plan

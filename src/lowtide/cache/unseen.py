@@ -1,0 +1,108 @@
+"""What the pushes say about keys this process holds no L1 entry for.
+
+With CLIENT TRACKING (BCAST, prefixes) or keyspace notifications, the listener hears every
+write and expiry under the cache's key prefix, also of keys this process never read. So a key
+no push named for longer than ``ttl`` (plus a margin for clocks) has no copy in Redis: every
+copy lives at most ``ttl`` and each write of one is pushed. :meth:`Unseen.absent` answers that
+for a key with no L1 entry, and a load may then store without reading Redis first (``SET ... PX
+NX GET``: a wrong guess keeps the copy Redis holds, and only the loader call was spent).
+
+What is remembered, per cache (an LRU-capped map, pruned as records age past the window):
+
+* every push for a key with no entry (:meth:`Unseen.heard`), except keyspace ``expired``
+  events, which forget the key instead (Redis holds no copy after it, and a new one is pushed);
+* every entry leaving L1 (eviction, drop), at the time it leaves: this process's own writes
+  through the NOLOOP writer are never pushed back, so a key it wrote and then evicted must not
+  look untouched;
+* ``since``: from when that record is complete. It starts when :meth:`Unseen.absent` is first
+  asked with the listener healthy in the current store epoch, and restarts with every epoch
+  (``clear_local``, demotion: listener lost, flush, mode change) and whenever the pushed
+  keepalive is off; dropping the oldest record for the cap moves it to that record's time.
+
+Nothing is guessed while ``since`` is younger than the window (the process may have missed what
+happened before), nor in pub/sub or ttl mode (no pushed keepalive: fills are not announced).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from lowtide.cache.store import Key, L1Store
+
+__all__ = ["Unseen"]
+
+
+class Unseen:
+    """Pushes and removals of keys with no L1 entry, and the guess they allow (module docs)."""
+
+    __slots__ = ("_cap", "_epoch", "_heard", "_keepalive", "_now", "_store", "_window", "since")
+
+    def __init__(
+        self,
+        ttl: float,
+        cap: int,
+        store: L1Store,
+        *,
+        now: Callable[[], float],
+        keepalive: Callable[[], float | None],
+    ) -> None:
+        #: a copy's longest life, plus the margin for clocks that ``L1.l2_gone`` uses
+        self._window = ttl + min(1.0, 0.02 * ttl)
+        self._cap = max(1, cap)
+        self._store = store
+        self._now = now
+        self._keepalive = keepalive
+        #: key -> monotonic time of the last push or removal from L1, oldest first
+        self._heard: OrderedDict[Key, float] = OrderedDict()
+        #: the store epoch the record belongs to
+        self._epoch = store.epoch
+        #: the record holds every push and removal since then (None: not complete yet)
+        self.since: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._heard)
+
+    def heard(self, k: Key, *, gone: bool = False) -> None:
+        """A push named ``k`` while it had no entry, or its entry left L1 (at this moment).
+        ``gone``: the push says Redis removed an expired value (keyspace ``expired``)."""
+        if self.since is None or self._store.epoch != self._epoch:
+            return  # nothing complete yet: whatever starts later starts after this
+        heard, now = self._heard, self._now()
+        if gone:  # removed: as if never named (no copy now, and any new one will be pushed)
+            heard.pop(k, None)
+            return
+        heard[k] = now
+        heard.move_to_end(k)
+        window = self._window
+        while heard:  # prune from the oldest end (times only grow along it)
+            t = next(iter(heard.values()))
+            if now - t <= window and len(heard) <= self._cap:
+                break
+            heard.popitem(last=False)
+            if now - t <= window:  # dropped for the cap: complete only from its time on
+                self.since = max(self.since, t)
+
+    def absent(self, k: Key) -> bool:
+        """True if Redis is known to hold no copy of ``k`` (which has no L1 entry): the record
+        has been complete for longer than a copy lives, and nothing named ``k`` within that
+        time (or the last push was its expiry)."""
+        now, epoch, keepalive = self._now(), self._store.epoch, self._keepalive()
+        if epoch != self._epoch or keepalive is None:
+            self.reset(epoch)
+            if keepalive is None:
+                return False
+        if self.since is None:
+            self.since = now
+            return False
+        window = self._window
+        if now - self.since <= window:
+            return False
+        t = self._heard.get(k)
+        return t is None or now - t > window
+
+    def reset(self, epoch: int) -> None:
+        """Forget everything: the record starts again (incomplete) in store epoch ``epoch``."""
+        self._heard.clear()
+        self._epoch = epoch
+        self.since = None
