@@ -340,8 +340,9 @@ async def test_a_spent_window_is_told_to_the_fleet_once(lowtide_url: str) -> Non
     async with Lowtide(lowtide_url, instance="a") as a, Lowtide(lowtide_url, instance="b") as b:
         assert await a.invalidations.wait_healthy(5)
         assert await b.invalidations.wait_healthy(5)
-        la = a.rate_limiter("told", limit=10, per=per, fleet_size=2)
-        lb = b.rate_limiter("told", limit=10, per=per, fleet_size=2)
+        # a fleet of 3 (the third is idle): telling spares up to 2 refused asks for 1 SET
+        la = a.rate_limiter("told", limit=12, per=per, fleet_size=3)
+        lb = b.rate_limiter("told", limit=12, per=per, fleet_size=3)
         await la.prefetch("t1")
         await lb.prefetch("t1")
 
@@ -350,21 +351,42 @@ async def test_a_spent_window_is_told_to_the_fleet_once(lowtide_url: str) -> Non
             await eventually(lambda: window_index(a.server_time(), per) > w, within=2 * per)
 
         await next_window()
-        for _ in range(8):  # a window of high demand on both (above their share of 5)
+        for _ in range(8):  # a window of high demand on both (above their share of 4)
             await la.acquire("t1")
             await lb.acquire("t1")
         await next_window()
-        assert [(await la.acquire("t1")).allowed for _ in range(5)] == [True] * 5
+        # a: a lease of 4, then 4 more (8 taken, 2 in hand); b: 4, the window's last
+        assert [(await la.acquire("t1")).allowed for _ in range(6)] == [True] * 6
         received = a.invalidations.received
-        assert [(await lb.acquire("t1")).allowed for _ in range(6)] == [True] * 5 + [False]
+        assert [(await lb.acquire("t1")).allowed for _ in range(5)] == [True] * 4 + [False]
         assert lb.info()["spent_told"] == 1  # b took the last token, and told
         await eventually(lambda: a.invalidations.received > received)
         before = ledger_commands(a, component="limiter")
+        assert [(await la.acquire("t1")).allowed for _ in range(2)] == [True] * 2  # in hand
         d = await la.acquire("t1")  # a's tokens are spent: refused without asking
         assert not d.allowed
         assert 0 < d.retry_after <= per
         assert ledger_commands(a, component="limiter") == before
         assert la.info()["spent_told"] == 0
+
+
+async def test_a_spent_window_is_not_told_when_no_one_else_would_ask(lowtide_url: str) -> None:
+    # a fleet of 2: the other hub would ask once at most, as dear as telling it (1 SET)
+    per = 1.0
+    async with Lowtide(lowtide_url, instance="a") as a:
+        assert await a.invalidations.wait_healthy(5)
+        la = a.rate_limiter("alone", limit=10, per=per, fleet_size=2)
+        await la.prefetch("t1")
+        w = window_index(a.server_time(), per)
+        await eventually(lambda: window_index(a.server_time(), per) > w, within=2 * per)
+        for _ in range(12):  # high demand: above the share of 5, the window spent
+            await la.acquire("t1")
+        w = window_index(a.server_time(), per)
+        await eventually(lambda: window_index(a.server_time(), per) > w, within=2 * per)
+        # the other hub is idle here: a takes both shares, the window's last token included
+        assert [(await la.acquire("t1")).allowed for _ in range(11)] == [True] * 10 + [False]
+        assert la.info()["spent_told"] == 0
+        assert "SET" not in ledger_commands(a, component="control")
 
 
 async def test_four_hubs_hammering_never_exceed_the_limit(lowtide_url: str) -> None:

@@ -3,6 +3,8 @@ the fair share."""
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -109,9 +111,35 @@ def test_a_counter_key_outlives_each_of_its_windows(window: int, per: float) -> 
 
 
 def test_telling_the_fleet_is_worth_it_only_near_the_fair_share() -> None:
-    assert worth_telling(50.0, 50)
-    assert worth_telling(45.0, 50)
-    assert not worth_telling(40.0, 50)
+    assert worth_telling(50.0, 50, others=3, left=0.5)
+    assert worth_telling(45.0, 50, others=3, left=0.5)
+    assert not worth_telling(40.0, 50, others=3, left=0.5)
+
+
+def test_telling_the_fleet_is_worth_it_only_when_others_are_expected_to_ask() -> None:
+    # a share of 1 (limit 2, 4 processes), one ask per window each: the others are expected
+    # to ask 3 * (1 - e^-left) times in what is left of the window
+    assert worth_telling(1.0, 1, others=3, left=0.9)  # 1.77 refused asks spared, costs 1
+    assert not worth_telling(1.0, 1, others=3, left=0.3)  # 0.78: telling costs more
+    assert not worth_telling(1.0, 1, others=3, left=0.9, cost=2)  # +1 PUBLISH: 1.77 < 2
+    assert worth_telling(3.0, 1, others=3, left=0.9, cost=2)  # 2.80
+    assert not worth_telling(50.0, 1, others=1, left=1.0)  # one other: it asks once at most
+    assert not worth_telling(50.0, 1, others=0, left=1.0)  # alone
+    assert not worth_telling(50.0, 1, others=3, left=0.0)  # the window is over
+
+
+@given(
+    demand=st.floats(0, 1000),
+    share=st.integers(1, 1000),
+    others=st.integers(0, 100),
+    left=st.floats(0, 1),
+)
+def test_telling_never_costs_more_than_it_is_expected_to_spare(
+    demand: float, share: int, others: int, left: float
+) -> None:
+    if worth_telling(demand, share, others=others, left=left):
+        assert demand >= 0.9 * share
+        assert others * (1 - math.exp(-demand * left)) > 1
 
 
 @given(

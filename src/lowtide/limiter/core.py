@@ -156,12 +156,20 @@ def window_lease_size(
     return max(1, min(size, cap))
 
 
-def worth_telling(demand: float, share: int) -> bool:
-    """Whether a process that took a window's last token should tell the fleet (one write
-    that every hub hears as a push): when its own demand is near or over its fair share, the
-    other processes are likely to run out too, and each would otherwise ask once more and
-    be refused."""
-    return demand >= 0.9 * share
+def worth_telling(demand: float, share: int, *, others: int, left: float, cost: int = 1) -> bool:
+    """Whether a process that took a window's last token should tell the fleet (``cost``
+    commands: one write every hub hears as a push, +1 PUBLISH in pub/sub mode).
+
+    Telling pays when it spares more than it costs: each of the ``others`` processes that
+    asks again before the window ends would be refused once (one reservation each) and then
+    know. Two conditions: this process's own demand (asks per window) is near or over its
+    fair ``share``, so the others are likely to run out of tokens too; and, the others asking
+    at about the same pace, the expected number of them asking in the ``left`` fraction of the
+    window still to run, ``others * (1 - exp(-demand * left))``, exceeds ``cost``.
+    """
+    if demand < 0.9 * share or others <= 0 or left <= 0:
+        return False
+    return others * -math.expm1(-demand * left) > cost
 
 
 def fallback_budget(

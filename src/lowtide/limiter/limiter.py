@@ -40,6 +40,7 @@ from lowtide.keys import build_key, family
 from lowtide.limiter.agreement import FleetConfig, LimitConfig
 from lowtide.limiter.core import (
     Decision,
+    window_end,
     window_index,
     worth_telling,
 )
@@ -464,9 +465,20 @@ class RateLimiter:
             spent
             and self._spent is not None
             and lease.told != lease.window
-            and worth_telling(lease.demand or 0.0, share)
             and self._spent.pushed
+            and worth_telling(
+                lease.demand or 0.0,
+                share,
+                others=fleet - 1,
+                left=self._left_in_window(),
+                cost=self._spent.cost,
+            )
         )
+
+    def _left_in_window(self) -> float:
+        """The fraction of the window under way still to run."""
+        now = self._server_now()
+        return (window_end(window_index(now, self.per), self.per) - now) / self.per
 
     # -- pushes and fleet agreement -----------------------------------------------------------
     def _limit_changed(self) -> None:

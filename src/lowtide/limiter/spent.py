@@ -82,6 +82,11 @@ class SpentWindows:
         inv = self._hub.invalidations
         return inv.healthy and inv.mode in _PUSHED
 
+    @property
+    def cost(self) -> int:
+        """Billed commands of one announcement: 1 SET, +1 PUBLISH in pub/sub mode."""
+        return 2 if self._hub.invalidations.mode is InvalidationMode.PUBSUB else 1
+
     async def tell(self, kw: dict[str, Any], lease: Lease, now: float, per: float) -> None:
         """Announce that the window under way at ``now`` (its reservation was ``lease``'s last)
         is spent: 1 SET PX, +1 PUBLISH in pub/sub mode. Never raises (an announcement lost
