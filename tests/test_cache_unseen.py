@@ -92,6 +92,32 @@ async def test_an_unseen_key_whose_copy_expired_long_ago_is_loaded_without_a_get
         assert ca.stats.known_absent == 2
 
 
+async def test_a_tracking_push_a_ttl_after_a_write_is_taken_for_its_expiry(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    server = lowtide_fresh_server
+    async with two_hubs(server) as (a, b, clock):
+        ca, cb = a.cache("p", ttl=TTL), b.cache("p", ttl=TTL)
+        await complete(a, ca, clock)
+        rk = build_key("lt", "cache", "p", "t", "k")
+        await cb.set("k", {"by": "b"}, tenant="t", ttl=1.0)  # a never read it
+        await listeners_caught_up([a, b])  # a heard the write's push
+        await advance_gently(clock, TTL)  # on a's clock, that copy's life is over
+        await eventually(lambda: server.command("EXISTS", rk) == 0)  # expired (and pushed)
+        await listeners_caught_up([a, b])
+        load_a = Loader("a")
+        assert await load(a, ca, "k", load_a) == ({"by": "a", "n": 1}, {"set": 1})  # no GET
+        assert ca.stats.known_absent == 1
+        # two writes half a ttl apart: the second push is a write, and the key is read
+        await cb.set("k2", {"by": "b", "v": 1}, tenant="t", ttl=60.0)
+        await listeners_caught_up([a, b])
+        await advance_gently(clock, TTL / 2)
+        await cb.set("k2", {"by": "b", "v": 2}, tenant="t", ttl=60.0)
+        await listeners_caught_up([a, b])
+        assert await load(a, ca, "k2", Loader("a2")) == ({"by": "b", "v": 2}, {"get": 1})
+        assert ca.stats.known_absent == 1
+
+
 async def test_an_unseen_key_another_process_wrote_within_ttl_is_read(
     lowtide_fresh_server: ValkeyServer,
 ) -> None:

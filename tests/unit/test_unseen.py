@@ -57,6 +57,41 @@ def test_a_keyspace_expiry_forgets_the_key() -> None:
     assert l1.unseen.absent(K)
 
 
+def test_a_tracking_push_a_ttl_after_the_last_push_is_taken_for_its_expiry() -> None:
+    l1, clock, _ = started()
+    l1.invalidate(K, expiry=None)  # CLIENT TRACKING: a write, or an expiry (not said)
+    clock[0] += TTL + 0.5  # Redis removed that copy a little after its deadline
+    l1.invalidate(K, expiry=None)
+    assert l1.unseen.absent(K)  # no copy left, and a new one would be pushed
+    l1.invalidate(K, expiry=None)  # then another write
+    assert not l1.unseen.absent(K)
+
+
+def test_a_tracking_push_at_another_time_is_taken_for_a_write() -> None:
+    for gap in (0.0, TTL / 2, TTL - 0.2, TTL + 1.1, 2 * TTL):
+        l1, clock, _ = started()
+        l1.invalidate(K, expiry=None)
+        clock[0] += gap
+        l1.invalidate(K, expiry=None)
+        assert not l1.unseen.absent(K), gap
+
+
+def test_only_pushes_of_a_copy_count_for_its_expiry() -> None:
+    # keyspace mode says which pushes are expiries: a write a ttl after a write is a write
+    l1, clock, _ = started()
+    l1.invalidate(K)
+    clock[0] += TTL
+    l1.invalidate(K)
+    assert not l1.unseen.absent(K)
+    # an entry leaving L1 (maybe this process's own write, never pushed to it) is no push
+    l1, clock, _ = started()
+    l1.fill(K, "v", 1, TTL, echo=0)
+    l1.store.drop(K)
+    clock[0] += TTL
+    l1.invalidate(K, expiry=None)
+    assert not l1.unseen.absent(K)
+
+
 def test_an_entry_leaving_l1_counts_as_heard_now() -> None:
     l1, clock, _ = started(max_entries=1)
     l1.fill(K, "mine", 1, TTL, echo=0)

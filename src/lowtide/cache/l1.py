@@ -172,14 +172,15 @@ class L1:
             and e.shadow_until > self._now()
         )
 
-    def invalidate(self, k: Key, *, expiry: bool = False) -> bool:
+    def invalidate(self, k: Key, *, expiry: bool | None = False) -> bool:
         """A push named ``k``: swallow it if it is the echo of this process's own write (True),
         else make the entry never fresh again (kept for fail-safe reads) and return False.
 
         ``expiry``: the message says Redis removed an expired value (keyspace notifications'
         ``expired``). It is never the echo a writer waits for, and while one is awaited it says
         nothing about the written value: it is the removal of the value the write replaced
-        (:class:`lowtide.redis.keyspace.Expired`), so the entry is kept as it is (True)."""
+        (:class:`lowtide.redis.keyspace.Expired`), so the entry is kept as it is (True). None:
+        the push does not say whether it is a write or an expiry (CLIENT TRACKING)."""
         e = self.store.map.get(k)
         if e is None:
             self.unseen.heard(k, gone=expiry)

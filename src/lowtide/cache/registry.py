@@ -15,7 +15,7 @@ from lowtide.cache.tiered import Cache, CacheOptions
 from lowtide.codec import Codec
 from lowtide.errors import ConfigError, InvalidKeyError
 from lowtide.keys import parse_key
-from lowtide.modes import ModeChange
+from lowtide.modes import InvalidationMode, ModeChange
 from lowtide.redis.keyspace import Expired
 from lowtide.runtime import HubView
 
@@ -72,7 +72,11 @@ class CacheRegistry:
             self.demote_all()
             return
         caches = self._caches
-        expiry = isinstance(keys, Expired)
+        # keyspace events say which pushes are expiries, backplane messages announce writes,
+        # CLIENT TRACKING's do not say (None)
+        expiry: bool | None = isinstance(keys, Expired) or (
+            None if self._hub.invalidations.mode is InvalidationMode.TRACKING else False
+        )
         for rk in keys:
             try:
                 parsed = parse_key(rk)

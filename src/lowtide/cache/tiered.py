@@ -305,7 +305,7 @@ class Cache(LocalViews, Purging, Decorating):
         await self._l2.aclose()
 
     # -- called by the registry ------------------------------------------------------------
-    def _invalidate(self, k: Key, *, expiry: bool = False) -> None:
+    def _invalidate(self, k: Key, *, expiry: bool | None = False) -> None:
         self._values.forget(k)
         if self._l1.invalidate(k, expiry=expiry):
             return  # the echo of this process's own write

@@ -9,8 +9,11 @@ NX GET``: a wrong guess keeps the copy Redis holds, and only the loader call was
 
 What is remembered, per cache (an LRU-capped map, pruned as records age past the window):
 
-* every push for a key with no entry (:meth:`Unseen.heard`), except keyspace ``expired``
-  events, which forget the key instead (Redis holds no copy after it, and a new one is pushed);
+* every push for a key with no entry (:meth:`Unseen.heard`), except the ones that announce an
+  expiry, which forget the key instead (Redis holds no copy after it, and a new one is pushed):
+  keyspace ``expired`` events, and with CLIENT TRACKING (whose pushes do not say whether a
+  value was written or removed) a push that comes ``ttl`` after the last push of that key,
+  within the margin: the removal of the copy that push announced;
 * every entry leaving L1 (eviction, drop), at the time it leaves: this process's own writes
   through the NOLOOP writer are never pushed back, so a key it wrote and then evicted must not
   look untouched;
@@ -36,7 +39,17 @@ __all__ = ["Unseen"]
 class Unseen:
     """Pushes and removals of keys with no L1 entry, and the guess they allow (module docs)."""
 
-    __slots__ = ("_cap", "_epoch", "_heard", "_keepalive", "_now", "_store", "_window", "since")
+    __slots__ = (
+        "_cap",
+        "_epoch",
+        "_expiry",
+        "_heard",
+        "_keepalive",
+        "_now",
+        "_store",
+        "_window",
+        "since",
+    )
 
     def __init__(
         self,
@@ -47,14 +60,20 @@ class Unseen:
         now: Callable[[], float],
         keepalive: Callable[[], float | None],
     ) -> None:
+        margin = min(1.0, 0.02 * ttl)
         #: a copy's longest life, plus the margin for clocks that ``L1.l2_gone`` uses
-        self._window = ttl + min(1.0, 0.02 * ttl)
+        self._window = ttl + margin
+        #: the time after a write's push in which an untyped push is taken for its expiry
+        #: (never before the copy's life is over, less what delivery may shift; Redis removes
+        #: an expired value a little after its deadline)
+        self._expiry = (ttl - min(0.1, margin), ttl + margin)
         self._cap = max(1, cap)
         self._store = store
         self._now = now
         self._keepalive = keepalive
-        #: key -> monotonic time of the last push or removal from L1, oldest first
-        self._heard: OrderedDict[Key, float] = OrderedDict()
+        #: key -> (monotonic time of the last push or removal from L1, whether it was a push
+        #: that may announce a new copy), oldest first
+        self._heard: OrderedDict[Key, tuple[float, bool]] = OrderedDict()
         #: the store epoch the record belongs to
         self._epoch = store.epoch
         #: the record holds every push and removal since then (None: not complete yet)
@@ -63,20 +82,27 @@ class Unseen:
     def __len__(self) -> int:
         return len(self._heard)
 
-    def heard(self, k: Key, *, gone: bool = False) -> None:
+    def heard(self, k: Key, *, gone: bool | None = False) -> None:
         """A push named ``k`` while it had no entry, or its entry left L1 (at this moment).
-        ``gone``: the push says Redis removed an expired value (keyspace ``expired``)."""
+        ``gone``: True, the push says Redis removed an expired value (keyspace ``expired``);
+        False, a write or a removal from L1; None, a push that does not say which (CLIENT
+        TRACKING): taken for an expiry when it comes ``ttl`` after the last push of ``k``."""
         if self.since is None or self._store.epoch != self._epoch:
             return  # nothing complete yet: whatever starts later starts after this
         heard, now = self._heard, self._now()
+        if gone is None:
+            last = heard.get(k)
+            lo, hi = self._expiry
+            if last is not None and last[1] and lo <= now - last[0] <= hi:
+                gone = True  # most likely the removal of the copy that push announced
         if gone:  # removed: as if never named (no copy now, and any new one will be pushed)
             heard.pop(k, None)
             return
-        heard[k] = now
+        heard[k] = (now, gone is None)
         heard.move_to_end(k)
         window = self._window
         while heard:  # prune from the oldest end (times only grow along it)
-            t = next(iter(heard.values()))
+            t = next(iter(heard.values()))[0]
             if now - t <= window and len(heard) <= self._cap:
                 break
             heard.popitem(last=False)
@@ -98,8 +124,8 @@ class Unseen:
         window = self._window
         if now - self.since <= window:
             return False
-        t = self._heard.get(k)
-        return t is None or now - t > window
+        last = self._heard.get(k)
+        return last is None or now - last[0] > window
 
     def reset(self, epoch: int) -> None:
         """Forget everything: the record starts again (incomplete) in store epoch ``epoch``."""
