@@ -12,12 +12,8 @@ What is remembered, per cache (an LRU-capped map, pruned as records age past the
 * every push for a key with no entry (:meth:`Unseen.heard`), except the ones that announce an
   expiry, which forget the key instead (Redis holds no copy after it, and a new one is pushed):
   keyspace ``expired`` events, and with CLIENT TRACKING (whose pushes do not say whether a
-  value was written or removed) the first push that comes ``ttl`` or more after the last push
-  of that key: the copy that push announced has expired, so this is its removal (Redis removes
-  an expired value late, when it samples it or when a command touches it). If a write came in
-  the same server cycle as that removal, both came as this one push: the guess is then wrong,
-  which costs a loader call and no command. Keys with an L1 entry follow the same
-  rule (``L1._heard_of``);
+  value was written or removed) a push that comes ``ttl`` after the last push of that key,
+  within the margin: the removal of the copy that push announced;
 * every entry leaving L1 (eviction, drop), at the time it leaves: this process's own writes
   through the NOLOOP writer are never pushed back, so a key it wrote and then evicted must not
   look untouched;
@@ -46,11 +42,11 @@ class Unseen:
     __slots__ = (
         "_cap",
         "_epoch",
+        "_expiry",
         "_heard",
         "_keepalive",
         "_now",
         "_store",
-        "_ttl",
         "_window",
         "since",
     )
@@ -67,9 +63,10 @@ class Unseen:
         margin = min(1.0, 0.02 * ttl)
         #: a copy's longest life, plus the margin for clocks that ``L1.l2_gone`` uses
         self._window = ttl + margin
-        #: the time after a push from which an untyped push is taken for the expiry of the
-        #: copy it announced (as :meth:`L1._heard_of` does for a key with an entry)
-        self._ttl = ttl
+        #: the time after a write's push in which an untyped push is taken for its expiry
+        #: (never before the copy's life is over, less what delivery may shift; Redis removes
+        #: an expired value a little after its deadline)
+        self._expiry = (ttl - min(0.1, margin), ttl + margin)
         self._cap = max(1, cap)
         self._store = store
         self._now = now
@@ -89,15 +86,15 @@ class Unseen:
         """A push named ``k`` while it had no entry, or its entry left L1 (at this moment).
         ``gone``: True, the push says Redis removed an expired value (keyspace ``expired``);
         False, a write or a removal from L1; None, a push that does not say which (CLIENT
-        TRACKING): taken for an expiry when it comes ``ttl`` or more after the last push of
-        ``k``."""
+        TRACKING): taken for an expiry when it comes ``ttl`` after the last push of ``k``."""
         if self.since is None or self._store.epoch != self._epoch:
             return  # nothing complete yet: whatever starts later starts after this
         heard, now = self._heard, self._now()
         if gone is None:
             last = heard.get(k)
-            if last is not None and last[1] and now - last[0] >= self._ttl:
-                gone = True  # that push's copy has expired: this is its removal (see module)
+            lo, hi = self._expiry
+            if last is not None and last[1] and lo <= now - last[0] <= hi:
+                gone = True  # most likely the removal of the copy that push announced
         if gone:  # removed: as if never named (no copy now, and any new one will be pushed)
             heard.pop(k, None)
             return
