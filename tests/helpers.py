@@ -7,6 +7,7 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,18 @@ async def eventually(condition: Callable[[], bool | Awaitable[bool]], within: fl
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.005)
+
+
+class Loader:
+    """A cache loader that counts its calls; each returns a new value naming ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        self.calls += 1
+        return {"by": self.name, "n": self.calls}
 
 
 class Boom(Exception):

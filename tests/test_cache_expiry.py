@@ -11,21 +11,9 @@ import pytest
 
 from lowtide import Lowtide, build_key
 from lowtide.testing import ValkeyServer, changes, ledger_commands
-from tests.helpers import eventually
+from tests.helpers import Loader, eventually
 
 TTL = 1.0
-
-
-class Loader:
-    """Counts its calls; each returns a new value."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.calls = 0
-
-    async def __call__(self) -> dict[str, Any]:
-        self.calls += 1
-        return {"by": self.name, "n": self.calls}
 
 
 @contextlib.asynccontextmanager

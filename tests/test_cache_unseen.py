@@ -14,22 +14,10 @@ import pytest
 
 from lowtide import Cache, Lowtide, ManualClock, build_key
 from lowtide.testing import ValkeyServer, changes, ledger_commands
-from tests.helpers import advance_gently, eventually, listeners_caught_up
+from tests.helpers import Loader, advance_gently, eventually, listeners_caught_up
 
 TTL = 10.0  # the guessing cache's ttl, on its manual clock
 PAST = 1.1 * TTL  # longer than a copy lives, plus the margin for clocks
-
-
-class Loader:
-    """Counts its calls; each returns a new value."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.calls = 0
-
-    async def __call__(self) -> dict[str, Any]:
-        self.calls += 1
-        return {"by": self.name, "n": self.calls}
 
 
 @contextlib.asynccontextmanager
