@@ -25,10 +25,11 @@ from lowtide import (
     tenant_scope,
 )
 from lowtide.limiter.core import (
-    WINDOWS_PER_KEY,
     counter_key_end,
     counter_key_index,
+    key_phase,
     window_index,
+    windows_per_key,
 )
 from lowtide.testing import (
     ValkeyServer,
@@ -227,9 +228,16 @@ async def test_fleet_size_comes_from_heartbeats(lowtide_url: str) -> None:
         ]
         for lt in hubs:
             await lt.fleet.beat()  # interval n: three hubs beat
+        # each counted only the hubs that beat before it: a lower bound, not settled
+        assert [(lt.fleet.size, lt.fleet.settled) for lt in hubs] == [
+            (1, False),
+            (2, False),
+            (3, False),
+        ]
         clock.advance(60)
         sizes = [await lt.fleet.beat() for lt in hubs]  # interval n+1 sees n's count
         assert sizes == [3, 3, 3]
+        assert all(lt.fleet.settled for lt in hubs)
         limiter = hubs[0].rate_limiter("shared", limit=90, per=3600)
         hubs[0].suspend()
         clock.advance(3600)  # the next window began while Redis was away
@@ -261,12 +269,16 @@ async def test_a_heartbeat_is_one_command_and_a_ring_slot_is_cleared_before_reus
 
 
 # -- what a reservation costs (issue 14, goal 5) ----------------------------------------------
-async def start_of_a_window(hub: Lowtide, clock: ManualClock, per: float) -> int:
+async def start_of_a_window(
+    hub: Lowtide, clock: ManualClock, per: float, name: str, tenant: str
+) -> int:
     """Move the manual clock to the start of the next window that is not the last of its
     counter key (so the window after it shares the key); returns that window."""
     await hub.sync_server_clock()
     w = window_index(hub.server_time(), per) + 1
-    if (w + 1) % WINDOWS_PER_KEY == 0:
+    span = windows_per_key(per)
+    phase = key_phase(name, tenant, span)
+    if counter_key_index(w + 1, span, phase) != counter_key_index(w, span, phase):
         w += 1
     clock.advance(w * per - hub.server_time() + 0.001)
     assert window_index(hub.server_time(), per) == w
@@ -281,7 +293,7 @@ async def test_a_windows_first_reservation_costs_one_command(
     async with Lowtide(server.url, clock=clock, instance="a") as hub:
         limiter = hub.rate_limiter("first", limit=100, per=10, fleet_size=4)
         await limiter.prefetch("t1")  # the one-off reads: TIME, configuration, penalty
-        w = await start_of_a_window(hub, clock, 10)
+        w = await start_of_a_window(hub, clock, 10, "first", "t1")
         before = ledger_commands(hub, component="limiter")
         assert (await limiter.acquire("t1")).allowed
         # the hash holding this window's counter is new: its expiry is set once
@@ -289,8 +301,11 @@ async def test_a_windows_first_reservation_costs_one_command(
             "hincrby": 1,
             "pexpire": 1,
         }
-        key = build_key("lt", "limiter", "first", "t1", f"h{counter_key_index(w)}")
-        life = (counter_key_end(counter_key_index(w), 10) - hub.server_time() + 10) * 1000
+        span = windows_per_key(10)
+        phase = key_phase("first", "t1", span)
+        index = counter_key_index(w, span, phase)
+        key = build_key("lt", "limiter", "first", "t1", f"h{index}")
+        life = (counter_key_end(index, 10, span, phase) - hub.server_time() + 10) * 1000
         assert 0 < server.command("PTTL", key) <= life + 1  # until its last window ends
         clock.advance(10)  # the next window, same hash: one command, no PEXPIRE
         before = ledger_commands(hub, component="limiter")
@@ -323,7 +338,7 @@ async def test_a_low_demand_lease_lasts_until_the_window_ends(lowtide_url: str) 
     async with Lowtide(lowtide_url, clock=clock, instance="a") as hub:
         limiter = hub.rate_limiter("slow", limit=100, per=60, fleet_size=4)
         await limiter.prefetch("t1")
-        await start_of_a_window(hub, clock, 60)
+        await start_of_a_window(hub, clock, 60, "slow", "t1")
         for _ in range(6):  # one call every 10 s: the demand of this window
             assert (await limiter.acquire("t1")).allowed
             clock.advance(10)
@@ -387,6 +402,26 @@ async def test_a_spent_window_is_not_told_when_no_one_else_would_ask(lowtide_url
         assert [(await la.acquire("t1")).allowed for _ in range(11)] == [True] * 10 + [False]
         assert la.info()["spent_told"] == 0
         assert "SET" not in ledger_commands(a, component="control")
+
+
+async def test_a_spent_window_is_told_while_the_fleet_size_is_not_known(lowtide_url: str) -> None:
+    # a hub that just started counted only itself (the heartbeat interval has not ended):
+    # the others may be many, so a window it spends at high demand is told
+    per = 1.0
+    async with Lowtide(lowtide_url, instance="new") as a:
+        assert await a.invalidations.wait_healthy(5)
+        la = a.rate_limiter("starting", limit=10, per=per)
+        await la.prefetch("t1")
+        w = window_index(a.server_time(), per)
+        await eventually(lambda: window_index(a.server_time(), per) > w, within=2 * per)
+        for _ in range(12):  # high demand: above the share (the whole limit), the window spent
+            await la.acquire("t1")
+        await eventually(lambda: a.fleet.beats > 0)  # the first reservation started it
+        assert (a.fleet.size, a.fleet.settled) == (1, False)
+        w = window_index(a.server_time(), per)
+        await eventually(lambda: window_index(a.server_time(), per) > w, within=2 * per)
+        assert [(await la.acquire("t1")).allowed for _ in range(11)] == [True] * 10 + [False]
+        assert la.info()["spent_told"] == 1
 
 
 async def test_four_hubs_hammering_never_exceed_the_limit(lowtide_url: str) -> None:

@@ -73,6 +73,10 @@ class Fleet(Periodic):
         super().__init__(hub, interval)
         #: hubs seen in the last complete interval (1 until a heartbeat says otherwise)
         self.size = 1
+        #: True once a heartbeat read the count of a whole interval this hub beat in; before
+        #: that, ``size`` counts only the hubs that beat before this one (a lower bound)
+        self.settled = False
+        self._first: int | None = None  # the interval of this hub's first counted beat
         self.beats = 0
         #: heartbeat counts read that were not a count of at most MAX_FLEET_SIZE (ignored)
         self.bad_heartbeats = 0
@@ -96,16 +100,20 @@ class Fleet(Periodic):
             ttl = max(86_400.0, 100 * self.interval)
             await gw.call(self._att, "PEXPIRE", self._key(), int(ttl * 1000))
         raw = reply[:2] if isinstance(reply, list) and len(reply) >= 2 else [reply]
-        counts = []
-        for value in raw:
+        counts: list[int] = []
+        for i, value in enumerate(raw):
             count = heartbeat_count(value)
             if count is None:
                 self.bad_heartbeats += 1
                 self._warnings.warn(
                     "count", "ignoring a heartbeat count that is not one: %s", shown(value)
                 )
-            else:
-                counts.append(count)
+                continue
+            counts.append(count)
+            if i == 0 and self._first is None:
+                self._first = n
+            elif i == 1 and self._first is not None and n - 1 >= self._first:
+                self.settled = True  # the previous interval's count includes this hub
         if counts:  # neither usable: keep the last size
             self.size = max(1, *counts)
         self.beats += 1

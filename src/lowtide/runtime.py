@@ -104,6 +104,11 @@ class FleetSize(Protocol):
     def size(self) -> int:
         """Hubs seen in the last complete heartbeat interval (at least 1)."""
 
+    @property
+    def settled(self) -> bool:
+        """Whether :attr:`size` counts a whole interval this hub beat in (else a lower
+        bound: only the hubs that beat before this one's first beat)."""
+
     def start(self) -> None:
         """Start heartbeating (idempotent)."""
 

@@ -24,7 +24,7 @@ from lowtide.cache.envelope import unwrap, wrap
 from lowtide.control import MAX_REASON
 from lowtide.fleet import MAX_FLEET_SIZE
 from lowtide.fleetview import read_fleet
-from lowtide.limiter.core import counter_key_index, window_index
+from lowtide.limiter.core import counter_key_index, key_phase, window_index, windows_per_key
 from lowtide.periodic import Periodic
 from lowtide.testing import ValkeyServer
 from tests.helpers import eventually, fail
@@ -183,8 +183,10 @@ async def test_bad_counters_never_raise_and_never_admit_more_than_the_limit(
         limiter = lt.rate_limiter("crm", 5, 60.0, fleet_size=1)
         w = window_index(lt.server_time(), 60.0)
         for index in (w, w + 1):  # this window and the next (a test near a window's end)
-            # a window's counter is field <index> of the hash h<index // WINDOWS_PER_KEY>
-            rk = build_key("lt", "limiter", "crm", "t1", f"h{counter_key_index(index)}")
+            # a window's counter is field <index> of the hash h<its span's index>
+            span = windows_per_key(60.0)
+            k = counter_key_index(index, span, key_phase("crm", "t1", span))
+            rk = build_key("lt", "limiter", "crm", "t1", f"h{k}")
             if isinstance(planted, tuple):
                 server.command("SET", rk, "1")  # not a hash: WRONGTYPE
             else:

@@ -9,29 +9,37 @@ Everything here takes time as an argument, so it is property-tested with hypothe
 from __future__ import annotations
 
 import math
+import zlib
 from typing import NamedTuple
 
 __all__ = [
     "DEMAND_FALL",
     "DEMAND_RISE",
-    "WINDOWS_PER_KEY",
+    "KEY_SPAN",
+    "MAX_WINDOWS_PER_KEY",
+    "MIN_WINDOWS_PER_KEY",
     "Decision",
     "counter_key_end",
     "counter_key_index",
     "fallback_budget",
     "fixed_window_grant",
+    "key_phase",
     "next_lease_size",
     "roll_demand",
     "window_end",
     "window_index",
     "window_lease_size",
+    "windows_per_key",
     "worth_telling",
 ]
 
-#: fixed-window counters live in one hash per this many windows (one field per window), so a
-#: counter key's expiry is set about once per process per this many windows, not per window;
-#: at most this many small fields per hash keeps it in Redis' compact encoding (128 entries)
-WINDOWS_PER_KEY = 100
+#: fixed-window counters live in one hash per span of windows (one field per window), so a
+#: counter key's expiry is set about once per process per span, not per window: a span is
+#: about this many seconds, and at least ``MIN_WINDOWS_PER_KEY``, at most
+#: ``MAX_WINDOWS_PER_KEY`` windows (a hash holds at most that many small fields)
+KEY_SPAN = 3600.0
+MIN_WINDOWS_PER_KEY = 100
+MAX_WINDOWS_PER_KEY = 500
 #: weight of a window that just ended in the demand estimate (asks per window): demand that
 #: rises is followed fast (leases too small cost reservations), demand that falls slowly
 DEMAND_RISE = 0.5
@@ -63,14 +71,28 @@ def window_end(index: int, per: float) -> float:
     return (index + 1) * per
 
 
-def counter_key_index(window: int) -> int:
-    """The counter key (hash) holding window ``window``'s counter (field ``str(window)``)."""
-    return window // WINDOWS_PER_KEY
+def windows_per_key(per: float) -> int:
+    """How many windows of ``per`` seconds one counter hash holds (see :data:`KEY_SPAN`)."""
+    return min(MAX_WINDOWS_PER_KEY, max(MIN_WINDOWS_PER_KEY, math.ceil(KEY_SPAN / per)))
 
 
-def counter_key_end(index: int, per: float) -> float:
-    """Wall time at which the last window of counter key ``index`` ends."""
-    return (index + 1) * WINDOWS_PER_KEY * per
+def key_phase(name: str, tenant: str | None, span: int) -> int:
+    """Where in a span of ``span`` windows the counter hashes of (limiter ``name``, ``tenant``)
+    begin: a stable digest of the pair, so every process agrees, and the hashes of different
+    tenants begin (and their expiries are set) at different windows, not all at once."""
+    cell = f"{name}\x00{tenant or ''}".encode("utf-8", "surrogatepass")
+    return zlib.crc32(cell) % span
+
+
+def counter_key_index(window: int, span: int, phase: int) -> int:
+    """The counter hash holding window ``window``'s counter (field ``str(window)``), for
+    hashes of ``span`` windows beginning at ``phase`` (:func:`key_phase`)."""
+    return (window + phase) // span
+
+
+def counter_key_end(index: int, per: float, span: int, phase: int) -> float:
+    """Wall time at which the last window of counter hash ``index`` ends."""
+    return ((index + 1) * span - phase) * per
 
 
 def fixed_window_grant(counter_after: int, charged: int, limit: int) -> int:
@@ -156,7 +178,9 @@ def window_lease_size(
     return max(1, min(size, cap))
 
 
-def worth_telling(demand: float, share: int, *, others: int, left: float, cost: int = 1) -> bool:
+def worth_telling(
+    demand: float, share: int, *, others: int | None, left: float, cost: int = 1
+) -> bool:
     """Whether a process that took a window's last token should tell the fleet (``cost``
     commands: one write every hub hears as a push, +1 PUBLISH in pub/sub mode).
 
@@ -166,8 +190,14 @@ def worth_telling(demand: float, share: int, *, others: int, left: float, cost: 
     fair ``share``, so the others are likely to run out of tokens too; and, the others asking
     at about the same pace, the expected number of them asking in the ``left`` fraction of the
     window still to run, ``others * (1 - exp(-demand * left))``, exceeds ``cost``.
+    ``others`` None: the fleet size is not known yet (a hub that just started has not seen a
+    whole heartbeat interval); then the first condition alone decides.
     """
-    if demand < 0.9 * share or others <= 0 or left <= 0:
+    if demand < 0.9 * share:
+        return False
+    if others is None:
+        return True
+    if others <= 0 or left <= 0:
         return False
     return others * -math.expm1(-demand * left) > cost
 

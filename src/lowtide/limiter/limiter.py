@@ -469,7 +469,7 @@ class RateLimiter:
             and worth_telling(
                 lease.demand or 0.0,
                 share,
-                others=fleet - 1,
+                others=fleet - 1 if self.fleet_size or self._hub.fleet.settled else None,
                 left=self._left_in_window(),
                 cost=self._spent.cost,
             )

@@ -1,12 +1,14 @@
 """The Redis side of a reservation: one command for a fixed window, one script for a bucket.
 
 * **Fixed window**: ``HINCRBY <ns>:r:<name>:<tenant>:h<k> <window> <n>`` where the hash ``h<k>``
-  holds the counters of :data:`~lowtide.limiter.core.WINDOWS_PER_KEY` consecutive windows, one
-  field each. The reply is the fleet's counter for the window. The hash needs an expiry, set by
+  holds the counters of a span of consecutive windows (about an hour, 100 to 500 windows:
+  :func:`~lowtide.limiter.core.windows_per_key`), one field each; each tenant's spans begin at
+  their own window (:func:`~lowtide.limiter.core.key_phase`), so hashes do not all begin at
+  once. The reply is the fleet's counter for the window. The hash needs an expiry, set by
   ``PEXPIRE`` only when this hub's increment created its window's field and this hub has not
   yet seen that hash exist; so a window's first reservation costs one command, and the expiry
-  about one more per hub per ``WINDOWS_PER_KEY`` windows in which it reserves (a hash lives
-  until its last window ends, plus one window).
+  about one more per hub per span in which it reserves (a hash lives until its last window
+  ends, plus one window).
 * **Token bucket**: one script (``GET`` + ``SET PX`` inside, 3 billed units) renews this hub's
   rate lease and takes shared tokens (see :mod:`lowtide.limiter.rates`): a hub at steady
   demand calls it about once per 40 s.
@@ -26,10 +28,12 @@ from lowtide.limiter.core import (
     counter_key_end,
     counter_key_index,
     fixed_window_grant,
+    key_phase,
     next_lease_size,
     window_end,
     window_index,
     window_lease_size,
+    windows_per_key,
 )
 from lowtide.limiter.lease import Lease
 from lowtide.limiter.state import check_rate_reply, check_window_reply
@@ -61,6 +65,7 @@ class Reserver:
         self._ns = hub.settings.namespace
         self._name = name
         self._per = per
+        self._span = windows_per_key(per)
         self._att = Attributions("limiter", family)
 
     async def window(
@@ -119,14 +124,17 @@ class Reserver:
     async def _increment(
         self, tenant: str | None, lease: Lease, window: int, now: float, n: int
     ) -> int:
-        index = counter_key_index(window)
+        span = self._span
+        phase = key_phase(self._name, tenant, span)
+        index = counter_key_index(window, span, phase)
         key = build_key(self._ns, "limiter", self._name, tenant, f"h{index}")
         gw = self._hub.gateway
         att = self._att(tenant)
         counter = check_window_reply(await gw.call(att, "HINCRBY", key, str(window), n), n)
         if counter == n and lease.key_seen != index:
             # this increment created the window's field, and perhaps the hash: give it a life
-            ttl_ms = math.ceil((counter_key_end(index, self._per) - now + self._per) * 1000)
+            end = counter_key_end(index, self._per, span, phase)
+            ttl_ms = math.ceil((end - now + self._per) * 1000)
             try:
                 await gw.call(att, "PEXPIRE", key, ttl_ms)
             except LowtideError:
