@@ -8,6 +8,7 @@ from lowtide.cache.options import CacheOptions, CacheStats
 
 TTL = 100.0
 WINDOW = TTL + 1.0  # ttl plus min(1 s, 2 % of ttl)
+# records are kept WINDOW + EXPIRY_LAG (3 s): a late expiry push may still match them
 K = ("t", "k")
 
 
@@ -67,8 +68,20 @@ def test_a_tracking_push_a_ttl_after_the_last_push_is_taken_for_its_expiry() -> 
     assert not l1.unseen.absent(K)
 
 
+def test_a_late_expiry_push_is_recognised_after_other_keys_pushes() -> None:
+    # Redis removes an expired value seconds late (its active expiry samples keys); meanwhile
+    # pushes of other keys must not prune the record the expiry is matched against
+    l1, clock, _ = started()
+    l1.invalidate(K, expiry=None)
+    clock[0] += TTL + 1.5
+    l1.invalidate(("t", "other"), expiry=None)
+    clock[0] += 1.0
+    l1.invalidate(K, expiry=None)  # TTL + 2.5 after the write's push
+    assert l1.unseen.absent(K)
+
+
 def test_a_tracking_push_at_another_time_is_taken_for_a_write() -> None:
-    for gap in (0.0, TTL / 2, TTL - 0.2, TTL + 1.1, 2 * TTL):
+    for gap in (0.0, TTL / 2, TTL - 0.2, TTL + 4.1, 2 * TTL):
         l1, clock, _ = started()
         l1.invalidate(K, expiry=None)
         clock[0] += gap
@@ -124,7 +137,7 @@ def test_the_cap_moves_the_start_of_the_record() -> None:
 def test_old_records_are_pruned() -> None:
     l1, clock, _ = started()
     l1.invalidate(("t", "a"))
-    clock[0] += WINDOW + 0.1
+    clock[0] += WINDOW + 3.1  # kept while a late expiry push could still match it
     l1.invalidate(("t", "b"))
     assert len(l1.unseen) == 1
 
@@ -146,3 +159,21 @@ def test_a_demotion_clear_or_unhealthy_listener_restarts_the_record() -> None:
     assert not l1.unseen.absent(K)
     clock[0] += WINDOW + 0.1
     assert l1.unseen.absent(K)
+
+
+def test_short_lived_copies_allow_a_quarter_of_their_life_for_a_late_expiry() -> None:
+    ttl = 4.0
+    for gap, expiry in ((ttl + 0.9, True), (ttl + 1.2, False)):  # margin 0.08 + lag 1.0
+        clock, keepalive = [1000.0], [15.0]
+        l1 = L1(
+            CacheOptions(ttl=ttl, max_staleness=60.0, max_entries=10, max_tenant_share=1.0),
+            CacheStats(),
+            now=lambda clock=clock: clock[0],
+            tracking_keepalive=lambda keepalive=keepalive: keepalive[0],
+        )
+        assert not l1.unseen.absent(K)
+        clock[0] += ttl + 1
+        l1.invalidate(K, expiry=None)
+        clock[0] += gap
+        l1.invalidate(K, expiry=None)
+        assert l1.unseen.absent(K) is expiry, gap

@@ -49,9 +49,9 @@ class DemoConfig:
     real time, only sooner. Per-day figures are per day of trace time.
     """
 
-    #: measured trace seconds per run (after the warm-up): 1,000 s is three cache TTLs and
-    #: one span of the limiter's counter hashes (100 windows of ``per``), whose expiries are set
-    #: once per hash, so a shorter window sampled that burst whole or not at all
+    #: measured trace seconds per run (after the warm-up): 1,000 s is over three cache TTLs
+    #: (the limiter's counter hashes begin at each tenant's own window, so their expiries are
+    #: spread over time and need no particular window)
     seconds: float = 1000.0
     #: trace seconds replayed before measuring, at the same speed (caches, TTLs, flushes and
     #: windows reach their steady state; nothing of it is measured)

@@ -4,7 +4,7 @@ One budget per (limiter, tenant), shared by every hub. A hub reserves a block of
 one atomic command (:mod:`lowtide.limiter.reserve`) and spends it locally, so a decision costs
 ~1/B commands:
 
-* ``fixed_window``: ``HINCRBY`` of the window's field in a hash of 100 windows; the grant is
+* ``fixed_window``: ``HINCRBY`` of the window's field in a hash of ~1 h of windows; the grant is
   whatever was left below the limit. Windows are aligned to the server's clock (one ``TIME``
   per hub). A lease is sized to this hub's expected demand until the window ends, capped by
   its fair share (``limit // fleet size``), and lasts until the window ends, so at steady
