@@ -11,6 +11,7 @@ tests/test_cache_contract.py.)
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 
 import pytest
 
@@ -133,6 +134,37 @@ async def test_a_silent_flushall_is_noticed_by_the_sentinel_check() -> None:
             assert "set" not in changes(before, ledger_commands(hub, component="invalidation"))
             assert cache.peek("u1", tenant="t1") == "v2"
             assert hub.health()["invalidation"]["silent_flushes"] == 1
+
+
+async def test_the_fleet_shares_one_sentinel_check_per_period_and_every_hub_hears_a_flush() -> None:
+    keepalive = 0.4  # a check period of 1.2 s
+    with ValkeyServer() as server:
+        async with AsyncExitStack() as stack:
+            hubs = []
+            for i in range(3):
+                hub = Lowtide(server.url, invalidation="keyspace", instance=f"k{i}")
+                hub.invalidations.keepalive = keepalive
+                hubs.append(await stack.enter_async_context(hub))
+            for hub in hubs:
+                assert await hub.invalidations.wait_healthy(5)
+            caches = [hub.cache("profiles", ttl=300) for hub in hubs]
+            await caches[0].set("u1", "v1", tenant="t1")
+            await listeners_caught_up(hubs)  # the write's message must not race the reads
+            for cache in caches[1:]:
+                assert await cache.get("u1", tenant="t1") == "v1"
+            before = server_commands(server).get("pexpire", 0)
+            await asyncio.sleep(10 * 3 * keepalive)  # 10 check periods
+            checks = server_commands(server).get("pexpire", 0) - before
+            assert all(hub.invalidations.healthy for hub in hubs)
+            # about one check per period for the whole fleet (each hub alone: 30)
+            assert 8 <= checks <= 15, checks
+            assert all(c.peek("u1", tenant="t1") == "v1" for c in caches)
+            server.flushall()  # silent: one hub's check finds the sentinel gone, tells the others
+            for cache in caches:
+                await eventually(lambda cache=cache: cache.peek("u1", tenant="t1") is None)
+            flushes = [hub.health()["invalidation"]["silent_flushes"] for hub in hubs]
+            assert flushes == [1, 1, 1]
+            assert server.command("EXISTS", "lt:x:sentinel::fleet") == 1  # written again
 
 
 async def test_hostile_messages_on_keyspace_channels_are_bounded() -> None:

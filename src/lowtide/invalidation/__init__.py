@@ -39,6 +39,7 @@ from lowtide.invalidation.guard import RaceGuard
 from lowtide.invalidation.probes import Probes, SelfTestFailed, listener_targets
 from lowtide.keys import prefix
 from lowtide.modes import InvalidationMode, Mode, ModeChange
+from lowtide.redis import keyspace as ks
 from lowtide.redis.tracking import MessageStats, TrackingConnection
 from lowtide.redis.writer import WriterConnection
 from lowtide.settings import Settings
@@ -336,7 +337,7 @@ class Invalidations:
         # writes through the pool from now on must see this flush before their verdict)
         self._lost(why)
 
-    def _quiet_writer(self, targets: list[tuple[Settings, str]], resp3: bool) -> bool:
+    def _quiet_writer(self, targets: list[tuple[Settings, str, str]], resp3: bool) -> bool:
         """True if this session registers tracking on a writer connection (NOLOOP): CLIENT
         TRACKING on one server (not a cluster), RESP2 listener, the setting on."""
         hub = self._hub
@@ -359,7 +360,7 @@ class Invalidations:
         resp3 = self._hub.settings.listener_resp3 and not (self._use_pubsub or keyspace)
         conns = [
             TrackingConnection(s, self._hub.ledger, resp3=resp3, stats=self.refused)
-            for s, _ in targets
+            for s, _, _ in targets
         ]
         self._conns = conns
         writer = None
@@ -370,11 +371,11 @@ class Invalidations:
                 on_lost=self._writer_lost,
                 now=self._hub.clock.monotonic,
             )
-        for conn in conns:
+        for conn, (_, _, sentinel) in zip(conns, targets, strict=True):
             if self._use_pubsub:
                 await conn.open(self.prefixes, backplane=self.channel)
             elif keyspace:
-                await conn.open(self.prefixes, keyspace=True)
+                await conn.open(self.prefixes, keyspace=True, watched=[sentinel])
             elif writer is not None:
                 await conn.open(
                     self.prefixes, track=functools.partial(writer.open, prefixes=self.prefixes)
@@ -395,12 +396,13 @@ class Invalidations:
                 self.last_error = "fleet suspended: listening for the switch only"
                 await self._keepalive(conns, readers, topology)
             await self._probes.selftest(
-                [probe for _, probe in targets],
+                [probe for _, probe, _ in targets],
                 readers,
                 self.mode,
                 self.channel,
                 self.selftest_timeout,
             )
+            await self._probes.start_sentinels([t[2] for t in targets], self.mode)
             # anything begun before tracking was on could have missed a push: a new generation
             # makes such reads and writes unable to fill
             self._race.flush()
@@ -427,8 +429,11 @@ class Invalidations:
                 self._writer.heard = self._last_heard
             keys = msg if isinstance(msg, list) or msg is None else None
             self.received += 1
-            if keys is not None:
-                self._probes.heard(keys)
+            if isinstance(keys, ks.Checked):  # the fleet's flush sentinel was checked
+                self._probes.checked()
+                continue
+            if keys is not None and self._probes.heard(keys) and self.healthy:
+                keys = None  # another process found the sentinel gone: flush
             if keys is None or keys:  # nothing to do for a message whose keys were all skipped
                 self._dispatch(keys)
             # let the loop run between messages: a flood of pushes already buffered would
@@ -444,8 +449,13 @@ class Invalidations:
         self._last_heard = self._hub.clock.monotonic()
         self._heard = {id(c): self._last_heard for c in conns}
         loop = asyncio.get_running_loop()
+        clock = self._hub.clock
+        tick = clock.monotonic() + self.keepalive
         while True:
-            sleeper = loop.create_task(self._hub.clock.sleep(self.keepalive))
+            nap = tick - clock.monotonic()
+            if self.healthy:  # wake for this listener's sentinel check too (keyspace mode)
+                nap = min(nap, self._probes.wait())
+            sleeper = loop.create_task(clock.sleep(max(0.0, nap)))
             try:
                 done, _ = await asyncio.wait({*readers, sleeper}, return_when="FIRST_COMPLETED")
             finally:
@@ -454,6 +464,11 @@ class Invalidations:
                 if reader in done:
                     reader.result()
                     raise LowtideError("listener stopped")
+            if self.healthy and await self._probes.flushed(self.mode):
+                self._dispatch(None)
+            if clock.monotonic() < tick:
+                continue
+            tick = clock.monotonic() + self.keepalive
             heard = min(self._heard.values())
             writer = self._writer if self._writer is not None and self._writer.up else None
             if writer is not None:
@@ -463,8 +478,6 @@ class Invalidations:
             if self._hub.gateway.primaries() != topology:
                 # failover or resharding: keys may live elsewhere now; start over (and flush)
                 raise LowtideError("cluster topology changed")
-            if self.healthy and await self._probes.flushed(self.mode):
-                self._dispatch(None)
             # a connection heard from within half a period is alive: no PING (a busy listener
             # sends none); a dead one is still found within three periods of its last message
             now = self._hub.clock.monotonic()

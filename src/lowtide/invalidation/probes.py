@@ -7,18 +7,30 @@ timeout.
 
 **Flush sentinels** (keyspace mode only). ``FLUSHALL``, ``FLUSHDB`` and ``SWAPDB`` remove keys
 without a keyspace event, so copies of removed values would otherwise live on until their own
-expiry. The probe keys stay as sentinels: written with a life of three check periods, and every
-period one ``PEXPIRE`` per probe extends it. A reply of 0 means the key vanished without the
-listener hearing of it (a flush, or eviction missed): the listener flushes process memory and
-writes the sentinel again. The period is three keepalive periods (45 s), the time within which
-a lost connection is noticed too, so copies are trusted on the same terms as with CLIENT
-TRACKING. Cost: 1 command per connection per period.
+expiry. One sentinel key per server (``<ns>:x:sentinel::fleet``; one per primary on a cluster)
+is shared by the whole fleet, written (``SET NX``) by the first listener to start, with a life
+of three check periods. A check is one ``PEXPIRE`` that extends it, and every listener hears
+its ``expire`` event (:class:`~lowtide.redis.keyspace.Checked`): a check by any process proves
+that no flush happened before it, so each listener schedules its own next check a period (less
+up to a tenth, at random) after the last check it heard. The fleet thus sends about one check
+per period, whatever its size, and each process still learns of a flush within a period.
+
+A check that finds the sentinel gone (reply 0: a flush, or its removal missed) flushes that
+process's memory and writes the sentinel again (``SET``); every other listener hears that
+``set`` (or any other change of the sentinel but its expiry being extended) and flushes too.
+The period is three keepalive periods (45 s), the time within which a lost connection is
+noticed, so copies are trusted on the same terms as with CLIENT TRACKING. Cost: about 1
+command per period for the fleet (per primary on a cluster). Anyone allowed to ``PUBLISH``
+on keyspace channels can postpone the checks (as anyone allowed to write can keep the
+sentinel alive after a flush): copies then live at most their own ``ttl``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -32,12 +44,16 @@ if TYPE_CHECKING:
     from lowtide.runtime import HubView
     from lowtide.settings import Settings
 
-__all__ = ["SELFTEST", "Probes", "SelfTestFailed", "listener_targets"]
+__all__ = ["SELFTEST", "Probes", "SelfTestFailed", "listener_targets", "sentinel_key"]
 
 log = logging.getLogger("lowtide.invalidation")
 SELFTEST = Attribution("invalidation", "-", None)
-#: a self-test write's life when it is not a sentinel (ms)
+#: a self-test write's life (ms)
 _PROBE_MS = 10_000
+#: a listener's next check comes a period after the last check it heard, less up to this
+#: fraction of a period (at random): the fleet's first due check is heard by the others
+#: before theirs are due
+_SPREAD = 0.1
 
 
 class SelfTestFailed(LowtideError):
@@ -53,32 +69,62 @@ class Probes:
         self.keys: list[str] = []
         self._pending: set[str] = set()
         self._seen: asyncio.Future[None] | None = None
-        #: flushes noticed through a vanished sentinel (keyspace mode)
+        #: flushes noticed through a vanished sentinel (keyspace mode), here or elsewhere
         self.flushes = 0
-        self._checked = 0.0
+        #: the fleet's sentinel keys (one per listener connection; keyspace mode)
+        self.sentinels: list[str] = []
+        #: sentinels this process just wrote: the first change heard of each is its own
+        self._wrote: set[str] = set()
+        self._due = math.inf  # monotonic time of this listener's next check
 
     @property
     def period(self) -> float:
         """Seconds between sentinel checks: three of the listener's keepalive periods."""
         return 3 * self._keepalive()
 
-    def heard(self, keys: Iterable[str]) -> None:
-        """The listener received a message naming ``keys``."""
+    def heard(self, keys: Iterable[str]) -> bool:
+        """The listener received a message naming ``keys``; True if it says a sentinel was
+        written again by another process (which found it gone: flush process memory)."""
         seen = self._seen
         if seen is not None and not seen.done():
             self._pending.difference_update(keys)
             if not self._pending:
                 seen.set_result(None)
+        if not self.sentinels:
+            return False
+        rewritten = False
+        for key in keys:
+            if key in self.sentinels:
+                if key in self._wrote:
+                    self._wrote.discard(key)  # this process's own write
+                else:
+                    rewritten = True
+        if rewritten:
+            self.flushes += 1
+            log.warning(
+                "another process found the flush sentinel gone (FLUSHALL, FLUSHDB or SWAPDB?): "
+                "flushing process memory"
+            )
+        return rewritten
+
+    def checked(self) -> None:
+        """A sentinel check by some process was heard: no flush before it."""
+        self._schedule()
+
+    def wait(self) -> float:
+        """Seconds until this listener's next check is due (inf: none)."""
+        return self._due - self._hub.clock.monotonic()
+
+    def _schedule(self) -> None:
+        spread = 1 - _SPREAD * random.random()  # timing jitter
+        self._due = self._hub.clock.monotonic() + self.period * spread
 
     async def _write(self, key: str, mode: InvalidationMode, channel: str) -> None:
         gateway = self._hub.gateway
         if mode is InvalidationMode.PUBSUB:
             await gateway.control(SELFTEST, "PUBLISH", channel, key)
             return
-        life = _PROBE_MS
-        if mode is InvalidationMode.KEYSPACE:
-            life = max(_PROBE_MS, int(3 * self.period * 1000))
-        await gateway.control(SELFTEST, "SET", key, "1", "PX", life)
+        await gateway.control(SELFTEST, "SET", key, "1", "PX", _PROBE_MS)
 
     async def selftest(
         self,
@@ -105,51 +151,82 @@ class Probes:
             raise SelfTestFailed(
                 f"self-test failed: a write produced no invalidation message within {timeout}s"
             )
-        self._checked = self._hub.clock.monotonic()
+
+    async def start_sentinels(self, keys: Sequence[str], mode: InvalidationMode) -> None:
+        """Keyspace mode: write the fleet's sentinels unless they exist (``SET NX``), and
+        schedule this listener's first check."""
+        if mode is not InvalidationMode.KEYSPACE:
+            self.sentinels, self._due = [], math.inf
+            return
+        self.sentinels = list(keys)
+        self._wrote.clear()
+        for key in keys:
+            await self._write_sentinel(key, "NX")
+        self._schedule()
+
+    async def _write_sentinel(self, key: str, *flags: str) -> None:
+        self._wrote.add(key)
+        life = int(3 * self.period * 1000)
+        reply = await self._hub.gateway.control(SELFTEST, "SET", key, "1", "PX", life, *flags)
+        if reply is None:
+            self._wrote.discard(key)  # NX found it: nothing written, nothing to hear
 
     async def flushed(self, mode: InvalidationMode) -> bool:
-        """Keyspace mode, once per :attr:`period`: True if a sentinel vanished unheard (the
-        caller flushes process memory); the sentinel is then written again."""
-        now = self._hub.clock.monotonic()
-        # the listener's keepalive loop calls this on its ticks: half a second of slack so a
-        # period that is a multiple of the tick is not missed by a rounding error
-        if mode is not InvalidationMode.KEYSPACE or now - self._checked < self.period - 0.5:
+        """Keyspace mode, when this listener's check is due: True if a sentinel vanished
+        unheard (the caller flushes process memory); the sentinel is then written again."""
+        if mode is not InvalidationMode.KEYSPACE or not self.sentinels or self.wait() > 0:
             return False
-        self._checked = now
+        self._schedule()  # hearing its own check schedules the next one again
         life = int(3 * self.period * 1000)
         vanished = False
-        for key in self.keys:
+        for key in self.sentinels:
             kept = await self._hub.gateway.control(SELFTEST, "PEXPIRE", key, life)
             if kept != 1:
                 vanished = True
-                await self._write(key, mode, "")
+                await self._write_sentinel(key)
         if vanished:
             self.flushes += 1
             log.warning(
-                "a sentinel key vanished without a keyspace event (FLUSHALL, FLUSHDB or "
+                "the flush sentinel vanished without a keyspace event (FLUSHALL, FLUSHDB or "
                 "SWAPDB?): flushing process memory"
             )
         return vanished
 
 
-def listener_targets(hub: HubView, *, pubsub: bool) -> list[tuple[Settings, str]]:
-    """One ``(settings, probe key)`` per listener connection.
+def sentinel_key(hub: HubView, i: int | None = None) -> str:
+    """The fleet's flush sentinel (``i``: the candidate for one cluster node)."""
+    ns = hub.settings.namespace
+    if i is None:
+        return build_key(ns, "control", "sentinel", None, "fleet")
+    return build_key(ns, "control", f"sentinel.{i}", None, "fleet", hashtag=True)
+
+
+def listener_targets(hub: HubView, *, pubsub: bool) -> list[tuple[Settings, str, str]]:
+    """One ``(settings, probe key, sentinel key)`` per listener connection.
 
     On a cluster, CLIENT TRACKING and keyspace notifications are per node: one connection per
-    primary, each proven by a probe key that lives on that node. Pub/sub messages reach every
-    node of a cluster, so the backplane needs one connection.
+    primary, each proven by a probe key that lives on that node, and watching a sentinel on
+    that node. Pub/sub messages reach every node of a cluster, so the backplane needs one
+    connection.
     """
     settings = hub.settings
     ns, inst = settings.namespace, settings.instance
     nodes = hub.gateway.primaries()
     if nodes is None or pubsub or settings.url is None:
-        return [(settings, build_key(ns, "control", "selftest", None, inst))]
+        return [(settings, build_key(ns, "control", "selftest", None, inst), sentinel_key(hub))]
     url = settings.url
 
     def probe(i: int) -> str:
         return build_key(ns, "control", f"selftest.{i}", None, inst, hashtag=True)
 
+    def sentinel(i: int) -> str:
+        return sentinel_key(hub, i)
+
     return [
-        (settings.with_(url=node_url(url, host, port)), hub.gateway.key_on_node(probe, host, port))
+        (
+            settings.with_(url=node_url(url, host, port)),
+            hub.gateway.key_on_node(probe, host, port),
+            hub.gateway.key_on_node(sentinel, host, port),
+        )
         for host, port in nodes
     ]

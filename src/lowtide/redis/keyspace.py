@@ -16,8 +16,9 @@ Events that change only a key's time to live (:data:`TTL_ONLY_EVENTS`: ``expire`
 it, and the key's end arrives as ``expired`` or ``del``. Every other event is one invalidation.
 
 What no event announces: ``FLUSHALL``, ``FLUSHDB`` and ``SWAPDB`` remove keys silently. The
-listener notices them through a sentinel key per connection (see
-:mod:`lowtide.invalidation.probes`).
+fleet notices them through a sentinel key per server, shared by every process (see
+:mod:`lowtide.invalidation.probes`): the ``expire`` events of that key are the one TTL-only
+event the listener reports (:class:`Checked`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Final
 __all__ = [
     "REQUIRED_FLAGS",
     "TTL_ONLY_EVENTS",
+    "Checked",
     "Expired",
     "channel_prefix",
     "missing_flags",
@@ -52,6 +54,14 @@ class Expired(list[str]):
     ``set`` arrives. So a writer expecting its own message must not take an ``expired`` for it
     (:meth:`lowtide.cache.l1.L1.invalidate`); for everyone else it is an invalidation like any
     other (it is a ``list``)."""
+
+    __slots__ = ()
+
+
+class Checked(list[str]):
+    """The key of a TTL-only event (``expire``) on a flush sentinel: some process of the fleet
+    just checked that the sentinel is still there (see :mod:`lowtide.invalidation.probes`).
+    Not an invalidation."""
 
     __slots__ = ()
 

@@ -229,6 +229,8 @@ class TrackingConnection:
         self.channel = INVALIDATE_CHANNEL
         #: keyspace mode: the channel prefix before each key (None in the other modes)
         self._keyspace: bytes | None = None
+        #: keyspace mode: the channels whose TTL-only events are reported (flush sentinels)
+        self._watched: frozenset[bytes] = frozenset()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -256,6 +258,7 @@ class TrackingConnection:
         backplane: str | None = None,
         track: Callable[[int], Awaitable[bool]] | None = None,
         keyspace: bool = False,
+        watched: Sequence[str] = (),
     ) -> None:
         """Connect, turn BCAST tracking on for ``prefixes`` and subscribe (raises on failure).
 
@@ -263,8 +266,10 @@ class TrackingConnection:
         With ``track``, ``await track(own id)`` may register the tracking elsewhere (a writer
         connection redirecting here: :mod:`lowtide.redis.writer`); when it returns False this
         connection registers itself. With ``keyspace``, turn on the event classes keyspace
-        invalidation needs and subscribe to the keyspace channels of ``prefixes`` instead.
-        Pushed keys outside ``prefixes`` are skipped by :meth:`read`.
+        invalidation needs and subscribe to the keyspace channels of ``prefixes`` instead; the
+        TTL-only events of the ``watched`` keys are read as :class:`~lowtide.redis.keyspace.
+        Checked` (the fleet's flush sentinels), every other one is skipped. Pushed keys outside
+        ``prefixes`` are skipped by :meth:`read`.
         """
         self._prefixes = tuple(p.encode("utf-8") for p in prefixes)
         try:
@@ -274,6 +279,8 @@ class TrackingConnection:
                 raise RedisUnavailable("tracking connection is closed")
             if keyspace:
                 await self._subscribe_keyspace(prefixes)
+                prefix = self._keyspace or b""
+                self._watched = frozenset(prefix + k.encode("utf-8") for k in watched)
                 return
             if self.resp3 and backplane is None:
                 # pushes are returned by read_response(push_request=True), not handled away
@@ -351,6 +358,8 @@ class TrackingConnection:
             )
             return []
         if not ks.is_invalidation(event):
+            if channel in self._watched:  # a flush sentinel checked by some process
+                return ks.Checked([channel[len(prefix) :].decode("utf-8")])
             return []
         keys = message_keys(channel[len(prefix) :], self._prefixes, self.stats, split=False)
         return ks.Expired(keys) if keys and event == b"expired" else keys
