@@ -66,7 +66,6 @@ class Probes:
     def __init__(self, hub: HubView, keepalive: Callable[[], float]) -> None:
         self._hub = hub
         self._keepalive = keepalive
-        self.keys: list[str] = []
         self._pending: set[str] = set()
         self._seen: asyncio.Future[None] | None = None
         #: flushes noticed through a vanished sentinel (keyspace mode), here or elsewhere
@@ -136,7 +135,6 @@ class Probes:
     ) -> None:
         """Write each probe key and wait until the listener heard of all of them (raises
         :class:`~lowtide.errors.LowtideError` on timeout, or why a reader died)."""
-        self.keys = list(keys)
         self._seen = asyncio.get_running_loop().create_future()
         self._pending = set(keys)
         for key in keys:
