@@ -24,7 +24,7 @@ async def test_writes_by_any_client_are_pushed(lowtide_fresh_server: ValkeyServe
         assert await inv.wait_healthy(5)
         assert lt.health()["invalidation"]["mode"] == "tracking"
         cache_key = build_key("lt", "cache", "profiles", "t1", "k")
-        counter_key = build_key("lt", "limiter", "hubspot", "t1", "w")
+        counter_key = build_key("lt", "quota", "usage", "t1", "w")
         await lt.gateway.call(A, "SET", cache_key, "v1")  # our own write
         server.command("SET", cache_key, "v2")  # another program (redis-cli, another service)
         server.command("INCR", counter_key)  # not a tracked prefix: no message

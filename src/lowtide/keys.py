@@ -58,11 +58,13 @@ _CODES: Final[dict[str, str]] = {v: k for k, v in COMPONENTS.items()}
 #: The placement rule: a value goes under a tracked component when process memory may keep a
 #: copy of it, i.e. it is read far more often than it changes and every change must reach every
 #: hub (cache values, tenant mappings, breaker open states, limiter penalties and the kill
-#: switch, which live under ``control``). A value that changes on (almost) every call goes under
-#: an untracked component, because tracking it would push one invalidation per write to every
-#: hub for nothing: limiter counters (``limiter``), quota counters (``quota``), and fleet
-#: heartbeats, breaker probe leases and trip votes, fleet-view snapshots (``fleet``).
-TRACKED: Final[tuple[str, ...]] = ("cache", "tenants", "breaker", "control")
+#: switch, which live under ``control``), or when every change is news every hub can use:
+#: limiter window counters (``limiter``), each change one reservation, which tells every hub
+#: when a window is spent (:mod:`lowtide.limiter.pushes`). A value that changes on (almost)
+#: every call and tells nobody anything goes under an untracked component, because tracking it
+#: would push one invalidation per write to every hub for nothing: quota counters (``quota``),
+#: and fleet heartbeats, breaker probe leases and trip votes, fleet-view snapshots (``fleet``).
+TRACKED: Final[tuple[str, ...]] = ("cache", "tenants", "breaker", "control", "limiter")
 
 #: longest tenant id accepted (characters, before escaping)
 MAX_TENANT_LENGTH: Final = 256

@@ -2,7 +2,8 @@
 
 :class:`Invalidations` runs one listener per process (a
 :class:`~lowtide.redis.tracking.TrackingConnection`) for the tracked prefixes (cache, tenants,
-breakers, control keys; never counters that change per call), and offers:
+breakers, control keys, limiter window counters; never quota counters or heartbeats), and
+offers:
 
 * **subscribers**: callbacks that get the invalidated Redis keys, or ``None`` for "drop
   everything" (FLUSHALL/FLUSHDB, listener lost, hub no longer distributed);
@@ -37,7 +38,7 @@ from lowtide.errors import LowtideError, RedisCommandError
 from lowtide.invalidation.feeds import FeedChain
 from lowtide.invalidation.guard import RaceGuard
 from lowtide.invalidation.probes import Probes, SelfTestFailed, listener_targets
-from lowtide.keys import prefix
+from lowtide.keys import TRACKED, prefix
 from lowtide.modes import InvalidationMode, Mode, ModeChange
 from lowtide.redis import keyspace as ks
 from lowtide.redis.tracking import MessageStats, TrackingConnection
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["InvalidationMode", "Invalidations"]
 
 log = logging.getLogger("lowtide.invalidation")
-#: components whose keys are tracked (values that rarely change and are read often)
-TRACKED_COMPONENTS: tuple[str, ...] = ("cache", "tenants", "breaker", "control")
+#: components whose keys are tracked (see :data:`lowtide.keys.TRACKED` for why these)
+TRACKED_COMPONENTS: tuple[str, ...] = TRACKED
 
 
 class Invalidations:

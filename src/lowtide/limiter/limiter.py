@@ -286,6 +286,7 @@ class RateLimiter:
             "bad_config": self._agreement.bad,
             "spent_told": 0 if self._spent is None else self._spent.told,
             "bad_spent": 0 if self._spent is None else self._spent.bad,
+            "spent_heard": getattr(self._reserver.pushes, "refusals", 0),
             **self.stats,
         }
 
@@ -338,6 +339,9 @@ class RateLimiter:
                 return Decision(False, 0, min(self._interval, 1.0))
             if not self._hub.distributed:
                 return self._fallback(lease, now)
+            heard = self._reserver.pushes  # others' reservations heard may prove it spent
+            if heard is not None and heard.block(lease, tenant, now, self._agreement.limit):
+                continue
             reservations += 1
             tell = await self._reserve_or_decide(tenant, lease, 0)
             if isinstance(tell, Decision):
@@ -461,11 +465,13 @@ class RateLimiter:
             tenant, lease, now=now, mono=mono, share=share, limit=limit, horizon=self.horizon
         )
         self._stats["reserved_tokens"] += max(0, lease.tokens - held)  # lease size = this / n
+        heard = self._reserver.pushes
         return (
             spent
             and self._spent is not None
             and lease.told != lease.window
             and self._spent.pushed
+            and not (heard is not None and heard.tells_all(share))
             and worth_telling(
                 lease.demand or 0.0,
                 share,

@@ -1,14 +1,26 @@
 """The Redis side of a reservation: one command for a fixed window, one script for a bucket.
 
-* **Fixed window**: ``HINCRBY <ns>:r:<name>:<tenant>:h<k> <window> <n>`` where the hash ``h<k>``
+* **Fixed window**, where the server pushes changes (invalidation ``auto``, ``tracking`` or
+  ``keyspace``): one key per window, ``<ns>:r:<name>:<tenant>:w<window>``, living until one
+  window after its own ends. A hub that knows the key exists (it reserved in this window, or
+  heard a change of it: :mod:`lowtide.limiter.pushes`) sends ``INCRBY``; else ``SET NX PX``,
+  which creates it with this reservation and its life in one command (found existing: then
+  ``INCRBY``, a second command; only when two hubs' first reservations in a window cross
+  within a push's delivery time, or the listener is down). Every hub hears every
+  reservation, which tells it when the window is spent.
+* **Fixed window**, without pushes (``pubsub``, ``ttl``): ``HINCRBY
+  <ns>:r:<name>:<tenant>:h<k> <window> <n>`` where the hash ``h<k>``
   holds the counters of a span of consecutive windows (about an hour, 100 to 500 windows:
   :func:`~lowtide.limiter.core.windows_per_key`), one field each; each tenant's spans begin at
   their own window (:func:`~lowtide.limiter.core.key_phase`), so hashes do not all begin at
-  once. The reply is the fleet's counter for the window. The hash needs an expiry, set by
+  once. The hash needs an expiry, set by
   ``PEXPIRE`` only when this hub's increment created its window's field and this hub has not
   yet seen that hash exist; so a window's first reservation costs one command, and the expiry
   about one more per hub per span in which it reserves (a hash lives until its last window
   ends, plus one window).
+
+  Either way the reply is the fleet's counter for the window. The layout follows the
+  invalidation setting, which every hub of a fleet shares.
 * **Token bucket**: one script (``GET`` + ``SET PX`` inside, 3 billed units) renews this hub's
   rate lease and takes shared tokens (see :mod:`lowtide.limiter.rates`): a hub at steady
   demand calls it about once per 40 s.
@@ -18,6 +30,7 @@ Replies are checked (:mod:`lowtide.limiter.state`) before they grant anything.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 from typing import TYPE_CHECKING
@@ -36,6 +49,7 @@ from lowtide.limiter.core import (
     windows_per_key,
 )
 from lowtide.limiter.lease import Lease
+from lowtide.limiter.pushes import WindowPushes, windowed
 from lowtide.limiter.state import check_rate_reply, check_window_reply
 from lowtide.redis.scripts import Script
 from lowtide.tenancy import Attributions
@@ -67,6 +81,8 @@ class Reserver:
         self._per = per
         self._span = windows_per_key(per)
         self._att = Attributions("limiter", family)
+        #: changes of this limiter's window keys heard (one key per window), or None (hashes)
+        self.pushes = WindowPushes(hub, name, per) if windowed(hub) else None
 
     async def window(
         self,
@@ -124,6 +140,8 @@ class Reserver:
     async def _increment(
         self, tenant: str | None, lease: Lease, window: int, now: float, n: int
     ) -> int:
+        if self.pushes is not None:
+            return await self._increment_window(tenant, lease, window, now, n, self.pushes)
         span = self._span
         phase = key_phase(self._name, tenant, span)
         index = counter_key_index(window, span, phase)
@@ -140,6 +158,34 @@ class Reserver:
             except LowtideError:
                 return counter  # the next field this hub creates in it tries again
         lease.key_seen = index
+        return counter
+
+    async def _increment_window(
+        self,
+        tenant: str | None,
+        lease: Lease,
+        window: int,
+        now: float,
+        n: int,
+        pushes: WindowPushes,
+    ) -> int:
+        key = build_key(self._ns, "limiter", self._name, tenant, f"w{window}")
+        gw = self._hub.gateway
+        att = self._att(tenant)
+        if lease.key_seen != window and not pushes.heard(tenant, window):
+            # nobody is known to have reserved in this window: create its counter with this
+            # reservation and a life of one window after its end (1 command)
+            ttl_ms = math.ceil((window_end(window, self._per) - now + self._per) * 1000)
+            created = await gw.call(att, "SET", key, str(n), "NX", "PX", ttl_ms)
+            lease.key_seen = window
+            if created is not None:
+                return n
+        lease.key_seen = window
+        counter = check_window_reply(await gw.call(att, "INCRBY", key, n), n)
+        if counter == n:  # the key vanished meanwhile (evicted, deleted): give it a life again
+            ttl_ms = math.ceil((window_end(window, self._per) - now + self._per) * 1000)
+            with contextlib.suppress(LowtideError):
+                await gw.call(att, "PEXPIRE", key, ttl_ms)
         return counter
 
     async def bucket(
