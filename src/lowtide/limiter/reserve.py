@@ -30,6 +30,7 @@ Replies are checked (:mod:`lowtide.limiter.state`) before they grant anything.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import secrets
@@ -172,6 +173,10 @@ class Reserver:
         key = build_key(self._ns, "limiter", self._name, tenant, f"w{window}")
         gw = self._hub.gateway
         att = self._att(tenant)
+        if lease.key_seen != window and not pushes.heard(tenant, window):
+            # let the listener read a push already on its socket: another hub may have just
+            # created the key (a crossed SET NX costs a second command)
+            await asyncio.sleep(0)
         if lease.key_seen != window and not pushes.heard(tenant, window):
             # nobody is known to have reserved in this window: create its counter with this
             # reservation and a life of one window after its end (1 command)
