@@ -9,6 +9,8 @@ tells it). Real servers, real pushes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -41,16 +43,26 @@ async def next_window(hub: Lowtide, clock: ManualClock, per: float) -> int:
     return w
 
 
+@contextlib.asynccontextmanager
+async def one_hub(
+    server: ValkeyServer, name: str, *, limit: int, fleet: int
+) -> AsyncIterator[tuple[Lowtide, ManualClock, RateLimiter, int]]:
+    """A hub with a healthy listener, a 10 s limiter ``name`` whose one-off reads are done
+    (TIME, configuration, penalty), its manual clock just past a window's start, and that
+    window."""
+    clock = ManualClock()
+    async with Lowtide(server.url, clock=clock, instance="a") as hub:
+        assert await hub.invalidations.wait_healthy(5)
+        limiter = hub.rate_limiter(name, limit=limit, per=10, fleet_size=fleet)
+        await limiter.prefetch("t1")
+        yield hub, clock, limiter, await next_window(hub, clock, 10)
+
+
 async def test_a_windows_first_reservation_is_one_set_that_gives_the_key_its_life(
     lowtide_fresh_server: ValkeyServer,
 ) -> None:
     server = lowtide_fresh_server
-    clock = ManualClock()
-    async with Lowtide(server.url, clock=clock, instance="a") as hub:
-        assert await hub.invalidations.wait_healthy(5)
-        limiter = hub.rate_limiter("first", limit=100, per=10, fleet_size=4)
-        await limiter.prefetch("t1")  # the one-off reads: TIME, configuration, penalty
-        w = await next_window(hub, clock, 10)
+    async with one_hub(server, "first", limit=100, fleet=4) as (hub, clock, limiter, w):
         before = ledger_commands(hub, component="limiter")
         server_before = server_commands(server)
         assert (await limiter.acquire("t1")).allowed
@@ -127,12 +139,7 @@ async def test_a_first_reservation_that_finds_the_key_adds_to_it(
 ) -> None:
     # two hubs' first reservations crossed (nothing heard yet): SET NX finds the key, INCRBY
     server = lowtide_fresh_server
-    clock = ManualClock()
-    async with Lowtide(server.url, clock=clock, instance="a") as hub:
-        assert await hub.invalidations.wait_healthy(5)
-        limiter = hub.rate_limiter("crossed", limit=10, per=10, fleet_size=2)
-        await limiter.prefetch("t1")
-        w = await next_window(hub, clock, 10)
+    async with one_hub(server, "crossed", limit=10, fleet=2) as (hub, _, limiter, w):
         key = build_key("lt", "limiter", "crossed", "t1", f"w{w}")
         pushes = heard_by(limiter)
         server.command("SET", key, "3", "PX", "30000")  # the other hub's reservation
