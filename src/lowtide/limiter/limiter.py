@@ -140,7 +140,9 @@ class RateLimiter:
         )
         self.max_tenants = max_tenants
         self._watch = LeaseWatch(self._leases, self.per, hub.server_time, self._tenant_kw)
-        self._reserver = Reserver(hub, name, self.per, self.family)
+        self._reserver = Reserver(
+            hub, name, self.per, self.family, windows=algorithm == "fixed_window"
+        )
         #: token bucket: demand is counted per period of at most DEMAND_PERIOD seconds
         self._period = min(self.per, DEMAND_PERIOD)
         # token bucket: one token every `interval` s; burst reduced by what a lease horizon

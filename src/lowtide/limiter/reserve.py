@@ -73,7 +73,7 @@ DEMAND_PERIOD = 10.0
 class Reserver:
     """Sends one limiter's reservations (see module docs)."""
 
-    def __init__(self, hub: HubView, name: str, per: float, family: str) -> None:
+    def __init__(self, hub: HubView, name: str, per: float, family: str, *, windows: bool) -> None:
         self._hub = hub
         #: this limiter's name for its rate leases (unique per process and limiter)
         self._hub_id = secrets.token_hex(8)
@@ -82,8 +82,9 @@ class Reserver:
         self._per = per
         self._span = windows_per_key(per)
         self._att = Attributions("limiter", family)
-        #: changes of this limiter's window keys heard (one key per window), or None (hashes)
-        self.pushes = WindowPushes(hub, name, per) if windowed(hub) else None
+        #: changes of this limiter's window keys heard (fixed windows counted in one key per
+        #: window), or None (span hashes, or a token bucket)
+        self.pushes = WindowPushes(hub, name, per) if windows and windowed(hub) else None
 
     async def window(
         self,
