@@ -230,3 +230,38 @@ async def test_four_hubs_at_the_incidents_limits_never_exceed_them(lowtide_url: 
         assert max(admitted.values()) <= limit, admitted
         refused_on_hearing = sum(lim.info()["spent_heard"] for lim in limiters)
         assert refused_on_hearing > 0  # hubs did refuse on what they heard
+
+
+async def test_a_listener_blip_mid_window_forgets_what_was_heard_and_asks_instead(
+    lowtide_fresh_server: ValkeyServer,
+) -> None:
+    # what was heard before a lost connection may be incomplete: it is forgotten, and a hub
+    # that cannot prove a window spent asks Redis (refused there), never admits beyond it
+    server = lowtide_fresh_server
+    clock = ManualClock()
+    async with (
+        Lowtide(server.url, instance="a", clock=clock) as a,
+        Lowtide(server.url, instance="b", clock=clock) as b,
+    ):
+        for hub in (a, b):
+            assert await hub.invalidations.wait_healthy(5)
+        la = a.rate_limiter("blip", limit=2, per=10, fleet_size=2)
+        lb = b.rate_limiter("blip", limit=2, per=10, fleet_size=2)
+        for limiter in (la, lb):
+            await limiter.prefetch("t1")
+        w = await next_window(a, clock, 10)
+        await b.sync_server_clock()
+        assert [(await la.acquire("t1")).allowed for _ in range(2)] == [True, True]
+        heard = heard_by(lb)
+        await eventually(lambda: heard.heard("t1", w) >= 2)
+        lost: list[object] = []
+        b.invalidations.subscribe(lost.append)
+        server.command("CLIENT", "KILL", "TYPE", "pubsub")  # every listener's connection dies
+        await eventually(lambda: None in lost)
+        assert heard.heard("t1", w) == 0  # forgotten
+        before = ledger_commands(b, component="limiter")
+        assert not (await lb.acquire("t1")).allowed  # asked: refused by the fleet counter
+        assert sum(changes(before, ledger_commands(b, component="limiter")).values()) >= 1
+        key = build_key("lt", "limiter", "blip", "t1", f"w{w}")
+        assert int(server.command("GET", key)) >= 3  # 2 admitted, then b's refused ask
+        assert lb.info()["spent_heard"] == 0
