@@ -37,6 +37,8 @@ def test_missing_flags_add_only_what_is_needed() -> None:
     assert ks.pattern(3, "a*b?[c]\\") == "__keyspace@3__:a\\*b\\?\\[c\\]\\\\*"
     assert not ks.is_invalidation(b"expire")
     assert not ks.is_invalidation(b"persist")
+    assert not ks.is_invalidation(b"new")  # comes with the write that created the key
+    assert not ks.is_invalidation(b"keymiss")  # a read that found nothing
     assert ks.is_invalidation(b"set")
     assert ks.is_invalidation(b"expired")
     assert ks.is_invalidation(b"x" * 100)

@@ -21,22 +21,14 @@ from lowtide import (
     RateLimited,
     RateLimiter,
     TenantRequired,
-    build_key,
     tenant_scope,
 )
 from lowtide.limiter.core import (
-    counter_key_end,
-    counter_key_index,
-    key_phase,
     window_index,
-    windows_per_key,
 )
 from lowtide.testing import (
-    ValkeyServer,
-    changes,
     ledger_commands,
     ledger_total,
-    server_commands,
 )
 from tests.helpers import eventually
 
@@ -272,51 +264,12 @@ async def test_a_heartbeat_is_one_command_and_a_ring_slot_is_cleared_before_reus
 async def start_of_a_window(
     hub: Lowtide, clock: ManualClock, per: float, name: str, tenant: str
 ) -> int:
-    """Move the manual clock to the start of the next window that is not the last of its
-    counter key (so the window after it shares the key); returns that window."""
+    """Move the manual clock to the start of the next window; returns that window."""
     await hub.sync_server_clock()
     w = window_index(hub.server_time(), per) + 1
-    span = windows_per_key(per)
-    phase = key_phase(name, tenant, span)
-    if counter_key_index(w + 1, span, phase) != counter_key_index(w, span, phase):
-        w += 1
     clock.advance(w * per - hub.server_time() + 0.001)
     assert window_index(hub.server_time(), per) == w
     return w
-
-
-async def test_a_windows_first_reservation_costs_one_command(
-    lowtide_fresh_server: ValkeyServer,
-) -> None:
-    # without pushes (pubsub, ttl) the windows are counted in span hashes; with pushes, in
-    # window keys (tests/test_limiter_pushes.py)
-    server = lowtide_fresh_server
-    clock = ManualClock()
-    async with Lowtide(server.url, clock=clock, instance="a", invalidation="ttl") as hub:
-        limiter = hub.rate_limiter("first", limit=100, per=10, fleet_size=4)
-        await limiter.prefetch("t1")  # the one-off reads: TIME, configuration, penalty
-        w = await start_of_a_window(hub, clock, 10, "first", "t1")
-        before = ledger_commands(hub, component="limiter")
-        assert (await limiter.acquire("t1")).allowed
-        # the hash holding this window's counter is new: its expiry is set once
-        assert changes(before, ledger_commands(hub, component="limiter")) == {
-            "hincrby": 1,
-            "pexpire": 1,
-        }
-        span = windows_per_key(10)
-        phase = key_phase("first", "t1", span)
-        index = counter_key_index(w, span, phase)
-        key = build_key("lt", "limiter", "first", "t1", f"h{index}")
-        life = (counter_key_end(index, 10, span, phase) - hub.server_time() + 10) * 1000
-        assert 0 < server.command("PTTL", key) <= life + 1  # until its last window ends
-        clock.advance(10)  # the next window, same hash: one command, no PEXPIRE
-        before = ledger_commands(hub, component="limiter")
-        server_before = server_commands(server)
-        assert (await limiter.acquire("t1")).allowed
-        assert changes(before, ledger_commands(hub, component="limiter")) == {"hincrby": 1}
-        received = changes(server_before, server_commands(server), minus={"info": 1})
-        received.pop("ping", None)  # the listener's keepalive (the clock moved): not the limiter
-        assert received == {"hincrby": 1}
 
 
 async def test_a_hub_that_took_the_last_token_does_not_ask_again(hub: Lowtide) -> None:

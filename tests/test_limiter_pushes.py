@@ -189,18 +189,25 @@ async def test_pushes_that_name_no_window_near_now_are_ignored(lowtide_url: str)
             pushes.close()
 
 
-async def test_without_pushes_the_windows_are_counted_in_span_hashes(
+async def test_without_pushes_a_first_reservation_may_find_the_key(
     lowtide_fresh_server: ValkeyServer,
 ) -> None:
-    # pub/sub and ttl fleets hear nothing of each other's reservations: one hash per span
+    # pub/sub and ttl hubs hear nothing of each other's reservations: a first reservation in
+    # a window another hub began is a SET NX that finds the key, then an INCRBY
     server = lowtide_fresh_server
-    async with Lowtide(server.url, invalidation="ttl", instance="a") as hub:
-        limiter = hub.rate_limiter("spans", limit=100, per=10, fleet_size=4)
-        assert limiter._reserver.pushes is None
-        assert (await limiter.acquire("t1")).allowed
-        assert set(ledger_commands(hub, component="limiter")) <= {"hincrby", "pexpire"}
-        (key,) = server.command("KEYS", "lt:r:spans:*")
-        assert key.rsplit(b":", 1)[1].startswith(b"h")  # h<span>, not w<window>
+    async with (
+        Lowtide(server.url, invalidation="ttl", instance="a") as a,
+        Lowtide(server.url, invalidation="ttl", instance="b") as b,
+    ):
+        la = a.rate_limiter("deaf", limit=100, per=3600, fleet_size=2)
+        lb = b.rate_limiter("deaf", limit=100, per=3600, fleet_size=2)
+        assert la._reserver.pushes is None
+        assert (await la.acquire("t1")).allowed
+        assert ledger_commands(a, component="limiter") == {"set": 1}
+        assert (await lb.acquire("t1")).allowed
+        assert ledger_commands(b, component="limiter") == {"set": 1, "incrby": 1}
+        (key,) = server.command("KEYS", "lt:r:deaf:*")
+        assert key.rsplit(b":", 1)[1].startswith(b"w")
 
 
 async def test_four_hubs_at_the_incidents_limits_never_exceed_them(lowtide_url: str) -> None:
@@ -265,3 +272,27 @@ async def test_a_listener_blip_mid_window_forgets_what_was_heard_and_asks_instea
         key = build_key("lt", "limiter", "blip", "t1", f"w{w}")
         assert int(server.command("GET", key)) >= 3  # 2 admitted, then b's refused ask
         assert lb.info()["spent_heard"] == 0
+
+
+async def test_keyspace_classes_someone_else_set_are_not_counted_as_reservations() -> None:
+    # with `n` (a `new` event for every key created) and `m` (key misses) set by an operator,
+    # a window's first reservation is still one change: events new, set, expire
+    with ValkeyServer() as server:
+        server.command("CONFIG", "SET", "notify-keyspace-events", "KEAnm")
+        clock = ManualClock()
+        async with (
+            Lowtide(server.url, invalidation="keyspace", instance="a", clock=clock) as a,
+            Lowtide(server.url, invalidation="keyspace", instance="b", clock=clock) as b,
+        ):
+            for hub in (a, b):
+                assert await hub.invalidations.wait_healthy(5)
+            la = a.rate_limiter("classes", limit=2, per=10, fleet_size=2)
+            lb = b.rate_limiter("classes", limit=2, per=10, fleet_size=2)
+            for limiter in (la, lb):
+                await limiter.prefetch("t1")
+            w = await next_window(a, clock, 10)
+            await b.sync_server_clock()
+            assert (await la.acquire("t1")).allowed  # SET NX PX: the key is new
+            await listeners_caught_up([a, b])
+            assert heard_by(lb).heard("t1", w) == 1
+            assert (await lb.acquire("t1")).allowed  # the second token is b's

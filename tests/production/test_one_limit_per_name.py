@@ -69,6 +69,23 @@ async def test_different_algorithms_for_one_name_never_over_admit(lowtide_url: s
         assert lb.info()["config_conflict"] == "fixed_window/5/3600.0"
 
 
+async def test_a_fleet_that_disagrees_on_the_invalidation_setting_shares_one_counter(
+    lowtide_url: str,
+) -> None:
+    # one process listens for the window keys' changes, the other hears nothing (ttl): both
+    # count in the same window keys, so together they admit the limit, no more
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(Lowtide(lowtide_url, instance="heard"))
+        b = await stack.enter_async_context(
+            Lowtide(lowtide_url, instance="deaf", invalidation="ttl")
+        )
+        la = a.rate_limiter("layout", limit=5, per=3600, fleet_size=2)
+        lb = b.rate_limiter("layout", limit=5, per=3600, fleet_size=2)
+        got = [(await lim.acquire("t1")).allowed for _ in range(10) for lim in (la, lb)]
+        assert sum(got) == 5
+        assert lb.info()["config_conflict"] is None
+
+
 async def test_a_shared_limiter_ignores_tenant_everywhere(lowtide_url: str) -> None:
     async with Lowtide(lowtide_url) as lt:
         shared = lt.rate_limiter("shared-429", limit=100, per=60, per_tenant=False)

@@ -9,18 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lowtide.limiter.core import (
-    MAX_WINDOWS_PER_KEY,
-    MIN_WINDOWS_PER_KEY,
-    counter_key_end,
-    counter_key_index,
     fixed_window_grant,
-    key_phase,
     next_lease_size,
     roll_demand,
-    window_end,
     window_index,
     window_lease_size,
-    windows_per_key,
     worth_telling,
 )
 
@@ -102,41 +95,6 @@ def test_demand_follows_rises_fast_and_falls_slowly() -> None:
     assert roll_demand(10.0, 20, 1) == 15.0  # up: half way
     assert roll_demand(10.0, 2, 1) == 8.0  # down: a quarter of the way
     assert roll_demand(10.0, 10, 3) == 10.0 * 0.75**2  # two idle windows in between
-
-
-@given(
-    window=st.integers(-(10**9), 10**12),
-    per=st.floats(0.01, 86_400),
-    name=st.text(max_size=20),
-    tenant=st.one_of(st.none(), st.text(max_size=50)),
-)
-def test_a_counter_key_outlives_each_of_its_windows(
-    window: int, per: float, name: str, tenant: str | None
-) -> None:
-    span = windows_per_key(per)
-    assert MIN_WINDOWS_PER_KEY <= span <= MAX_WINDOWS_PER_KEY
-    phase = key_phase(name, tenant, span)
-    assert 0 <= phase < span
-    index = counter_key_index(window, span, phase)
-    # a hash holds exactly span consecutive windows
-    first = index * span - phase
-    assert counter_key_index(first, span, phase) == index
-    assert counter_key_index(first + span - 1, span, phase) == index
-    assert counter_key_index(first + span, span, phase) == index + 1
-    end = counter_key_end(index, per, span, phase)
-    assert window_end(window, per) <= end + 1e-6 * abs(end)
-    assert end == window_end(first + span - 1, per)
-
-
-def test_counter_hashes_span_about_an_hour_and_begin_at_each_tenants_own_window() -> None:
-    assert windows_per_key(10) == 360  # an hour of 10 s windows
-    assert windows_per_key(60) == MIN_WINDOWS_PER_KEY  # 100 minutes
-    assert windows_per_key(1) == MAX_WINDOWS_PER_KEY  # 500 s: at most 500 fields
-    phases = {key_phase("crm", f"t{i}", 360) for i in range(100)}
-    assert len(phases) > 80  # spread over the span, not all at 0
-    assert key_phase("crm", "t1", 360) == key_phase("crm", "t1", 360)  # every process agrees
-    assert key_phase("crm", None, 360) == key_phase("crm", "", 360)
-    key_phase("crm", "\ud800{x}:" * 100, 360)  # any str, even a lone surrogate
 
 
 def test_telling_the_fleet_is_worth_it_only_near_the_fair_share() -> None:

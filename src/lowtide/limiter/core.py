@@ -9,37 +9,22 @@ Everything here takes time as an argument, so it is property-tested with hypothe
 from __future__ import annotations
 
 import math
-import zlib
 from typing import NamedTuple
 
 __all__ = [
     "DEMAND_FALL",
     "DEMAND_RISE",
-    "KEY_SPAN",
-    "MAX_WINDOWS_PER_KEY",
-    "MIN_WINDOWS_PER_KEY",
     "Decision",
-    "counter_key_end",
-    "counter_key_index",
     "fallback_budget",
     "fixed_window_grant",
-    "key_phase",
     "next_lease_size",
     "roll_demand",
     "window_end",
     "window_index",
     "window_lease_size",
-    "windows_per_key",
     "worth_telling",
 ]
 
-#: fixed-window counters live in one hash per span of windows (one field per window), so a
-#: counter key's expiry is set about once per process per span, not per window: a span is
-#: about this many seconds, and at least ``MIN_WINDOWS_PER_KEY``, at most
-#: ``MAX_WINDOWS_PER_KEY`` windows (a hash holds at most that many small fields)
-KEY_SPAN = 3600.0
-MIN_WINDOWS_PER_KEY = 100
-MAX_WINDOWS_PER_KEY = 500
 #: weight of a window that just ended in the demand estimate (asks per window): demand that
 #: rises is followed fast (leases too small cost reservations), demand that falls slowly
 DEMAND_RISE = 0.5
@@ -69,30 +54,6 @@ def window_index(now: float, per: float) -> int:
 def window_end(index: int, per: float) -> float:
     """Wall time at which window ``index`` ends."""
     return (index + 1) * per
-
-
-def windows_per_key(per: float) -> int:
-    """How many windows of ``per`` seconds one counter hash holds (see :data:`KEY_SPAN`)."""
-    return min(MAX_WINDOWS_PER_KEY, max(MIN_WINDOWS_PER_KEY, math.ceil(KEY_SPAN / per)))
-
-
-def key_phase(name: str, tenant: str | None, span: int) -> int:
-    """Where in a span of ``span`` windows the counter hashes of (limiter ``name``, ``tenant``)
-    begin: a stable digest of the pair, so every process agrees, and the hashes of different
-    tenants begin (and their expiries are set) at different windows, not all at once."""
-    cell = f"{name}\x00{tenant or ''}".encode("utf-8", "surrogatepass")
-    return zlib.crc32(cell) % span
-
-
-def counter_key_index(window: int, span: int, phase: int) -> int:
-    """The counter hash holding window ``window``'s counter (field ``str(window)``), for
-    hashes of ``span`` windows beginning at ``phase`` (:func:`key_phase`)."""
-    return (window + phase) // span
-
-
-def counter_key_end(index: int, per: float, span: int, phase: int) -> float:
-    """Wall time at which the last window of counter hash ``index`` ends."""
-    return ((index + 1) * span - phase) * per
 
 
 def fixed_window_grant(counter_after: int, charged: int, limit: int) -> int:

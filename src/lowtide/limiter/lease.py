@@ -80,7 +80,7 @@ class Lease:
         self.counted_window = -1  # the window whose asks are being counted
         self.issued = 0  # tokens granted in counted_window (spent = issued - tokens)
         self.asked_other = 0  # asks in counted_window not served from tokens (refused, local)
-        #: the counter key (index) this hub knows exists with an expiry
+        #: the window whose counter key this hub knows exists (it reserved in it)
         self.key_seen = -1
         #: the window this hub told the fleet was spent
         self.told = -1

@@ -4,13 +4,14 @@ One budget per (limiter, tenant), shared by every hub. A hub reserves a block of
 one atomic command (:mod:`lowtide.limiter.reserve`) and spends it locally, so a decision costs
 ~1/B commands:
 
-* ``fixed_window``: ``HINCRBY`` of the window's field in a hash of ~1 h of windows; the grant is
-  whatever was left below the limit. Windows are aligned to the server's clock (one ``TIME``
-  per hub). A lease is sized to this hub's expected demand until the window ends, capped by
-  its fair share (``limit // fleet size``), and lasts until the window ends, so at steady
-  demand a hub reserves about once per window in which it admits calls. A reply that shows
-  the window spent is remembered until the window ends (and told to the fleet when others are
-  likely to run out too, :mod:`lowtide.limiter.spent`).
+* ``fixed_window``: ``SET NX PX`` (the window's first reservation) or ``INCRBY`` of the window's
+  own key; the grant is whatever was left below the limit. Windows are aligned to the
+  server's clock (one ``TIME`` per hub). A lease is sized to this hub's expected demand until
+  the window ends, capped by its fair share (``limit // fleet size``), and lasts until the
+  window ends, so at steady demand a hub reserves about once per window in which it admits
+  calls. A reply that shows the window spent is remembered until the window ends; so is a window whose reservations
+  every hub heard (:mod:`lowtide.limiter.pushes`), or that another hub told the fleet about
+  (:mod:`lowtide.limiter.spent`).
 * ``token_bucket``: a hub leases a share of the bucket's rate for a minute (one script call,
   GET + SET inside, renewed when a third is left) and spends a local bucket refilled at that
   rate; beyond it, the same call takes tokens of the shared remainder, which expire
@@ -42,7 +43,6 @@ from lowtide.limiter.core import (
     Decision,
     window_end,
     window_index,
-    worth_telling,
 )
 from lowtide.limiter.lease import Lease
 from lowtide.limiter.local import LocalDecisions, OnRedisError
@@ -422,7 +422,7 @@ class RateLimiter:
     def _on_mode(self, change: ModeChange) -> None:
         self._local.on_mode(change)
         if change.new is Mode.DISTRIBUTED:
-            # Redis may have restarted empty: counter keys are given an expiry again
+            # Redis may have restarted empty: a window's next reservation creates its key again
             for lease in self._leases.values():
                 lease.key_seen = -1
 
@@ -471,15 +471,12 @@ class RateLimiter:
         return (
             spent
             and self._spent is not None
-            and lease.told != lease.window
-            and self._spent.pushed
-            and not (heard is not None and heard.tells_all(share))
-            and worth_telling(
-                lease.demand or 0.0,
+            and self._spent.wanted(
+                lease,
                 share,
                 others=fleet - 1 if self.fleet_size or self._hub.fleet.settled else None,
                 left=self._left_in_window(),
-                cost=self._spent.cost,
+                heard=heard is not None and heard.tells_all(share),
             )
         )
 

@@ -1,9 +1,9 @@
 """What the server's pushes say about a fixed window's counter: reservations other hubs made.
 
-Where the server pushes every writer's changes (CLIENT TRACKING or keyspace notifications),
-each fixed window has its own counter key, ``<ns>:r:<name>:<tenant>:w<window>`` (see
+Each fixed window has its own counter key, ``<ns>:r:<name>:<tenant>:w<window>`` (see
 :mod:`lowtide.limiter.reserve`), and every reservation by any hub is one change of that key:
-the server tells every hub, at no billed cost, that the window's counter went up. Each
+where the server pushes every writer's changes (CLIENT TRACKING or keyspace notifications), it
+tells every hub, at no billed cost, that the window's counter went up. Each
 reservation takes at least one token, so a hub that has heard ``limit`` changes of the window
 under way knows its budget is spent without asking (a refused reservation is one command) and
 without anyone telling it (one ``SET`` of a spent-window key). With the incident's limits of
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from lowtide.limiter.lease import Lease
     from lowtide.runtime import HubView
 
-__all__ = ["MAX_CELLS", "WindowPushes", "windowed"]
+__all__ = ["MAX_CELLS", "WindowPushes", "pushed"]
 
 #: (tenant, window)s whose heard changes are kept at most (the oldest are dropped first)
 MAX_CELLS = 20_000
@@ -51,11 +51,9 @@ _WINDOW = re.compile(r"w([0-9]{1,18})")
 _PUSHED = (InvalidationMode.TRACKING, InvalidationMode.KEYSPACE)
 
 
-def windowed(hub: HubView) -> bool:
-    """True if this hub's fixed windows count in one key per window (the fleet's invalidation
-    setting lets the server push changes: ``auto``, ``tracking``, ``keyspace``); False for
-    one hash per span of windows (``pubsub``, ``ttl``). Every hub of a fleet has the same
-    setting, so every hub counts in the same keys."""
+def pushed(hub: HubView) -> bool:
+    """True if this hub's invalidation setting lets the server push every change (``auto``,
+    ``tracking``, ``keyspace``), so listening for the window keys' changes can pay."""
     return hub.settings.url is not None and hub.settings.invalidation in (
         "auto",
         "tracking",

@@ -1,26 +1,15 @@
 """The Redis side of a reservation: one command for a fixed window, one script for a bucket.
 
-* **Fixed window**, where the server pushes changes (invalidation ``auto``, ``tracking`` or
-  ``keyspace``): one key per window, ``<ns>:r:<name>:<tenant>:w<window>``, living until one
+* **Fixed window**: one key per window, ``<ns>:r:<name>:<tenant>:w<window>``, living until one
   window after its own ends. A hub that knows the key exists (it reserved in this window, or
   heard a change of it: :mod:`lowtide.limiter.pushes`) sends ``INCRBY``; else ``SET NX PX``,
   which creates it with this reservation and its life in one command (found existing: then
-  ``INCRBY``, a second command; only when two hubs' first reservations in a window cross
-  within a push's delivery time, or the listener is down). Every hub hears every
-  reservation, which tells it when the window is spent.
-* **Fixed window**, without pushes (``pubsub``, ``ttl``): ``HINCRBY
-  <ns>:r:<name>:<tenant>:h<k> <window> <n>`` where the hash ``h<k>``
-  holds the counters of a span of consecutive windows (about an hour, 100 to 500 windows:
-  :func:`~lowtide.limiter.core.windows_per_key`), one field each; each tenant's spans begin at
-  their own window (:func:`~lowtide.limiter.core.key_phase`), so hashes do not all begin at
-  once. The hash needs an expiry, set by
-  ``PEXPIRE`` only when this hub's increment created its window's field and this hub has not
-  yet seen that hash exist; so a window's first reservation costs one command, and the expiry
-  about one more per hub per span in which it reserves (a hash lives until its last window
-  ends, plus one window).
-
-  Either way the reply is the fleet's counter for the window. The layout follows the
-  invalidation setting, which every hub of a fleet shares.
+  ``INCRBY``, a second command: when two hubs' first reservations in a window cross within a
+  push's delivery time, and for every first reservation after another hub's where nothing is
+  pushed, ``pubsub`` and ``ttl`` invalidation). The reply is the fleet's counter for the
+  window. Where the server pushes changes, every hub hears every reservation, which tells it
+  when the window is spent. One layout whatever the invalidation setting, so processes with
+  different settings still share one counter.
 * **Token bucket**: one script (``GET`` + ``SET PX`` inside, 3 billed units) renews this hub's
   rate lease and takes shared tokens (see :mod:`lowtide.limiter.rates`): a hub at steady
   demand calls it about once per 40 s.
@@ -39,18 +28,14 @@ from typing import TYPE_CHECKING
 from lowtide.errors import LowtideError
 from lowtide.keys import build_key
 from lowtide.limiter.core import (
-    counter_key_end,
-    counter_key_index,
     fixed_window_grant,
-    key_phase,
     next_lease_size,
     window_end,
     window_index,
     window_lease_size,
-    windows_per_key,
 )
 from lowtide.limiter.lease import Lease
-from lowtide.limiter.pushes import WindowPushes, windowed
+from lowtide.limiter.pushes import WindowPushes, pushed
 from lowtide.limiter.state import check_rate_reply, check_window_reply
 from lowtide.redis.scripts import Script
 from lowtide.tenancy import Attributions
@@ -70,6 +55,12 @@ LEASE_SLACK = 1.0
 DEMAND_PERIOD = 10.0
 
 
+def _retrieved(task: asyncio.Future[object]) -> None:
+    # a shielded command whose caller went away: its failure is not worth a warning
+    if not task.cancelled():
+        task.exception()
+
+
 class Reserver:
     """Sends one limiter's reservations (see module docs)."""
 
@@ -80,11 +71,10 @@ class Reserver:
         self._ns = hub.settings.namespace
         self._name = name
         self._per = per
-        self._span = windows_per_key(per)
         self._att = Attributions("limiter", family)
-        #: changes of this limiter's window keys heard (fixed windows counted in one key per
-        #: window), or None (span hashes, or a token bucket)
-        self.pushes = WindowPushes(hub, name, per) if windows and windowed(hub) else None
+        #: changes of this limiter's window keys heard (fixed window, invalidation setting
+        #: ``auto``, ``tracking`` or ``keyspace``), else None
+        self.pushes = WindowPushes(hub, name, per) if windows and pushed(hub) else None
 
     async def window(
         self,
@@ -142,43 +132,15 @@ class Reserver:
     async def _increment(
         self, tenant: str | None, lease: Lease, window: int, now: float, n: int
     ) -> int:
-        if self.pushes is not None:
-            return await self._increment_window(tenant, lease, window, now, n, self.pushes)
-        span = self._span
-        phase = key_phase(self._name, tenant, span)
-        index = counter_key_index(window, span, phase)
-        key = build_key(self._ns, "limiter", self._name, tenant, f"h{index}")
-        gw = self._hub.gateway
-        att = self._att(tenant)
-        counter = check_window_reply(await gw.call(att, "HINCRBY", key, str(window), n), n)
-        if counter == n and lease.key_seen != index:
-            # this increment created the window's field, and perhaps the hash: give it a life
-            end = counter_key_end(index, self._per, span, phase)
-            ttl_ms = math.ceil((end - now + self._per) * 1000)
-            try:
-                await gw.call(att, "PEXPIRE", key, ttl_ms)
-            except LowtideError:
-                return counter  # the next field this hub creates in it tries again
-        lease.key_seen = index
-        return counter
-
-    async def _increment_window(
-        self,
-        tenant: str | None,
-        lease: Lease,
-        window: int,
-        now: float,
-        n: int,
-        pushes: WindowPushes,
-    ) -> int:
         key = build_key(self._ns, "limiter", self._name, tenant, f"w{window}")
         gw = self._hub.gateway
         att = self._att(tenant)
-        if lease.key_seen != window and not pushes.heard(tenant, window):
-            # let the listener read a push already on its socket: another hub may have just
-            # created the key (a crossed SET NX costs a second command)
+        if lease.key_seen != window and not self._heard(tenant, window):
+            # one turn of the loop: a push the listener has already read from its socket is
+            # dispatched (another hub may have just created the key; a crossed SET NX costs a
+            # second command). A push still unread on the socket may take longer.
             await asyncio.sleep(0)
-        if lease.key_seen != window and not pushes.heard(tenant, window):
+        if lease.key_seen != window and not self._heard(tenant, window):
             # nobody is known to have reserved in this window: create its counter with this
             # reservation and a life of one window after its end (1 command)
             ttl_ms = math.ceil((window_end(window, self._per) - now + self._per) * 1000)
@@ -190,9 +152,15 @@ class Reserver:
         counter = check_window_reply(await gw.call(att, "INCRBY", key, n), n)
         if counter == n:  # the key vanished meanwhile (evicted, deleted): give it a life again
             ttl_ms = math.ceil((window_end(window, self._per) - now + self._per) * 1000)
+            # sent even if the caller gives up meanwhile (a key without a life stays forever)
+            life = asyncio.ensure_future(gw.call(att, "PEXPIRE", key, ttl_ms))
+            life.add_done_callback(_retrieved)
             with contextlib.suppress(LowtideError):
-                await gw.call(att, "PEXPIRE", key, ttl_ms)
+                await asyncio.shield(life)
         return counter
+
+    def _heard(self, tenant: str | None, window: int) -> int:
+        return 0 if self.pushes is None else self.pushes.heard(tenant, window)
 
     async def bucket(
         self,

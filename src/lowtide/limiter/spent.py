@@ -27,7 +27,7 @@ from lowtide._untrusted import Warnings, shown
 from lowtide.cache.options import pushed_state
 from lowtide.cache.store import Key
 from lowtide.errors import LowtideError
-from lowtide.limiter.core import window_end, window_index
+from lowtide.limiter.core import window_end, window_index, worth_telling
 from lowtide.limiter.lease import Lease
 from lowtide.limiter.state import unpushed_bound
 from lowtide.modes import InvalidationMode
@@ -86,6 +86,20 @@ class SpentWindows:
     def cost(self) -> int:
         """Billed commands of one announcement: 1 SET, +1 PUBLISH in pub/sub mode."""
         return 2 if self._hub.invalidations.mode is InvalidationMode.PUBSUB else 1
+
+    def wanted(
+        self, lease: Lease, share: int, *, others: int | None, left: float, heard: bool
+    ) -> bool:
+        """Whether to tell the fleet that ``lease``'s window (just found spent) is spent: not
+        told yet, others would hear it, they would not know it anyway (``heard``: every hub
+        heard the reservations that spent it), and it spares more than it costs
+        (:func:`~lowtide.limiter.core.worth_telling`)."""
+        return (
+            lease.told != lease.window
+            and self.pushed
+            and not heard
+            and worth_telling(lease.demand or 0.0, share, others=others, left=left, cost=self.cost)
+        )
 
     async def tell(self, kw: dict[str, Any], lease: Lease, now: float, per: float) -> None:
         """Announce that the window under way at ``now`` (its reservation was ``lease``'s last)

@@ -13,7 +13,9 @@ and never removes a flag someone else set.
 
 Events that change only a key's time to live (:data:`TTL_ONLY_EVENTS`: ``expire`` follows every
 ``SET ... PX``) are not invalidations: a copy's freshness is bounded by the life its writer gave
-it, and the key's end arrives as ``expired`` or ``del``. Every other event is one invalidation.
+it, and the key's end arrives as ``expired`` or ``del``. Nor are ``new`` and ``keymiss``
+(classes lowtide does not ask for: a key's creation comes with its own write event, a miss
+changes nothing). Every other event is one invalidation.
 
 What no event announces: ``FLUSHALL``, ``FLUSHDB`` and ``SWAPDB`` remove keys silently. The
 fleet notices them through a sentinel key per server, shared by every process (see
@@ -41,6 +43,10 @@ REQUIRED_FLAGS: Final = "Kg$hxe"
 _ALL: Final = "g$lshzxe"
 #: events that change a key's time to live only (never its value)
 TTL_ONLY_EVENTS: Final = frozenset({b"expire", b"persist"})
+#: events that are no change of their own: ``new`` (class ``n``) comes with the write that
+#: created the key, ``keymiss`` (class ``m``) is a read that found nothing. lowtide never
+#: asks for either, but never removes a class someone else set.
+_NOT_CHANGES: Final = TTL_ONLY_EVENTS | {b"new", b"keymiss"}
 #: longest event name accepted from a message (Valkey's longest is under 20 bytes)
 MAX_EVENT_BYTES: Final = 64
 
@@ -90,5 +96,5 @@ def is_invalidation(event: object) -> bool:
     """True if a keyspace message's payload (the event name) means the value may have
     changed; anything not a short byte string counts as a change (the safe side)."""
     if isinstance(event, bytes) and len(event) <= MAX_EVENT_BYTES:
-        return event not in TTL_ONLY_EVENTS
+        return event not in _NOT_CHANGES
     return True

@@ -358,7 +358,7 @@ class TrackingConnection:
             )
             return []
         if not ks.is_invalidation(event):
-            if channel in self._watched:  # a flush sentinel checked by some process
+            if channel in self._watched and event in ks.TTL_ONLY_EVENTS:  # a sentinel checked
                 return ks.Checked([channel[len(prefix) :].decode("utf-8")])
             return []
         keys = message_keys(channel[len(prefix) :], self._prefixes, self.stats, split=False)
