@@ -9,9 +9,9 @@ one atomic command (:mod:`lowtide.limiter.reserve`) and spends it locally, so a 
   server's clock (one ``TIME`` per hub). A lease is sized to this hub's expected demand until
   the window ends, capped by its fair share (``limit // fleet size``), and lasts until the
   window ends, so at steady demand a hub reserves about once per window in which it admits
-  calls. A reply that shows the window spent is remembered until the window ends; so is a window whose reservations
-  every hub heard (:mod:`lowtide.limiter.pushes`), or that another hub told the fleet about
-  (:mod:`lowtide.limiter.spent`).
+  calls. A reply that shows the window spent is remembered until the window ends; so is a
+  window whose reservations every hub heard (:mod:`lowtide.limiter.pushes`), or that another
+  hub told the fleet about (:mod:`lowtide.limiter.spent`).
 * ``token_bucket``: a hub leases a share of the bucket's rate for a minute (one script call,
   GET + SET inside, renewed when a third is left) and spends a local bucket refilled at that
   rate; beyond it, the same call takes tokens of the shared remainder, which expire
