@@ -58,6 +58,28 @@ async def one_hub(
         yield hub, clock, limiter, await next_window(hub, clock, 10)
 
 
+@contextlib.asynccontextmanager
+async def two_hubs(
+    server: ValkeyServer, name: str, invalidation: str
+) -> AsyncIterator[tuple[Lowtide, Lowtide, RateLimiter, RateLimiter, int]]:
+    """Hubs a and b (healthy listeners, one manual clock) with a limiter ``name`` of 2 calls
+    per 10 s each (one-off reads done), the clock just past a window's start, and that window."""
+    clock = ManualClock()
+    async with (
+        Lowtide(server.url, invalidation=invalidation, instance="a", clock=clock) as a,
+        Lowtide(server.url, invalidation=invalidation, instance="b", clock=clock) as b,
+    ):
+        for hub in (a, b):
+            assert await hub.invalidations.wait_healthy(5)
+        la = a.rate_limiter(name, limit=2, per=10, fleet_size=2)
+        lb = b.rate_limiter(name, limit=2, per=10, fleet_size=2)
+        for limiter in (la, lb):
+            await limiter.prefetch("t1")
+        w = await next_window(a, clock, 10)
+        await b.sync_server_clock()
+        yield a, b, la, lb, w
+
+
 async def test_a_windows_first_reservation_is_one_set_that_gives_the_key_its_life(
     lowtide_fresh_server: ValkeyServer,
 ) -> None:
@@ -245,19 +267,7 @@ async def test_a_listener_blip_mid_window_forgets_what_was_heard_and_asks_instea
     # what was heard before a lost connection may be incomplete: it is forgotten, and a hub
     # that cannot prove a window spent asks Redis (refused there), never admits beyond it
     server = lowtide_fresh_server
-    clock = ManualClock()
-    async with (
-        Lowtide(server.url, instance="a", clock=clock) as a,
-        Lowtide(server.url, instance="b", clock=clock) as b,
-    ):
-        for hub in (a, b):
-            assert await hub.invalidations.wait_healthy(5)
-        la = a.rate_limiter("blip", limit=2, per=10, fleet_size=2)
-        lb = b.rate_limiter("blip", limit=2, per=10, fleet_size=2)
-        for limiter in (la, lb):
-            await limiter.prefetch("t1")
-        w = await next_window(a, clock, 10)
-        await b.sync_server_clock()
+    async with two_hubs(server, "blip", "auto") as (_, b, la, lb, w):
         assert [(await la.acquire("t1")).allowed for _ in range(2)] == [True, True]
         heard = heard_by(lb)
         await eventually(lambda: heard.heard("t1", w) >= 2)
@@ -279,19 +289,7 @@ async def test_keyspace_classes_someone_else_set_are_not_counted_as_reservations
     # a window's first reservation is still one change: events new, set, expire
     with ValkeyServer() as server:
         server.command("CONFIG", "SET", "notify-keyspace-events", "KEAnm")
-        clock = ManualClock()
-        async with (
-            Lowtide(server.url, invalidation="keyspace", instance="a", clock=clock) as a,
-            Lowtide(server.url, invalidation="keyspace", instance="b", clock=clock) as b,
-        ):
-            for hub in (a, b):
-                assert await hub.invalidations.wait_healthy(5)
-            la = a.rate_limiter("classes", limit=2, per=10, fleet_size=2)
-            lb = b.rate_limiter("classes", limit=2, per=10, fleet_size=2)
-            for limiter in (la, lb):
-                await limiter.prefetch("t1")
-            w = await next_window(a, clock, 10)
-            await b.sync_server_clock()
+        async with two_hubs(server, "classes", "keyspace") as (a, b, la, lb, w):
             assert (await la.acquire("t1")).allowed  # SET NX PX: the key is new
             await listeners_caught_up([a, b])
             assert heard_by(lb).heard("t1", w) == 1
