@@ -61,3 +61,26 @@ async def test_the_cap_bounds_a_loop_that_never_recovers() -> None:
         stalling = False
     elapsed = time.monotonic() - t0
     assert 0.35 <= elapsed < 1.5
+
+
+async def test_a_stall_early_in_the_window_does_not_eat_the_replys_time() -> None:
+    # the loop is blocked for 0.45 s of a 0.5 s deadline, then the awaited work needs 0.2 s of
+    # a free loop: looking only at the end (on time, the loop is free then) would expire it
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, time.sleep, 0.45)
+    t0 = time.monotonic()
+    async with deadline(0.5, cap=5.0):
+        await asyncio.sleep(0.02)  # wakes when the stall ends
+        await asyncio.sleep(0.2)
+    assert time.monotonic() - t0 >= 0.6
+
+
+async def test_after_a_stall_it_still_expires_once_the_loop_ran_freely_for_the_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, time.sleep, 0.3)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with deadline(0.2, cap=5.0):
+            await asyncio.sleep(10)
+    # 0.3 s stalled (not counted), then 0.2 s of a free loop; a look may lose one step
+    assert 0.45 <= time.monotonic() - t0 < 1.0

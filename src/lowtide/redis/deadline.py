@@ -2,13 +2,17 @@
 
 A plain ``asyncio.timeout(1.0)`` around a Redis command fires when one second of *loop time*
 has passed, even if the reply arrived after 1 ms and only sat unread because the loop was busy
-(10,000 tasks started at once, a blocking call in a request handler). The hub would then take
-a healthy server for an outage and degrade.
+(10,000 tasks started at once, a blocking call in a request handler, a long garbage
+collection). The hub would then take a healthy server for an outage and degrade.
 
-:func:`deadline` checks, when it is due, whether it fired on time. If it fired late by more
-than ``tolerance``, the loop was stalled, so the wait proves nothing about the server: it gives
-the task another slice (the reply, if it arrived, is then read) and checks again. It expires
-only when it fires on time, or when ``cap`` seconds have passed in total.
+:func:`deadline` counts only *responsive* loop time. It looks at the clock every
+``timeout / STEPS`` seconds while the block runs (a command that finishes sooner never wakes
+it): a look that comes on time credits the interval since the previous one; a look that comes
+late by more than ``tolerance`` proves the loop was stalled somewhere in that interval, so the
+interval is not counted. The block expires once ``timeout`` seconds were credited, or
+``cap`` seconds after entry whatever the loop did. A stall early in the window therefore does
+not eat the time the reply needs once the loop runs again (looking only once, at the end,
+would have blamed the reply whenever the loop happened to be free at that moment).
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-__all__ = ["deadline"]
+__all__ = ["STEPS", "deadline"]
+
+#: looks at the clock per ``timeout``: a stall shorter than ``timeout / STEPS`` can hide
+#: between two looks, so at most that much of a stalled loop is ever blamed on the server
+STEPS = 8
 
 
 @asynccontextmanager
@@ -31,22 +39,25 @@ async def deadline(
     (see module docs); never later than ``cap`` seconds after entry."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    late_by = tolerance if tolerance is not None else max(0.05, timeout / 10)
+    step = timeout / STEPS
+    late_by = tolerance if tolerance is not None else max(0.01, step / 2)
+    credited = 0.0
     async with asyncio.timeout(None) as scope:
         handle: asyncio.TimerHandle | None = None
 
-        def check(due: float) -> None:
-            nonlocal handle
+        def look(last: float, due: float) -> None:
+            nonlocal handle, credited
             now = loop.time()
-            if now - due > late_by and now - start < cap:
-                # fired late: the loop was stalled; let the task run, then look again
-                again = now + max(late_by, min(timeout, now - due))
-                handle = loop.call_at(again, check, again)
-            else:
+            if now - due <= late_by:
+                credited += now - last  # on time: the loop ran freely since the last look
+            if credited >= timeout or now - start >= cap:
                 scope.reschedule(now)  # expire: the block gets CancelledError -> TimeoutError
+                return
+            nxt = min(now + max(min(step, timeout - credited), 0.001), start + cap)
+            handle = loop.call_at(nxt, look, now, nxt)
 
-        first = start + timeout
-        handle = loop.call_at(first, check, first)
+        first = start + step
+        handle = loop.call_at(first, look, start, first)
         try:
             yield
         finally:
