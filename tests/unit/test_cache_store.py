@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, L1Store
+from lowtide.cache.store import ABSENT, ENTRY_OVERHEAD, LOADED_NONE, Entry, L1Store, was_read
 
 
 def entry(size: int = 0, epoch: int = 0) -> Entry:
@@ -69,6 +69,12 @@ def test_a_hit_in_the_newest_quarter_moves_nothing_and_older_hits_still_protect(
     for name in "abcdefgh":
         s.put(("t", name), Entry(name, size=1, epoch=0, fresh_until=1, stale_until=1))
     assert s.touch_gap == 2
+    for name in "abcdefgh":  # nothing read yet: every first hit moves its entry (and marks it)
+        e = s.map[("t", name)]
+        assert not was_read(e)
+        assert e.seq <= s.old_seq  # the hot path's test: it calls touch
+        s.touch(("t", name), e)
+        assert was_read(e)
     h = s.map[("t", "h")]
     assert s.seq - h.seq < s.touch_gap  # "h" is the newest: a hot path skips the touch
     assert not h.seq <= s.old_seq  # the hot path's form of the same test
@@ -82,6 +88,7 @@ def test_a_hit_in_the_newest_quarter_moves_nothing_and_older_hits_still_protect(
     assert ("t", "a") in s.map  # protected by its hit
     assert ("t", "b") not in s.map  # the least recently used went
     assert s.old_seq == s.seq - s.touch_gap
+    assert not was_read(s.map[("t", "i")])
 
 
 def test_an_entry_precomputes_what_a_hit_answers() -> None:

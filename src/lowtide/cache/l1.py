@@ -33,7 +33,7 @@ __all__ = ["L1"]
 class L1:
     """The in-process side of one cache (see module docs)."""
 
-    __slots__ = ("_now", "_tracking_keepalive", "options", "stats", "store", "unseen")
+    __slots__ = ("_now", "_tracking_keepalive", "on_capped", "options", "stats", "store", "unseen")
 
     def __init__(
         self,
@@ -61,6 +61,8 @@ class L1:
             options.ttl, options.max_entries, self.store, now=now, keepalive=tracking_keepalive
         )
         self.store.on_remove = self.unseen.heard
+        #: called when a copy is filled that lapses before its Redis value does
+        self.on_capped: Callable[[], None] | None = None
 
     def fill(
         self,
@@ -99,6 +101,8 @@ class L1:
         if stale_ok:  # a Redis copy that lives `lifetime` more (at least: see l2_gone)
             e.l2_until = now + lifetime
         store.put(k, e)
+        if cap < lifetime and self.on_capped is not None:
+            self.on_capped()  # the copy lapses before its Redis value (cache.renew)
 
     def keep(
         self,

@@ -110,6 +110,9 @@ class CacheStats:
     quiet_writes: int = 0  # writes that needed none (nothing another process can hold)
     private_reads: int = 0  # reads of values marked "no copies" (not kept in L1)
     would_hits: int = 0  # of those, reads a copy would have answered
+    # copies capped by max_staleness (pub/sub and ttl modes), see lowtide.cache.renew
+    renewals: int = 0  # MGETs that renewed copies before they lapsed
+    renewed: int = 0  # copies renewed by them
 
     def to_dict(self) -> dict[str, int]:
         """The counters as a dict."""

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["ABSENT", "ENTRY_OVERHEAD", "LOADED_NONE", "Entry", "L1Store"]
+__all__ = ["ABSENT", "ENTRY_OVERHEAD", "LOADED_NONE", "UNREAD", "Entry", "L1Store", "was_read"]
 
 #: bytes charged per entry on top of its encoded value (entry object, key tuple, map slots)
 ENTRY_OVERHEAD: Final = 256
@@ -46,6 +46,17 @@ ABSENT: Final = _Marker("absent")
 #: negative entry: the loader said there is no value (``get_or_load`` answers None)
 LOADED_NONE: Final = _Marker("loaded-none")
 
+#: :attr:`Entry.seq` of an entry not read since it was put: at most ``old_seq`` whatever the
+#: store did, so the entry's first hit calls :meth:`L1Store.touch`, which gives it a real
+#: (positive) one; no cost on the hit path (see :mod:`lowtide.cache.renew`)
+UNREAD: Final = -(1 << 62)
+
+
+def was_read(entry: Entry) -> bool:
+    """True if ``entry`` was hit (or touched) since it was put."""
+    return entry.seq >= 0
+
+
 Key = tuple[str | None, Any]
 
 
@@ -59,6 +70,7 @@ class Entry:
         "fresh_until",
         "gone",
         "ident",
+        "idle",
         "l2_until",
         "own_echo",
         "refresh_at",
@@ -102,13 +114,16 @@ class Entry:
         #: fresh (see :mod:`lowtide.cache.adaptive`)
         self.ident = 0
         self.shadow_until = 0.0
-        #: the store's move count when this entry last moved to the recent end (see touch)
+        #: the store's move count when this entry last moved to the recent end (see touch);
+        #: :data:`UNREAD` until its first hit after it was put
         self.seq = 0
         #: when the Redis copy this process last heard of expires (monotonic, an early
         #: estimate; 0: unknown), and whether a push already came after that (the expiry's
         #: own removal): see :meth:`~lowtide.cache.l1.L1.l2_gone`
         self.l2_until = 0.0
         self.gone = False
+        #: renewals in a row that found this copy unread (see :mod:`lowtide.cache.renew`)
+        self.idle = 0
 
 
 class _Usage:
@@ -187,7 +202,7 @@ class L1Store:
         self.map[key] = entry
         self.seq += 1
         self.old_seq += 1
-        entry.seq = self.seq
+        entry.seq = UNREAD  # its first hit moves it (touch) and so marks it read
         self.bytes += entry.size
         usage.bytes += entry.size
         while len(usage.keys) > self.tenant_entries or usage.bytes > self.tenant_bytes:

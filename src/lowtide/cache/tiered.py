@@ -35,7 +35,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from lowtide._listeners import Listeners
@@ -54,9 +54,11 @@ from lowtide.cache.freshness import (
 )
 from lowtide.cache.l1 import L1
 from lowtide.cache.l2 import L2, Guarded
+from lowtide.cache.many import Batches
 from lowtide.cache.observe import CacheRead, observers, report
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.purge import Purges, Purging, stamped
+from lowtide.cache.renew import Renewal
 from lowtide.cache.store import ABSENT, LOADED_NONE, Key
 from lowtide.cache.values import Values
 from lowtide.cache.views import LocalViews
@@ -76,7 +78,11 @@ log = logging.getLogger("lowtide.cache")
 Loader = Callable[[], Awaitable[Any]]
 
 
-class Cache(LocalViews, Purging, Decorating):
+def _not_a_read(*, would_hit: bool) -> None:
+    """Stands for :meth:`CopyPolicy.read` where a reply is not a caller's read."""
+
+
+class Cache(LocalViews, Batches, Purging, Decorating):
     """A named, tenant-namespaced tiered cache. Create it with :meth:`Lowtide.cache`.
 
     ``purge``/``purge_tag`` come from :mod:`~lowtide.cache.purge`, ``cached`` from
@@ -133,6 +139,17 @@ class Cache(LocalViews, Purging, Decorating):
         self._reads = self._single_flight()
         self._loads = self._single_flight()
         self._watchers: Listeners[Key | None] = Listeners(log, f"{self._what}: watcher")
+        #: copies capped by max_staleness, read again in batches before they lapse
+        self._renewal = Renewal(
+            hub,
+            options,
+            self._store,
+            self._l2,
+            self.stats,
+            lambda k, raw, seen, sent: self._accept(k, raw, seen, sent, False),
+            ready=self._purge.ready if self._purge is not None else None,
+        )
+        self._l1.on_capped = self._renewal.wanted
 
     def __repr__(self) -> str:
         return f"<Cache {self.component}:{self.name!r} entries={len(self._store)}>"
@@ -231,75 +248,9 @@ class Cache(LocalViews, Purging, Decorating):
         k = (self._check_tenant(tenant), key)
         await self._writes.remove(k, self._l2.key(k))
 
-    async def get_many(self, keys: Iterable[str], *, tenant: str | None = None) -> dict[str, Any]:
-        """``{key: value or None}`` for every key: L1 first, then one MGET for the rest."""
-        t = self._check_tenant(tenant)
-        out: dict[str, Any] = {}
-        missing: list[str] = []
-        now = self._now()
-        epoch = self._store.epoch
-        for key in keys:
-            e = self._map_get((t, key))
-            if e is not None and is_fresh(e, epoch, now):
-                self._touch((t, key), e)
-                self.stats.hits += 1
-                out[key] = answer(e.value)
-            else:
-                out[key] = None
-                missing.append(key)
-        if not missing:
-            return out
-        self.stats.misses += len(missing)
-        rks = [self._l2.key((t, key)) for key in missing]
-        if not self._l2.open:
-            for key in missing:
-                out[key] = self._l1.stale((t, key))
-            return out
-        sent = self._now()
-        try:
-            if self._purge is not None:
-                await self._purge.ready(t)
-            started = time.perf_counter() if observers else 0.0
-            replies, seens = await self._l2.mget(t, rks)
-            if started:
-                self._observed("l2", started)
-        except RedisUnavailable:
-            for key in missing:
-                out[key] = self._l1.stale((t, key))
-            return out
-        for key, raw, seen in zip(missing, replies, seens, strict=True):
-            found, value, _ = self._accept((t, key), raw, seen, sent)
-            out[key] = value if found else None
-        return out
-
-    async def set_many(
-        self,
-        items: Mapping[str, Any],
-        *,
-        ttl: float | None = None,
-        tenant: str | None = None,
-        tags: Sequence[str] = (),
-    ) -> None:
-        """Store several values in one round trip (1 SET each, +1 PUBLISH in backplane mode).
-
-        Every value is encoded first: if one cannot be, nothing is written.
-        """
-        t = self._check_tenant(tenant)
-        ttl = self._ttl(ttl)
-        prepared = [
-            (
-                (t, key),
-                self._l2.key((t, key)),
-                value,
-                stamped(self._values, self._purge, (t, key), value, tags, ttl),
-            )
-            for key, value in items.items()
-        ]
-        if prepared:
-            await self._writes.store_many(t, prepared, ttl)
-
     async def aclose(self) -> None:
         """Stop this cache's background refreshes (the hub calls it on close)."""
+        await self._renewal.aclose()
         await self._loads.aclose()
         await self._reads.aclose()
         await self._l2.aclose()
@@ -351,15 +302,17 @@ class Cache(LocalViews, Purging, Decorating):
         return self._accept(k, raw, seen, sent)
 
     def _accept(
-        self, k: Key, raw: bytes | None, seen: int | None, sent: float
+        self, k: Key, raw: bytes | None, seen: int | None, sent: float, counted: bool = True
     ) -> tuple[bool, Any, float]:
         """Decode an L2 reply sent at ``sent`` and fill L1 if the race guard allows
-        (``seen == 0``); the copy's freshness is counted from ``sent``."""
+        (``seen == 0``); the copy's freshness is counted from ``sent``. ``counted=False``
+        (a renewal, not a caller's read) leaves the copy policy's read count alone."""
         fill = may_fill(seen, self._hub.distributed)
         publishes = self._l2.publishes
+        read = self._policy.read if counted else _not_a_read
         if raw is None:
             if publishes:
-                self._policy.read(would_hit=False)
+                read(would_hit=False)
             self.stats.l2_misses += 1
             if self._l1.expired_in_l2(k):  # expired, not deleted: kept for fail-safe only
                 return False, None, 0.0
@@ -387,12 +340,12 @@ class Cache(LocalViews, Purging, Decorating):
             would = self._l1.would_hit(k, expires_ms, len(payload))
             self.stats.private_reads += 1
             self.stats.would_hits += would
-            self._policy.read(would_hit=would)
+            read(would_hit=would)
             if fill:
                 self._l1.keep_private(k, value, len(payload), remaining, expires_ms, sent=sent)
             return True, value, remaining
         if publishes:
-            self._policy.read(would_hit=False)
+            read(would_hit=False)
         if fill:
             self._l1.fill(k, value, len(payload), remaining, echo=0, sent=sent)
         return True, value, remaining

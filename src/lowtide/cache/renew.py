@@ -1,0 +1,148 @@
+"""Renewal: copies capped by ``max_staleness`` are read again in batches, before they lapse.
+
+Without a verified server push (the pub/sub backplane, ``ttl`` mode, or CLIENT TRACKING before
+its first keepalive), a copy in process memory may be served for ``max_staleness`` at most:
+a write by a program that does not publish is invisible, and that bound is the promise. A
+value that lives longer in Redis (``ttl`` above ``max_staleness``) would then be read again,
+one ``GET`` per key, per process, per ``max_staleness`` in which it is read: on the demo's
+workload in pub/sub mode, 60 % of that mode's cache reads.
+
+:class:`Renewal` sends one ``MGET`` instead. Every ``max_staleness / 3`` it looks for the
+copies that
+
+* are fresh, hold a value (not "absent") and wait for no echo of this process's own write;
+* were read since they were filled (:func:`~lowtide.cache.store.was_read`), or were renewed
+  fewer than :data:`IDLE_RENEWALS` times in a row without a read: a copy lives on while it is
+  read at least once in about five ``max_staleness`` (as long as the demo's 300 s TTL at the
+  default 60 s), which is how long a copy lives under CLIENT TRACKING; one nobody reads is then
+  left to lapse, so an idle key stops costing bandwidth;
+* lapse before the next look plus half a period, while their Redis value lives on;
+
+and reads them all again in one ``MGET`` (at most :data:`MAX_KEYS` keys per command; keys of
+every tenant together, charged to no tenant, like heartbeats). Each reply goes through the
+same checks as a read's (race guard, envelope, size, codec, purge markers): a changed value
+replaces the copy, a removed one drops it, and a copy renewed is fresh for ``max_staleness``
+counted from when the ``MGET`` was sent, so the bound holds exactly as for a read. Renewed
+copies are in step, so one ``MGET`` per look carries all of them.
+
+Costs: at most one ``MGET`` per cache per ``max_staleness / 3`` per process, and only while a
+copy read since its fill is due; nothing in tracking or keyspace mode once verified (copies
+are not capped there), nothing for a cache whose ``ttl`` is within ``max_staleness``. Not on
+Redis Cluster: an ``MGET`` there is split per hash slot, so copies lapse and are read one by
+one as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from lowtide.cache.freshness import fresh_cap
+from lowtide.cache.l2 import L2
+from lowtide.cache.options import CacheOptions, CacheStats
+from lowtide.cache.store import ABSENT, LOADED_NONE, Key, L1Store, was_read
+from lowtide.errors import SerializationError
+from lowtide.periodic import Periodic
+
+if TYPE_CHECKING:
+    from lowtide.runtime import HubView
+
+__all__ = ["IDLE_RENEWALS", "LOOKS_PER_BOUND", "MAX_KEYS", "Renewal", "due"]
+
+log = logging.getLogger("lowtide.cache")
+
+#: looks per ``max_staleness``: a copy renewed at one look lapses after three more periods,
+#: so it is renewed at every second look
+LOOKS_PER_BOUND: Final = 3
+#: keys per MGET (a larger batch is several MGETs)
+MAX_KEYS: Final = 1_000
+#: renewals in a row a copy gets while nobody reads it (each buys two looks, ``2/3`` of
+#: ``max_staleness``: with the last copy's own life, five ``max_staleness`` unread)
+IDLE_RENEWALS: Final = 6
+
+Accept = Callable[[Key, bytes | None, int | None, float], Any]
+
+
+def due(store: L1Store, now: float, horizon: float) -> list[Key]:
+    """The keys whose copies renewal reads again at ``now``: current epoch, fresh until no
+    later than ``horizon``, read since filled or not yet idle too long, a value whose Redis
+    copy outlives it, no echo awaited (see module docs)."""
+    epoch = store.epoch
+    out: list[Key] = []
+    for k, e in store.map.items():
+        if (
+            e.epoch == epoch
+            and now < e.fresh_until <= horizon
+            and e.l2_until > e.fresh_until
+            and (e.idle < IDLE_RENEWALS or was_read(e))
+            and e.echo == 0
+            and not e.superseded
+            and e.value is not ABSENT
+            and e.value is not LOADED_NONE
+        ):
+            out.append(k)
+    return out
+
+
+class Renewal(Periodic):
+    """Renews one cache's capped copies in batches (see module docs)."""
+
+    def __init__(
+        self,
+        hub: HubView,
+        options: CacheOptions,
+        store: L1Store,
+        l2: L2,
+        stats: CacheStats,
+        accept: Accept,
+        *,
+        ready: Callable[[str | None], Any] | None = None,
+    ) -> None:
+        super().__init__(hub, min(options.ttl, options.max_staleness) / LOOKS_PER_BOUND)
+        self._options = options
+        self._store = store
+        self._l2 = l2
+        self._stats = stats
+        self._accept = accept
+        self._ready = ready
+        self._now = hub.clock.monotonic
+        #: False when copies never outlive ``max_staleness`` here (``ttl`` within it)
+        self.useful = options.max_staleness < options.ttl
+
+    def wanted(self) -> None:
+        """A capped copy was filled: start looking (idempotent, cheap)."""
+        if self.useful:
+            self.start()
+
+    async def tick(self) -> None:
+        """One look: renew every due copy (see module docs)."""
+        capped = fresh_cap(self._options, tracking_keepalive=self._l2.tracking_keepalive())
+        if capped >= self._options.ttl or not self._l2.open or self._l2.gateway.cluster:
+            return
+        now = self._now()
+        keys = due(self._store, now, now + 1.5 * self.interval)
+        for i in range(0, len(keys), MAX_KEYS):
+            await self._renew(keys[i : i + MAX_KEYS])
+
+    async def _renew(self, keys: list[Key]) -> None:
+        if self._ready is not None:
+            for tenant in {k[0] for k in keys}:
+                await self._ready(tenant)  # purge markers known before any stamp is judged
+        sent = self._now()
+        replies, seens = await self._l2.mget(None, [self._l2.key(k) for k in keys])
+        self._stats.renewals += 1
+        self._stats.renewed += len(keys)
+        store = self._store
+        for k, raw, seen in zip(keys, replies, seens, strict=True):
+            old = store.map.get(k)
+            idle = 0 if old is None or was_read(old) else old.idle + 1
+            try:
+                self._accept(k, raw, seen, sent)
+                new = store.map.get(k)
+                if new is not None and new is not old:
+                    new.idle = idle
+            except SerializationError:
+                # replaced by something unreadable (counted and logged by the cache's values):
+                # the next read meets it as a read would
+                self._store.drop(k)

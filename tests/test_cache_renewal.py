@@ -1,0 +1,150 @@
+"""Copies capped by ``max_staleness`` are read again in batches before they lapse
+(``lowtide.cache.renew``): one MGET per look for every copy read since its fill, instead of one
+GET per key per process per ``max_staleness``. Real servers, real hubs; costs from the ledger
+and the server's ``INFO commandstats``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from lowtide import Lowtide
+from lowtide.cache.renew import IDLE_RENEWALS
+from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
+from tests.helpers import eventually
+
+BOUND = 1.2  # max_staleness: a look every 0.4 s
+TENANTS = ("t1", "t2", "t3")
+KEYS = [(t, f"k{i}") for t in TENANTS for i in range(10)]
+
+
+async def keep_reading(cache: object, seconds: float, keys: list[tuple[str, str]]) -> None:
+    """Read every key every 50 ms for ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for tenant, key in keys:
+            assert await cache.get(key, tenant=tenant) == f"{tenant}/{key}"  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+
+
+async def test_copies_read_since_their_fill_are_renewed_in_one_mget_per_look(
+    lowtide_server: ValkeyServer, lowtide_url: str
+) -> None:
+    async with (
+        Lowtide(lowtide_url, instance="writer", invalidation="pubsub") as writer,
+        Lowtide(lowtide_url, instance="reader", invalidation="pubsub") as reader,
+    ):
+        assert await reader.invalidations.wait_healthy(5)
+        w = writer.cache("profiles", ttl=60, max_staleness=BOUND)
+        r = reader.cache("profiles", ttl=60, max_staleness=BOUND)
+        for tenant, key in KEYS:
+            await w.set(key, f"{tenant}/{key}", tenant=tenant)
+        before = ledger_commands(reader, component="cache")
+        server0 = server_commands(lowtide_server)
+        await keep_reading(r, 3 * BOUND, KEYS)  # 30 keys, 3 bounds: 90 re-reads without renewal
+        spent = changes(before, ledger_commands(reader, component="cache"))
+        assert spent.get("get", 0) == len(KEYS)  # each key read once, then served from L1
+        looks = spent.get("mget", 0)
+        assert 3 <= looks <= 3 * 3 + 1  # at most one per look (every 0.4 s), none per key
+        assert r.stats.renewed >= 2 * len(KEYS)  # every copy renewed at least twice
+        assert r.stats.renewals == looks
+        # the server counted the same (the writer renews the copies its writes left it, too);
+        # renewals are charged to no tenant
+        server = changes(server0, server_commands(lowtide_server), minus={"info": 1})
+        writer_looks = ledger_commands(writer, component="cache", command="mget").get("mget", 0)
+        assert w.stats.renewals == writer_looks
+        assert server == {"get": len(KEYS), "mget": looks + writer_looks}
+        assert ledger_commands(reader, component="cache", command="mget", tenant=None) == {
+            "mget": looks
+        }
+
+
+async def test_a_write_nobody_announced_is_seen_within_max_staleness(lowtide_url: str) -> None:
+    # a ttl-mode hub writes without publishing: the backplane hears nothing, renewal sees it
+    async with (
+        Lowtide(lowtide_url, instance="silent", invalidation="ttl") as silent,
+        Lowtide(lowtide_url, instance="reader", invalidation="pubsub") as reader,
+    ):
+        assert await reader.invalidations.wait_healthy(5)
+        s = silent.cache("profiles", ttl=60, max_staleness=BOUND)
+        r = reader.cache("profiles", ttl=60, max_staleness=BOUND)
+        await s.set("k", "v1", tenant="t1")
+        assert await r.get("k", tenant="t1") == "v1"
+        reading = asyncio.create_task(keep_reading_any(r))
+        try:
+            await asyncio.sleep(BOUND)  # renewed at least once meanwhile
+            assert r.stats.renewed >= 1
+            gets = ledger_commands(reader, component="cache", command="get")
+            await s.set("k", "v2", tenant="t1")
+            changed = time.monotonic()
+            await eventually(lambda: r.peek("k", tenant="t1") == "v2", within=BOUND + 1)
+            assert time.monotonic() - changed <= BOUND + 0.2  # the promise, with the loop's slack
+            # seen through a renewal, not through a read's GET
+            assert ledger_commands(reader, component="cache", command="get") == gets
+        finally:
+            reading.cancel()
+
+
+async def keep_reading_any(cache: object) -> None:
+    while True:
+        await cache.get("k", tenant="t1")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+
+
+async def test_copies_nobody_reads_are_renewed_a_few_times_then_left_to_lapse(
+    lowtide_url: str,
+) -> None:
+    async with Lowtide(lowtide_url, instance="reader", invalidation="pubsub") as hub:
+        assert await hub.invalidations.wait_healthy(5)
+        c = hub.cache("profiles", ttl=60, max_staleness=BOUND)
+        await c.set("read-once", "a", tenant="t1")
+        await c.set("never-read", "b", tenant="t1")
+        assert await c.get("read-once", tenant="t1") == "a"  # a hit after the write's fill
+        # each renewal buys 2/3 of the bound: IDLE_RENEWALS + 1 renewals and the last life
+        await eventually(
+            lambda: c.peek("read-once", tenant="t1") is None, within=(IDLE_RENEWALS + 3) * BOUND
+        )
+        await asyncio.sleep(BOUND)
+        # "read-once" was renewed once because it was read, then IDLE_RENEWALS times unread;
+        # "never-read" IDLE_RENEWALS times; both in the same MGETs (their lives are in step)
+        assert c.stats.renewed == 2 * IDLE_RENEWALS + 1
+        assert c.stats.renewals == IDLE_RENEWALS + 1
+        assert ledger_commands(hub, component="cache", command="mget") == {
+            "mget": IDLE_RENEWALS + 1
+        }
+        assert c.peek("never-read", tenant="t1") is None  # lapsed
+        assert ledger_commands(hub, component="cache", command="get") == {}
+
+
+async def test_verified_tracking_renews_nothing(lowtide_url: str) -> None:
+    # with CLIENT TRACKING verified (3 keepalives within max_staleness) copies are not capped
+    async with Lowtide(lowtide_url, instance="reader", invalidation="tracking") as hub:
+        hub.invalidations.keepalive = 0.3
+        assert await hub.invalidations.wait_healthy(5)
+        await eventually(lambda: hub.invalidations.pushed_keepalive is not None)
+        c = hub.cache("profiles", ttl=60, max_staleness=BOUND)
+        for tenant, key in KEYS:
+            await c.set(key, f"{tenant}/{key}", tenant=tenant)
+        before = ledger_commands(hub, component="cache")
+        await keep_reading(c, 2 * BOUND, KEYS)
+        assert changes(before, ledger_commands(hub, component="cache")) == {}
+        assert c.stats.renewals == 0
+
+
+async def test_a_renewed_value_that_vanished_is_dropped_and_read_as_absent(
+    lowtide_url: str,
+) -> None:
+    async with (
+        Lowtide(lowtide_url, instance="silent", invalidation="ttl") as silent,
+        Lowtide(lowtide_url, instance="reader", invalidation="pubsub") as reader,
+    ):
+        assert await reader.invalidations.wait_healthy(5)
+        s = silent.cache("profiles", ttl=60, max_staleness=BOUND)
+        r = reader.cache("profiles", ttl=60, max_staleness=BOUND)
+        await s.set("k", "v1", tenant="t1")
+        assert await r.get("k", tenant="t1") == "v1"
+        assert await r.get("k", tenant="t1") == "v1"  # read since its fill
+        await s.delete("k", tenant="t1")  # no message
+        await eventually(lambda: r.stats.renewed >= 1, within=BOUND + 1)
+        assert r.peek("k", tenant="t1") is None  # the renewal found nothing: no copy
+        assert await r.get("k", tenant="t1") is None

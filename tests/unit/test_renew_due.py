@@ -1,0 +1,51 @@
+"""Which copies a renewal look reads again (``lowtide.cache.renew.due``): pure, no server."""
+
+from __future__ import annotations
+
+from lowtide.cache.renew import IDLE_RENEWALS, due
+from lowtide.cache.store import ABSENT, LOADED_NONE, Entry, L1Store
+
+NOW = 100.0
+HORIZON = 101.0
+
+
+def put(store: L1Store, name: str, *, read: bool = True, **fields: object) -> Entry:
+    e = Entry(
+        fields.pop("value", name),
+        size=1,
+        epoch=store.epoch,
+        fresh_until=float(fields.pop("fresh_until", 100.5)),  # type: ignore[arg-type]
+        stale_until=200.0,
+    )
+    e.l2_until = float(fields.pop("l2_until", 160.0))  # type: ignore[arg-type]
+    for name_, value in fields.items():
+        setattr(e, name_, value)
+    store.put(("t", name), e)
+    if read:
+        store.touch(("t", name), e)
+    return e
+
+
+def test_only_copies_still_read_that_lapse_soon_before_their_redis_value() -> None:
+    store = L1Store(max_entries=100, max_bytes=10**6)
+    put(store, "due")
+    put(store, "unread", read=False)  # fetched or renewed, not read since: renewed a while
+    put(store, "idle", read=False, idle=IDLE_RENEWALS)  # renewed unread too often: lapses
+    put(store, "read-after-idle", idle=IDLE_RENEWALS)  # read again: renewed
+    put(store, "later", fresh_until=101.5)  # lapses after the horizon: the next look
+    put(store, "lapsed", fresh_until=99.0)  # already lapsed: the next read fetches it
+    put(store, "with-redis", l2_until=100.5)  # its Redis value ends with it: nothing to renew
+    put(store, "echo", echo=1)  # this process's own write still to come back
+    put(store, "superseded", superseded=True)
+    put(store, "absent", value=ABSENT)
+    put(store, "loaded-none", value=LOADED_NONE)
+    assert due(store, NOW, HORIZON) == [("t", "due"), ("t", "unread"), ("t", "read-after-idle")]
+
+
+def test_a_flush_since_the_fill_excludes_every_copy() -> None:
+    store = L1Store(max_entries=100, max_bytes=10**6)
+    put(store, "a")
+    store.demote_all()
+    assert due(store, NOW, HORIZON) == []
+    put(store, "b")
+    assert due(store, NOW, HORIZON) == [("t", "b")]
