@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lowtide.cache.renew import IDLE_RENEWALS, due
+from lowtide.cache.renew import IDLE_RENEWALS, MAX_BYTES, MAX_KEYS, batches, due
 from lowtide.cache.store import ABSENT, LOADED_NONE, Entry, L1Store
 
 NOW = 100.0
@@ -49,3 +49,23 @@ def test_a_flush_since_the_fill_excludes_every_copy() -> None:
     assert due(store, NOW, HORIZON) == []
     put(store, "b")
     assert due(store, NOW, HORIZON) == [("t", "b")]
+
+
+def test_batches_hold_at_most_max_keys_keys_and_max_bytes_of_copies() -> None:
+    store = L1Store(max_entries=5_000, max_bytes=10**9)
+    keys = []
+    for i in range(2_500):
+        e = Entry(i, size=100, epoch=0, fresh_until=1, stale_until=1)
+        store.put(("t", str(i)), e)
+        keys.append(("t", str(i)))
+    assert [len(b) for b in batches(store, keys)] == [MAX_KEYS, MAX_KEYS, 500]
+    big = MAX_BYTES // 3
+    for i in range(4):
+        store.put(("t", f"big{i}"), Entry(i, size=big, epoch=0, fresh_until=1, stale_until=1))
+    store.put(("t", "huge"), Entry(0, size=2 * MAX_BYTES, epoch=0, fresh_until=1, stale_until=1))
+    cut = batches(store, [("t", f"big{i}") for i in range(4)] + [("t", "huge"), ("t", "0")])
+    assert [len(b) for b in cut] == [3, 1, 1, 1]  # the huge copy goes alone
+    assert [k for b in cut for k in b] == [("t", f"big{i}") for i in range(4)] + [
+        ("t", "huge"),
+        ("t", "0"),
+    ]

@@ -5,7 +5,7 @@ its first keepalive), a copy in process memory may be served for ``max_staleness
 a write by a program that does not publish is invisible, and that bound is the promise. A
 value that lives longer in Redis (``ttl`` above ``max_staleness``) would then be read again,
 one ``GET`` per key, per process, per ``max_staleness`` in which it is read: on the demo's
-workload in pub/sub mode, 60 % of that mode's cache reads.
+workload in pub/sub mode, about 60 % of that mode's cache GETs.
 
 :class:`Renewal` sends one ``MGET`` instead. Every ``max_staleness / 3`` it looks for the
 copies that
@@ -13,23 +13,24 @@ copies that
 * are fresh, hold a value (not "absent") and wait for no echo of this process's own write;
 * were read since they were filled (:func:`~lowtide.cache.store.was_read`), or were renewed
   fewer than :data:`IDLE_RENEWALS` times in a row without a read: a copy lives on while it is
-  read at least once in about five ``max_staleness`` (as long as the demo's 300 s TTL at the
-  default 60 s), which is how long a copy lives under CLIENT TRACKING; one nobody reads is then
-  left to lapse, so an idle key stops costing bandwidth;
+  read at least once in about five ``max_staleness`` (the demo's 300 s TTL at the default
+  60 s; under CLIENT TRACKING a copy lives until its Redis value expires); one nobody reads is
+  then left to lapse, so an idle key stops costing bandwidth;
 * lapse before the next look plus half a period, while their Redis value lives on;
 
-and reads them all again in one ``MGET`` (at most :data:`MAX_KEYS` keys per command; keys of
-every tenant together, charged to no tenant, like heartbeats). Each reply goes through the
-same checks as a read's (race guard, envelope, size, codec, purge markers): a changed value
-replaces the copy, a removed one drops it, and a copy renewed is fresh for ``max_staleness``
-counted from when the ``MGET`` was sent, so the bound holds exactly as for a read. Renewed
-copies are in step, so one ``MGET`` per look carries all of them.
+and reads them all again in one ``MGET`` (at most :data:`MAX_KEYS` keys and :data:`MAX_BYTES`
+of copies per command; keys of every tenant together, charged to no tenant, like heartbeats).
+Each reply goes through the same checks as a read's (race guard, envelope, size, codec, purge
+markers): a changed value replaces the copy, a removed one drops it, and a copy renewed is
+fresh for ``max_staleness`` counted from when the ``MGET`` was sent, so the bound holds
+exactly as for a read. Renewed copies are in step, so one ``MGET`` per look carries all of
+them.
 
-Costs: at most one ``MGET`` per cache per ``max_staleness / 3`` per process, and only while a
-copy read since its fill is due; nothing in tracking or keyspace mode once verified (copies
-are not capped there), nothing for a cache whose ``ttl`` is within ``max_staleness``. Not on
-Redis Cluster: an ``MGET`` there is split per hash slot, so copies lapse and are read one by
-one as before.
+Costs: at most one ``MGET`` per cache per ``max_staleness / 3`` per process (more only past
+:data:`MAX_KEYS` or :data:`MAX_BYTES`), and only while such a copy is due; nothing in tracking
+or keyspace mode once verified (copies are not capped there), nothing for a cache whose
+``ttl`` is within ``max_staleness``. Not on Redis Cluster: an ``MGET`` there is split per hash
+slot, so copies lapse and are read one by one as before.
 """
 
 from __future__ import annotations
@@ -48,15 +49,17 @@ from lowtide.periodic import Periodic
 if TYPE_CHECKING:
     from lowtide.runtime import HubView
 
-__all__ = ["IDLE_RENEWALS", "LOOKS_PER_BOUND", "MAX_KEYS", "Renewal", "due"]
+__all__ = ["IDLE_RENEWALS", "LOOKS_PER_BOUND", "MAX_BYTES", "MAX_KEYS", "Renewal", "batches", "due"]
 
 log = logging.getLogger("lowtide.cache")
 
 #: looks per ``max_staleness``: a copy renewed at one look lapses after three more periods,
 #: so it is renewed at every second look
 LOOKS_PER_BOUND: Final = 3
-#: keys per MGET (a larger batch is several MGETs)
+#: keys per MGET, and bytes the copies in one MGET held (a larger batch is several MGETs);
+#: a value replaced meanwhile is still bounded by ``max_value_bytes`` like any read
 MAX_KEYS: Final = 1_000
+MAX_BYTES: Final = 1 << 20
 #: renewals in a row a copy gets while nobody reads it (each buys two looks, ``2/3`` of
 #: ``max_staleness``: with the last copy's own life, five ``max_staleness`` unread)
 IDLE_RENEWALS: Final = 6
@@ -82,6 +85,25 @@ def due(store: L1Store, now: float, horizon: float) -> list[Key]:
             and e.value is not LOADED_NONE
         ):
             out.append(k)
+    return out
+
+
+def batches(store: L1Store, keys: list[Key]) -> list[list[Key]]:
+    """``keys`` cut into MGETs of at most :data:`MAX_KEYS` keys and :data:`MAX_BYTES` of the
+    copies' sizes (a copy larger than that goes alone)."""
+    out: list[list[Key]] = []
+    batch: list[Key] = []
+    size = 0
+    for k in keys:
+        e = store.map.get(k)
+        n = e.size if e is not None else 0
+        if batch and (len(batch) >= MAX_KEYS or size + n > MAX_BYTES):
+            out.append(batch)
+            batch, size = [], 0
+        batch.append(k)
+        size += n
+    if batch:
+        out.append(batch)
     return out
 
 
@@ -121,9 +143,8 @@ class Renewal(Periodic):
         if capped >= self._options.ttl or not self._l2.open or self._l2.gateway.cluster:
             return
         now = self._now()
-        keys = due(self._store, now, now + 1.5 * self.interval)
-        for i in range(0, len(keys), MAX_KEYS):
-            await self._renew(keys[i : i + MAX_KEYS])
+        for batch in batches(self._store, due(self._store, now, now + 1.5 * self.interval)):
+            await self._renew(batch)
 
     async def _renew(self, keys: list[Key]) -> None:
         if self._ready is not None:
