@@ -109,3 +109,20 @@ async def test_the_demo_runs_against_a_cluster(lowtide_cluster: Cluster) -> None
     assert naive.errors == {}
     for node in lowtide_cluster.masters:  # cleaned up on every node
         assert node.server.command("KEYS", "ltdemo*") == []
+
+
+async def test_renewal_sends_nothing_on_a_cluster(lowtide_cluster: Cluster) -> None:
+    # an MGET there is split per hash slot: capped copies lapse and are read one by one
+    async with Lowtide(lowtide_cluster.url, invalidation="pubsub", fleet_switch=False) as lt:
+        assert await lt.invalidations.wait_healthy(10)
+        cache = lt.cache("c", ttl=60, max_staleness=0.6)
+        for i in range(10):
+            await cache.set(f"k{i}", i, tenant="t1")
+        for _ in range(30):  # 1.5 s: past two bounds
+            for i in range(10):
+                assert await cache.get(f"k{i}", tenant="t1") == i
+            await asyncio.sleep(0.05)
+        assert cache.stats.renewals == 0
+        commands = lt.ledger.snapshot().by_command
+        assert "mget" not in commands
+        assert commands.get("get", 0) >= 20  # each key lapsed and was read again, twice

@@ -134,7 +134,7 @@ class Renewal(Periodic):
 
     def wanted(self) -> None:
         """A capped copy was filled: start looking (idempotent, cheap)."""
-        if self.useful:
+        if self.useful and self._hub.settings.url is not None:
             self.start()
 
     async def tick(self) -> None:
