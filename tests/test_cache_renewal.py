@@ -6,9 +6,11 @@ and the server's ``INFO commandstats``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
-from lowtide import Lowtide
+from lowtide import Cache, Lowtide
 from lowtide.cache.renew import IDLE_RENEWALS
 from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
 from tests.helpers import eventually
@@ -27,16 +29,26 @@ async def keep_reading(cache: object, seconds: float, keys: list[tuple[str, str]
         await asyncio.sleep(0.05)
 
 
-async def test_copies_read_since_their_fill_are_renewed_in_one_mget_per_look(
-    lowtide_server: ValkeyServer, lowtide_url: str
-) -> None:
+@contextlib.asynccontextmanager
+async def writer_and_reader(
+    url: str, writer_mode: str
+) -> AsyncIterator[tuple[Cache, Cache, Lowtide, Lowtide]]:
+    """The caches (max_staleness ``BOUND``) of a writer hub in ``writer_mode`` (``ttl``: its
+    writes publish nothing) and of a pub/sub reader hub, then the two hubs."""
     async with (
-        Lowtide(lowtide_url, instance="writer", invalidation="pubsub") as writer,
-        Lowtide(lowtide_url, instance="reader", invalidation="pubsub") as reader,
+        Lowtide(url, instance="writer", invalidation=writer_mode) as writer,
+        Lowtide(url, instance="reader", invalidation="pubsub") as reader,
     ):
         assert await reader.invalidations.wait_healthy(5)
         w = writer.cache("profiles", ttl=60, max_staleness=BOUND)
         r = reader.cache("profiles", ttl=60, max_staleness=BOUND)
+        yield w, r, writer, reader
+
+
+async def test_copies_read_since_their_fill_are_renewed_in_one_mget_per_look(
+    lowtide_server: ValkeyServer, lowtide_url: str
+) -> None:
+    async with writer_and_reader(lowtide_url, "pubsub") as (w, r, writer, reader):
         for tenant, key in KEYS:
             await w.set(key, f"{tenant}/{key}", tenant=tenant)
         before = ledger_commands(reader, component="cache")
@@ -61,13 +73,7 @@ async def test_copies_read_since_their_fill_are_renewed_in_one_mget_per_look(
 
 async def test_a_write_nobody_announced_is_seen_within_max_staleness(lowtide_url: str) -> None:
     # a ttl-mode hub writes without publishing: the backplane hears nothing, renewal sees it
-    async with (
-        Lowtide(lowtide_url, instance="silent", invalidation="ttl") as silent,
-        Lowtide(lowtide_url, instance="reader", invalidation="pubsub") as reader,
-    ):
-        assert await reader.invalidations.wait_healthy(5)
-        s = silent.cache("profiles", ttl=60, max_staleness=BOUND)
-        r = reader.cache("profiles", ttl=60, max_staleness=BOUND)
+    async with writer_and_reader(lowtide_url, "ttl") as (s, r, _, reader):
         await s.set("k", "v1", tenant="t1")
         assert await r.get("k", tenant="t1") == "v1"
         reads: list[tuple[float, object]] = []  # (when the read began, what it answered)
@@ -139,13 +145,7 @@ async def test_verified_tracking_renews_nothing(lowtide_url: str) -> None:
 async def test_a_renewed_value_that_vanished_is_dropped_and_read_as_absent(
     lowtide_url: str,
 ) -> None:
-    async with (
-        Lowtide(lowtide_url, instance="silent", invalidation="ttl") as silent,
-        Lowtide(lowtide_url, instance="reader", invalidation="pubsub") as reader,
-    ):
-        assert await reader.invalidations.wait_healthy(5)
-        s = silent.cache("profiles", ttl=60, max_staleness=BOUND)
-        r = reader.cache("profiles", ttl=60, max_staleness=BOUND)
+    async with writer_and_reader(lowtide_url, "ttl") as (s, r, _, _):
         await s.set("k", "v1", tenant="t1")
         assert await r.get("k", tenant="t1") == "v1"
         assert await r.get("k", tenant="t1") == "v1"  # read since its fill
