@@ -212,8 +212,11 @@ def main() -> None:
     print()
     detail = []
     for shape, r in results.items():
-        n = r["bound"][0]["notify"]
-        detail.append([shape, "bound (notify), run 1", n["get"], n["set"], n["del"], n["notify"]])
+        for protocol in ("notify", "renew"):
+            n = r["bound"][0][protocol]
+            extra = f", +{n['renewals']} renewals" if "renewals" in n else ""
+            what = f"bound ({protocol}{extra}), run 1"
+            detail.append([shape, what, n["get"], n["set"], n["del"], n["notify"]])
         for mode, ones in r["modes"].items():
             cmds = [o["server"] for o in ones]
             med = [
