@@ -10,8 +10,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from prometheus_client import CollectorRegistry
+
 from lowtide import Cache, Lowtide
 from lowtide.cache.renew import IDLE_RENEWALS
+from lowtide.integrations.prometheus import LowtideCollector
 from lowtide.testing import ValkeyServer, changes, ledger_commands, server_commands
 from tests.helpers import eventually
 
@@ -60,6 +63,12 @@ async def test_copies_read_since_their_fill_are_renewed_in_one_mget_per_look(
         assert 3 <= looks <= 3 * 3 + 1  # at most one per look (every 0.4 s), none per key
         assert r.stats.renewed >= 2 * len(KEYS)  # every copy renewed at least twice
         assert r.stats.renewals == looks
+        assert r.info()["renewed"] == r.stats.renewed
+        registry = CollectorRegistry()
+        LowtideCollector(reader).register(registry)
+        assert registry.get_sample_value(
+            "lowtide_cache_renewed_total", {"component": "cache", "cache": "profiles"}
+        ) == float(r.stats.renewed)
         # the server counted the same (the writer renews the copies its writes left it, too);
         # renewals are charged to no tenant
         server = changes(server0, server_commands(lowtide_server), minus={"info": 1})

@@ -228,6 +228,7 @@ _CACHE_COUNTERS = (
     ("stale_served", "cache_stale_served", "Fail-safe answers (last good value)"),
     ("invalidations", "cache_invalidations", "L1 entries dropped by a push"),
     ("evictions", "cache_evictions", "L1 entries evicted by the size bounds"),
+    ("renewed", "cache_renewed", "Copies renewed before they lapsed (pub/sub and ttl modes)"),
 )
 
 
