@@ -2,7 +2,9 @@
 
 Run: ``python -m benchmarks.cache_shapes [--runs 3] [--shapes a,b] [--modes a,b] [--quick]``;
 ``python -m benchmarks.cache_shapes --compare BEFORE.json AFTER.json`` prints two result files
-side by side (per shape and mode: billed and ratio to the bound, median and range).
+side by side (per shape and mode: billed and ratio to the bound, median and range);
+``python -m benchmarks.cache_shapes --rebound FILE`` recomputes a results file's bounds and
+ratios with the current bound (same seeded traces, measured commands kept).
 
 For each shape of :mod:`benchmarks._shape_trace` (operation mix, Zipf skew and value size of a
 published Twitter cache cluster) and each mode, 4 real processes (each its own event loop and
@@ -145,10 +147,31 @@ def compare(before_path: str, after_path: str) -> None:
     print(table(headers, rows))
 
 
+def rebound(path: str) -> None:
+    """Recompute the bound of every run of a results file with the current :func:`bounds`
+    (each run's trace is seeded, so it is the same trace) and each run's ratio to it; the
+    measured commands are kept as they were. Writes the file back."""
+    data = json.loads(Path(path).read_text())
+    timing = Timing(**data["timing"])
+    for shape, r in data["results"].items():
+        r["bound"] = [
+            bounds(generate(SHAPES[shape], timing, run + 1), timing) for run in range(data["runs"])
+        ]
+        for ones in r["modes"].values():
+            for run, one in enumerate(ones):
+                one["ratio"] = round(one["billed"] / r["bound"][run]["bound"], 3)
+    data["rebound"] = "bounds recomputed by: python -m benchmarks.cache_shapes --rebound FILE"
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True))
+    print(f"rewrote {path}")
+
+
 def main() -> None:
     """Measure every shape in every mode; print tables and write JSON."""
     if len(sys.argv) == 4 and sys.argv[1] == "--compare":
         compare(sys.argv[2], sys.argv[3])
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--rebound":
+        rebound(sys.argv[2])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
