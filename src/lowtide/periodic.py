@@ -9,10 +9,10 @@ runs on schedule. Only cancellation (:meth:`Periodic.aclose`) stops it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from lowtide._tasks import cancel_and_wait
 from lowtide._untrusted import Warnings, shown
 from lowtide.errors import LowtideError
 
@@ -48,9 +48,9 @@ class Periodic:
         """Stop the job and wait for it to end."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait([task], None)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the job's own failures were logged by _run
 
     async def _run(self) -> None:
         while True:
