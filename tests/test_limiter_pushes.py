@@ -16,7 +16,6 @@ import pytest
 
 from lowtide import Lowtide, ManualClock, RateLimiter
 from lowtide.keys import build_key
-from lowtide.limiter import reserve
 from lowtide.limiter.core import window_end, window_index
 from lowtide.limiter.pushes import MAX_CELLS, WindowPushes
 from lowtide.testing import (
@@ -175,67 +174,6 @@ async def test_a_first_reservation_that_finds_the_key_adds_to_it(
             "incrby": 1,
         }
         assert int(server.command("GET", key)) > 3  # added to the other hub's 3
-
-
-async def crossed_once(
-    server: ValkeyServer, hub: Lowtide, limiter: RateLimiter, name: str, w: int
-) -> None:
-    """Make ``limiter``'s first reservation of window ``w`` cross another hub's: the other
-    hub's SET lands first and its push is not heard in time (SET NX finds the key)."""
-    pushes = heard_by(limiter)
-    key = build_key("lt", "limiter", name, "t1", f"w{w}")
-    server.command("SET", key, "3", "PX", "30000")
-    await eventually(lambda: pushes.heard("t1", w) == 1)
-    pushes._heard.clear()
-    before = ledger_commands(hub, component="limiter")
-    assert (await limiter.acquire("t1")).allowed
-    assert changes(before, ledger_commands(hub, component="limiter")) == {"set": 1, "incrby": 1}
-
-
-async def test_after_a_crossing_a_hub_waits_to_hear_the_next_window_created(
-    lowtide_fresh_server: ValkeyServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # hubs whose callers wait for a window to start all send their first reservation at its
-    # start; the one whose SET NX found the key lets the other go first in the next window
-    server = lowtide_fresh_server
-    # a slow test machine still hears in time
-    monkeypatch.setattr(reserve, "CROSS_WAIT", 5.0)
-    monkeypatch.setattr(reserve, "CROSS_SHARE", 1.0)
-    async with one_hub(server, "defer", limit=10, fleet=2) as (hub, clock, limiter, w):
-        await crossed_once(server, hub, limiter, "defer", w)
-        w1 = await next_window(hub, clock, 10)
-        pushes = heard_by(limiter)
-        before = ledger_commands(hub, component="limiter")
-        call = asyncio.ensure_future(limiter.acquire("t1"))
-        await eventually(lambda: ("t1", w1) in pushes._waiters)  # it waits, sending nothing
-        assert changes(before, ledger_commands(hub, component="limiter")) == {}
-        key = build_key("lt", "limiter", "defer", "t1", f"w{w1}")
-        server.command("SET", key, "2", "PX", "30000")  # the other hub's first reservation
-        assert (await asyncio.wait_for(call, 5)).allowed
-        # one command: INCRBY on the key it heard created, no SET NX that finds it
-        assert changes(before, ledger_commands(hub, component="limiter")) == {"incrby": 1}
-        assert int(server.command("GET", key)) > 2
-        assert not pushes._waiters
-
-
-async def test_a_hub_that_waits_and_hears_nothing_creates_the_window_itself(
-    lowtide_fresh_server: ValkeyServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the hub that went first has no demand any more: the wait is bounded, then this hub
-    # creates the counter, and sends at once in the window after (it went first)
-    server = lowtide_fresh_server
-    monkeypatch.setattr(reserve, "CROSS_WAIT", 0.2)
-    monkeypatch.setattr(reserve, "CROSS_SHARE", 1.0)
-    async with one_hub(server, "alone", limit=10, fleet=2) as (hub, clock, limiter, w):
-        await crossed_once(server, hub, limiter, "alone", w)
-        for waits in (True, False):
-            await next_window(hub, clock, 10)
-            before = ledger_commands(hub, component="limiter")
-            started = asyncio.get_running_loop().time()
-            assert (await limiter.acquire("t1")).allowed
-            took = asyncio.get_running_loop().time() - started
-            assert changes(before, ledger_commands(hub, component="limiter")) == {"set": 1}
-            assert (took >= 0.2) is waits, took
 
 
 async def test_pushes_that_name_no_window_near_now_are_ignored(lowtide_url: str) -> None:

@@ -25,7 +25,6 @@ class Lease:
         "blocked_until",
         "burst",
         "counted_window",
-        "deferred",
         "demand",
         "expires",
         "fleet_remaining",
@@ -83,9 +82,6 @@ class Lease:
         self.asked_other = 0  # asks in counted_window not served from tokens (refused, local)
         #: the window whose counter key this hub knows exists (it reserved in it)
         self.key_seen = -1
-        #: the last window whose first reservation another hub made while this hub's was on
-        #: its way (its SET NX found the key) or while it waited to hear one
-        self.deferred = -1
         #: the window this hub told the fleet was spent
         self.told = -1
         #: token bucket: the rate lease, ``rate`` tokens/s into at most ``burst`` local tokens

@@ -30,7 +30,6 @@ at most :data:`MAX_CELLS` (tenant, window)s, and windows that ended are dropped.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -77,8 +76,6 @@ class WindowPushes:
         self.ignored = 0
         #: windows refused without asking because the changes heard proved them spent
         self.refusals = 0
-        #: (tenant, window) -> futures of first reservations waiting to hear the key created
-        self._waiters: dict[tuple[str | None, int], list[asyncio.Future[None]]] = {}
         self._unsubscribe: Callable[[], None] = hub.invalidations.subscribe(self._on_keys)
 
     @property
@@ -92,27 +89,6 @@ class WindowPushes:
         if not self.listening:
             return 0
         return self._heard.get((tenant, window), 0)
-
-    async def wait_heard(self, tenant: str | None, window: int, *, within: float) -> bool:
-        """Wait at most ``within`` seconds to hear a change of ``tenant``'s counter for
-        ``window`` (another hub creating it); True if one was heard."""
-        if self.heard(tenant, window):
-            return True
-        if not self.listening:
-            return False
-        cell = (tenant, window)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = self._waiters.setdefault(cell, [])
-        waiting.append(fut)
-        try:
-            await asyncio.wait((fut,), timeout=within)
-        finally:
-            if fut in waiting:
-                waiting.remove(fut)
-            if not waiting and self._waiters.get(cell) is waiting:
-                del self._waiters[cell]
-            fut.cancel()
-        return self.heard(tenant, window) > 0
 
     def spent(self, tenant: str | None, window: int, limit: int) -> bool:
         """True if the changes heard prove ``window``'s budget spent (each took >= 1 token)."""
@@ -138,12 +114,10 @@ class WindowPushes:
         """Stop listening."""
         self._unsubscribe()
         self._heard.clear()
-        self._wake_all()
 
     def _on_keys(self, keys: list[str] | None) -> None:
         if keys is None:  # a flush, or the listener lost: what was heard may be incomplete
             self._heard.clear()
-            self._wake_all()
             return
         current = -1
         for rk in keys:
@@ -165,18 +139,8 @@ class WindowPushes:
                 continue
             cell = (parsed.tenant, window)
             self._heard[cell] = self._heard.get(cell, 0) + 1
-            for fut in self._waiters.pop(cell, ()):
-                if not fut.done():
-                    fut.set_result(None)
             if len(self._heard) > MAX_CELLS:
                 del self._heard[next(iter(self._heard))]
-
-    def _wake_all(self) -> None:
-        waiting, self._waiters = self._waiters, {}
-        for futs in waiting.values():
-            for fut in futs:
-                if not fut.done():
-                    fut.set_result(None)
 
     def _drop_before(self, window: int) -> None:
         if window <= self._floor:

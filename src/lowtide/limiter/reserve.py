@@ -6,11 +6,8 @@
   which creates it with this reservation and its life in one command (found existing: then
   ``INCRBY``, a second command: when two hubs' first reservations in a window cross within a
   push's delivery time, and for every first reservation after another hub's where nothing is
-  pushed, ``pubsub`` and ``ttl`` invalidation). Hubs whose callers wait for a window to start
-  all send at its start, so crossings repeat: a hub whose first reservation crossed another's
-  lets it go first in the next window, waiting at most :data:`CROSS_WAIT` (and a 200th of the
-  window) to hear the counter created, then sends ``INCRBY``. The reply is the fleet's counter
-  for the window. Where the server pushes changes, every hub hears every reservation, which tells it
+  pushed, ``pubsub`` and ``ttl`` invalidation). The reply is the fleet's counter for the
+  window. Where the server pushes changes, every hub hears every reservation, which tells it
   when the window is spent. One layout whatever the invalidation setting, so processes with
   different settings still share one counter.
 * **Token bucket**: one script (``GET`` + ``SET PX`` inside, 3 billed units) renews this hub's
@@ -46,7 +43,7 @@ from lowtide.tenancy import Attributions
 if TYPE_CHECKING:
     from lowtide.runtime import HubView
 
-__all__ = ["CROSS_SHARE", "CROSS_WAIT", "DEMAND_PERIOD", "LEASE_FOR", "RATES", "Reserver"]
+__all__ = ["DEMAND_PERIOD", "LEASE_FOR", "RATES", "Reserver"]
 
 RATES = Script.from_package("rate_lease")
 #: how long a token bucket's rate lease lasts (renewed when a third of it is left); a hub that
@@ -54,10 +51,6 @@ RATES = Script.from_package("rate_lease")
 LEASE_FOR = 60.0
 #: a hub stops using its lease this long before it ends (hubs' clocks differ a little)
 LEASE_SLACK = 1.0
-#: at most this long, and this share of the window, a hub whose first reservation of the last
-#: window crossed another hub's waits to hear that hub create the next window's counter
-CROSS_WAIT = 0.01
-CROSS_SHARE = 1 / 200
 #: the token bucket counts its demand (asks) over periods of at most this many seconds
 DEMAND_PERIOD = 10.0
 
@@ -147,18 +140,6 @@ class Reserver:
             # dispatched (another hub may have just created the key; a crossed SET NX costs a
             # second command). A push still unread on the socket may take longer.
             await asyncio.sleep(0)
-        pushes = self.pushes
-        # another hub made last window's first reservation while this one's was on its way
-        # (hubs whose demand waits for a window to start all send at its start): let it go
-        # first again, and wait a moment to hear the key created
-        if (
-            pushes is not None
-            and lease.deferred == window - 1
-            and lease.key_seen != window
-            and not self._heard(tenant, window)
-            and await pushes.wait_heard(tenant, window, within=self._cross_wait())
-        ):
-            lease.deferred = window
         if lease.key_seen != window and not self._heard(tenant, window):
             # nobody is known to have reserved in this window: create its counter with this
             # reservation and a life of one window after its end (1 command)
@@ -167,7 +148,6 @@ class Reserver:
             lease.key_seen = window
             if created is not None:
                 return n
-            lease.deferred = window
         lease.key_seen = window
         counter = check_window_reply(await gw.call(att, "INCRBY", key, n), n)
         if counter == n:  # the key vanished meanwhile (evicted, deleted): give it a life again
@@ -178,9 +158,6 @@ class Reserver:
             with contextlib.suppress(LowtideError):
                 await asyncio.shield(life)
         return counter
-
-    def _cross_wait(self) -> float:
-        return min(CROSS_WAIT, self._per * CROSS_SHARE)
 
     def _heard(self, tenant: str | None, window: int) -> int:
         return 0 if self.pushes is None else self.pushes.heard(tenant, window)
