@@ -162,3 +162,103 @@ async def test_a_renewed_value_that_vanished_is_dropped_and_read_as_absent(
         await eventually(lambda: r.stats.renewed >= 1, within=BOUND + 1)
         assert r.peek("k", tenant="t1") is None  # the renewal found nothing: no copy
         assert await r.get("k", tenant="t1") is None
+
+
+@contextlib.asynccontextmanager
+async def reading_driver(hub: Lowtide, cache: Cache) -> AsyncIterator[None]:
+    """Keep a long-lived copy read on ``cache`` (so every look sends an MGET), in the
+    background, while the block runs."""
+    await cache.set("driver", "d", ttl=60, tenant="t1")
+
+    async def read() -> None:
+        while True:
+            assert await cache.get("driver", tenant="t1") == "d"
+            await asyncio.sleep(0.05)
+
+    task = asyncio.ensure_future(read())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+LOOK_BOUND = 3.0  # max_staleness: a look every second, one look is how long "gone" holds
+SHORT = 1.5  # the Redis life of the key that expires
+
+
+def loader_of(value: str, calls: list[str]) -> object:
+    async def load() -> str:
+        calls.append(value)
+        return value
+
+    return load
+
+
+async def test_an_expired_copy_found_gone_by_a_look_is_loaded_without_a_get(
+    lowtide_server: ValkeyServer, lowtide_url: str
+) -> None:
+    # the copy's Redis value expires; the next look's MGET (sent anyway for other copies)
+    # finds it gone, so a load before the look after skips its GET: 1 SET NX GET, not 2
+    async with Lowtide(lowtide_url, instance="a", invalidation="pubsub") as hub:
+        assert await hub.invalidations.wait_healthy(5)
+        c = hub.cache("profiles", ttl=60, max_staleness=LOOK_BOUND)
+        calls: list[str] = []
+        async with reading_driver(hub, c):
+            assert await c.get_or_load("k", loader_of("v1", calls), ttl=SHORT, tenant="t1") == "v1"
+            entry = c._store.map[("t1", "k")]
+            await eventually(lambda: entry.gone and entry.absent_at > 0, within=SHORT + 3)
+            before = ledger_commands(hub, component="cache")
+            server0 = server_commands(lowtide_server)
+            known = c.stats.known_absent
+            assert await c.get_or_load("k", loader_of("v2", calls), ttl=SHORT, tenant="t1") == "v2"
+            spent = changes(before, ledger_commands(hub, component="cache"))
+            spent.pop("mget", None)  # a look may fall in between
+            assert spent == {"set": 1}
+            assert c.stats.known_absent == known + 1
+            server = changes(server0, server_commands(lowtide_server), minus={"info": 1})
+            server.pop("mget", None)
+            assert server == {"set": 1}
+        assert calls == ["v1", "v2"]
+        assert lowtide_server.command("PTTL", c._l2.key(("t1", "k"))) > 0
+
+
+async def test_a_copy_refilled_elsewhere_after_its_expiry_comes_with_the_next_look(
+    lowtide_url: str,
+) -> None:
+    # another process loads the key after the expiry: the look's MGET brings its value, and
+    # the next read here is answered from memory (no GET, no load)
+    async with (
+        Lowtide(lowtide_url, instance="a", invalidation="pubsub") as a,
+        Lowtide(lowtide_url, instance="b", invalidation="pubsub") as b,
+    ):
+        for hub in (a, b):
+            assert await hub.invalidations.wait_healthy(5)
+        ca = a.cache("profiles", ttl=60, max_staleness=LOOK_BOUND)
+        cb = b.cache("profiles", ttl=60, max_staleness=LOOK_BOUND)
+        calls: list[str] = []
+        async with reading_driver(a, ca):
+            assert await ca.get_or_load("k", loader_of("v1", calls), ttl=SHORT, tenant="t1") == "v1"
+            entry = ca._store.map[("t1", "k")]
+            await eventually(lambda: entry.gone and entry.absent_at > 0, within=SHORT + 3)
+            assert await cb.get_or_load("k", loader_of("v2", calls), ttl=60, tenant="t1") == "v2"
+            await eventually(lambda: ca.peek("k", tenant="t1") == "v2", within=3)
+            before = ledger_commands(a, component="cache")
+            assert await ca.get_or_load("k", loader_of("v3", calls), tenant="t1") == "v2"
+            assert changes(before, ledger_commands(a, component="cache")) == {}
+        assert calls == ["v1", "v2"]
+
+
+async def test_expiring_copies_send_no_mget_of_their_own(lowtide_url: str) -> None:
+    # nothing else is due: the expired copy is not checked, and a load asks first as before
+    async with Lowtide(lowtide_url, instance="a", invalidation="pubsub") as hub:
+        assert await hub.invalidations.wait_healthy(5)
+        c = hub.cache("profiles", ttl=60, max_staleness=LOOK_BOUND)
+        calls: list[str] = []
+        assert await c.get_or_load("k", loader_of("v1", calls), ttl=SHORT, tenant="t1") == "v1"
+        await asyncio.sleep(SHORT + 2 * LOOK_BOUND / 3)  # expired, two looks later
+        assert ledger_commands(hub, component="cache", command="mget") == {}
+        before = ledger_commands(hub, component="cache")
+        assert await c.get_or_load("k", loader_of("v2", calls), ttl=SHORT, tenant="t1") == "v2"
+        assert changes(before, ledger_commands(hub, component="cache")) == {"get": 1, "set": 1}

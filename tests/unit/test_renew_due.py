@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lowtide.cache.renew import IDLE_RENEWALS, MAX_BYTES, MAX_KEYS, batches, due
+from lowtide.cache.renew import IDLE_RENEWALS, MAX_BYTES, MAX_KEYS, batches, due, expiring
 from lowtide.cache.store import ABSENT, LOADED_NONE, Entry, L1Store
 
 NOW = 100.0
@@ -40,6 +40,25 @@ def test_only_copies_still_read_that_lapse_soon_before_their_redis_value() -> No
     put(store, "absent", value=ABSENT)
     put(store, "loaded-none", value=LOADED_NONE)
     assert due(store, NOW, HORIZON) == [("t", "due"), ("t", "unread"), ("t", "read-after-idle")]
+
+
+def test_copies_whose_redis_value_ends_before_the_horizon_ride_along() -> None:
+    store = L1Store(max_entries=100, max_bytes=10**6)
+    put(store, "ending", l2_until=100.5)  # its Redis value ends before the next look
+    put(store, "expired", fresh_until=90.0, l2_until=95.0, read=False)  # ended: refilled?
+    put(store, "gone", fresh_until=0.0, l2_until=95.0, gone=True, idle=2)  # found gone: again
+    put(store, "gone-idle", fresh_until=0.0, l2_until=95.0, gone=True, idle=IDLE_RENEWALS)
+    put(store, "alive")  # its Redis value outlives the horizon: renewal's, not this
+    put(store, "taken", l2_until=100.8)  # already in the look's MGET
+    put(store, "superseded", l2_until=100.5, superseded=True)  # another writer's: a read asks
+    put(store, "echo", l2_until=100.5, echo=1)
+    put(store, "absent", l2_until=100.5, value=ABSENT)
+    put(store, "unknown", l2_until=0.0)  # no known Redis life
+    assert expiring(store, NOW, HORIZON, [("t", "taken")]) == [
+        ("t", "ending"),
+        ("t", "expired"),
+        ("t", "gone"),
+    ]
 
 
 def test_a_flush_since_the_fill_excludes_every_copy() -> None:

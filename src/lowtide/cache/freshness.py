@@ -30,6 +30,7 @@ from lowtide.modes import InvalidationMode
 __all__ = [
     "DEMOTE",
     "DROP",
+    "LOOKS_PER_BOUND",
     "Deadlines",
     "Demote",
     "Drop",
@@ -48,6 +49,10 @@ __all__ = [
     "stale_value",
     "throttled_until",
 ]
+
+#: renewal's looks per ``max_staleness`` (:mod:`lowtide.cache.renew`): a copy renewed at one
+#: look lapses after three more periods, so it is renewed at every second look
+LOOKS_PER_BOUND: Final = 3
 
 
 def is_fresh(entry: Entry, epoch: int, now: float) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, assert_never
 
 from lowtide.cache.freshness import (
+    LOOKS_PER_BOUND,
     Demote,
     Drop,
     Fill,
@@ -33,7 +34,16 @@ __all__ = ["L1"]
 class L1:
     """The in-process side of one cache (see module docs)."""
 
-    __slots__ = ("_now", "_tracking_keepalive", "on_capped", "options", "stats", "store", "unseen")
+    __slots__ = (
+        "_now",
+        "_tracking_keepalive",
+        "look_period",
+        "on_capped",
+        "options",
+        "stats",
+        "store",
+        "unseen",
+    )
 
     def __init__(
         self,
@@ -63,6 +73,8 @@ class L1:
         self.store.on_remove = self.unseen.heard
         #: called when a copy is filled that lapses before its Redis value does
         self.on_capped: Callable[[], None] | None = None
+        #: how long a renewal's finding that a Redis copy expired holds (one look)
+        self.look_period = min(options.ttl, options.max_staleness) / LOOKS_PER_BOUND
 
     def fill(
         self,
@@ -227,13 +239,16 @@ class L1:
         """True if Redis is known to hold no copy of ``e``'s key: the copy this process last
         heard of has expired (its removal was pushed, or a margin for clocks has passed), and
         with CLIENT TRACKING active since that was learned (same epoch) no push told of a new
-        one. A loader may then store
+        one; without verified pushes, a renewal look found it gone less than a look ago
+        (:mod:`lowtide.cache.renew`). A loader may then store
         what it loads (``SET NX``) without reading Redis first; if the guess is wrong, the
         ``NX`` keeps the copy Redis holds."""
         if not e.l2_until or e.epoch != self.store.epoch:
             return False
         if self._tracking_keepalive() is None:
-            return False
+            # no push tells of a new copy: only a renewal's MGET that found the expired copy
+            # gone, less than a look ago (cache.renew; a fill since is caught by the NX)
+            return e.gone and not e.superseded and self._now() - e.absent_at < self.look_period
         if e.gone:  # a push came after the expiry: its removal
             return True
         return self._now() >= e.l2_until + min(1.0, 0.02 * self.options.ttl)

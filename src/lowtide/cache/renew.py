@@ -26,6 +26,17 @@ fresh for ``max_staleness`` counted from when the ``MGET`` was sent, so the boun
 exactly as for a read. Renewed copies are in step, so one ``MGET`` per look carries all of
 them.
 
+**Expired copies ride along.** A look that sends an ``MGET`` anyway also asks for the copies
+whose Redis value, as this process knows it, ends before the next look or has ended
+(:func:`expiring`; checked at most :data:`IDLE_RENEWALS` times in a row after it is gone, and
+only while a read may follow), at no extra command. If another process stored the key again,
+the reply brings that value and the next read here is answered from memory; if the key is
+still empty, the copy is marked gone at the ``MGET``'s send time, and a load before the next
+look skips its ``GET`` (:meth:`~lowtide.cache.l1.L1.l2_gone`: without pushes nothing says when
+another process fills the key, so the finding holds one look): it stores with ``SET ... NX
+GET``, which brings Redis's copy if someone filled it meanwhile (one command either way; only
+the loader call is spent).
+
 Costs: at most one ``MGET`` per cache per ``max_staleness / 3`` per process (more only past
 :data:`MAX_KEYS` or :data:`MAX_BYTES`), and only while such a copy is due; nothing in tracking
 or keyspace mode once verified (copies are not capped there), nothing for a cache whose
@@ -39,7 +50,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from lowtide.cache.freshness import fresh_cap
+from lowtide.cache.freshness import LOOKS_PER_BOUND, fresh_cap
 from lowtide.cache.l2 import L2
 from lowtide.cache.options import CacheOptions, CacheStats
 from lowtide.cache.store import ABSENT, LOADED_NONE, Key, L1Store, was_read
@@ -49,13 +60,19 @@ from lowtide.periodic import Periodic
 if TYPE_CHECKING:
     from lowtide.runtime import HubView
 
-__all__ = ["IDLE_RENEWALS", "LOOKS_PER_BOUND", "MAX_BYTES", "MAX_KEYS", "Renewal", "batches", "due"]
+__all__ = [
+    "IDLE_RENEWALS",
+    "LOOKS_PER_BOUND",
+    "MAX_BYTES",
+    "MAX_KEYS",
+    "Renewal",
+    "batches",
+    "due",
+    "expiring",
+]
 
 log = logging.getLogger("lowtide.cache")
 
-#: looks per ``max_staleness``: a copy renewed at one look lapses after three more periods,
-#: so it is renewed at every second look
-LOOKS_PER_BOUND: Final = 3
 #: keys per MGET, and bytes the copies in one MGET held (a larger batch is several MGETs);
 #: a value replaced meanwhile is still bounded by ``max_value_bytes`` like any read
 MAX_KEYS: Final = 1_000
@@ -83,6 +100,29 @@ def due(store: L1Store, now: float, horizon: float) -> list[Key]:
             and not e.superseded
             and e.value is not ABSENT
             and e.value is not LOADED_NONE
+        ):
+            out.append(k)
+    return out
+
+
+def expiring(store: L1Store, now: float, horizon: float, skip: list[Key]) -> list[Key]:
+    """The keys whose Redis copy, as this process knows it, expires before ``horizon`` (or has
+    expired), not in ``skip``: current epoch, a value, not superseded, no echo awaited, and
+    checked fewer than :data:`IDLE_RENEWALS` times in a row without a read. They ride along in
+    a look's ``MGET`` (see module docs)."""
+    epoch = store.epoch
+    taken = set(skip)
+    out: list[Key] = []
+    for k, e in store.map.items():
+        if (
+            e.epoch == epoch
+            and 0 < e.l2_until <= horizon
+            and (e.idle < IDLE_RENEWALS or (was_read(e) and not e.gone))
+            and e.echo == 0
+            and not e.superseded
+            and e.value is not ABSENT
+            and e.value is not LOADED_NONE
+            and k not in taken
         ):
             out.append(k)
     return out
@@ -143,7 +183,11 @@ class Renewal(Periodic):
         if capped >= self._options.ttl or not self._l2.open or self._l2.gateway.cluster:
             return
         now = self._now()
-        for batch in batches(self._store, due(self._store, now, now + 1.5 * self.interval)):
+        horizon = now + 1.5 * self.interval
+        keys = due(self._store, now, horizon)
+        if keys:  # expiring copies ride along, never an MGET of their own
+            keys += expiring(self._store, now, horizon, keys)
+        for batch in batches(self._store, keys):
             await self._renew(batch)
 
     async def _renew(self, keys: list[Key]) -> None:
@@ -163,6 +207,12 @@ class Renewal(Periodic):
                 new = store.map.get(k)
                 if new is not None and new is not old:
                     new.idle = idle
+                elif new is not None and new.gone:
+                    # the expired copy is gone from Redis (kept for fail-safe): a load before
+                    # the next look skips its GET (L1.l2_gone); unread, it is checked again
+                    # at most IDLE_RENEWALS times
+                    new.absent_at = sent if raw is None else 0.0
+                    new.idle += 1
             except SerializationError:
                 # replaced by something unreadable (counted and logged by the cache's values):
                 # the next read meets it as a read would

@@ -64,6 +64,7 @@ class Entry:
     """One cached value and its deadlines (monotonic seconds)."""
 
     __slots__ = (
+        "absent_at",
         "answer",
         "echo",
         "epoch",
@@ -122,6 +123,9 @@ class Entry:
         #: own removal): see :meth:`~lowtide.cache.l1.L1.l2_gone`
         self.l2_until = 0.0
         self.gone = False
+        #: when a renewal's ``MGET`` that found the expired Redis copy gone was sent (0: never):
+        #: the copy is known absent for one look (see :mod:`lowtide.cache.renew`)
+        self.absent_at = 0.0
         #: renewals in a row that found this copy unread (see :mod:`lowtide.cache.renew`)
         self.idle = 0
 
