@@ -6,10 +6,12 @@
   which creates it with this reservation and its life in one command (found existing: then
   ``INCRBY``, a second command: when two hubs' first reservations in a window cross within a
   push's delivery time, and for every first reservation after another hub's where nothing is
-  pushed, ``pubsub`` and ``ttl`` invalidation). The reply is the fleet's counter for the
-  window. Where the server pushes changes, every hub hears every reservation, which tells it
-  when the window is spent. One layout whatever the invalidation setting, so processes with
-  different settings still share one counter.
+  pushed, ``pubsub`` and ``ttl`` invalidation). The ``SET`` carries ``GET``: one that finds
+  the counter already at the limit (other hubs spent the window) is the refusal itself, and
+  nothing is added (Redis 7.0+; older servers get a plain ``SET NX``). The reply is the
+  fleet's counter for the window. Where the server pushes changes, every hub hears every
+  reservation, which tells it when the window is spent. One layout whatever the invalidation
+  setting, so processes with different settings still share one counter.
 * **Token bucket**: one script (``GET`` + ``SET PX`` inside, 3 billed units) renews this hub's
   rate lease and takes shared tokens (see :mod:`lowtide.limiter.rates`): a hub at steady
   demand calls it about once per 40 s.
@@ -25,7 +27,8 @@ import math
 import secrets
 from typing import TYPE_CHECKING
 
-from lowtide.errors import LowtideError
+from lowtide.context import Attribution
+from lowtide.errors import LowtideError, RedisCommandError
 from lowtide.keys import build_key
 from lowtide.limiter.core import (
     fixed_window_grant,
@@ -36,7 +39,7 @@ from lowtide.limiter.core import (
 )
 from lowtide.limiter.lease import Lease
 from lowtide.limiter.pushes import WindowPushes, pushed
-from lowtide.limiter.state import check_rate_reply, check_window_reply
+from lowtide.limiter.state import check_rate_reply, check_window_reply, found_counter
 from lowtide.redis.scripts import Script
 from lowtide.tenancy import Attributions
 
@@ -75,6 +78,8 @@ class Reserver:
         #: changes of this limiter's window keys heard (fixed window, invalidation setting
         #: ``auto``, ``tracking`` or ``keyspace``), else None
         self.pushes = WindowPushes(hub, name, per) if windows and pushed(hub) else None
+        #: the server answers ``SET ... NX GET`` (Redis 7.0+, Valkey)
+        self._nx_get = True
 
     async def window(
         self,
@@ -115,7 +120,10 @@ class Reserver:
         # is charged now so the fleet counter stays an upper bound of admissions
         owed = lease.unreported if lease.local_window == window else 0
         charge = size + owed
-        counter = await self._increment(tenant, lease, window, now, charge)
+        # nothing owed: a window found spent by the first reservation's SET is not charged
+        counter = await self._increment(
+            tenant, lease, window, now, charge, limit=limit if owed == 0 else None
+        )
         lease.unreported = 0
         granted = max(0, fixed_window_grant(counter, charge, limit) - owed)
         lease.fleet_remaining = max(0, limit - counter)
@@ -130,7 +138,14 @@ class Reserver:
         return True
 
     async def _increment(
-        self, tenant: str | None, lease: Lease, window: int, now: float, n: int
+        self,
+        tenant: str | None,
+        lease: Lease,
+        window: int,
+        now: float,
+        n: int,
+        *,
+        limit: int | None,
     ) -> int:
         key = build_key(self._ns, "limiter", self._name, tenant, f"w{window}")
         gw = self._hub.gateway
@@ -144,10 +159,15 @@ class Reserver:
             # nobody is known to have reserved in this window: create its counter with this
             # reservation and a life of one window after its end (1 command)
             ttl_ms = math.ceil((window_end(window, self._per) - now + self._per) * 1000)
-            created = await gw.call(att, "SET", key, str(n), "NX", "PX", ttl_ms)
+            found = await self._create(att, key, n, ttl_ms)
             lease.key_seen = window
-            if created is not None:
+            if found is None:
                 return n
+            held = found_counter(found)
+            if limit is not None and held is not None and held >= limit:
+                # another hub's reservations spent the window before this one: refused
+                # without adding to the counter (as if the INCRBY had been sent and refused)
+                return held + n
         lease.key_seen = window
         counter = check_window_reply(await gw.call(att, "INCRBY", key, n), n)
         if counter == n:  # the key vanished meanwhile (evicted, deleted): give it a life again
@@ -158,6 +178,21 @@ class Reserver:
             with contextlib.suppress(LowtideError):
                 await asyncio.shield(life)
         return counter
+
+    async def _create(self, att: Attribution, key: str, n: int, ttl_ms: int) -> object:
+        """``SET key n NX PX ttl_ms GET``: None if it created the counter, else what it found
+        (``b""`` if the server refuses ``NX`` with ``GET``, before Redis 7.0: then a plain
+        ``SET NX`` from now on)."""
+        gw = self._hub.gateway
+        if self._nx_get:
+            try:
+                return await gw.call(att, "SET", key, str(n), "NX", "PX", ttl_ms, "GET")
+            except RedisCommandError as exc:
+                if exc.code not in ("ERR", "NOPERM"):
+                    raise
+                self._nx_get = False
+        created = await gw.call(att, "SET", key, str(n), "NX", "PX", ttl_ms)
+        return None if created is not None else b""
 
     def _heard(self, tenant: str | None, window: int) -> int:
         return 0 if self.pushes is None else self.pushes.heard(tenant, window)

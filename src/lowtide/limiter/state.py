@@ -39,6 +39,7 @@ __all__ = [
     "check_rate_reply",
     "check_window_reply",
     "default_max_penalty",
+    "found_counter",
     "unpushed_bound",
 ]
 
@@ -56,6 +57,14 @@ def check_window_reply(counter: object, charged: int) -> int:
     if value is None:
         raise BadState(f"fixed-window counter answered {shown(counter)} for +{charged}")
     return value
+
+
+def found_counter(reply: object) -> int | None:
+    """The counter a ``SET ... NX GET`` found, if it can be one (at most 19 ASCII digits);
+    else None (then the reservation adds to it with ``INCRBY``, which checks it again)."""
+    if isinstance(reply, bytes) and 0 < len(reply) <= 19 and reply.isdigit():
+        return int(reply)
+    return None
 
 
 def check_rate_reply(
