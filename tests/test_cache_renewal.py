@@ -196,6 +196,13 @@ def loader_of(value: str, calls: list[str]) -> object:
     return load
 
 
+async def found_gone(cache: Cache, calls: list[str]) -> None:
+    """Load "k" of t1 with a Redis life of ``SHORT``; return once a look found it expired."""
+    assert await cache.get_or_load("k", loader_of("v1", calls), ttl=SHORT, tenant="t1") == "v1"
+    entry = cache._store.map[("t1", "k")]
+    await eventually(lambda: entry.gone and entry.absent_at > 0, within=SHORT + 3)
+
+
 async def test_an_expired_copy_found_gone_by_a_look_is_loaded_without_a_get(
     lowtide_server: ValkeyServer, lowtide_url: str
 ) -> None:
@@ -206,9 +213,7 @@ async def test_an_expired_copy_found_gone_by_a_look_is_loaded_without_a_get(
         c = hub.cache("profiles", ttl=60, max_staleness=LOOK_BOUND)
         calls: list[str] = []
         async with reading_driver(hub, c):
-            assert await c.get_or_load("k", loader_of("v1", calls), ttl=SHORT, tenant="t1") == "v1"
-            entry = c._store.map[("t1", "k")]
-            await eventually(lambda: entry.gone and entry.absent_at > 0, within=SHORT + 3)
+            await found_gone(c, calls)
             before = ledger_commands(hub, component="cache")
             server0 = server_commands(lowtide_server)
             known = c.stats.known_absent
@@ -239,9 +244,7 @@ async def test_a_copy_refilled_elsewhere_after_its_expiry_comes_with_the_next_lo
         cb = b.cache("profiles", ttl=60, max_staleness=LOOK_BOUND)
         calls: list[str] = []
         async with reading_driver(a, ca):
-            assert await ca.get_or_load("k", loader_of("v1", calls), ttl=SHORT, tenant="t1") == "v1"
-            entry = ca._store.map[("t1", "k")]
-            await eventually(lambda: entry.gone and entry.absent_at > 0, within=SHORT + 3)
+            await found_gone(ca, calls)
             assert await cb.get_or_load("k", loader_of("v2", calls), ttl=60, tenant="t1") == "v2"
             await eventually(lambda: ca.peek("k", tenant="t1") == "v2", within=3)
             before = ledger_commands(a, component="cache")

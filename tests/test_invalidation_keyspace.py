@@ -169,6 +169,32 @@ async def test_the_fleet_shares_one_sentinel_check_per_period_and_every_hub_hear
             assert server.command("EXISTS", "lt:x:sentinel::fleet") == 1  # written again
 
 
+async def test_two_checks_that_find_the_sentinel_gone_at_once_flush_each_process_once() -> None:
+    with ValkeyServer() as server:
+        async with AsyncExitStack() as stack:
+            hubs = []
+            for i in range(3):
+                hub = Lowtide(server.url, invalidation="keyspace", instance=f"k{i}")
+                hub.invalidations.keepalive = 60.0  # no check of its own during the test
+                hubs.append(await stack.enter_async_context(hub))
+            for hub in hubs:
+                assert await hub.invalidations.wait_healthy(5)
+            server.flushall()
+            checks = [hub.invalidations._probes for hub in hubs[:2]]
+            for probes in checks:
+                probes._due = 0.0  # both due now
+            found = await asyncio.gather(
+                *(probes.flushed(hubs[0].invalidations.mode) for probes in checks)
+            )
+            assert sorted(found) == [False, True]  # one SET NX landed; the other heard it
+            await eventually(
+                lambda: [h.health()["invalidation"]["silent_flushes"] for h in hubs] == [1, 1, 1]
+            )
+            await asyncio.sleep(0.2)  # nothing more arrives
+            assert [h.health()["invalidation"]["silent_flushes"] for h in hubs] == [1, 1, 1]
+            assert server.command("EXISTS", "lt:x:sentinel::fleet") == 1
+
+
 async def test_hostile_messages_on_keyspace_channels_are_bounded() -> None:
     with ValkeyServer() as server:
         async with Lowtide(server.url, invalidation="keyspace") as hub:

@@ -45,14 +45,14 @@ async def next_window(hub: Lowtide, clock: ManualClock, per: float) -> int:
 
 @contextlib.asynccontextmanager
 async def one_hub(
-    server: ValkeyServer, name: str, *, limit: int, fleet: int
+    server: ValkeyServer, name: str, *, limit: int, fleet: int, invalidation: str = "auto"
 ) -> AsyncIterator[tuple[Lowtide, ManualClock, RateLimiter, int]]:
-    """A hub with a healthy listener, a 10 s limiter ``name`` whose one-off reads are done
-    (TIME, configuration, penalty), its manual clock just past a window's start, and that
-    window."""
+    """A hub with a healthy listener (none with ``ttl`` invalidation), a 10 s limiter ``name``
+    whose one-off reads are done (TIME, configuration, penalty), its manual clock just past a
+    window's start, and that window."""
     clock = ManualClock()
-    async with Lowtide(server.url, clock=clock, instance="a") as hub:
-        assert await hub.invalidations.wait_healthy(5)
+    async with Lowtide(server.url, clock=clock, instance="a", invalidation=invalidation) as hub:
+        assert invalidation == "ttl" or await hub.invalidations.wait_healthy(5)
         limiter = hub.rate_limiter(name, limit=limit, per=10, fleet_size=fleet)
         await limiter.prefetch("t1")
         yield hub, clock, limiter, await next_window(hub, clock, 10)
@@ -239,11 +239,8 @@ async def test_a_first_reservation_that_finds_the_window_spent_is_refused_by_its
     # SET NX ... GET brings the counter it found: at the limit, nothing is added (1 command,
     # not SET + a refused INCRBY); below it, the INCRBY follows as before
     server = lowtide_fresh_server
-    clock = ManualClock()
-    async with Lowtide(server.url, invalidation=invalidation, instance="a", clock=clock) as hub:
-        limiter = hub.rate_limiter("found", limit=2, per=10, fleet_size=2)
-        await limiter.prefetch("t1")
-        w = await next_window(hub, clock, 10)
+    hub_of = one_hub(server, "found", limit=2, fleet=2, invalidation=invalidation)
+    async with hub_of as (hub, clock, limiter, w):
         key = build_key("lt", "limiter", "found", "t1", f"w{w}")
         server.command("SET", key, "2", "PX", "30000")  # other hubs took both tokens
         before = ledger_commands(hub, component="limiter")

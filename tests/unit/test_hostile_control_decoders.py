@@ -18,7 +18,12 @@ from lowtide.fleet import MAX_FLEET_SIZE, heartbeat_count
 from lowtide.fleetview import parse_snapshot
 from lowtide.limiter.agreement import LimitConfig
 from lowtide.limiter.rates import parse_state as parse_rate_state
-from lowtide.limiter.state import BadState, check_rate_reply, check_window_reply
+from lowtide.limiter.state import (
+    BadState,
+    check_rate_reply,
+    check_window_reply,
+    found_counter,
+)
 from tests.unit.untrusted_strategies import FUZZ, json_like
 
 # -- breaker state -------------------------------------------------------------------------------
@@ -84,6 +89,26 @@ def test_window_counter_replies_are_checked(counter: object, charged: int) -> No
         return
     assert type(value) is int
     assert value >= charged
+
+
+@FUZZ
+@given(reply_part, st.integers(min_value=1, max_value=1000))
+def test_a_counter_found_by_set_nx_get_is_one_incrby_could_add_to(
+    found: object, charged: int
+) -> None:
+    value = found_counter(found, charged)
+    if value is not None:
+        assert type(value) is int
+        assert 0 <= value <= 2**63 - 1 - charged
+
+
+def test_found_counter_examples() -> None:
+    assert found_counter(b"7", 1) == 7
+    assert found_counter(b"0", 1) == 0
+    assert found_counter(b"9223372036854775806", 1) == 2**63 - 2
+    # planted counters: unusable, so the reservation's INCRBY meets (and counts) them
+    for bad in (b"9223372036854775807", b"-1", b"1e3", b"abc", b"", b"\xd9\x9b", 7, None):
+        assert found_counter(bad, 1) is None, bad
 
 
 @FUZZ

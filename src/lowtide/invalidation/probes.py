@@ -15,9 +15,11 @@ that no flush happened before it, so each listener schedules its own next check 
 up to a tenth, at random) after the last check it heard. The fleet thus sends about one check
 per period, whatever its size, and each process still learns of a flush within a period.
 
-A check that finds the sentinel gone (reply 0: a flush, or its removal missed) flushes that
-process's memory and writes the sentinel again (``SET``); every other listener hears that
-``set`` (or any other change of the sentinel but its expiry being extended) and flushes too.
+A check that finds the sentinel gone (reply 0: a flush, or its removal missed) writes it again
+(``SET NX``) and flushes that process's memory; every other listener hears that ``set`` (or
+any other change of the sentinel but its expiry being extended) and flushes too. Two checks
+that find it gone at once: one ``SET NX`` lands, and the other process flushes on hearing
+it, so every process flushes once per flush.
 The period is three keepalive periods (45 s), the time within which a lost connection is
 noticed, so copies are trusted on the same terms as with CLIENT TRACKING. Cost: about 1
 command per period for the fleet (per primary on a cluster). Anyone allowed to ``PUBLISH``
@@ -162,12 +164,15 @@ class Probes:
             await self._write_sentinel(key, "NX")
         self._schedule()
 
-    async def _write_sentinel(self, key: str, *flags: str) -> None:
+    async def _write_sentinel(self, key: str, *flags: str) -> bool:
+        """Write a sentinel; False if ``NX`` found it (nothing written, nothing to hear)."""
         self._wrote.add(key)
         life = int(3 * self.period * 1000)
         reply = await self._hub.gateway.control(SELFTEST, "SET", key, "1", "PX", life, *flags)
         if reply is None:
-            self._wrote.discard(key)  # NX found it: nothing written, nothing to hear
+            self._wrote.discard(key)
+            return False
+        return True
 
     async def flushed(self, mode: InvalidationMode) -> bool:
         """Keyspace mode, when this listener's check is due: True if a sentinel vanished
@@ -179,9 +184,11 @@ class Probes:
         vanished = False
         for key in self.sentinels:
             kept = await self._hub.gateway.control(SELFTEST, "PEXPIRE", key, life)
-            if kept != 1:
+            # written again with NX: when two checks find it gone at once, the one whose
+            # write lands flushes; the other hears that write (as every other process does)
+            # and flushes once, on hearing it
+            if kept != 1 and await self._write_sentinel(key, "NX"):
                 vanished = True
-                await self._write_sentinel(key)
         if vanished:
             self.flushes += 1
             log.warning(

@@ -163,7 +163,7 @@ class Reserver:
             lease.key_seen = window
             if found is None:
                 return n
-            held = found_counter(found)
+            held = found_counter(found, n)
             if limit is not None and held is not None and held >= limit:
                 # another hub's reservations spent the window before this one: refused
                 # without adding to the counter (as if the INCRBY had been sent and refused)

@@ -59,11 +59,15 @@ def check_window_reply(counter: object, charged: int) -> int:
     return value
 
 
-def found_counter(reply: object) -> int | None:
-    """The counter a ``SET ... NX GET`` found, if it can be one (at most 19 ASCII digits);
-    else None (then the reservation adds to it with ``INCRBY``, which checks it again)."""
+def found_counter(reply: object, charged: int) -> int | None:
+    """The counter a ``SET ... NX GET`` found, if it can be one: ASCII digits that an
+    ``INCRBY key charged`` could still add to (else None: the reservation then sends that
+    ``INCRBY``, whose reply or error is checked as always, so a planted counter is counted
+    in ``bad_state`` whichever way it is found)."""
     if isinstance(reply, bytes) and 0 < len(reply) <= 19 and reply.isdigit():
-        return int(reply)
+        value = int(reply)
+        if value <= 2**63 - 1 - charged:
+            return value
     return None
 
 
