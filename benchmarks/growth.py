@@ -23,8 +23,11 @@ its 1,600 s of warm-up and window would take 4 x 1,600 s per repetition at 100x.
 machines start events late by more than a tenth of a limiter window is reported (the demo's
 note) and kept.
 
-Run: ``python -m benchmarks.growth [--read-mostly | --dense] [--repeat 3] [--seconds S [S S]]
-[--warmup W [W W]]``.
+``--modes pubsub`` measures the pub/sub backplane instead (the last resort, for servers with
+neither; written as ``growth[-profile]-pubsub.json``).
+
+Run: ``python -m benchmarks.growth [--read-mostly | --dense] [--modes M [M]] [--repeat 3]
+[--seconds S [S S]] [--warmup W [W W]]``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,11 @@ METRICS = ("billed_per_day", "gets_per_day", "bound_per_day", "bound_ratio")
 
 
 def config(
-    profile: str, i: int, seconds: tuple[float, ...], warmup: tuple[float, ...]
+    profile: str,
+    i: int,
+    seconds: tuple[float, ...],
+    warmup: tuple[float, ...],
+    modes: tuple[str, ...] = MODES,
 ) -> DemoConfig:
     """The demo's configuration for scale ``SCALES[i]``."""
     return DemoConfig(
@@ -67,7 +74,7 @@ def config(
         warmup=warmup[i],
         speedup=SPEEDUP[i],
         scale=SCALES[i],
-        invalidation=MODES,
+        invalidation=modes,
         **PROFILES[profile],
     )
 
@@ -89,14 +96,14 @@ def metrics(r: StrategyResult) -> dict[str, Any]:
 
 
 async def repetition(
-    profile: str, seconds: tuple[float, ...], warmup: tuple[float, ...]
+    profile: str, seconds: tuple[float, ...], warmup: tuple[float, ...], modes: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """Every scale once, on one embedded server: per scale ``{"runs", "notes", "wall"}``."""
     out = []
     with ValkeyServer() as server:
         for i, scale in enumerate(SCALES):
             t0 = time.perf_counter()
-            result = await run_demo(config(profile, i, seconds, warmup), server.url)
+            result = await run_demo(config(profile, i, seconds, warmup, modes), server.url)
             runs = {name: metrics(r) for name, r in result.strategies.items()}
             wall = round(time.perf_counter() - t0, 1)
             out.append({"scale": scale, "runs": runs, "notes": result.notes, "wall": wall})
@@ -157,6 +164,7 @@ COLOURS = {
     "ttl-fix": "#ff7f0e",
     "lowtide/tracking": "#1f77b4",
     "lowtide/keyspace": "#17becf",
+    "lowtide/pubsub": "#2ca02c",
 }
 
 
@@ -212,13 +220,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, nargs="+", default=list(WARMUP))
     parser.add_argument("--read-mostly", action="store_true", help="0.2 %% writes, larger limits")
     parser.add_argument("--dense", action="store_true", help="3 tenants, 0.2 %% writes, big limits")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        choices=["tracking", "keyspace", "pubsub"],
+        help="lowtide's invalidation modes to measure (default: tracking keyspace)",
+    )
     args = parser.parse_args()
+    modes = tuple(dict.fromkeys(args.modes))
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     seconds = per_scale(args.seconds, "--seconds", parser)
     warmup = per_scale(args.warmup, "--warmup", parser)
     profile = "dense" if args.dense else "read-mostly" if args.read_mostly else "incident"
-    cfgs = [config(profile, i, seconds, warmup) for i in range(len(SCALES))]
+    cfgs = [config(profile, i, seconds, warmup, modes) for i in range(len(SCALES))]
     print(
         "trace seconds measured (warm-up) at speedup: "
         + ", ".join(f"x{c.scale:g} {c.seconds:g} ({c.warmup:g}) at {c.time_scale:g}x" for c in cfgs)
@@ -229,7 +245,7 @@ def main() -> None:
     reps = []
     for r in range(args.repeat):
         print(f"repetition {r + 1} of {args.repeat}", flush=True)
-        reps.append(asyncio.run(repetition(profile, seconds, warmup)))
+        reps.append(asyncio.run(repetition(profile, seconds, warmup, modes)))
     summary = summarise(reps)
     data: dict[str, Any] = {
         "profile": profile,
@@ -241,7 +257,7 @@ def main() -> None:
             "speedup": [c.time_scale for c in cfgs],
             "machines": cfgs[0].machines,
             "seed": cfgs[0].seed,
-            "invalidation": list(MODES),
+            "invalidation": list(modes),
             "profile": PROFILES[profile],
         },
         "repetitions": reps,
@@ -270,6 +286,8 @@ def main() -> None:
         print(f"note: {note}")
     RESULTS.mkdir(exist_ok=True)
     name = "growth" if profile == "incident" else f"growth-{profile}"
+    if modes != MODES:
+        name += "-" + "-".join(modes)
     png = RESULTS / f"{name}.png"
     chart(data, png)
     print(f"wrote {write(name, data)} and {png}")
