@@ -18,6 +18,7 @@ from lowtide import Lowtide, ManualClock, RateLimiter
 from lowtide.keys import build_key
 from lowtide.limiter.core import window_end, window_index
 from lowtide.limiter.pushes import MAX_CELLS, WindowPushes
+from lowtide.limiter.reserve import JOIN_GUESS, JOIN_WEIGHT
 from lowtide.testing import (
     ValkeyServer,
     changes,
@@ -261,6 +262,38 @@ async def test_a_first_reservation_that_finds_the_window_spent_is_refused_by_its
             "incrby": 1,
         }
         assert server.command("GET", key) == b"2"
+
+
+@pytest.mark.parametrize("invalidation", ["pubsub", "ttl"])
+async def test_a_hub_that_keeps_finding_the_key_sends_incrby_first_where_nothing_is_heard(
+    lowtide_fresh_server: ValkeyServer, invalidation: str
+) -> None:
+    # a cell busy on several hubs: after its first reservations found the key (SET + INCRBY
+    # each), the hub guesses the key exists (INCRBY, 1 command); when the guess is wrong its
+    # INCRBY created the key, and a PEXPIRE gives it its life
+    server = lowtide_fresh_server
+    hub_of = one_hub(server, "busy", limit=2, fleet=2, invalidation=invalidation)
+    async with hub_of as (hub, clock, limiter, w):
+        sent = []
+        warm = 1  # windows of evidence before the guess
+        while 1 - (1 - JOIN_WEIGHT) ** warm <= JOIN_GUESS:
+            warm += 1
+        assert 3 <= warm <= 10
+        for i in range(warm + 2):
+            if i:
+                w = await next_window(hub, clock, 10)
+            key = build_key("lt", "limiter", "busy", "t1", f"w{w}")
+            if i < warm + 1:
+                server.command("SET", key, "1", "PX", "30000")  # another hub's reservation
+            before = ledger_commands(hub, component="limiter")
+            assert (await limiter.acquire("t1")).allowed
+            sent.append(changes(before, ledger_commands(hub, component="limiter")))
+            assert server.command("GET", key) == (b"2" if i <= warm else b"1")
+            assert 0 < server.command("PTTL", key) <= 30_000  # every window key has a life
+            assert not (await limiter.acquire("t1")).allowed or i > warm  # never over the limit
+        assert sent[:warm] == [{"set": 1, "incrby": 1}] * warm
+        assert sent[warm] == {"incrby": 1}  # guessed right: half the commands
+        assert sent[warm + 1] == {"incrby": 1, "pexpire": 1}  # guessed wrong: one more
 
 
 @pytest.mark.parametrize("invalidation", ["auto", "pubsub"])

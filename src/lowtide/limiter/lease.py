@@ -31,6 +31,7 @@ class Lease:
         "granted_at",
         "held_until",
         "issued",
+        "joined",
         "key_seen",
         "local",
         "local_at",
@@ -82,6 +83,9 @@ class Lease:
         self.asked_other = 0  # asks in counted_window not served from tokens (refused, local)
         #: the window whose counter key this hub knows exists (it reserved in it)
         self.key_seen = -1
+        #: how often this hub's first reservation of a window, nothing heard, found the key
+        #: created by another hub and not yet spent (weighted mean of past windows, 0 to 1)
+        self.joined = 0.0
         #: the window this hub told the fleet was spent
         self.told = -1
         #: token bucket: the rate lease, ``rate`` tokens/s into at most ``burst`` local tokens
