@@ -181,8 +181,7 @@ class Reserver:
             if not joining:
                 # create its counter with this reservation and a life of one window after
                 # its end (1 command)
-                ttl_ms = math.ceil((window_end(window, self._per) - now + self._per) * 1000)
-                found = await self._create(att, key, n, ttl_ms)
+                found = await self._create(att, key, n, self._life_ms(window, now))
                 lease.key_seen = window
                 if found is None:
                     lease.joined = _learn(lease.joined, False)
@@ -199,8 +198,8 @@ class Reserver:
             lease.joined = _learn(lease.joined, counter != n)  # found spent: no change
         if counter == n:  # created by this INCRBY (a wrong guess, or the key vanished
             # meanwhile: evicted, deleted): give it a life
-            ttl_ms = math.ceil((window_end(window, self._per) - now + self._per) * 1000)
             # sent even if the caller gives up meanwhile (a key without a life stays forever)
+            ttl_ms = self._life_ms(window, now)
             life = asyncio.ensure_future(gw.call(att, "PEXPIRE", key, ttl_ms))
             life.add_done_callback(_retrieved)
             with contextlib.suppress(LowtideError):
@@ -221,6 +220,10 @@ class Reserver:
                 self._nx_get = False
         created = await gw.call(att, "SET", key, str(n), "NX", "PX", ttl_ms)
         return None if created is not None else b""
+
+    def _life_ms(self, window: int, now: float) -> int:
+        """A window key's life from ``now``: until one window after the window's end (ms)."""
+        return math.ceil((window_end(window, self._per) - now + self._per) * 1000)
 
     def _heard(self, tenant: str | None, window: int) -> int:
         return 0 if self.pushes is None else self.pushes.heard(tenant, window)
