@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 
@@ -186,13 +187,54 @@ async def test_two_checks_that_find_the_sentinel_gone_at_once_flush_each_process
             found = await asyncio.gather(
                 *(probes.flushed(hubs[0].invalidations.mode) for probes in checks)
             )
-            assert sorted(found) == [False, True]  # one SET NX landed; the other heard it
+            # one SET NX landed; the other process flushes on hearing it (True as well when
+            # it heard that write while its own SET NX was in flight)
+            assert True in found
             await eventually(
                 lambda: [h.health()["invalidation"]["silent_flushes"] for h in hubs] == [1, 1, 1]
             )
             await asyncio.sleep(0.2)  # nothing more arrives
             assert [h.health()["invalidation"]["silent_flushes"] for h in hubs] == [1, 1, 1]
             assert server.command("EXISTS", "lt:x:sentinel::fleet") == 1
+
+
+async def test_a_check_that_hears_another_write_while_its_own_is_in_flight_flushes() -> None:
+    # the order that left a process with stale copies after a FLUSHALL: its SET NX is in
+    # flight when it hears another process's SET of the sentinel; its own then fails (NX)
+    with ValkeyServer() as server:
+        async with AsyncExitStack() as stack:
+            hubs = []
+            for i in range(3):
+                hub = Lowtide(server.url, invalidation="keyspace", instance=f"k{i}")
+                hub.invalidations.keepalive = 60.0  # no check of its own during the test
+                hubs.append(await stack.enter_async_context(hub))
+            for hub in hubs:
+                assert await hub.invalidations.wait_healthy(5)
+            caches = [hub.cache("profiles", ttl=300) for hub in hubs]
+            await caches[0].set("u1", "v1", tenant="t1")
+            await listeners_caught_up(hubs)
+            assert all([await c.get("u1", tenant="t1") == "v1" for c in caches])
+            server.flushall()
+            late, first = (hub.invalidations._probes for hub in hubs[:2])
+            gateway = hubs[0].gateway
+            send = gateway.control
+
+            async def held(attribution: Any, *args: Any) -> Any:
+                if args[:1] == ("SET",) and "NX" in args:
+                    first._due = 0.0
+                    assert await first.flushed(hubs[1].invalidations.mode)  # lands first
+                    await listeners_caught_up(hubs)  # and every process heard it
+                return await send(attribution, *args)
+
+            gateway.control = held  # type: ignore[method-assign]
+            late._due = 0.0
+            assert await late.flushed(hubs[0].invalidations.mode)  # its SET NX found the key
+            gateway.control = send  # type: ignore[method-assign]
+            await asyncio.sleep(0.2)  # nothing more arrives
+            # each process flushes once: the two checks' callers on True (above), the third on
+            # hearing the write that landed
+            assert [h.health()["invalidation"]["silent_flushes"] for h in hubs] == [1, 1, 1]
+            assert caches[2].peek("u1", tenant="t1") is None
 
 
 async def test_hostile_messages_on_keyspace_channels_are_bounded() -> None:

@@ -19,7 +19,8 @@ A check that finds the sentinel gone (reply 0: a flush, or its removal missed) w
 (``SET NX``) and flushes that process's memory; every other listener hears that ``set`` (or
 any other change of the sentinel but its expiry being extended) and flushes too. Two checks
 that find it gone at once: one ``SET NX`` lands, and the other process flushes on hearing
-it, so every process flushes once per flush.
+it, or on its own ``SET NX``'s refusal when it heard that write while its own was in flight
+(a change heard then is attributed by the reply), so every process flushes once per flush.
 The period is three keepalive periods (45 s), the time within which a lost connection is
 noticed, so copies are trusted on the same terms as with CLIENT TRACKING. Cost: about 1
 command per period for the fleet (per primary on a cluster). Anyone allowed to ``PUBLISH``
@@ -74,7 +75,13 @@ class Probes:
         self.flushes = 0
         #: the fleet's sentinel keys (one per listener connection; keyspace mode)
         self.sentinels: list[str] = []
-        #: sentinels this process just wrote: the first change heard of each is its own
+        #: sentinels this process is writing (its SET not answered yet)
+        self._writing: set[str] = set()
+        #: sentinels changed while this process's SET of them was in flight: whose change
+        #: it was is known only from the SET's reply
+        self._changed: set[str] = set()
+        #: sentinels this process wrote whose change it has not heard yet: the first change
+        #: heard of each is its own
         self._wrote: set[str] = set()
         self._due = math.inf  # monotonic time of this listener's next check
 
@@ -95,11 +102,14 @@ class Probes:
             return False
         rewritten = False
         for key in keys:
-            if key in self.sentinels:
-                if key in self._wrote:
-                    self._wrote.discard(key)  # this process's own write
-                else:
-                    rewritten = True
+            if key not in self.sentinels:
+                continue
+            if key in self._writing:
+                self._changed.add(key)  # ours or another's: the SET's reply tells
+            elif key in self._wrote:
+                self._wrote.discard(key)  # this process's own write
+            else:
+                rewritten = True
         if rewritten:
             self.flushes += 1
             log.warning(
@@ -160,18 +170,28 @@ class Probes:
             return
         self.sentinels = list(keys)
         self._wrote.clear()
+        self._changed.clear()
         for key in keys:
-            await self._write_sentinel(key, "NX")
+            await self._write_sentinel(key)  # memory was flushed when the last session ended
         self._schedule()
 
-    async def _write_sentinel(self, key: str, *flags: str) -> bool:
-        """Write a sentinel; False if ``NX`` found it (nothing written, nothing to hear)."""
-        self._wrote.add(key)
+    async def _write_sentinel(self, key: str) -> bool:
+        """Write a sentinel unless it exists (``SET NX``); True if this process must flush:
+        its write landed, or another process's write was heard while this one was in flight
+        (that process found the sentinel gone too, and this one heard its only message)."""
+        self._writing.add(key)
+        self._changed.discard(key)
         life = int(3 * self.period * 1000)
-        reply = await self._hub.gateway.control(SELFTEST, "SET", key, "1", "PX", life, *flags)
-        if reply is None:
-            self._wrote.discard(key)
-            return False
+        try:
+            reply = await self._hub.gateway.control(SELFTEST, "SET", key, "1", "PX", life, "NX")
+        finally:
+            self._writing.discard(key)
+        heard = key in self._changed
+        self._changed.discard(key)
+        if reply is None:  # NX found it: another process wrote it
+            return heard  # not heard yet: flushed when heard (heard())
+        if not heard:
+            self._wrote.add(key)  # the first change heard of it is this write
         return True
 
     async def flushed(self, mode: InvalidationMode) -> bool:
@@ -187,7 +207,7 @@ class Probes:
             # written again with NX: when two checks find it gone at once, the one whose
             # write lands flushes; the other hears that write (as every other process does)
             # and flushes once, on hearing it
-            if kept != 1 and await self._write_sentinel(key, "NX"):
+            if kept != 1 and await self._write_sentinel(key):
                 vanished = True
         if vanished:
             self.flushes += 1
