@@ -170,16 +170,22 @@ async def test_the_fleet_shares_one_sentinel_check_per_period_and_every_hub_hear
             assert server.command("EXISTS", "lt:x:sentinel::fleet") == 1  # written again
 
 
+async def _quiet_fleet(server: ValkeyServer, stack: AsyncExitStack) -> list[Lowtide]:
+    """Three healthy keyspace-mode hubs whose own sentinel checks are not due during a test."""
+    hubs = []
+    for i in range(3):
+        hub = Lowtide(server.url, invalidation="keyspace", instance=f"k{i}")
+        hub.invalidations.keepalive = 60.0
+        hubs.append(await stack.enter_async_context(hub))
+    for hub in hubs:
+        assert await hub.invalidations.wait_healthy(5)
+    return hubs
+
+
 async def test_two_checks_that_find_the_sentinel_gone_at_once_flush_each_process_once() -> None:
     with ValkeyServer() as server:
         async with AsyncExitStack() as stack:
-            hubs = []
-            for i in range(3):
-                hub = Lowtide(server.url, invalidation="keyspace", instance=f"k{i}")
-                hub.invalidations.keepalive = 60.0  # no check of its own during the test
-                hubs.append(await stack.enter_async_context(hub))
-            for hub in hubs:
-                assert await hub.invalidations.wait_healthy(5)
+            hubs = await _quiet_fleet(server, stack)
             server.flushall()
             checks = [hub.invalidations._probes for hub in hubs[:2]]
             for probes in checks:
@@ -203,13 +209,7 @@ async def test_a_check_that_hears_another_write_while_its_own_is_in_flight_flush
     # flight when it hears another process's SET of the sentinel; its own then fails (NX)
     with ValkeyServer() as server:
         async with AsyncExitStack() as stack:
-            hubs = []
-            for i in range(3):
-                hub = Lowtide(server.url, invalidation="keyspace", instance=f"k{i}")
-                hub.invalidations.keepalive = 60.0  # no check of its own during the test
-                hubs.append(await stack.enter_async_context(hub))
-            for hub in hubs:
-                assert await hub.invalidations.wait_healthy(5)
+            hubs = await _quiet_fleet(server, stack)
             caches = [hub.cache("profiles", ttl=300) for hub in hubs]
             await caches[0].set("u1", "v1", tenant="t1")
             await listeners_caught_up(hubs)
