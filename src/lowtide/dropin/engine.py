@@ -262,7 +262,7 @@ class DropInEngine:
         key, sig = plan.keys[0], plan.sigs[0]
         raw = self._held(key, sig, stale=False)
         if raw is not _MISSING:
-            return await client.lt_shape(args, copy_reply(_assemble(plan, [raw])), options)
+            return await client.lt_shape(args, copy_reply(plan.assemble([raw])), options)
         self.stats.misses += 1
         why = self._refusal()
         if why is not None:
@@ -305,7 +305,7 @@ class DropInEngine:
                 self.refused += 1
             raise why
         self.stats.stale_served += 1
-        return await client.lt_shape(args, copy_reply(_assemble(plan, raws)), options)
+        return await client.lt_shape(args, copy_reply(plan.assemble(raws)), options)
 
     async def _fetch(
         self, client: DropInRedis, plan: Plan, args: Sequence[Any], options: dict[str, Any]
@@ -328,7 +328,7 @@ class DropInEngine:
         for i, key in enumerate(keys):
             if may_fill(seen[i], distributed) and mine[i] == 0:
                 element = raw[i] if plan.command == "MGET" else raw
-                self._fill(key, _equivalents(plan, i, element), sent)
+                self._fill(key, plan.equivalents(i, element), sent)
         return raw
 
     async def _read_many(
@@ -338,7 +338,7 @@ class DropInEngine:
         read (one MGET; one EXISTS each, as a sum cannot be split) and kept."""
         raws = [self._held(k, s, stale=False) for k, s in zip(plan.keys, plan.sigs, strict=True)]
         if all(r is not _MISSING for r in raws):
-            return await client.lt_shape(args, copy_reply(_assemble(plan, raws)), options)
+            return await client.lt_shape(args, copy_reply(plan.assemble(raws)), options)
         self.stats.misses += 1
         why = self._refusal()
         if why is not None:
@@ -370,7 +370,7 @@ class DropInEngine:
             raise
         got = dict(zip(missing, fetched, strict=True))
         full = [got[k] if r is _MISSING else r for k, r in zip(plan.keys, raws, strict=True)]
-        return await client.lt_shape(args, copy_reply(_assemble(plan, full)), options)
+        return await client.lt_shape(args, copy_reply(plan.assemble(full)), options)
 
     def _fill(self, key: str, replies: dict[Sig, Any], sent: float) -> None:
         size = sum(reply_size(r, self._max_reply) for r in replies.values())
@@ -465,27 +465,3 @@ class DropInEngine:
 def _wire(key: str) -> bytes:
     """A held key back as the bytes it was on the wire."""
     return key.encode("utf-8", "surrogateescape")
-
-
-def _equivalents(plan: Plan, i: int, raw: Any) -> dict[Sig, Any]:
-    """The replies one key's reply also gives: a GET's value is that key's MGET element and
-    tells EXISTS; an MGET element that is not nil is that key's GET."""
-    sig = plan.sigs[i]
-    out: dict[Sig, Any] = {sig: raw}
-    nd, key = sig[0], plan.keys[i]
-    if plan.command == "GET":
-        out[(nd, "MGET", key)] = raw
-        out[(nd, "EXISTS", key)] = 0 if raw is None else 1
-    elif plan.command == "MGET" and raw is not None:
-        out[(nd, "GET", key)] = raw
-        out[(nd, "EXISTS", key)] = 1
-    return out
-
-
-def _assemble(plan: Plan, raws: Sequence[Any]) -> Any:
-    """The reply of a whole command from its keys' replies."""
-    if plan.command == "MGET":
-        return list(raws)
-    if plan.command == "EXISTS":
-        return sum(int(r) for r in raws)
-    return raws[0]

@@ -295,6 +295,28 @@ class Plan(NamedTuple):
     #: command for that key alone)
     sigs: tuple[tuple[Any, ...], ...]
 
+    def equivalents(self, i: int, raw: Any) -> dict[tuple[Any, ...], Any]:
+        """The replies key ``i``'s reply also gives: a GET's value is that key's MGET element
+        and tells EXISTS; an MGET element that is not nil is that key's GET."""
+        sig = self.sigs[i]
+        out: dict[tuple[Any, ...], Any] = {sig: raw}
+        nd, key = sig[0], self.keys[i]
+        if self.command == "GET":
+            out[(nd, "MGET", key)] = raw
+            out[(nd, "EXISTS", key)] = 0 if raw is None else 1
+        elif self.command == "MGET" and raw is not None:
+            out[(nd, "GET", key)] = raw
+            out[(nd, "EXISTS", key)] = 1
+        return out
+
+    def assemble(self, raws: Sequence[Any]) -> Any:
+        """The reply of the whole command from its keys' replies (in key order)."""
+        if self.command == "MGET":
+            return list(raws)
+        if self.command == "EXISTS":
+            return sum(int(r) for r in raws)
+        return raws[0]
+
 
 def _text(b: bytes) -> str:
     return b.decode("utf-8", "surrogateescape")
