@@ -18,10 +18,19 @@ would have blamed the reply whenever the loop happened to be free at that moment
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
-__all__ = ["STEPS", "deadline"]
+__all__ = [
+    "ITEM_BYTES",
+    "PER_ITEM",
+    "STEPS",
+    "batch_weight",
+    "deadline",
+    "round_trip_allowance",
+    "round_trip_cap",
+]
 
 #: looks at the clock per ``timeout``: a stall shorter than ``timeout / STEPS`` can hide
 #: between two looks, so at most that much of a stalled loop is ever blamed on the server
@@ -62,3 +71,37 @@ async def deadline(
             yield
         finally:
             handle.cancel()
+
+
+# -- how long a round trip may take ------------------------------------------------------
+def round_trip_cap(op_timeout: float) -> float:
+    """Longest a command may take while the event loop keeps stalling (see deadline)."""
+    return max(10 * op_timeout, 5.0)
+
+
+#: time a round trip may take per command (or key) it carries beyond the first, on top of
+#: ``op_timeout``: encoding, the server's work and parsing grow with a batch (35-45 us per
+#: ``SET`` of a ``set_many`` measured on a 2-vCPU machine under load), so a 25,000-key batch
+#: on a busy machine is not an outage
+PER_ITEM = 250e-6
+
+
+def round_trip_allowance(items: int) -> float:
+    """Extra seconds a round trip of ``items`` commands or keys may take (see PER_ITEM)."""
+    return max(0, items - 1) * PER_ITEM
+
+
+#: an argument this large counts as one item more per this many bytes (a PUBLISH naming
+#: 10,000 keys is one command carrying ~300 KB: 0.25 ms per KB is a 4 MB/s link)
+ITEM_BYTES = 1024
+
+
+def batch_weight(commands: Sequence[Sequence[Any]]) -> int:
+    """Items a pipeline carries: 1 per command, plus 1 per :data:`ITEM_BYTES` of any large
+    argument."""
+    n = len(commands)
+    for cmd in commands:
+        for arg in cmd:
+            if isinstance(arg, bytes | str) and len(arg) > ITEM_BYTES:
+                n += len(arg) // ITEM_BYTES
+    return n

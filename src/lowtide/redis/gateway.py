@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -24,9 +24,10 @@ from lowtide.errors import RedisCommandError, RedisUnavailable
 from lowtide.ledger import Ledger, command_name
 from lowtide.redis.client import make_client
 from lowtide.redis.cluster import key_on_node, make_cluster_client, primaries
-from lowtide.redis.deadline import deadline
+from lowtide.redis.deadline import batch_weight, deadline, round_trip_allowance, round_trip_cap
 from lowtide.redis.info import parse_commandstats
 from lowtide.redis.scripts import Script
+from lowtide.redis.sends import OBSERVERS, Sent, notify, observe_sends
 from lowtide.settings import Settings
 
 __all__ = ["QUEUE_TIMEOUT", "Dedicated", "Gateway", "Sent", "observe_sends"]
@@ -36,39 +37,6 @@ log = logging.getLogger("lowtide")
 #: longest a command waits for a free connection before RedisUnavailable(reason="busy"); an
 #: outage drains the queue fast (the gateway closes and waiting callers are refused at once)
 QUEUE_TIMEOUT = 30.0
-
-
-def _cap(op_timeout: float) -> float:
-    """Longest a command may take while the event loop keeps stalling (see deadline)."""
-    return max(10 * op_timeout, 5.0)
-
-
-#: time a round trip may take per command (or key) it carries beyond the first, on top of
-#: ``op_timeout``: encoding, the server's work and parsing grow with a batch (35-45 us per
-#: ``SET`` of a ``set_many`` measured on a 2-vCPU machine under load), so a 25,000-key batch
-#: on a busy machine is not an outage
-PER_ITEM = 250e-6
-
-
-def _allowance(items: int) -> float:
-    """Extra seconds a round trip of ``items`` commands or keys may take (see PER_ITEM)."""
-    return max(0, items - 1) * PER_ITEM
-
-
-#: an argument this large counts as one item more per this many bytes (a PUBLISH naming
-#: 10,000 keys is one command carrying ~300 KB: 0.25 ms per KB is a 4 MB/s link)
-ITEM_BYTES = 1024
-
-
-def _weight(commands: Sequence[Sequence[Any]]) -> int:
-    """Items a pipeline carries: 1 per command, plus 1 per :data:`ITEM_BYTES` of any large
-    argument."""
-    n = len(commands)
-    for cmd in commands:
-        for arg in cmd:
-            if isinstance(arg, bytes | str) and len(arg) > ITEM_BYTES:
-                n += len(arg) // ITEM_BYTES
-    return n
 
 
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError)
@@ -94,49 +62,6 @@ class Dedicated(Protocol):
 
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Raw replies of ``commands`` sent in one write."""
-
-
-class Sent(NamedTuple):
-    """One send through a gateway, as :func:`observe_sends` callbacks see it."""
-
-    #: the sending hub's ledger (tells hubs apart)
-    ledger: Ledger
-    attribution: Attribution
-    #: server naming (``get``), or the operation (``pipeline``, ``evalsha``, ``mget``, ``scan``)
-    command: str
-    #: wall-clock start in ns (``time.time_ns()``), after a connection slot was taken
-    start_ns: int
-    #: the round trip, in seconds
-    seconds: float
-    #: what the caller got instead of a reply (lowtide's typed error), or None
-    error: BaseException | None
-    #: sent on a dedicated connection of lowtide's (the cache's writer connection), not
-    #: through redis-py's client: instrumentation of redis-py does not see it
-    dedicated: bool = False
-
-
-_observers: list[Callable[[Sent], None]] = []
-
-
-def observe_sends(callback: Callable[[Sent], None]) -> Callable[[], None]:
-    """Call ``callback(Sent)`` after every send of every gateway in this process (metrics,
-    tracing); returns a function that unsubscribes. A failing callback is logged, never raised.
-    With no callback the sends pay one list check."""
-    _observers.append(callback)
-
-    def unsubscribe() -> None:
-        with contextlib.suppress(ValueError):
-            _observers.remove(callback)
-
-    return unsubscribe
-
-
-def _notify(sent: Sent) -> None:
-    for callback in list(_observers):
-        try:
-            callback(sent)
-        except Exception:
-            log.exception("send observer failed")
 
 
 def _code_of(exc: BaseException) -> str | None:
@@ -193,7 +118,7 @@ class Gateway:
         #: bound of one command, connection set-up included, in responsive loop time (see
         #: :mod:`lowtide.redis.deadline`); None leaves it to the client's socket timeouts
         self.op_timeout = op_timeout
-        self.op_cap = _cap(op_timeout) if op_timeout is not None else 0.0
+        self.op_cap = round_trip_cap(op_timeout) if op_timeout is not None else 0.0
 
     @classmethod
     def connect(
@@ -207,7 +132,7 @@ class Gateway:
     ) -> Gateway:
         r"""A gateway over a new counting client (a cluster client with ``cluster=True``,
         which must then be :meth:`initialize`\ d); connections open on first use."""
-        backstop = _cap(settings.op_timeout) + 1.0  # the gateway's deadline fires first
+        backstop = round_trip_cap(settings.op_timeout) + 1.0  # the gateway's deadline fires first
         client = (
             make_cluster_client(settings, ledger, backstop=backstop)
             if cluster
@@ -320,7 +245,7 @@ class Gateway:
 
         ``command`` names the command in errors (the args tuple is named only on failure);
         ``items`` is how many commands or keys the round trip carries (its deadline grows
-        with it, :data:`PER_ITEM`)."""
+        with it, :data:`~lowtide.redis.deadline.PER_ITEM`)."""
         if data:
             if not self.open:
                 raise self._refuse()
@@ -329,7 +254,7 @@ class Gateway:
         if slot:
             await self._take_slot()
         token = _attribution.set(attribution)
-        observed = (time.time_ns(), time.perf_counter()) if _observers else None
+        observed = (time.time_ns(), time.perf_counter()) if OBSERVERS else None
         failed: BaseException | None = None
         try:
             if data and not self.open:  # closed while this caller waited
@@ -337,7 +262,7 @@ class Gateway:
             if self.op_timeout is None:
                 yield
             else:
-                extra = _allowance(items)
+                extra = round_trip_allowance(items)
                 async with deadline(self.op_timeout + extra, cap=self.op_cap + extra):
                     yield
         except _DRIVER as exc:
@@ -355,7 +280,7 @@ class Gateway:
                 name = command if isinstance(command, str) else command_name(command)
                 took = time.perf_counter() - observed[1]
                 sent = Sent(self.ledger, attribution, name, observed[0], took, failed, not slot)
-                _notify(sent)
+                notify(sent)
 
     async def _take_slot(self) -> None:
         if not self._slots.locked():
@@ -390,7 +315,7 @@ class Gateway:
         self, conn: Dedicated, attribution: Attribution, commands: Sequence[Sequence[Any]]
     ) -> list[Any]:
         """:meth:`pipeline` (error replies in place) on a dedicated connection."""
-        size = _weight(commands)
+        size = batch_weight(commands)
         async with self._sending(attribution, "pipeline", data=True, slot=False, items=size):
             replies = await conn.call_many(commands)
         return [
@@ -434,7 +359,7 @@ class Gateway:
 
         Error replies are returned in place (as :class:`RedisCommandError`), not raised.
         """
-        async with self._sending(attribution, "pipeline", data=True, items=_weight(commands)):
+        async with self._sending(attribution, "pipeline", data=True, items=batch_weight(commands)):
             pipe = self.client.pipeline(transaction=transaction)
             for cmd in commands:
                 pipe.execute_command(*cmd, **_reply_options(cmd))
