@@ -73,13 +73,16 @@ class CircuitOpen(LowtideError):
 class RedisUnavailable(LowtideError, ConnectionError):
     """Redis cannot be used right now: unreachable, timed out, suspended, or not configured.
 
-    Components catch it and fall back to local state; it reaches callers only from components
-    configured fail-closed.
+    Components catch it and fall back to local state; it reaches callers from components
+    configured fail-closed, and from cache writes that failed while the hub still uses Redis
+    (``reason`` ``busy`` or ``timeout``: the write may or may not have landed).
     """
 
     def __init__(self, message: str, *, reason: str = "unreachable") -> None:
         super().__init__(message)
-        #: one of ``unreachable``, ``timeout``, ``suspended``, ``local``, ``degraded``
+        #: one of ``unreachable``, ``timeout``, ``busy`` (every connection stayed busy past the
+        #: queue timeout), ``quota`` (the tenant is over its quota), ``suspended``, ``local``,
+        #: ``degraded``
         self.reason = reason
 
 

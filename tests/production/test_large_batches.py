@@ -1,5 +1,6 @@
 """A batch that takes longer than ``op_timeout`` only because it is large is not an outage: a
-round trip's deadline grows with the commands or keys it carries (``lowtide.redis.deadline.PER_ITEM``).
+round trip's deadline grows with the commands or keys it carries
+(``lowtide.redis.deadline.PER_ITEM``).
 
 The writer's hub talks through a proxy that delays every chunk of bytes by 10 ms, one after the
 other, like a slow link: a command's round trip takes 20 ms, well inside ``op_timeout`` (300 ms),

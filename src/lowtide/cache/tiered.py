@@ -235,7 +235,9 @@ class Cache(LocalViews, Batches, Purging, Decorating):
 
         Unserializable or oversized values raise (:class:`SerializationError`,
         :class:`ValueTooLarge`) and change nothing. While Redis is unavailable the value is
-        kept in L1 only.
+        kept in L1 only. A write that fails while the hub still uses Redis (every connection
+        busy past the queue timeout, a timeout that did not degrade the hub) raises
+        :class:`RedisUnavailable` and L1 keeps nothing of ``key``.
         """
         k = (self._check_tenant(tenant), key)
         rk = self._l2.key(k)
@@ -244,7 +246,8 @@ class Cache(LocalViews, Batches, Purging, Decorating):
         await self._writes.store(k, rk, value, payload, ttl)
 
     async def delete(self, key: str, *, tenant: str | None = None) -> None:
-        """Remove ``key`` from L2 (1 DEL, +1 PUBLISH in backplane mode) and from L1."""
+        """Remove ``key`` from L2 (1 DEL, +1 PUBLISH in backplane mode) and from L1; raises as
+        :meth:`set` does. Cancelled by its caller, the DEL still runs to its end."""
         k = (self._check_tenant(tenant), key)
         await self._writes.remove(k, self._l2.key(k))
 

@@ -35,10 +35,8 @@ from lowtide.cache.notify import Replaced, notifies, replaced
 from lowtide.cache.options import CacheStats
 from lowtide.cache.store import Key
 from lowtide.cache.values import Values
-from lowtide.context import Attribution
+from lowtide.cache.wire import NO_REPLY, WriteWire
 from lowtide.errors import RedisCommandError, RedisUnavailable
-from lowtide.redis.tracking import publish_batches
-from lowtide.redis.writer import WriterLost
 
 __all__ = ["Writes"]
 
@@ -47,15 +45,6 @@ Found = Callable[[Key, bytes, int | None, float], None]
 
 #: what a write replaced when the server could not say (the safe side: announce it)
 _UNKNOWN: Final = Replaced.SHARED
-
-
-class _NoReply:
-    def __repr__(self) -> str:
-        return "<no reply>"
-
-
-#: the server could not say what a write replaced
-_NO_REPLY: Final = _NoReply()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +78,12 @@ class Writes:
     """The write path of one cache (see module docs)."""
 
     __slots__ = (
-        "_getdel",
         "_l1",
         "_l2",
         "_now",
-        "_nx_get",
-        "_set_get",
         "_stats",
         "_values",
+        "_wire",
         "policy",
     )
 
@@ -116,12 +103,7 @@ class Writes:
         self._stats = stats
         self._now = now
         self.policy = policy
-        #: the server answers ``SET ... GET`` and ``GETDEL`` (Redis 6.2+, Valkey; an ACL may
-        #: allow one and not the other)
-        self._set_get = True
-        self._getdel = True
-        #: the server answers ``SET ... NX GET`` (Redis 7.0+, Valkey)
-        self._nx_get = True
+        self._wire = WriteWire(l2)
 
     def copies(self) -> bool:
         """True if a value written now lets processes keep copies of it."""
@@ -140,15 +122,19 @@ class Writes:
         found: Found | None = None,
     ) -> None:
         """Write ``value`` (encoded: ``payload``) with ``nx`` and ``found`` as :meth:`write`;
-        while Redis is unavailable keep it in L1 only."""
+        while Redis is unavailable keep it in L1 only. A write that fails while the hub still
+        uses Redis raises (see :meth:`_failed`); a fill (``nx``) then keeps nothing."""
         self._values.forget(k)
         if self._l2.open:
             try:
                 if await self.write(k, rk, value, payload, ttl, nx=nx, found=found):
                     self._stats.writes += 1
                 return  # else NX lost: someone else's value is there (L1 dropped)
-            except RedisUnavailable:
-                pass  # Redis is down: local state, as below
+            except RedisUnavailable as exc:
+                if self._failed(exc, [k]):
+                    if nx:
+                        return  # a fill that did not land: the caller has its value, L1 none
+                    raise
         self._l1.fill(k, value, len(payload), ttl, echo=0)
 
     async def store_many(
@@ -162,8 +148,9 @@ class Writes:
                 await self.write_many(tenant, items, ttl)
                 self._stats.writes += len(items)
                 return
-            except RedisUnavailable:
-                pass  # Redis is down: local state, as below
+            except RedisUnavailable as exc:
+                if self._failed(exc, [k for k, _, _, _ in items]):
+                    raise
         for k, _, value, payload in items:
             self._l1.fill(k, value, len(payload), ttl, echo=0)
 
@@ -176,9 +163,22 @@ class Writes:
             return
         try:
             await self.delete(k, rk)
-        except RedisUnavailable:
-            return
-        store.drop(k)  # a fill that raced with the delete
+        except RedisUnavailable as exc:
+            if self._failed(exc, [k]):
+                raise
+
+    def _failed(self, exc: RedisUnavailable, ks: list[Key]) -> bool:
+        """A write to Redis failed with ``exc``: True if the caller must be told. While the
+        hub still uses Redis (every connection busy past the queue timeout, a reply that
+        timed out without the hub degrading) the write may or may not have landed, and the
+        other processes keep what Redis holds: L1 keeps nothing of ``ks`` and the error is
+        raised. Redis down (the hub degraded, suspended, local) or the tenant over its quota:
+        local state, as documented."""
+        if not self._l2.open or exc.reason == "quota":
+            return False
+        for k in ks:
+            self._l1.store.drop(k)
+        return True
 
     # -- one key ---------------------------------------------------------------------------------
     async def write(
@@ -240,19 +240,19 @@ class Writes:
         what: Replaced | None = None
         there: object = None  # what an NX write found in Redis (None: it stored)
         with g:
-            if nx and found is not None and self._nx_get:
-                there, echo = await self._nx_get_call(att, cmd)
+            if nx and found is not None and self._wire.nx_get:
+                there, echo = await self._wire.nx_get_call(att, cmd)
             elif nx or not publishes:
-                reply, echo = await self._call(att, cmd)
+                reply, echo = await self._wire.call(att, cmd)
                 there = None if reply is not None else b""
             else:
-                old = await self._with_old(tenant, cmd, "GET", fallback=cmd)
-                what = replaced(old, payload) if old is not _NO_REPLY else _UNKNOWN
+                old = await self._wire.with_old(tenant, cmd, "GET", fallback=cmd)
+                what = replaced(old, payload) if old is not NO_REPLY else _UNKNOWN
                 tell = notifies(what)
                 if tell:
-                    await self._publish(tenant, [rk])
+                    await self._wire.publish(tenant, [rk])
         if not echo:  # after our own guard ended: no push tells the other commands on rk
-            self._quietly([rk])
+            self._wire.quietly([rk])
         if there is not None:  # NX found a value (in the step its reply arrived in)
             self._l1.store.drop(k)
             if found is not None and isinstance(there, bytes) and there:
@@ -283,19 +283,31 @@ class Writes:
         l2 = self._l2
         inv = l2.listener()
         if inv is None or not inv.publishes:
-            _, echo = await self._call(l2.attribution(k[0]), ("DEL", rk))
-            if not echo:
-                self._quietly([rk])
+            await l2.shielded(self._del(k, rk))
             return
-        await l2.shielded(self._delete(k[0], rk))
+        await l2.shielded(self._delete(k, rk))
 
-    async def _delete(self, tenant: str | None, rk: str) -> None:
-        old = await self._with_old(tenant, ("GETDEL", rk), None, fallback=("DEL", rk))
-        what = replaced(old, None) if old is not _NO_REPLY else _UNKNOWN
+    async def _del(self, k: Key, rk: str) -> None:
+        # to its end even if the caller is cancelled: over the NOLOOP writer no push of this
+        # DEL comes back, so only wrote_quietly stops a read in flight from filling what it
+        # deleted (also when the DEL failed: it may have run)
+        echo = False
+        try:
+            _, echo = await self._wire.call(self._l2.attribution(k[0]), ("DEL", rk))
+        finally:
+            if not echo:
+                self._wire.quietly([rk])
+        self._l1.store.drop(k)  # a fill that raced with the delete
+
+    async def _delete(self, k: Key, rk: str) -> None:
+        tenant = k[0]
+        old = await self._wire.with_old(tenant, ("GETDEL", rk), None, fallback=("DEL", rk))
+        what = replaced(old, None) if old is not NO_REPLY else _UNKNOWN
         tell = notifies(what, delete=True)
         if tell:
-            await self._publish(tenant, [rk])
+            await self._wire.publish(tenant, [rk])
         self._account(True, [_Outcome(stored=True, notified=tell, what=what)])
+        self._l1.store.drop(k)  # a fill that raced with the delete
 
     # -- several keys -----------------------------------------------------------------------------
     async def write_many(
@@ -313,7 +325,7 @@ class Writes:
         copies = self.copies()
         expires_ms = int((l2.wall() + ttl) * 1000)
         px = max(1, int(ttl * 1000))
-        tail: tuple[Any, ...] = ("GET",) if publishes and self._set_get else ()
+        tail: tuple[Any, ...] = ("GET",) if publishes and self._wire.set_get else ()
         cmds = [
             ("SET", rk, wrap(payload, expires_ms, copies=copies), "PX", px, *tail)
             for _, rk, _, payload in items
@@ -337,7 +349,7 @@ class Writes:
         with g:
             outs = await self._send_many(tenant, cmds, rks, payloads, publishes)
         if outs and not outs[0].echo:
-            self._quietly(rks)
+            self._wire.quietly(rks)
         # in the step the replies arrived in: no push may slip between the guard and L1
         self._account(publishes, outs)
         for i, (k, _, value, payload) in enumerate(items):
@@ -352,14 +364,14 @@ class Writes:
         publishes: bool,
     ) -> list[_Outcome]:
         if not publishes:
-            echo = await self._send_quiet(tenant, cmds)
+            echo = await self._wire.send_quiet(tenant, cmds)
             return [_Outcome(True, False, None, echo) for _ in rks]
-        replies = await self._send(tenant, cmds, errors_in_place=True)
+        replies = await self._wire.send(tenant, cmds, errors_in_place=True)
         whats: list[Replaced] = []
         redo: list[tuple[Any, ...]] = []
         for cmd, reply, payload in zip(cmds, replies, payloads, strict=True):
             if isinstance(reply, RedisCommandError):
-                self._refused(reply, "SET")  # raises unless the GET form was the problem
+                self._wire.refused(reply, "SET")  # raises unless the GET form was the problem
                 redo.append(cmd[:-1] if cmd[-1] == "GET" else cmd)
                 whats.append(_UNKNOWN)
             elif cmd[-1] != "GET":
@@ -367,119 +379,11 @@ class Writes:
             else:
                 whats.append(replaced(reply, payload))
         if redo:
-            await self._send(tenant, redo, errors_in_place=False)
+            await self._wire.send(tenant, redo, errors_in_place=False)
         tell = [notifies(w) for w in whats]
         if any(tell):
-            await self._publish(tenant, [rk for rk, t in zip(rks, tell, strict=True) if t])
+            await self._wire.publish(tenant, [rk for rk, t in zip(rks, tell, strict=True) if t])
         return [_Outcome(True, t, w) for t, w in zip(tell, whats, strict=True)]
-
-    # -- helpers ----------------------------------------------------------------------------------
-    async def _with_old(
-        self, tenant: str | None, cmd: tuple[Any, ...], option: str | None, *, fallback: Any
-    ) -> object:
-        """Run ``cmd`` (plus ``option``: ``SET ... GET``; else ``GETDEL``) and return its
-        reply, the value it replaced; where the server cannot answer that run ``fallback``
-        instead and return :data:`_NO_REPLY`."""
-        gw = self._l2.gateway
-        att = self._l2.attribution(tenant)
-        form = "SET" if option else "GETDEL"
-        if self._set_get if option else self._getdel:
-            try:
-                return await gw.call(att, *cmd, *((option,) if option else ()))
-            except RedisCommandError as exc:
-                self._refused(exc, form)
-        await gw.call(att, *fallback)
-        return _NO_REPLY
-
-    async def _nx_get_call(self, att: Attribution, cmd: tuple[Any, ...]) -> tuple[object, bool]:
-        """``cmd`` (a ``SET ... NX``) with ``GET``: None if it stored, else the value found
-        (``b""`` when the server cannot answer both: then every later one is a plain NX);
-        and whether its push comes back (:meth:`_call`)."""
-        try:
-            return await self._call(att, (*cmd, "GET"))
-        except RedisCommandError as exc:
-            if exc.code not in ("ERR", "NOPERM"):  # WRONGTYPE: found something unreadable
-                return b"", True
-            self._nx_get = False  # older than Redis 7.0 (NX with GET refused), or an ACL
-        reply, echo = await self._call(att, cmd)
-        return (None if reply is not None else b""), echo
-
-    async def _call(self, att: Attribution, cmd: tuple[Any, ...]) -> tuple[Any, bool]:
-        """``cmd``'s raw reply, and whether the server pushes it back to this process: False
-        when it went over the listener's NOLOOP writer (:mod:`lowtide.redis.writer`); through
-        the pool while there is none, or when it was lost (the listener flushed first, so no
-        copy is kept of what it wrote)."""
-        l2 = self._l2
-        inv = l2.guard()
-        writer = inv.writer if inv is not None else None
-        if writer is not None:
-            try:
-                return await l2.gateway.call_on(writer, att, *cmd), False
-            except WriterLost:
-                pass  # it may have run: a second SET/DEL writes the same
-        return await l2.gateway.call(att, *cmd), True
-
-    async def _send_quiet(self, tenant: str | None, cmds: list[tuple[Any, ...]]) -> bool:
-        """:meth:`_send` (errors raised) over the NOLOOP writer where there is one, as
-        :meth:`_call`; True if the pushes come back to this process."""
-        l2 = self._l2
-        inv = l2.guard()
-        writer = inv.writer if inv is not None else None
-        if writer is not None:
-            try:
-                replies = await l2.gateway.pipeline_on(writer, l2.attribution(tenant), cmds)
-            except WriterLost:
-                pass
-            else:
-                errors = [r for r in replies if isinstance(r, RedisCommandError)]
-                if errors:  # the others were written: reads in flight must not fill
-                    self._quietly([str(c[1]) for c in cmds])
-                    raise errors[0]
-                return False
-        await self._send(tenant, cmds, errors_in_place=False)
-        return True
-
-    def _quietly(self, rks: list[str]) -> None:
-        inv = self._l2.guard()
-        if inv is not None:
-            inv.wrote_quietly(rks)
-
-    def _refused(self, exc: RedisCommandError, form: str) -> None:
-        """``SET ... GET`` (``form`` ``SET``) or ``GETDEL`` was refused: for another type under
-        the key (``WRONGTYPE``) this write falls back; where the server or its ACL does not
-        allow the form (``ERR``, ``NOPERM``: older than Redis 6.2, a recipe without
-        ``+getdel``) every later write does too; any other error is raised."""
-        if exc.code == "WRONGTYPE":
-            return
-        if exc.code not in ("ERR", "NOPERM"):
-            raise exc
-        if form == "SET":
-            self._set_get = False
-        else:
-            self._getdel = False
-
-    async def _send(
-        self, tenant: str | None, cmds: list[tuple[Any, ...]], *, errors_in_place: bool
-    ) -> list[Any]:
-        gw = self._l2.gateway
-        att = self._l2.attribution(tenant)
-        if len(cmds) == 1 and not errors_in_place:
-            return [await gw.call(att, *cmds[0])]
-        replies = await gw.pipeline(att, cmds)
-        if not errors_in_place:
-            for reply in replies:
-                if isinstance(reply, RedisCommandError):
-                    raise reply
-        return replies
-
-    async def _publish(self, tenant: str | None, rks: list[str]) -> None:
-        inv = self._l2.listener()
-        if inv is None:
-            return
-        cmds: list[tuple[Any, ...]] = [
-            ("PUBLISH", inv.channel, batch) for batch in publish_batches(rks)
-        ]
-        await self._send(tenant, cmds, errors_in_place=False)
 
     def _verdict(self, g: Guarded, i: int, out: _Outcome) -> Verdict:
         return after_write(
