@@ -11,7 +11,7 @@ import pytest
 
 from lowtide import CircuitBreaker, CircuitOpen, Lowtide
 from lowtide.keys import build_key
-from lowtide.testing import ValkeyServer
+from lowtide.testing import FaultProxy, ValkeyServer
 from tests.helpers import eventually, fail
 
 
@@ -59,6 +59,37 @@ async def test_a_probe_cancelled_by_an_outer_timeout_records_nothing(
         ran = True
     assert ran
     await eventually(lambda: bb.state("t1") == "closed")
+
+
+async def test_a_probe_cancelled_while_taking_its_lease_gives_the_lease_back(
+    proxied: tuple[ValkeyServer, FaultProxy],
+) -> None:
+    server, proxy = proxied
+    async with (
+        Lowtide(server.url, instance="a") as a,
+        Lowtide(proxy.url, instance="b") as b,
+    ):
+        for lt in (a, b):
+            assert await lt.invalidations.wait_healthy(5)
+        ba = a.circuit_breaker("cancel-take", min_calls=3, open_for=1.0)
+        bb = b.circuit_breaker("cancel-take", min_calls=3, open_for=1.0)
+        async with bb.guard("t1"):
+            pass
+        await fail(ba, "t1", 3)
+        await eventually(lambda: bb.state("t1") == "open")
+        await asyncio.sleep(1.1)  # half-open: the next call is the probe
+        proxy.stall_replies(after_bytes=1)  # its SET NX lands; the reply is held
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2), bb.guard("t1"):
+                pytest.fail("the probe ran before its lease was taken")
+        proxy.pass_through()
+        assert server.command("KEYS", "*probe*") != []  # the SET landed: a lease of 1 s
+        await eventually(lambda: server.command("KEYS", "*probe*") == [], within=0.5)
+        ran = False
+        async with ba.guard("t1"):  # another hub probes at once
+            ran = True
+        assert ran
+        await eventually(lambda: bb.state("t1") == "closed")
 
 
 async def test_cancelled_calls_are_not_successes_while_closed(lowtide_url: str) -> None:

@@ -6,7 +6,8 @@ small script that extends it only while this hub still holds it (1 EVALSHA, 1 GE
 PEXPIRE inside), so however slow the call, exactly one probe is in flight fleet-wide. A
 prober that dies or loses Redis stops renewing, the lease lapses, and another hub probes.
 A probe that ends with no outcome (cancelled) releases the lease the same way (GET + DEL
-inside one script), so another hub may probe at once.
+inside one script), so another hub may probe at once; so does a caller cancelled while its
+``SET NX`` is in flight (it may have landed).
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class ProbeLeases:
             )
         except RedisUnavailable:
             return True  # nobody to agree with: probe locally
+        except BaseException:
+            # cancelled (an outer timeout) with the SET in flight: it may have landed, and a
+            # lease nobody renews would keep the fleet from probing for its whole life
+            if self._hub.distributed:
+                self._tasks.spawn(self._release(tenant, key))
+            raise
         if reply is None:
             return False
         self._held[tenant] = (key, self._tasks.spawn(self._renew(tenant, key, px)))
