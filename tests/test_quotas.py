@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from lowtide import Lowtide, ManualClock, Mode, QuotaEvent
 from lowtide.testing import ValkeyServer, ledger_total
@@ -126,3 +128,30 @@ async def test_counts_survive_an_outage_and_a_shutdown(
         await quotas2.flush()  # reporting the same counts again changes nothing
         assert fleet_usage(lowtide_server, lt2, "pro-9") == 12
     assert not spool.exists()  # nothing left to report
+
+
+async def test_two_flushes_at_once_never_land_an_older_count_after_a_newer_one(
+    lowtide_url: str, lowtide_server: ValkeyServer
+) -> None:
+    async with Lowtide(lowtide_url) as lt:
+        assert await lt.invalidations.wait_healthy(5)
+        quotas = lt.quotas(PLANS, plan_of, flush_interval=3600)
+        cache = lt.cache("profiles")
+        await cache.set("a", 1, tenant="pro-a")
+        send = lt.gateway.pipeline
+        slow_once = [True]
+
+        async def pipeline(attribution: Any, commands: Any, **kwargs: Any) -> Any:
+            if slow_once[0] and commands[0][0] == "HSET":
+                slow_once[0] = False
+                await asyncio.sleep(0.2)  # the first flush's reply is late
+            return await send(attribution, commands, **kwargs)
+
+        lt.gateway.pipeline = pipeline  # type: ignore[method-assign]
+        first = asyncio.create_task(quotas.flush())  # reports 1 unit
+        await asyncio.sleep(0.05)
+        await cache.set("b", 2, tenant="pro-a")  # a second unit
+        await quotas.flush()
+        await first
+        lt.gateway.pipeline = send  # type: ignore[method-assign]
+        assert fleet_usage(lowtide_server, lt, "pro-a") == lt.ledger.billed_by_tenant()["pro-a"]

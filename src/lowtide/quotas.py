@@ -48,9 +48,9 @@ import math
 import os
 import secrets
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from lowtide._listeners import Listeners
 from lowtide._untrusted import Warnings
@@ -67,41 +67,18 @@ from lowtide.quota_layout import (
     usage_key,
 )
 from lowtide.quota_spool import read_spool, write_spool
+from lowtide.quota_types import Period, PlanOf, QuotaEvent, QuotasKwargs
 
 if TYPE_CHECKING:
     from lowtide.blocklist import TenantBlockList
     from lowtide.runtime import HubView
 
-__all__ = ["Period", "QuotaEvent", "Quotas", "QuotasKwargs"]
+__all__ = ["Period", "PlanOf", "QuotaEvent", "Quotas", "QuotasKwargs"]
 
 log = logging.getLogger("lowtide.quotas")
-Period = Literal["hour", "day", "month"]
-PlanOf = Callable[[str], "str | Awaitable[str | None] | None"]
 _PERIOD_S = {"hour": 3600.0, "day": 86_400.0, "month": 30 * 86_400.0}
 #: a limited tenant's fleet total is read once it is (or is estimated to be) this share of its plan
 NEAR = 0.5
-
-
-class QuotaEvent(NamedTuple):
-    """A tenant crossed its plan (``over=True``) or got its budget back (period rolled over)."""
-
-    tenant: str
-    plan: str
-    used: int
-    limit: int
-    over: bool
-    period: str
-
-
-class QuotasKwargs(TypedDict, total=False):
-    """The optional :class:`Quotas` arguments, as :meth:`Lowtide.quotas` takes them (each
-    default lives in :class:`Quotas`)."""
-
-    period: Period
-    flush_interval: float
-    early_fraction: float
-    plan_ttl: float
-    spool: str | os.PathLike[str] | None
 
 
 class Quotas:
@@ -162,6 +139,7 @@ class Quotas:
         self._listeners: Listeners[QuotaEvent] = Listeners(log, "quota listener")
         self._over: dict[str, QuotaEvent] = {}
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
         self.flushes = 0
         self.flush_errors = 0
         #: entries read from Redis that were not counts or known fields (ignored)
@@ -217,7 +195,13 @@ class Quotas:
         Costs 1 ``HSET`` (every tenant with new units) + 1 ``HKEYS`` (the directory), plus
         ``HMGET`` per process that reported when a limited tenant needs its fleet total read
         (near its plan, see the module docs), plus once per period 1 ``HSET`` + 2 ``PEXPIRE``.
+        One flush at a time (the background one and a caller's wait for each other): an older
+        count never lands after a newer one, nor in the next period.
         """
+        async with self._flushing:
+            return await self._flush(everything=everything)
+
+    async def _flush(self, *, everything: bool) -> int:
         self._roll_period()
         if not self._hub.distributed:
             return 0
