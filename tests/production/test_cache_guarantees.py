@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from lowtide import Lowtide, ManualClock
 from lowtide.testing import FaultProxy, ValkeyServer
+from tests.helpers import listeners_caught_up
 
 
 async def test_a_slow_read_never_serves_a_value_a_push_replaced(
@@ -143,3 +145,34 @@ async def test_get_or_load_misses_are_counted_like_get_misses(lowtide_url: str) 
         await cache.get_or_load("a", load, tenant="t")  # L1: a hit
         await cache.get("b", tenant="t")  # a miss
         assert (cache.stats.misses, cache.stats.hits) == (2, 2)
+
+
+async def test_a_write_heard_between_a_miss_and_its_load_keeps_no_negative_copy() -> None:
+    # the reader's GET finds nothing; before its loader runs, another process writes the key
+    # and the push arrives; the loader (reading a replica that lags) returns None: that None
+    # must not be remembered over the value Redis now holds
+    with ValkeyServer() as server:
+        async with (
+            Lowtide(server.url, instance="reader") as a,
+            Lowtide(server.url, instance="writer") as b,
+        ):
+            assert await a.ready(5)
+            assert await b.ready(5)
+            ca, cb = a.cache("profiles", negative_ttl=30), b.cache("profiles")
+            send = a.gateway.call
+
+            async def call(attribution: Any, *args: Any) -> Any:
+                reply = await send(attribution, *args)
+                if args[0] == "GET" and reply is None:
+                    await cb.set("k", "v1", tenant="t")  # lands after the GET ran
+                    await listeners_caught_up([a, b])  # and the reader heard it
+                return reply
+
+            a.gateway.call = call  # type: ignore[method-assign]
+
+            async def lagging_loader() -> None:
+                return None
+
+            assert await ca.get_or_load("k", lagging_loader, tenant="t") is None
+            a.gateway.call = send  # type: ignore[method-assign]
+            assert await ca.get("k", tenant="t") == "v1"

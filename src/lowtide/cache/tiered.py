@@ -372,43 +372,45 @@ class Cache(LocalViews, Batches, Purging, Decorating):
         if guessed:
             self.stats.known_absent += 1
         l2_empty = not plan
-        if not skip_l2 and self._l2.open:
-            try:
-                found, value, remaining = await self._reads.join(k, lambda: self._fetch(k))
-            except RedisUnavailable:
-                found, value, remaining = False, None, 0.0
-            except (SerializationError, RedisCommandError) as exc:
-                # unreadable (another codec, a foreign writer, too large, WRONGTYPE): load and
-                # overwrite (counted and logged, rate-limited, by self._values)
-                log.debug("cache %r: unreadable value in Redis, reloading: %s", self.name, exc)
-                found, value, remaining = False, None, 0.0
-                l2_empty = False
-            if found and not (
-                refresh
-                and refresh_reloads(remaining, lifetime, eager_refresh=self.options.eager_refresh)
-            ):
-                return value
-            if found or remaining < 0:
-                l2_empty = False
         rk = self._l2.key(k)
-        # a purge while the loader runs makes its value pre-purge: stamped as of now, not kept
-        purge, at_ms = self._purge, self._purge.write_time(k, tags) if self._purge else None
-        epoch = purge.epoch if purge else 0
-        # did anyone write the key while the loader ran? then its value wins over ours
+        # did anyone write the key while it was read and loaded? then its value wins over ours
+        # (begun before the read: a push handled between the read and the load counts too)
         guard = Guarded(self._l2.guard() if self._l2.open else None, (rk,))
-        self.stats.loads += 1
-        started = time.perf_counter() if observers else 0.0
-        try:
-            with guard:
+        with guard:
+            if not skip_l2 and self._l2.open:
+                try:
+                    found, value, remaining = await self._reads.join(k, lambda: self._fetch(k))
+                except RedisUnavailable:
+                    found, value, remaining = False, None, 0.0
+                except (SerializationError, RedisCommandError) as exc:
+                    # unreadable (another codec, a foreign writer, too large, WRONGTYPE): load
+                    # and overwrite (counted and logged, rate-limited, by self._values)
+                    log.debug("cache %r: unreadable value in Redis, reloading: %s", self.name, exc)
+                    found, value, remaining = False, None, 0.0
+                    l2_empty = False
+                eager = self.options.eager_refresh
+                if found and not (
+                    refresh and refresh_reloads(remaining, lifetime, eager_refresh=eager)
+                ):
+                    return value
+                if found or remaining < 0:
+                    l2_empty = False
+            # a purge while the loader runs makes its value pre-purge: stamped as of now, not
+            # kept
+            purge, at_ms = self._purge, self._purge.write_time(k, tags) if self._purge else None
+            epoch = purge.epoch if purge else 0
+            self.stats.loads += 1
+            started = time.perf_counter() if observers else 0.0
+            try:
                 value = await loader()
-            if started:
-                self._observed("load", started)
-        except Exception:
-            self.stats.load_errors += 1
-            stale = self._l1.stale_for_failed_load(k)
-            if stale is not None:
-                return stale
-            raise
+                if started:
+                    self._observed("load", started)
+            except Exception:
+                self.stats.load_errors += 1
+                stale = self._l1.stale_for_failed_load(k)
+                if stale is not None:
+                    return stale
+                raise
         seen = guard.seen[0]
         if value is None:
             if seen == 0:
