@@ -93,3 +93,81 @@ def test_unreadable_state_is_an_empty_bucket(lowtide_fresh_server: ValkeyServer)
         server.command("SET", "lt:r:t:x:rates", planted)
         got = run(server, "lt:r:t:x:rates", 100.0, "a", want_rate=1.0, want=3, **kw)
         assert (int(got[3]), int(got[5])) == (0, 0)  # no fill, nothing granted
+
+
+def stored_at(server: ValkeyServer, key: str) -> float:
+    """The time the stored state was last advanced to (``v1;tokens;at;...``)."""
+    return float(server.command("GET", key).decode().split(";")[2])
+
+
+@pytest.mark.parametrize("skew", [0.05, 2.0])
+def test_a_hub_whose_clock_is_behind_does_not_rewind_the_shared_bucket(
+    lowtide_fresh_server: ValkeyServer, skew: float
+) -> None:
+    # two hubs take shared tokens every 10 ms, one of them `skew` seconds behind the other (the
+    # hub supplies `now` from its own estimate of the server's clock): over 1 s the shared
+    # bucket refills at most rate x 1 s, and its stored time never moves backwards
+    server = lowtide_fresh_server
+    kw = {"want_rate": 0.0, "want_burst": 0, "lease_for": 60.0, "want": 1000, "fair_rate": 5.0}
+    kw |= {"rate": 10.0, "cap": 90.0}
+    key, t0 = "lt:r:t:skew:rates", 1_000_000.0
+    run(server, key, t0, "a", **kw)  # drain the bucket (missing = full)
+    times, granted = [stored_at(server, key)], 0
+    for k in range(1, 101):
+        for hub, now in (("a", t0 + k * 0.01), ("b", t0 + k * 0.01 - skew)):
+            granted += int(run(server, key, now, hub, **kw)[5])
+            times.append(stored_at(server, key))
+    assert granted <= 10.0 * 1.0 + 1
+    assert times == sorted(times)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_script_and_its_mirror_agree_when_clocks_differ(
+    lowtide_fresh_server: ValkeyServer, seed: int
+) -> None:
+    # hubs whose estimates of the server's clock differ: the stored time and every reply agree
+    server = lowtide_fresh_server
+    rng = random.Random(seed)
+    rate, cap, lease_for = 5.0, 45.0, 60.0
+    skews = {"h0": 0.0, "h1": 0.05, "h2": 2.0, "h3": 30.0}
+    key = f"lt:r:t:skew{seed}:rates"
+    t = 1_800_000_000.0
+    for _ in range(150):
+        t += rng.choice([0.0, 0.01, 0.5, 5.0])
+        hub = rng.choice(list(skews))
+        now = round(t - skews[hub], 6)
+        kw: dict[str, float] = {
+            "want_rate": rng.choice([0.0, rate / 4, rate / 2]),
+            "want_burst": rng.randint(0, 10),
+            "lease_for": lease_for,
+            "want": rng.randint(0, 10),
+            "fair_rate": rate / 2,
+            "rate": rate,
+            "cap": cap,
+        }
+        raw = server.command("GET", key)
+        state = parse_state(
+            None if raw is None else raw.decode(), now, cap=cap, rate=rate, lease_for=lease_for
+        )
+        g = take(
+            state,
+            now,
+            hub,
+            want_rate=kw["want_rate"],
+            want_burst=int(kw["want_burst"]),
+            lease_for=lease_for,
+            want=int(kw["want"]),
+            fair_rate=kw["fair_rate"],
+            rate=rate,
+            cap=cap,
+        )
+        got = run(server, key, now, hub, **kw)
+        assert (int(got[1]), int(got[3]), int(got[4]), int(got[5]), int(got[7])) == (
+            g.burst,
+            g.fill,
+            g.added,
+            g.granted,
+            g.left,
+        )
+        assert math.isclose(float(got[6]), g.retry, rel_tol=1e-6, abs_tol=1e-5)
+        assert math.isclose(stored_at(server, key), state.at, abs_tol=1e-6)

@@ -6,7 +6,8 @@ commands are labelled, and bounded per-tenant state.
 * :class:`Attributions`: the ledger label of each tenant's commands, made once per tenant
   (bounded, so a flood of tenant ids cannot grow it without limit).
 * :class:`TenantLRU`: per-tenant state, least recently used first, bounded by ``max_tenants``;
-  an entry the owner still needs (``keep_if``) is never evicted.
+  an entry the owner still needs (``keep_if``) is never evicted, and the owner may learn what
+  an evicted entry held (``on_evict_entry``).
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class TenantLRU(Generic[T]):
 
     When a new tenant pushes the size over the bound, the least recently used entries are
     examined, as many as the excess, and those not kept by ``keep_if`` are evicted
-    (``on_evict(tenant)`` is called for each).
+    (``on_evict(tenant)`` and ``on_evict_entry(tenant, entry)`` are called for each).
     """
 
-    __slots__ = ("_entries", "_factory", "_keep_if", "_on_evict", "max_tenants")
+    __slots__ = ("_entries", "_factory", "_keep_if", "_on_evict", "_on_evict_entry", "max_tenants")
 
     def __init__(
         self,
@@ -86,11 +87,13 @@ class TenantLRU(Generic[T]):
         *,
         keep_if: Callable[[T], bool] | None = None,
         on_evict: Callable[[str | None], None] | None = None,
+        on_evict_entry: Callable[[str | None, T], None] | None = None,
     ) -> None:
         self.max_tenants = max_tenants
         self._factory = factory
         self._keep_if = keep_if
         self._on_evict = on_evict
+        self._on_evict_entry = on_evict_entry
         self._entries: OrderedDict[str | None, T] = OrderedDict()
 
     def get(self, tenant: str | None) -> T:
@@ -117,6 +120,8 @@ class TenantLRU(Generic[T]):
             del self._entries[tenant]
             if self._on_evict is not None:
                 self._on_evict(tenant)
+            if self._on_evict_entry is not None:
+                self._on_evict_entry(tenant, entry)
 
     def values(self) -> list[T]:
         """Every entry, least recently used first."""

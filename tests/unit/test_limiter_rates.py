@@ -127,3 +127,38 @@ def test_unreadable_state_is_an_empty_bucket_and_missing_state_a_full_one() -> N
     s = parse_state("v1;50;90;a,1.0,2,101;b,99,2,101;c,1.0,2,1e12;d,x", 100.0, **kw)
     assert s.tokens == 10.0  # capped
     assert list(s.leases) == ["a"]  # b: more than the whole rate; c: ends too far ahead
+
+
+@given(
+    skew=st.floats(0.001, 50),
+    steps=st.lists(st.floats(0, 0.5), min_size=1, max_size=60),
+)
+def test_a_hub_whose_clock_is_behind_never_rewinds_the_shared_bucket(
+    skew: float, steps: list[float]
+) -> None:
+    # two hubs take every shared token they can, one `skew` seconds behind the other: the
+    # stored time never moves backwards, so the bucket refills at most rate x (real time
+    # elapsed + skew) (the gap the hub ahead saw first), never the same interval twice
+    rate, cap, lease_for = 10.0, 90.0, 60.0
+    kw = {"want_rate": 0.0, "want_burst": 0, "lease_for": lease_for, "want": 1000}
+    kw |= {"fair_rate": rate, "rate": rate, "cap": cap}
+    t0 = 1_000_000.0
+    state = SharedState(0.0, t0)  # drained
+    granted, times, t = 0, [t0], t0
+    for dt in steps:
+        t += dt
+        for now in (t, t - skew):
+            state = parse_state(serialize(state), now, cap=cap, rate=rate, lease_for=lease_for)
+            granted += take(state, now, "h", **kw).granted  # type: ignore[arg-type]
+            times.append(state.at)
+    assert granted <= rate * (t - t0) + 1e-6
+    assert times == sorted(times)
+
+
+def test_a_stored_time_far_ahead_is_not_one() -> None:
+    # a planted time far ahead would stop every refill until then: not a state (empty bucket)
+    kw = {"cap": 10.0, "rate": 5.0, "lease_for": 6.0}
+    s = parse_state("v1;5;1000;a,1.0,2,101", 100.0, **kw)
+    assert (s.tokens, s.at, s.leases) == (0.0, 100.0, {})
+    s = parse_state("v1;5;105;a,1.0,2,101", 100.0, **kw)  # a hub a little ahead: kept
+    assert (s.tokens, s.at, list(s.leases)) == (5.0, 105.0, ["a"])

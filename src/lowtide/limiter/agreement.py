@@ -8,7 +8,8 @@ one GET per process per limiter:
 * The configuration (``algorithm/limit/per``) is stored at ``<ns>:x:<name>.config::config``, a
   tracked control key (1 SET by the first process; its lifetime is an hour, renewed by whoever
   finds it gone), read once per process through the tiered cache (1 GET, then L1; a change
-  anywhere is pushed to every hub, which reads it again).
+  anywhere is pushed to every hub, which reads it again; a reply whose read or write a push
+  crossed is stale and is read again, at most :data:`SETTLE_ATTEMPTS` reads in a row).
 * Same algorithm and window, different limits: the **stricter limit wins** everywhere. A
   process with a lower limit than the stored one writes its own; the others adopt it on the
   push. So lowering a limit takes effect at once; raising it takes effect once no process
@@ -39,12 +40,14 @@ from lowtide.errors import LowtideError, RedisCommandError, SerializationError
 if TYPE_CHECKING:
     from lowtide.cache import Cache, CacheHub
 
-__all__ = ["CONFIG_TTL", "FleetConfig", "LimitConfig"]
+__all__ = ["CONFIG_TTL", "SETTLE_ATTEMPTS", "FleetConfig", "LimitConfig"]
 
 log = logging.getLogger("lowtide.limiter")
 
 #: lifetime of the stored configuration (renewed by the first process that finds it gone)
 CONFIG_TTL = 3600.0
+#: reads of the configuration one :meth:`FleetConfig.settle` makes while pushes keep changing it
+SETTLE_ATTEMPTS = 3
 _LIMIT = re.compile(r"[0-9]{1,18}")
 _UNREADABLE = object()
 
@@ -100,6 +103,8 @@ class FleetConfig:
         self.bad = 0
         self._warnings = Warnings(log)
         self._settled = False
+        #: bumped by every push about the stored configuration: a reply read across one is stale
+        self._generation = 0
         self._on_change = on_change
         #: called when the stored configuration may have changed (before it is read again)
         self._on_stale = on_stale
@@ -122,37 +127,56 @@ class FleetConfig:
 
     def _unsettle(self, _: object) -> None:
         self._settled = False
+        self._generation += 1
         if self._on_stale is not None:
             self._on_stale()
 
     async def settle(self) -> None:
-        """Agree with the stored configuration (0 commands once settled; see module docs)."""
-        if self._settled:
-            return
-        try:
+        """Agree with the stored configuration (0 commands once settled; see module docs).
+
+        A push heard while the configuration is read or written (another process stored a
+        stricter one) makes that reply stale: it is read again, at most
+        :data:`SETTLE_ATTEMPTS` times in all. If it keeps changing, this process stays
+        unsettled and keeps what it agreed last; the next decision reads it again.
+        """
+        for _ in range(SETTLE_ATTEMPTS):
+            if self._settled:
+                return
+            generation = self._generation
             try:
-                value = await self._cache.get("config")
-            except (SerializationError, RedisCommandError):
-                value = _UNREADABLE  # not a configuration (overwritten below)
-            stored = LimitConfig.parse(value)
-            if stored is None and value is not None:
-                self.bad += 1
-                self._warnings.warn(
-                    "config",
-                    "rate limiter %r: the stored configuration is not one; writing this "
-                    "process's (%s) over it",
-                    self._name,
-                    self.mine.text(),
-                )
-            if stored is None or (
-                (stored.algorithm, stored.per) == (self.mine.algorithm, self.mine.per)
-                and self.mine.limit < stored.limit
-            ):
-                await self._cache.set("config", self.mine.text(), ttl=CONFIG_TTL)
-                stored = self.mine
-        except LowtideError as exc:
-            log.debug("limiter %r: configuration not agreed yet: %s", self._name, exc)
-            return  # keep what was agreed last (Redis is away: local rules apply anyway)
+                stored = await self._read()
+            except LowtideError as exc:
+                log.debug("limiter %r: configuration not agreed yet: %s", self._name, exc)
+                return  # keep what was agreed last (Redis is away: local rules apply anyway)
+            if self._generation == generation:  # nothing changed while reading: trusted
+                self._apply(stored)
+                return
+
+    async def _read(self) -> LimitConfig:
+        """The configuration the fleet agrees on (stored, or this process's own, written)."""
+        try:
+            value = await self._cache.get("config")
+        except (SerializationError, RedisCommandError):
+            value = _UNREADABLE  # not a configuration (overwritten below)
+        stored = LimitConfig.parse(value)
+        if stored is None and value is not None:
+            self.bad += 1
+            self._warnings.warn(
+                "config",
+                "rate limiter %r: the stored configuration is not one; writing this "
+                "process's (%s) over it",
+                self._name,
+                self.mine.text(),
+            )
+        if stored is None or (
+            (stored.algorithm, stored.per) == (self.mine.algorithm, self.mine.per)
+            and self.mine.limit < stored.limit
+        ):
+            await self._cache.set("config", self.mine.text(), ttl=CONFIG_TTL)
+            stored = self.mine
+        return stored
+
+    def _apply(self, stored: LimitConfig) -> None:
         self._settled = True
         before = (self.limit, self.conflict)
         if (stored.algorithm, stored.per) != (self.mine.algorithm, self.mine.per):

@@ -49,6 +49,7 @@ class Lease:
         "told",
         "unreported",
         "until",
+        "void",
         "waiting",
         "window",
     )
@@ -75,6 +76,9 @@ class Lease:
         self.local_window = -1
         self.unreported = 0  # of those, not yet charged to the fleet counter
         self.pending: asyncio.Future[None] | None = None
+        #: the reservation in flight grants nothing usable: the lease was dropped meanwhile (a
+        #: penalty began, or the rules changed); cleared when that reservation ends
+        self.void = False
         self.waiting = 0  # callers waiting for the reservation in flight: visible demand
         #: demand: asks per window (weighted mean of past windows)
         self.demand: float | None = None
@@ -120,7 +124,10 @@ class Lease:
         self.asked_other = 0
 
     def grant(self, tokens: int, until: float) -> None:
-        """Tokens granted by a reservation, usable until monotonic time ``until``."""
+        """Tokens granted by a reservation, usable until monotonic time ``until`` (none if the
+        lease was dropped while the reservation was in flight: :attr:`void`)."""
+        if self.void:  # charged by the fleet counter, never spent: under-use
+            tokens = 0
         self.tokens = tokens
         self.issued += tokens
         if self.recheck:  # paused meanwhile: usable once the shared state is read again
@@ -143,9 +150,12 @@ class Lease:
             self.until = self.held_until
 
     def drop(self) -> None:
-        """Give up the tokens in hand, local ones included (unspent tokens are not asks); a
-        token bucket's next decision goes through a reservation, which reads the penalty
-        first, before its local bucket is spent again."""
+        """Give up the tokens in hand, local ones included (unspent tokens are not asks), and
+        those the reservation in flight, if any, will grant; a token bucket's next decision
+        goes through a reservation, which reads the penalty first, before its local bucket is
+        spent again."""
+        if self.pending is not None:
+            self.void = True
         self.issued -= self.tokens
         self.tokens = 0
         self.recheck = 0

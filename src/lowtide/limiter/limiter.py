@@ -132,11 +132,14 @@ class RateLimiter:
         self.family = family(ns, "limiter", name)
         self._hub = hub
         self._mono = hub.clock.monotonic  # the fast path's only clock read
-        #: per-tenant state, bounded by ``max_tenants`` (dropping an idle tenant's lease only
-        #: strands its unspent tokens: under-use, never overshoot); a lease with a reservation
-        #: in flight is kept
+        self._local = LocalDecisions(
+            hub, on_redis_error, self.per, fleet_size, limit=lambda: self._agreement.limit
+        )
+        #: per-tenant state, bounded by ``max_tenants``: an idle tenant's lease is dropped
+        #: (its unspent tokens: under-use) unless it is still needed, and what it knew of the
+        #: window under way is remembered for local decisions (LocalDecisions.keep, .forget)
         self._leases: TenantLRU[Lease] = TenantLRU(
-            max_tenants, Lease, keep_if=lambda lease: lease.pending is not None
+            max_tenants, Lease, keep_if=self._local.keep, on_evict_entry=self._local.forget
         )
         self.max_tenants = max_tenants
         self._watch = LeaseWatch(self._leases, self.per, hub.server_time, self._tenant_kw)
@@ -182,7 +185,6 @@ class RateLimiter:
         self._stats["bad_state"] = 0
         self._warnings = Warnings(log)
         self._needs_fleet = on_redis_error == "local_share" and fleet_size is None
-        self._local = LocalDecisions(hub, on_redis_error, self.per, fleet_size)
         self._unsubscribe_mode = hub.on_mode_change(self._on_mode)
 
     def __repr__(self) -> str:
@@ -412,7 +414,7 @@ class RateLimiter:
             self._warnings.warn("state", "%s: deciding locally: %s", self._what, exc)
             return self._fallback(lease, self._server_now())
         finally:
-            lease.pending = None
+            lease.pending, lease.void = None, False
             fut.set_result(None)
 
     def _fallback(self, lease: Lease, now: float) -> Decision:

@@ -155,15 +155,20 @@ def parse_state(
     raw: str | None, now: float, *, cap: float, rate: float, lease_for: float
 ) -> SharedState:
     """The state stored as ``raw`` (``v1;tokens;at;hub,rate,burst,until;...``), checked: a
-    missing state is a full bucket; one that cannot be read is an empty bucket with no lease
-    (nothing is admitted from it until it refills); a lease that cannot be one is dropped."""
+    missing state is a full bucket; one that cannot be read, or whose time is further ahead of
+    ``now`` than two lease periods (no hub's clock is that far off: planted), is an empty bucket
+    with no lease (nothing is admitted from it until it refills); a lease that cannot be one
+    is dropped. A time ahead of ``now`` by less is kept: the stored time never moves
+    backwards, so a hub whose clock is behind gets no refill until its clock passes it (it
+    would otherwise refill the same interval again: over-admission)."""
     if raw is None:
         return SharedState(cap, now)
     parts = [p for p in raw.split(";") if p]
     tokens, at = _number(parts[1:2]), _number(parts[2:3])
-    if not parts or parts[0] != "v1" or tokens is None or at is None:
+    if not parts or parts[0] != "v1" or tokens is None or at is None or at > now + 2 * lease_for:
         return SharedState(0.0, now)
-    state = SharedState(max(0.0, min(tokens, cap)), min(at, now))
+    # a time ahead of ``now`` is kept (another hub's clock is ahead): no refill until then
+    state = SharedState(max(0.0, min(tokens, cap)), at)
     for entry in parts[3 : 3 + MAX_HUBS]:
         bits = entry.split(",")
         if len(bits) != 4 or not bits[0]:

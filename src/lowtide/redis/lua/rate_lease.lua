@@ -30,8 +30,10 @@ if raw then
     parts[#parts + 1] = p
   end
   local t, a = tonumber(parts[2] or ''), tonumber(parts[3] or '')
-  if parts[1] == 'v1' and finite(t) and finite(a) then
-    tokens, at = math.max(0, math.min(t, cap)), math.min(a, now)
+  -- the stored time never moves backwards (a hub whose clock is behind refills nothing until
+  -- its clock passes it); one further ahead than two lease periods is not one (planted)
+  if parts[1] == 'v1' and finite(t) and finite(a) and a <= now + 2 * lease_for then
+    tokens, at = math.max(0, math.min(t, cap)), a
     for i = 4, math.min(#parts, 3 + MAX_HUBS) do
       local id, r, b, u = string.match(parts[i], '^([^,]+),([^,]+),([^,]+),([^,]+)$')
       r, b, u = tonumber(r or ''), tonumber(b or ''), tonumber(u or '')
@@ -117,8 +119,9 @@ if granted < want then
 end
 
 -- store it: alive as long as a lease, plus the time to refill
-local out = {'v1', string.format('%.9f', tokens), string.format('%.6f', now)}
-local last = now
+local stored_at = math.max(at, now)
+local out = {'v1', string.format('%.9f', tokens), string.format('%.6f', stored_at)}
+local last = stored_at
 for id, l in pairs(leases) do
   out[#out + 1] = id .. ',' .. string.format('%.9g', l[1]) .. ',' .. l[2] .. ',' .. string.format('%.6f', l[3])
   last = math.max(last, l[3])
