@@ -155,3 +155,25 @@ async def test_two_flushes_at_once_never_land_an_older_count_after_a_newer_one(
         await first
         lt.gateway.pipeline = send  # type: ignore[method-assign]
         assert fleet_usage(lowtide_server, lt, "pro-a") == lt.ledger.billed_by_tenant()["pro-a"]
+
+
+async def test_what_a_tenant_wrote_while_local_only_is_forgotten_when_its_quota_returns(
+    lowtide_url: str,
+) -> None:
+    clock = ManualClock(wall_start=1_700_000_000.0 - 1_700_000_000.0 % 3600 + 3590)
+    async with Lowtide(lowtide_url, clock=clock, invalidation="ttl") as lt:
+        quotas = lt.quotas(PLANS, plan_of, period="hour", flush_interval=3600)
+        cache = lt.cache("c", ttl=3600)
+        for i in range(30):
+            await cache.set(f"k{i}", i, tenant="free-3")
+        await quotas.flush()
+        assert quotas.over_quota("free-3")
+        await cache.set("local", "never in Redis", tenant="free-3")  # local-only
+        await cache.set("k0", "changed locally", tenant="free-3")
+        assert cache.peek("local", tenant="free-3") == "never in Redis"
+        clock.advance(15)  # a new hour, a new budget; the local copies are still fresh
+        await eventually(lambda: not quotas.over_quota("free-3"))
+        assert cache.peek("local", tenant="free-3") is None
+        assert cache.peek("k0", tenant="free-3") is None
+        assert await cache.get("local", tenant="free-3") is None  # what Redis holds
+        assert await cache.get("k0", tenant="free-3") == 0

@@ -33,7 +33,7 @@ from lowtide.invalidation import Invalidations
 from lowtide.ledger import Ledger, profile_for_provider
 from lowtide.limiter import LimiterKwargs, RateLimiter
 from lowtide.modes import Mode, ModeChange
-from lowtide.quotas import PlanOf, Quotas, QuotasKwargs
+from lowtide.quotas import PlanOf, QuotaEvent, Quotas, QuotasKwargs
 from lowtide.redis import Gateway
 from lowtide.redis.client import check_url
 from lowtide.settings import Settings
@@ -416,9 +416,14 @@ class Lowtide:
         if self._quotas is not None:
             raise ConfigError("quotas() was already configured for this hub")
         self._quotas = Quotas(self, plans, plan_of, **options)
+        self._quotas.on_event(self._quota_event)
         if self._started and not self._closed:
             self._quotas.start()
         return self._quotas
+
+    def _quota_event(self, event: QuotaEvent) -> None:
+        if not event.over:  # back from local-only: its local writes never reached Redis
+            self._registry.forget_tenant(event.tenant)
 
     def tenants(
         self, loader: TenantLoader | None = None, **options: Unpack[TenantsKwargs]

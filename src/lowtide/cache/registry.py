@@ -95,6 +95,12 @@ class CacheRegistry:
         for cache in self._caches.values():
             cache._demote()
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop every L1 entry of ``tenant`` in every cache (its quota came back: what it
+        wrote while local-only never reached Redis)."""
+        for cache in self._caches.values():
+            cache._forget_tenant(tenant)
+
     def info(self) -> list[dict[str, Any]]:
         """:meth:`Cache.info` of every cache."""
         return [c.info() for c in self._caches.values()]

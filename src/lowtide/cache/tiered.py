@@ -271,6 +271,12 @@ class Cache(LocalViews, Batches, Purging, Decorating):
         if self._watchers:
             self._watchers.emit(None)
 
+    def _forget_tenant(self, tenant: str) -> None:
+        # what this process kept of the tenant while it was local-only (over its quota) may
+        # be values Redis never got: drop them, not even fail-safe
+        if self._store.drop_tenant(tenant) and self._watchers:
+            self._watchers.emit(None)
+
     # -- reads and loads -----------------------------------------------------------------------
     async def _read(self, k: Key) -> tuple[bool, Any, float]:
         """L2 read of ``k`` (single-flight): ``(found, value, remaining L2 life)``."""
