@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+import pytest
 
 from lowtide import Lowtide, ManualClock, Mode, RateLimiter
 from lowtide.errors import RedisUnavailable
@@ -20,6 +22,20 @@ from lowtide.limiter.core import window_index
 from tests.helpers import eventually
 
 PER = 30.0
+
+
+@contextlib.asynccontextmanager
+async def two_hubs(
+    url: str, clock: ManualClock, *names: str
+) -> AsyncIterator[tuple[Lowtide, Lowtide]]:
+    """Two healthy hubs (``names``) on one server, sharing ``clock``."""
+    async with (
+        Lowtide(url, clock=clock, instance=names[0]) as a,
+        Lowtide(url, clock=clock, instance=names[1]) as b,
+    ):
+        for hub in (a, b):
+            assert await hub.invalidations.wait_healthy(5)
+        yield a, b
 
 
 async def next_window(hub: Lowtide, clock: ManualClock, per: float) -> int:
@@ -50,12 +66,7 @@ async def test_a_stricter_config_pushed_while_settle_reads_is_not_overwritten_by
     clock = ManualClock()
     async with Lowtide(lowtide_url, clock=clock, instance="p0") as p0:  # an earlier deploy: 50
         await p0.rate_limiter("crm", limit=50, per=PER, fleet_size=2).prefetch("t1")
-    async with (
-        Lowtide(lowtide_url, clock=clock, instance="p1") as p1,
-        Lowtide(lowtide_url, clock=clock, instance="p2") as p2,
-    ):
-        for hub in (p1, p2):
-            assert await hub.invalidations.wait_healthy(5)
+    async with two_hubs(lowtide_url, clock, "p1", "p2") as (p1, p2):
         l1 = p1.rate_limiter("crm", limit=50, per=PER, fleet_size=2)
         l2 = p2.rate_limiter("crm", limit=5, per=PER, fleet_size=2)
         heard = heard_config(l1)
@@ -85,12 +96,7 @@ async def test_a_config_that_keeps_changing_stays_unsettled_until_the_next_decis
     lowtide_url: str,
 ) -> None:
     clock = ManualClock()
-    async with (
-        Lowtide(lowtide_url, clock=clock, instance="p1") as p1,
-        Lowtide(lowtide_url, clock=clock, instance="p2") as p2,
-    ):
-        for hub in (p1, p2):
-            assert await hub.invalidations.wait_healthy(5)
+    async with two_hubs(lowtide_url, clock, "p1", "p2") as (p1, p2):
         l1 = p1.rate_limiter("crm", limit=50, per=PER, fleet_size=2)
         await l1.prefetch("t1")  # stores 50
         l2 = p2.rate_limiter("crm", limit=50, per=PER, fleet_size=2)
@@ -161,52 +167,33 @@ async def busy_tenant(hub: Lowtide, clock: ManualClock, limiter: RateLimiter) ->
     clock.advance(10)
 
 
-async def test_penalize_during_a_reservation_in_flight_spends_none_of_its_grant(
-    lowtide_url: str,
+@pytest.mark.parametrize("lost", [False, True], ids=["granted", "failed"])
+async def test_penalize_during_a_reservation_in_flight_admits_nothing(
+    lowtide_url: str, lost: bool
 ) -> None:
+    # granted: none of its grant is spent during the penalty; failed (the reply is lost):
+    # the owner is decided locally, and the local decision honours the penalty too
     clock = ManualClock()
     async with Lowtide(lowtide_url, clock=clock, instance="a") as hub:
         limiter = hub.rate_limiter("pen", limit=100, per=10, fleet_size=1)
         await limiter.prefetch("t1")
         await busy_tenant(hub, clock, limiter)
-        with held_reservations(hub) as (held, release):
+        with held_reservations(hub, lost=lost) as (held, release):
             owner = asyncio.create_task(limiter.acquire("t1"))  # reserves: its reply is held
             await asyncio.wait_for(held.wait(), 5)
             await limiter.penalize("t1", 600)  # the provider said 429, Retry-After: 600
             release.set()
             decision = await owner
         assert not decision.allowed
+        assert limiter.stats["local"] == (1 if lost else 0)
         assert await admitted(limiter, "t1", 60) == 0
-
-
-async def test_penalize_during_a_reservation_that_fails_admits_nothing_locally(
-    lowtide_url: str,
-) -> None:
-    clock = ManualClock()
-    async with Lowtide(lowtide_url, clock=clock, instance="a") as hub:
-        limiter = hub.rate_limiter("pen", limit=100, per=10, fleet_size=1)
-        await limiter.prefetch("t1")
-        await busy_tenant(hub, clock, limiter)
-        with held_reservations(hub, lost=True) as (held, release):
-            owner = asyncio.create_task(limiter.acquire("t1"))
-            await asyncio.wait_for(held.wait(), 5)
-            await limiter.penalize("t1", 600)
-            release.set()  # the reservation fails: the owner is decided locally
-            decision = await owner
-        assert not decision.allowed
-        assert limiter.stats["local"] == 1
 
 
 async def test_a_penalty_heard_during_a_reservation_in_flight_spends_none_of_its_grant(
     lowtide_url: str,
 ) -> None:
     clock = ManualClock()
-    async with (
-        Lowtide(lowtide_url, clock=clock, instance="a") as a,
-        Lowtide(lowtide_url, clock=clock, instance="b") as b,
-    ):
-        for hub in (a, b):
-            assert await hub.invalidations.wait_healthy(5)
+    async with two_hubs(lowtide_url, clock, "a", "b") as (a, b):
         la = a.rate_limiter("pen", limit=100, per=10, fleet_size=1)
         lb = b.rate_limiter("pen", limit=100, per=10, fleet_size=1)
         for limiter in (la, lb):

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from lowtide.limiter.rates import parse_state, take
+from lowtide.limiter.rates import Grant, SharedState, parse_state, take
 from lowtide.redis.scripts import Script
 from lowtide.testing import ValkeyServer
 
@@ -35,6 +35,31 @@ def run(server: ValkeyServer, key: str, now: float, hub: str, **kw: float) -> li
     return list(reply[0])
 
 
+def mirror(
+    server: ValkeyServer, key: str, now: float, hub: str, kw: dict[str, float]
+) -> tuple[SharedState, Grant]:
+    """The Python mirror's decision for the state stored at ``key`` and the script's ``kw``
+    (read before the script runs): the state as parsed and the grant."""
+    rate, cap, lease_for = kw["rate"], kw["cap"], kw["lease_for"]
+    raw = server.command("GET", key)
+    state = parse_state(
+        None if raw is None else raw.decode(), now, cap=cap, rate=rate, lease_for=lease_for
+    )
+    g = take(
+        state,
+        now,
+        hub,
+        want_rate=kw["want_rate"],
+        want_burst=int(kw["want_burst"]),
+        lease_for=lease_for,
+        want=int(kw["want"]),
+        fair_rate=kw["fair_rate"],
+        rate=rate,
+        cap=cap,
+    )
+    return state, g
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_script_and_its_mirror_agree(lowtide_fresh_server: ValkeyServer, seed: int) -> None:
     server = lowtide_fresh_server
@@ -56,22 +81,7 @@ def test_the_script_and_its_mirror_agree(lowtide_fresh_server: ValkeyServer, see
             "rate": rate,
             "cap": cap,
         }
-        raw = server.command("GET", key)
-        state = parse_state(
-            None if raw is None else raw.decode(), now, cap=cap, rate=rate, lease_for=lease_for
-        )
-        g = take(
-            state,
-            now,
-            hub,
-            want_rate=kw["want_rate"],
-            want_burst=int(kw["want_burst"]),
-            lease_for=lease_for,
-            want=int(kw["want"]),
-            fair_rate=kw["fair_rate"],
-            rate=rate,
-            cap=cap,
-        )
+        _, g = mirror(server, key, now, hub, kw)
         got = run(server, key, now, hub, **kw)
         assert math.isclose(float(got[0]), g.rate, rel_tol=1e-6, abs_tol=1e-9)
         assert (int(got[1]), int(got[3]), int(got[4]), int(got[5]), int(got[7])) == (
@@ -145,22 +155,7 @@ def test_the_script_and_its_mirror_agree_when_clocks_differ(
             "rate": rate,
             "cap": cap,
         }
-        raw = server.command("GET", key)
-        state = parse_state(
-            None if raw is None else raw.decode(), now, cap=cap, rate=rate, lease_for=lease_for
-        )
-        g = take(
-            state,
-            now,
-            hub,
-            want_rate=kw["want_rate"],
-            want_burst=int(kw["want_burst"]),
-            lease_for=lease_for,
-            want=int(kw["want"]),
-            fair_rate=kw["fair_rate"],
-            rate=rate,
-            cap=cap,
-        )
+        state, g = mirror(server, key, now, hub, kw)
         got = run(server, key, now, hub, **kw)
         assert (int(got[1]), int(got[3]), int(got[4]), int(got[5]), int(got[7])) == (
             g.burst,

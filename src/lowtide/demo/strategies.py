@@ -1,14 +1,8 @@
 """The ways a machine can serve the demo's workload.
 
-* :class:`Naive`: the incident's code before the fix: a quota GET and a data GET per cache
-  operation, a discovery GET per webhook, a rate-limit GET and a circuit-breaker GET per
-  outbound call, plus the writes that code needs (fills, the limiter's INCR, the breaker's
-  failure counter).
-* :class:`TtlFix`: the incident team's fix: quota read directly with its verdict cached 60 s,
-  limiter verdicts cached 5 s and breaker state 10 s in process memory, discovery keys
-  pre-warmed in Redis with a 1 h TTL.
-* :class:`DropIn` (``--dropin``): the naive code unchanged, its redis-py client swapped for
-  lowtide's drop-in (``lt.redis(cache_prefixes=...)``).
+* The baselines (:mod:`lowtide.demo.baselines`): :class:`Naive`, the incident's code before
+  the fix; :class:`TtlFix`, the incident team's fix (verdict caches of 5-60 s, discovery keys
+  pre-warmed); :class:`DropIn` (``--dropin``), the naive code on lowtide's drop-in client.
 * :class:`LowtideStrategy`: this library with its defaults, in one invalidation mode
   (``tracking``: CLIENT TRACKING; ``keyspace``: keyspace notifications, the mode for Upstash;
   ``pubsub``: the backplane, for servers with neither). Each connector's per-tenant breaker
@@ -17,8 +11,7 @@
 
 All of them use the same "database" (the trace's history, 2 ms per query) and the same
 dependency (which fails while the trace says so; both in :mod:`lowtide.demo.world`), start with
-an empty cache and reach their steady state in the warm-up. The baselines are in
-:mod:`lowtide.demo.baselines`.
+an empty cache and reach their steady state in the warm-up.
 
 Every duration is in trace seconds and goes through :meth:`DemoConfig.wall`, so a compressed
 run divides every period of every strategy (lowtide's own included) by the same factor.
