@@ -32,11 +32,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from lowtide._untrusted import Warnings
-from lowtide._validate import integer, optional_seconds, seconds
-from lowtide.errors import ConfigError, RateLimited, RedisCommandError, RedisUnavailable
+from lowtide._validate import seconds
+from lowtide.errors import RateLimited, RedisCommandError, RedisUnavailable
 from lowtide.keys import build_key, family
 from lowtide.limiter.agreement import FleetConfig, LimitConfig
 from lowtide.limiter.core import (
@@ -46,6 +46,7 @@ from lowtide.limiter.core import (
 )
 from lowtide.limiter.lease import Lease
 from lowtide.limiter.local import LocalDecisions, OnRedisError
+from lowtide.limiter.options import Algorithm, LimiterKwargs, check_arguments
 from lowtide.limiter.reserve import DEMAND_PERIOD, Reserver
 from lowtide.limiter.spent import SpentWindows
 from lowtide.limiter.state import BadState, Penalties, default_max_penalty
@@ -66,21 +67,6 @@ _new_decision = tuple.__new__
 #: allowed decisions with a small ``remaining``, made once (a Decision is an immutable tuple)
 _INTERNED = 1024
 _ALLOWED = tuple(Decision(True, n, 0.0) for n in range(_INTERNED))
-Algorithm = Literal["fixed_window", "token_bucket"]
-
-
-class LimiterKwargs(TypedDict, total=False):
-    """The optional :class:`RateLimiter` arguments, as :meth:`Lowtide.rate_limiter` takes them
-    (each default lives in :class:`RateLimiter`)."""
-
-    algorithm: Algorithm
-    on_redis_error: OnRedisError
-    fleet_size: int | None
-    max_lease: int
-    lease_horizon: float
-    per_tenant: bool
-    max_tenants: int
-    max_penalty: float | None
 
 
 class RateLimiter:
@@ -105,18 +91,17 @@ class RateLimiter:
         max_tenants: int = 10_000,
         max_penalty: float | None = None,
     ) -> None:
-        integer("limit", limit)
-        seconds("per", per)
-        if algorithm not in ("fixed_window", "token_bucket"):
-            raise ConfigError(f"algorithm: fixed_window or token_bucket, got {algorithm!r}")
-        if on_redis_error not in ("local_share", "allow", "deny"):
-            raise ConfigError(f"on_redis_error: local_share, allow or deny, got {on_redis_error!r}")
-        if fleet_size is not None:
-            integer("fleet_size", fleet_size)
-        integer("max_lease", max_lease)
-        seconds("lease_horizon", lease_horizon)
-        integer("max_tenants", max_tenants)
-        optional_seconds("max_penalty", max_penalty)
+        check_arguments(
+            limit=limit,
+            per=per,
+            algorithm=algorithm,
+            on_redis_error=on_redis_error,
+            fleet_size=fleet_size,
+            max_lease=max_lease,
+            lease_horizon=lease_horizon,
+            max_tenants=max_tenants,
+            max_penalty=max_penalty,
+        )
         ns = hub.settings.namespace
         build_key(ns, "limiter", name, None, "")  # validates the name
         self.name = name
