@@ -60,6 +60,18 @@ def mirror(
     return state, g
 
 
+def assert_same_grant(got: list[object], g: Grant) -> None:
+    """The script's reply ``got`` grants what the mirror's ``g`` does (burst, fill, added,
+    granted, left)."""
+    assert (int(got[1]), int(got[3]), int(got[4]), int(got[5]), int(got[7])) == (
+        g.burst,
+        g.fill,
+        g.added,
+        g.granted,
+        g.left,
+    )
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_script_and_its_mirror_agree(lowtide_fresh_server: ValkeyServer, seed: int) -> None:
     server = lowtide_fresh_server
@@ -84,13 +96,7 @@ def test_the_script_and_its_mirror_agree(lowtide_fresh_server: ValkeyServer, see
         _, g = mirror(server, key, now, hub, kw)
         got = run(server, key, now, hub, **kw)
         assert math.isclose(float(got[0]), g.rate, rel_tol=1e-6, abs_tol=1e-9)
-        assert (int(got[1]), int(got[3]), int(got[4]), int(got[5]), int(got[7])) == (
-            g.burst,
-            g.fill,
-            g.added,
-            g.granted,
-            g.left,
-        )
+        assert_same_grant(got, g)
         assert math.isclose(float(got[2]), g.until, abs_tol=1e-5)
         assert math.isclose(float(got[6]), g.retry, rel_tol=1e-6, abs_tol=1e-5)
         assert server.command("PTTL", key) > 0
@@ -157,12 +163,6 @@ def test_the_script_and_its_mirror_agree_when_clocks_differ(
         }
         state, g = mirror(server, key, now, hub, kw)
         got = run(server, key, now, hub, **kw)
-        assert (int(got[1]), int(got[3]), int(got[4]), int(got[5]), int(got[7])) == (
-            g.burst,
-            g.fill,
-            g.added,
-            g.granted,
-            g.left,
-        )
+        assert_same_grant(got, g)
         assert math.isclose(float(got[6]), g.retry, rel_tol=1e-6, abs_tol=1e-5)
         assert math.isclose(stored_at(server, key), state.at, abs_tol=1e-6)
